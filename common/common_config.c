@@ -1,0 +1,22 @@
+/* common_config — the keys every worker shares: where the bus and stores are,
+ * logging, the all-in-one HTTP port, librdkafka properties, S3 credentials. */
+#include "common_config.h"
+
+const struct config_key common_config_keys[] = {
+    { "mailfleet", "bus", CONFIG_STR, "local:var/queue", "local:<dir> or kafka:<host:port,...>" },
+    { "mailfleet", "commit_mode", CONFIG_STR, "at_least_once",
+      "at_least_once or transactional (Kafka consume-transform-produce)" },
+    { "mailfleet", "store_incoming", CONFIG_STR, "file:var/store/incoming",
+      "raw mail store: file:<dir> or s3://bucket/prefix?endpoint=&region=&path_style=" },
+    { "mailfleet", "store_attachments", CONFIG_STR, "file:var/store/attachments", "attachment store" },
+    { "mailfleet", "state_dir", CONFIG_STR, "var/state", "LMDB caches (dedupe, markers, copies)" },
+    { "mailfleet", "log_level", CONFIG_STR, "info", "debug, info, warn or error" },
+    { "mailfleet", "http_listen", CONFIG_STR, "127.0.0.1:9100",
+      "metrics/health/alarms for `mailfleet run` (all workers in one process)" },
+    { "mailfleet", "queue_retention", CONFIG_DURATION, "14d", "local queue: drop records older than this" },
+    { "kafka", "*", CONFIG_STR, NULL, "any librdkafka property, e.g. security.protocol = ssl" },
+    { "s3", "access_key", CONFIG_SECRET, NULL, "S3 access key id (or access_key_file)" },
+    { "s3", "secret_key", CONFIG_SECRET, NULL, "S3 secret key (or secret_key_file)" },
+    { "s3", "session_token", CONFIG_SECRET, NULL, "optional STS session token" },
+    CONFIG_KEYS_END
+};

@@ -1,0 +1,53 @@
+/* http — the HTTP side of every worker (libmicrohttpd, internal thread pool).
+ *
+ * Always serves /metrics, /healthz (process alive) and /readyz (all readiness
+ * checks pass).  Workers add routes by path prefix; a handler gets the parsed
+ * request and fills a response.  Bodies are bounded (max_body). */
+#ifndef MF_HTTP_H
+#define MF_HTTP_H
+#include <stddef.h>
+#include <stdint.h>
+
+struct http_server;
+
+struct http_request {
+    const char *method;          /* "GET", "POST", ... */
+    const char *path;            /* URL path, percent-decoded by MHD */
+    const char *client_ip;
+    const char *body;            /* NUL-terminated; body_len bytes */
+    size_t body_len;
+    void *conn;                  /* opaque (MHD connection) */
+};
+
+struct http_response {
+    int status;
+    const char *content_type;    /* default text/plain; charset=utf-8 */
+    char *body;                  /* malloc'd, taken by the server */
+    size_t body_len;
+    /* extra headers, name/value pairs, malloc'd strings, taken by the server */
+    char *headers[16];
+    size_t n_headers;
+    /* streaming instead of body: called until it returns 0 (end) or <0 (error) */
+    long (*stream)(void *opaque, uint64_t pos, char *buf, size_t max);
+    void (*stream_free)(void *opaque);
+    void *stream_opaque;
+    uint64_t stream_size;        /* total length, or UINT64_MAX when unknown */
+};
+
+/* Query argument or request header lookup (valid during the handler). */
+const char *http_query(const struct http_request *r, const char *name);
+const char *http_header(const struct http_request *r, const char *name);
+void http_response_header(struct http_response *resp, const char *name, const char *value);
+void http_response_text(struct http_response *resp, int status, const char *ctype, const char *body);
+
+typedef void (*http_handler)(void *opaque, const struct http_request *req, struct http_response *resp);
+typedef int (*http_ready_check)(void *opaque, char *why, size_t whylen);  /* 1 = ready */
+
+/* listen "127.0.0.1:9100". */
+struct http_server *http_server_new(const char *listen, size_t max_body, char *err, size_t errlen);
+void http_route(struct http_server *s, const char *prefix, http_handler h, void *opaque);
+void http_ready_add(struct http_server *s, const char *name, http_ready_check chk, void *opaque);
+int  http_server_start(struct http_server *s, char *err, size_t errlen);
+void http_server_free(struct http_server *s);   /* stops; accepts NULL */
+
+#endif

@@ -1,0 +1,108 @@
+/* ids — UUIDv7: 48-bit ms timestamp, then a counter seeded randomly each ms so
+ * ids from one process sort in creation order. */
+#include "ids.h"
+#include "log.h"
+
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include "timeutil.h"
+
+static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+static int64_t last_ms;
+static uint32_t seq;   /* 12-bit rand_a used as a counter */
+
+char *id_new(char out[ID_LEN + 1])
+{
+    unsigned char b[16];
+
+    if (RAND_bytes(b, sizeof(b)) != 1)
+        panic("%s: RAND_bytes failed", __func__);
+    pthread_mutex_lock(&id_lock);
+    int64_t ms = now_ms();
+    if (ms <= last_ms) {
+        ms = last_ms;
+        if (++seq > 0xfff) {   /* counter spent: borrow the next ms */
+            ms = ++last_ms;
+            seq = b[6] & 0x3f;
+        }
+    } else {
+        last_ms = ms;
+        seq = ((uint32_t)(b[6] & 0x3f) << 4) | (b[7] >> 4); /* leave room to count */
+    }
+    uint32_t s = seq;
+    pthread_mutex_unlock(&id_lock);
+
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)(0x70 | ((s >> 8) & 0x0f));
+    b[7] = (unsigned char)(s & 0xff);
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3f));
+    snprintf(out, ID_LEN + 1,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+             b[13], b[14], b[15]);
+    return out;
+}
+
+int id_valid(const char *s)
+{
+    if (strlen(s) != ID_LEN)
+        return 0;
+    for (int i = 0; i < ID_LEN; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return 0;
+        } else if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
+            return 0;
+        }
+    }
+    return s[14] == '7';
+}
+
+int64_t id_time_ms(const char *s)
+{
+    if (!id_valid(s))
+        return -1;
+    int64_t ms = 0;
+    for (int i = 0; i < 13; i++) {
+        if (s[i] == '-')
+            continue;
+        int c = s[i];
+        ms = ms * 16 + (c <= '9' ? c - '0' : c - 'a' + 10);
+    }
+    return ms;
+}
+
+void hex_encode(const unsigned char *in, size_t n, char *out)
+{
+    static const char hx[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hx[in[i] >> 4];
+        out[2 * i + 1] = hx[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int hex_decode(const char *in, unsigned char *out, size_t outlen)
+{
+    size_t n = strlen(in);
+    if (n % 2 || n / 2 > outlen)
+        return -1;
+    for (size_t i = 0; i < n / 2; i++) {
+        int h = hexval(in[2 * i]), l = hexval(in[2 * i + 1]);
+        if (h < 0 || l < 0)
+            return -1;
+        out[i] = (unsigned char)(h << 4 | l);
+    }
+    return (int)(n / 2);
+}

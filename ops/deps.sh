@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install what mailfleet needs on a Debian machine, only what is missing.
+#   ops/deps.sh run    build + runtime libraries (make run)
+#   ops/deps.sh test   the above plus the real peers the tests drive (make test)
+# As root it runs apt-get; otherwise it prints the exact command and stops.
+# npm test tools go into tests/node_modules (project-local).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-run}
+
+build_pkgs="gcc make pkg-config openssl libssl-dev libuv1-dev liblmdb-dev lmdb-utils
+ librdkafka-dev libgmime-3.0-dev libcurl4-openssl-dev libjansson-dev libinih-dev
+ libmicrohttpd-dev libcrypt-dev libopendkim-dev"
+test_pkgs="libcmocka-dev kcat swaks postfix python3 python3-botocore python3-jsonschema
+ python3-dkim prometheus yamllint curl nodejs npm"
+
+want=$build_pkgs
+[ "$mode" = test ] && want="$build_pkgs $test_pkgs"
+
+missing=""
+for p in $want; do
+  # nodejs may come from another repository that bundles npm: accept a working npm.
+  if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
+  if [ "$p" = nodejs ] && command -v node >/dev/null 2>&1; then continue; fi
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+
+if [ -n "$missing" ]; then
+  cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends$missing"
+  if [ "$(id -u)" != 0 ]; then
+    echo "mailfleet: missing Debian packages:$missing" >&2
+    echo "run as root:  $cmd" >&2
+    exit 1
+  fi
+  echo "mailfleet: installing$missing" >&2
+  # postfix asks questions at install time; answer them once, non-interactively.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >&2
+fi
+
+if [ "$mode" = test ] && [ ! -x tests/node_modules/.bin/s3rver ]; then
+  echo "mailfleet: installing npm test tools into tests/node_modules" >&2
+  (cd tests && npm install --no-audit --no-fund --loglevel=error >&2)
+fi
+exit 0

@@ -1,0 +1,158 @@
+"""Shared helpers for integration tests: real processes on 127.0.0.1.
+
+Each test gets a fresh directory (self.dir), free ports, and processes that
+are killed in tearDown.  Nothing here fakes a peer: it starts real programs
+(the mailfleet binary, the librdkafka mock cluster tool, s3rver, smtp-sink...).
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("MAILFLEET_BUILD", os.path.join(ROOT, "build"))
+MAILFLEET = os.path.join(BUILD, "mailfleet")
+TOOLS = os.path.join(BUILD, "tools")
+NODE_BIN = os.path.join(ROOT, "tests", "node_modules", ".bin")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("process exited with %s before listening on %d" % (proc.returncode, port))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError("nothing listening on 127.0.0.1:%d" % port)
+
+
+def wait_for(pred, timeout=15.0, interval=0.1, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise TimeoutError("timed out waiting for " + what)
+
+
+class Proc:
+    """A started process whose stdout+stderr go to a log file."""
+
+    def __init__(self, args, log_path, env=None, cwd=None, stdin=None):
+        self.args = args
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
+                                  cwd=cwd, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                                  start_new_session=True)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            os.killpg(self.p.pid, sig)
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, then SIGKILL; returns the exit code."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.p.wait()
+        self.log.close()
+        return self.p.returncode
+
+    def kill9(self):
+        if self.alive():
+            self.signal(signal.SIGKILL)
+            self.p.wait()
+        self.log.close()
+
+    def output(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+
+class TestCase(unittest.TestCase):
+    """Gives self.dir (removed on success, kept on failure for reading logs)."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mf-%s-" % self._testMethodName)
+        self.procs = []
+
+    def tearDown(self):
+        for p in reversed(self.procs):
+            try:
+                p.stop(5)
+            except Exception:
+                pass
+        ok = all(not e for _, e in getattr(self._outcome, "errors", [])) if hasattr(self._outcome, "errors") else True
+        if ok and not os.environ.get("KEEP_TEST_DIRS"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            print("kept test dir:", self.dir)
+
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def start(self, args, name, env=None, cwd=None):
+        p = Proc(args, self.path(name + ".log"), env=env, cwd=cwd or self.dir)
+        self.procs.append(p)
+        return p
+
+    def write(self, name, text, mode=0o644):
+        path = self.path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def mailfleet(self, *args, check=True, env=None, timeout=60, input=None):
+        """Runs `mailfleet ARGS` to completion; returns CompletedProcess (text)."""
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        r = subprocess.run([MAILFLEET] + list(args), capture_output=True, text=True, env=full_env,
+                           cwd=self.dir, timeout=timeout, input=input)
+        if check and r.returncode != 0:
+            self.fail("mailfleet %s exited %d\nstdout:%s\nstderr:%s" % (" ".join(args), r.returncode,
+                                                                      r.stdout, r.stderr))
+        return r
+
+
+def start_mock_kafka(test, brokers=1, topics=()):
+    """Starts tests/tools/kafka_mock (librdkafka's mock cluster in its own
+    process); returns (Proc, bootstrap)."""
+    tool = os.path.join(TOOLS, "kafka_mock")
+    port = free_port()
+    args = [tool, "--brokers", str(brokers), "--port", str(port)]
+    for t in topics:
+        args += ["--topic", t]
+    p = test.start(args, "kafka_mock")
+    wait_port(port, proc=p.p)
+    return p, "127.0.0.1:%d" % port

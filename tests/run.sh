@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs every test and ends with one summary line: "tests: N passed, M failed".
+#   unit:        build/tests/test_* (cmocka), then the same under ASan+UBSan
+#   integration: tests/integration/test_*.py (real processes on 127.0.0.1,
+#                Debian's /usr/bin/python3 so python3-botocore etc. import)
+# TESTS_ONLY=unit|asan|integration narrows; TESTS_MATCH=substr filters files.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+only=${TESTS_ONLY:-all}
+match=${TESTS_MATCH:-}
+pass=0; fail=0; failed_names=()
+log=build/test-logs; mkdir -p "$log"
+
+run_cmocka() {  # $1 binary, $2 label
+  local bin=$1 label=$2 out="$log/$(basename "$1").$2.log"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    timeout 300 "$bin" >"$out" 2>&1
+  local rc=$?
+  local p f
+  p=$(grep -Eo '\[  PASSED  \] [0-9]+' "$out" | awk '{s+=$4} END{print s+0}')
+  f=$(grep -Eo '\[  FAILED  \] [0-9]+ test' "$out" | awk '{s+=$4} END{print s+0}')
+  if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
+  pass=$((pass + p)); fail=$((fail + f))
+  if [ "$f" != 0 ]; then failed_names+=("$label $(basename "$bin")"); echo "FAIL $label $(basename "$bin") (see $out)"; tail -30 "$out"; else echo "ok   $label $(basename "$bin"): $p"; fi
+}
+
+if [ "$only" = all ] || [ "$only" = unit ]; then
+  for t in build/tests/test_*; do
+    [ -x "$t" ] || continue; [[ "$t" == *.d ]] && continue
+    [ -n "$match" ] && [[ "$t" != *"$match"* ]] && continue
+    run_cmocka "$t" unit
+  done
+fi
+if [ "$only" = all ] || [ "$only" = asan ]; then
+  for t in build-asan/tests/test_*; do
+    [ -x "$t" ] || continue; [[ "$t" == *.d ]] && continue
+    [ -n "$match" ] && [[ "$t" != *"$match"* ]] && continue
+    run_cmocka "$t" asan
+  done
+fi
+if [ "$only" = all ] || [ "$only" = integration ]; then
+  for t in tests/integration/test_*.py; do
+    [ -f "$t" ] || continue
+    [ -n "$match" ] && [[ "$t" != *"$match"* ]] && continue
+    out="$log/$(basename "$t").log"
+    start=$(date +%s)
+    (cd tests/integration && timeout 1200 /usr/bin/python3 -m unittest -v "$(basename "$t" .py)") >"$out" 2>&1
+    rc=$?
+    ran=$(grep -Eo '^Ran [0-9]+ test' "$out" | awk '{print $2}'); ran=${ran:-0}
+    bad=$(grep -Eo '^FAILED \((failures|errors)=[0-9]+(, (failures|errors)=[0-9]+)?' "$out" | grep -Eo '[0-9]+' | awk '{s+=$1} END{print s+0}')
+    if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then bad=1; fi
+    pass=$((pass + ran - bad)); fail=$((fail + bad))
+    if [ "$bad" != 0 ]; then failed_names+=("integration $(basename "$t")"); echo "FAIL integration $(basename "$t") (see $out)"; tail -60 "$out"; else echo "ok   integration $(basename "$t"): $ran ($(( $(date +%s) - start ))s)"; fi
+  done
+fi
+
+for n in "${failed_names[@]}"; do echo "failed: $n"; done
+echo "tests: $pass passed, $fail failed"
+[ "$fail" = 0 ] && [ "$pass" -gt 0 ]

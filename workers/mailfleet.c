@@ -1,0 +1,233 @@
+/* mailfleet — the multi-call binary.
+ *
+ *   mailfleet <worker> -c FILE     run one worker (ingest, transform, send, ...)
+ *   mailfleet run -c FILE          every worker in one process (embedded default)
+ *   mailfleet config check -c FILE validate a config without starting anything
+ *   mailfleet config example       print every key with its default
+ *   mailfleet version
+ * and the admin verbs each worker adds (suppression, links, dlq, alarms, users).
+ *
+ * Signals: SIGTERM/SIGINT set the stop flag each worker polls; workers drain
+ * and return.  SIGPIPE is ignored (peers hang up; writes report EPIPE). */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common_config.h"
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "worker.h"
+#include "admin.h"
+
+#ifndef MAILFLEET_VERSION
+#define MAILFLEET_VERSION "0.1.0"
+#endif
+
+/* Workers, in start order for `mailfleet run` (consumers before producers is
+ * not needed: topics are durable). */
+static const struct worker_def *const workers[] = {
+    NULL
+};
+
+/* Admin verbs: `mailfleet <verb> ...`. */
+static const struct admin_verb *const verbs[] = {
+    NULL
+};
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa = { 0 };
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* NULL-terminated list of every config table (common + each worker + verbs). */
+static const struct config_key **all_tables(void)
+{
+    static const struct config_key *t[64];
+    size_t n = 0;
+    t[n++] = common_config_keys;
+    for (size_t i = 0; workers[i]; i++)
+        if (workers[i]->keys)
+            t[n++] = workers[i]->keys;
+    for (size_t i = 0; verbs[i]; i++)
+        if (verbs[i]->keys)
+            t[n++] = verbs[i]->keys;
+    t[n] = NULL;
+    return t;
+}
+
+static const char *config_arg(int argc, char **argv)
+{
+    for (int i = 1; i < argc - 1; i++)
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
+            return argv[i + 1];
+    return getenv("MAILFLEET_CONFIG");
+}
+
+struct config *mailfleet_load_config(int argc, char **argv)
+{
+    char err[512];
+    const char *path = config_arg(argc, argv);
+    struct config *cfg = config_load(path, (const struct config_key *const *)all_tables(), err,
+                                     sizeof(err));
+    if (!cfg) {
+        fprintf(stderr, "mailfleet: config: %s\n", err);
+        return NULL;
+    }
+    enum log_level lvl = log_level_parse(config_str(cfg, "mailfleet", "log_level"));
+    log_init(NULL, (int)lvl < 0 ? LOG_INFO : lvl);
+    return cfg;
+}
+
+struct run_thread {
+    pthread_t tid;
+    const struct worker_def *def;
+    struct worker_env env;
+    int rc;
+};
+
+static void *run_thread_main(void *arg)
+{
+    struct run_thread *t = arg;
+    log_set_worker(t->def->name);
+    t->rc = t->def->run(&t->env);
+    if (t->rc != 0) {
+        log_kv(LOG_ERROR, "worker stopped with an error; stopping the process", NULL);
+        stop_flag = 1;
+    }
+    return NULL;
+}
+
+static int cmd_run_all(int argc, char **argv)
+{
+    char err[256];
+    struct config *cfg = mailfleet_load_config(argc, argv);
+    if (!cfg)
+        return 2;
+    log_init("mailfleet", log_level_parse(config_str(cfg, "mailfleet", "log_level")));
+    struct http_server *http = http_server_new(config_str(cfg, "mailfleet", "http_listen"), 1 << 20,
+                                               err, sizeof(err));
+    if (!http || http_server_start(http, err, sizeof(err)) != 0) {
+        log_kv(LOG_ERROR, "cannot start the HTTP server", "error", err, NULL);
+        http_server_free(http);
+        config_free(cfg);
+        return 1;
+    }
+    size_t n = 0;
+    while (workers[n])
+        n++;
+    struct run_thread *threads = calloc(n ? n : 1, sizeof(*threads));
+    for (size_t i = 0; i < n; i++) {
+        threads[i].def = workers[i];
+        threads[i].env = (struct worker_env){ cfg, http, &stop_flag, 1 };
+        pthread_create(&threads[i].tid, NULL, run_thread_main, &threads[i]);
+    }
+    log_kv(LOG_INFO, "mailfleet running", "version", MAILFLEET_VERSION, "http",
+           config_str(cfg, "mailfleet", "http_listen"), NULL);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        pthread_join(threads[i].tid, NULL);
+        rc |= threads[i].rc;
+    }
+    log_kv(LOG_INFO, "mailfleet stopped", NULL);
+    free(threads);
+    http_server_free(http);
+    config_free(cfg);
+    return rc ? 1 : 0;
+}
+
+static int cmd_worker(const struct worker_def *def, int argc, char **argv)
+{
+    char err[256], key[64];
+    struct config *cfg = mailfleet_load_config(argc, argv);
+    if (!cfg)
+        return 2;
+    log_init(def->name, log_level_parse(config_str(cfg, "mailfleet", "log_level")));
+    snprintf(key, sizeof(key), "metrics_listen");
+    struct http_server *http = http_server_new(config_str(cfg, def->name, key), 1 << 20, err,
+                                               sizeof(err));
+    if (!http || http_server_start(http, err, sizeof(err)) != 0) {
+        log_kv(LOG_ERROR, "cannot start the HTTP server", "error", err, NULL);
+        http_server_free(http);
+        config_free(cfg);
+        return 1;
+    }
+    struct worker_env env = { cfg, http, &stop_flag, 0 };
+    int rc = def->run(&env);
+    http_server_free(http);
+    config_free(cfg);
+    return rc;
+}
+
+static int cmd_config(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "example") == 0) {
+        config_write_example((const struct config_key *const *)all_tables(), stdout);
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "check") == 0) {
+        struct config *cfg = mailfleet_load_config(argc - 1, argv + 1);
+        if (!cfg)
+            return 2;
+        printf("%s: ok\n", config_path(cfg) ? config_path(cfg) : "(defaults)");
+        config_free(cfg);
+        return 0;
+    }
+    fprintf(stderr, "usage: mailfleet config check -c FILE | config example\n");
+    return 2;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: mailfleet <command> [-c FILE] ...\n\nworkers:\n");
+    for (size_t i = 0; workers[i]; i++)
+        fprintf(stderr, "  %-12s run the %s worker\n", workers[i]->name, workers[i]->name);
+    fprintf(stderr, "  %-12s every worker in one process\n\nadmin:\n", "run");
+    for (size_t i = 0; verbs[i]; i++)
+        fprintf(stderr, "  %-12s %s\n", verbs[i]->name, verbs[i]->help);
+    fprintf(stderr, "  %-12s %s\n  %-12s %s\n", "config", "check -c FILE | example", "version",
+            "print the version");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage();
+        return 2;
+    }
+    const char *cmd = argv[1];
+    install_signals();
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("mailfleet %s\n", MAILFLEET_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "config") == 0)
+        return cmd_config(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run_all(argc - 1, argv + 1);
+    for (size_t i = 0; workers[i]; i++)
+        if (strcmp(cmd, workers[i]->name) == 0)
+            return cmd_worker(workers[i], argc - 1, argv + 1);
+    for (size_t i = 0; verbs[i]; i++)
+        if (strcmp(cmd, verbs[i]->name) == 0)
+            return verbs[i]->main(argc - 1, argv + 1);
+    usage();
+    return 2;
+}

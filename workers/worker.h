@@ -1,0 +1,27 @@
+/* worker — what every worker exposes to the mailfleet binary.
+ *
+ * A worker runs until *stop becomes non-zero, then drains and returns 0
+ * (or non-zero on a fatal error).  In `mailfleet run` all workers share one
+ * process, one config and one HTTP server; alone, each has its own HTTP
+ * server on its section's metrics_listen. */
+#ifndef MF_WORKER_H
+#define MF_WORKER_H
+#include <signal.h>
+#include "config.h"
+
+struct http_server;
+
+struct worker_env {
+    const struct config *cfg;
+    struct http_server *http;          /* /metrics, /healthz, /readyz + routes */
+    volatile sig_atomic_t *stop;       /* set by SIGTERM/SIGINT */
+    int all_in_one;                    /* 1 under `mailfleet run` */
+};
+
+struct worker_def {
+    const char *name;                              /* "ingest" */
+    const struct config_key *keys;                 /* its config table */
+    int (*run)(struct worker_env *env);
+};
+
+#endif
