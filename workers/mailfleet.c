@@ -141,6 +141,8 @@ static int cmd_run_all(int argc, char **argv)
     }
     log_kv(LOG_INFO, "mailfleet running", "version", MAILFLEET_VERSION, "http",
            config_str(cfg, "mailfleet", "http_listen"), NULL);
+    while (!stop_flag)
+        usleep(100 * 1000);
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         pthread_join(threads[i].tid, NULL);
