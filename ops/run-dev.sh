@@ -16,7 +16,7 @@ if [ ! -s var/tls/cert.pem ] || [ ! -s var/tls/key.pem ]; then
     -keyout var/tls/key.pem -out var/tls/cert.pem 2>/dev/null
   chmod 600 var/tls/key.pem
 fi
-if [ ! -s var/users ] && "$bin" 2>&1 | grep -q '^  users'; then
+if [ ! -s var/users ] && { "$bin" 2>&1 || true; } | grep -q '^  users'; then
   echo "mailfleet: adding the dev SMTP user 'device' to var/users"
   printf 'device-password\n' | "$bin" users add device -c "$cfg" >/dev/null
 fi
