@@ -5,7 +5,7 @@
 PKGS     := libuv lmdb rdkafka gmime-3.0 libcurl openssl jansson inih libmicrohttpd libcrypt opendkim
 CC       ?= cc
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
             -D_GNU_SOURCE -Icommon -Iworkers $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
 
@@ -39,8 +39,10 @@ $(BUILD)/%.o: %.c
 	@$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libmfcommon.a: $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
 	ar rcs $@ $^
 $(BUILD)/libmfworkers.a: $(WORKER_OBJ)
+	@mkdir -p $(dir $@)
 	ar rcs $@ $^
 
 $(BUILD)/mailfleet: $(MAIN_OBJ) $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a

@@ -131,9 +131,9 @@ static int glob(const char *p, size_t pn, const char *s, size_t sn)
 
 int address_match(const char *pattern, const char *addr)
 {
-    const char *aat = strrchr(addr, '@');
-    if (!aat || !*pattern)
-        return 0;
+    const char *aat = strchr(addr, '@');
+    if (!aat || strchr(aat + 1, '@') || !*pattern)
+        return 0;   /* not one mailbox: never let a '*' span two of them */
     const char *dom = aat + 1;
     const char *pat = strrchr(pattern, '@');
 
