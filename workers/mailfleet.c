@@ -23,6 +23,7 @@
 #include "log.h"
 #include "worker.h"
 #include "admin.h"
+#include "monitor/monitor.h"
 
 #ifndef MAILFLEET_VERSION
 #define MAILFLEET_VERSION "0.1.0"
@@ -31,11 +32,14 @@
 /* Workers, in start order for `mailfleet run` (consumers before producers is
  * not needed: topics are durable). */
 static const struct worker_def *const workers[] = {
+    &monitor_worker,
     NULL
 };
 
 /* Admin verbs: `mailfleet <verb> ...`. */
 static const struct admin_verb *const verbs[] = {
+    &alarms_verb,
+    &retention_verb,
     NULL
 };
 
