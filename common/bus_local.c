@@ -45,7 +45,7 @@
 #define LOCAL_TOPIC_MAX 249                    /* Kafka's limit, so names port */
 #define LOCAL_GROUP_MAX 200
 #define LOCAL_DEFAULT_MAP_SIZE (8ULL << 30)
-#define LOCAL_RETENTION_EVERY_MS 60000
+#define LOCAL_HOUSEKEEPING_MS 60000
 #define LOCAL_RETENTION_MAX_DELETES 20000      /* bounds the extra latency of one batch */
 #define LOCAL_RECHECK_MS 5                     /* another process's commits wake nobody here */
 #define LOCAL_FORMAT 1
@@ -69,6 +69,7 @@ struct local_env {
     struct local_write *queue, **queue_tail;
     int leader_busy;
     uint64_t generation;           /* bumped after every commit */
+    int64_t reader_check_due_ms;   /* mono; touched only by the current leader */
 };
 
 struct local_bus {
@@ -443,8 +444,9 @@ static int put_committed(struct local_env *e, MDB_txn *txn, const char *group, c
 }
 
 /* Drops records older than the retention from the front of every topic's log.
- * Logs are in append order, so the scan of a topic stops at the first record
- * young enough to stay.  Returns 1 if it stopped at the deletion cap. */
+ * Logs are in timestamp order (give or take producers' clocks), so the scan of
+ * a topic stops at the first record young enough to stay.  Returns 1 if it
+ * stopped at the deletion cap, so the next batch goes on. */
 static int retention_pass(struct local_bus *lb, MDB_txn *txn, int *mdb_rc)
 {
     struct local_env *e = lb->e;
@@ -463,14 +465,20 @@ static int retention_pass(struct local_bus *lb, MDB_txn *txn, int *mdb_rc)
             continue;
         memcpy(topic, tk.mv_data, tk.mv_size);
         topic[tk.mv_size] = '\0';
-        int compacted = topic_compacted(lb, topic);
+        int compacted = topic_compacted(lb, topic), found;
+        int64_t from = 0;
         MDB_val k, v;
-        int found = seek_topic(lc, topic, 0, &k, &v);
-        while (found == 1) {
+        while ((found = seek_topic(lc, topic, from, &k, &v)) == 1) {
             struct local_view rv;
-            if (local_decode(&v, &rv) == 0 && rv.ts >= cutoff)
+            int ok = local_decode(&v, &rv) == 0;
+            from = log_key_offset(&k) + 1;
+            if (ok && rv.ts >= cutoff)
                 break;
-            if (compacted && rv.key) {
+            /* A compacted topic is state (the suppression list): each key's
+             * live value stays however old; only old tombstones go. */
+            if (compacted && ok && !rv.tombstone)
+                continue;
+            if (compacted && ok && rv.key) {
                 unsigned char cbuf[LOCAL_TOPIC_MAX + 2 + 512];
                 MDB_val ck = compact_key(e, cbuf, topic, rv.key, rv.klen), cv;
                 if (mdb_get(txn, e->keys, &ck, &cv) == 0 && cv.mv_size == 8 &&
@@ -486,7 +494,6 @@ static int retention_pass(struct local_bus *lb, MDB_txn *txn, int *mdb_rc)
                 *mdb_rc = 0;
                 return 1;
             }
-            found = seek_topic(lc, topic, 0, &k, &v);
         }
         if (found < 0) {
             rc = EIO;
@@ -510,12 +517,25 @@ static int mdb_to_errno(int rc)
     return -EIO;
 }
 
+/* Reader slots left by killed processes pin old pages (the file grows), so
+ * they are cleared on open and then once a minute. */
+static void reader_check(struct local_env *e)
+{
+    int stale = 0;
+    mdb_reader_check(e->env, &stale);
+    if (stale)
+        log_info("local queue %s: cleared %d stale reader slots", e->dir, stale);
+    e->reader_check_due_ms = mono_ms() + LOCAL_HOUSEKEEPING_MS;
+}
+
 static void commit_batch(struct local_env *e, struct local_write *batch)
 {
     struct batch_state bs = { 0 };
     MDB_txn *txn = NULL;
     int64_t now = now_ms();
     const char *what = "begin";
+    if (mono_ms() >= e->reader_check_due_ms)
+        reader_check(e);
     int rc = mdb_txn_begin(e->env, NULL, 0, &txn);
 
     strbuf_init(&bs.enc);
@@ -531,7 +551,7 @@ static void commit_batch(struct local_env *e, struct local_write *batch)
         if (rc == 0 && lb->retention_ms > 0 && mono_ms() >= lb->retention_due_ms) {
             what = "retention";
             int more = retention_pass(lb, txn, &rc);
-            lb->retention_due_ms = mono_ms() + (more ? 0 : LOCAL_RETENTION_EVERY_MS);
+            lb->retention_due_ms = mono_ms() + (more ? 0 : LOCAL_HOUSEKEEPING_MS);
         }
     }
     for (size_t i = 0; rc == 0 && i < bs.n; i++) {
@@ -662,10 +682,7 @@ static struct local_env *env_create(const char *dir, const struct stat *st, uint
     what = "open";
     if ((rc = mdb_env_open(e->env, dir, MDB_NOTLS, 0640)) != 0)
         goto fail;
-    int stale = 0;
-    mdb_reader_check(e->env, &stale);   /* slots left by killed processes */
-    if (stale)
-        log_info("local queue %s: cleared %d stale reader slots", dir, stale);
+    reader_check(e);
     e->max_key = (size_t)mdb_env_get_maxkeysize(e->env);
     what = "open databases";
     if ((rc = mdb_txn_begin(e->env, NULL, 0, &txn)) != 0 ||

@@ -661,42 +661,96 @@ static void test_local_blocking_reads(void **state)
     bus_consumer_free(c);
 }
 
+/* Keys too long for an LMDB key are indexed by hash; compaction still
+ * works per key and tells different long keys apart. */
+static void test_local_compaction_long_keys(void **state)
+{
+    char topic[128], err[256] = "", kx[600], ky[600];
+    name(topic, sizeof topic, "longkeys");
+    const char *compacted[] = { topic, NULL };
+    struct bus_options opt = { .compacted_topics = compacted };
+    struct bus *b = bus_open(g_uri, &opt, err, sizeof err);
+    assert_non_null(b);
+    memset(kx, 'x', sizeof kx);
+    memset(ky, 'x', sizeof ky);
+    ky[sizeof ky - 1] = 'y';
+    struct bus_record recs[] = {
+        { .topic = topic, .key = kx, .key_len = sizeof kx, .value = "1", .value_len = 1, .partition = -1 },
+        { .topic = topic, .key = kx, .key_len = sizeof kx, .value = "2", .value_len = 1, .partition = -1 },
+        { .topic = topic, .key = ky, .key_len = sizeof ky, .value = "3", .value_len = 1, .partition = -1 },
+    };
+    assert_int_equal(bus_produce(b, recs, 3, 1000, err, sizeof err), 0);
+    for (int off = 0; off < 3; off++) {
+        struct bus_record *r;
+        int rc = bus_read_at(b, topic, 0, off, &r, 0);
+        assert_int_equal(rc, off > 0);
+        if (rc == 1) {
+            assert_int_equal(r->key_len, sizeof kx);
+            bus_record_free(r);
+        }
+    }
+    bus_close(b);
+}
+
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     return remove(path);
 }
 
 /* Retention runs on open: records older than retention_ms go, younger stay.
+ * On a compacted topic live values stay however old; old tombstones go.
  * Own directory, so the old timestamps of other cases are not touched. */
 static void test_local_retention(void **state)
 {
     char dir[] = "/tmp/mf-bus-retention-XXXXXX", uri[64], err[256] = "";
     assert_non_null(mkdtemp(dir));
     snprintf(uri, sizeof uri, "local:%s", dir);
-    struct bus *b = bus_open(uri, NULL, err, sizeof err);
+    const char *compacted[] = { "ret-c", NULL };
+    struct bus_options opt = { .compacted_topics = compacted };
+    struct bus *b = bus_open(uri, &opt, err, sizeof err);
     assert_non_null(b);
-    int64_t now = now_ms();
-    struct bus_record recs[5];
+    int64_t now = now_ms(), old = now - 7200000;
+    struct bus_record recs[8];
     for (int i = 0; i < 5; i++)
         recs[i] = (struct bus_record){ .topic = "ret", .key = "k", .key_len = 1, .value = "v",
-                                       .value_len = 1, .partition = -1,
-                                       .timestamp_ms = i < 3 ? now - 7200000 : now };
-    assert_int_equal(bus_produce(b, recs, 5, 1000, err, sizeof err), 0);
+                                       .value_len = 1, .partition = -1, .timestamp_ms = i < 3 ? old : now };
+    recs[5] = (struct bus_record){ .topic = "ret-c", .key = "live", .key_len = 4, .value = "v",
+                                   .value_len = 1, .partition = -1, .timestamp_ms = old };
+    recs[6] = (struct bus_record){ .topic = "ret-c", .key = "gone", .key_len = 4, .value = NULL,
+                                   .partition = -1, .timestamp_ms = old };
+    recs[7] = (struct bus_record){ .topic = "ret-c", .key = "new", .key_len = 3, .value = "v",
+                                   .value_len = 1, .partition = -1, .timestamp_ms = now };
+    assert_int_equal(bus_produce(b, recs, 8, 1000, err, sizeof err), 0);
     bus_close(b);
 
-    struct bus_options opt = { .retention_ms = 3600000 };
+    opt.retention_ms = 3600000;
     b = bus_open(uri, &opt, err, sizeof err);
     assert_non_null(b);
-    struct bus_record *r;
-    for (int i = 0; i < 5; i++) {
-        assert_int_equal(bus_read_at(b, "ret", 0, i, &r, 0), i >= 3);
-        if (i >= 3)
+    static const struct { const char *topic; int64_t off; int present; } want[] = {
+        { "ret", 0, 0 }, { "ret", 1, 0 }, { "ret", 2, 0 }, { "ret", 3, 1 }, { "ret", 4, 1 },
+        { "ret-c", 0, 1 }, { "ret-c", 1, 0 }, { "ret-c", 2, 1 },
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        struct bus_record *r;
+        int rc = bus_read_at(b, want[i].topic, 0, want[i].off, &r, 0);
+        if (rc != want[i].present)
+            fail_msg("%s@%lld: read_at %d, want %d", want[i].topic, (long long)want[i].off, rc,
+                     want[i].present);
+        if (rc == 1)
             bus_record_free(r);
     }
     struct bus_partition_stats st;
     assert_int_equal(bus_topic_stats(b, "ret", NULL, &st, 1, err, sizeof err), 1);
     assert_int_equal(st.low, 3);
     assert_int_equal(st.high, 5);
+    /* A key whose tombstone was dropped can be written again. */
+    struct bus_record again = { .topic = "ret-c", .key = "gone", .key_len = 4, .value = "back",
+                                .value_len = 4, .partition = -1 };
+    assert_int_equal(bus_produce(b, &again, 1, 1000, err, sizeof err), 0);
+    struct bus_record *r;
+    assert_int_equal(bus_read_at(b, "ret-c", 0, 3, &r, 0), 1);
+    assert_true(value_is(r, "back"));
+    bus_record_free(r);
     bus_close(b);
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
@@ -745,6 +799,7 @@ int main(void)
         cmocka_unit_test(test_local_second_handle),
         cmocka_unit_test(test_local_blocking_reads),
         cmocka_unit_test(test_local_retention),
+        cmocka_unit_test(test_local_compaction_long_keys),
     };
     int failed = cmocka_run_group_tests_name("bus contract", contract, NULL, NULL);
     if (g_local)
