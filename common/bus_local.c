@@ -994,19 +994,33 @@ static uint64_t generation(struct local_env *e)
     return g;
 }
 
-/* Calls look(arg) until it returns non-zero or timeout_ms (<0: forever) passes. */
+/* Id of the last committed write transaction, by any process.  Read from
+ * the meta pages without a transaction: a stale value only costs one look. */
+static size_t last_txnid(struct local_env *e)
+{
+    MDB_envinfo info;
+    mdb_env_info(e->env, &info);
+    return info.me_last_txnid;
+}
+
+/* Calls look(arg) until it returns non-zero or timeout_ms (<0: forever)
+ * passes.  Between looks it sleeps until this process commits or, every
+ * LOCAL_RECHECK_MS, sees that another process did. */
 static int wait_until(struct local_env *e, int timeout_ms, int (*look)(void *), void *arg)
 {
     int64_t deadline = mono_ms() + timeout_ms;
     for (;;) {
         uint64_t gen = generation(e);
+        size_t txnid = last_txnid(e);
         int rc = look(arg);
         if (rc != 0)
             return rc;
-        int64_t left = deadline - mono_ms();
-        if (timeout_ms >= 0 && left <= 0)
-            return 0;
-        wait_for_data(e, gen, timeout_ms < 0 || left > LOCAL_RECHECK_MS ? LOCAL_RECHECK_MS : left);
+        do {
+            int64_t left = deadline - mono_ms();
+            if (timeout_ms >= 0 && left <= 0)
+                return 0;
+            wait_for_data(e, gen, timeout_ms < 0 || left > LOCAL_RECHECK_MS ? LOCAL_RECHECK_MS : left);
+        } while (generation(e) == gen && last_txnid(e) == txnid);
     }
 }
 
