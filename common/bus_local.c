@@ -152,8 +152,9 @@ static uint64_t get_be64(const unsigned char *p)
 }
 
 /* format, flags, varint timestamp, [varint klen, key], varint nh,
- * nh x (varint nlen, name, varint vlen, value), then the value to the end.
- * The flags byte tells a tombstone from an empty value. */
+ * nh x (varint nlen, name with its NUL, varint vlen, value), then the value
+ * to the end.  The flags byte tells a tombstone from an empty value; names
+ * keep their NUL so a decoded header can point into the page. */
 static void local_encode(struct strbuf *b, const struct bus_record *r, int64_t ts)
 {
     unsigned char head[2] = { LOCAL_FORMAT, 0 };
@@ -169,7 +170,7 @@ static void local_encode(struct strbuf *b, const struct bus_record *r, int64_t t
     }
     put_varint(b, r->n_headers);
     for (size_t i = 0; i < r->n_headers; i++) {
-        size_t nlen = strlen(r->headers[i].name);
+        size_t nlen = strlen(r->headers[i].name) + 1;
         put_varint(b, nlen);
         strbuf_append_n(b, r->headers[i].name, nlen);
         put_varint(b, r->headers[i].value_len);
@@ -226,7 +227,7 @@ static int local_decode(const MDB_val *v, struct local_view *out)
         return -1;
     out->hdrs = p;
     for (uint64_t i = 0; i < out->nh; i++) {
-        if (take(&p, end, &len) < 0)
+        if (take(&p, end, &len) < 0 || len == 0 || p[len - 1] != '\0')
             return -1;
         p += len;
         if (take(&p, end, &len) < 0)
@@ -241,23 +242,14 @@ static int local_decode(const MDB_val *v, struct local_view *out)
 
 static struct bus_record *local_build(const char *topic, const struct local_view *v, int64_t offset)
 {
-    struct bus_header stack[16], *hs = stack;
-    /* Header names are stored without their NUL; copy them out to terminate them. */
-    char *names = NULL;
-    size_t names_len = (size_t)(v->hdrs_end - v->hdrs);
+    struct bus_header stack[16] = { { 0 } }, *hs = stack;
     if (v->nh > sizeof stack / sizeof stack[0])
         hs = xcalloc(v->nh, sizeof *hs);
-    if (v->nh)
-        names = xmalloc(names_len + v->nh);
     const unsigned char *p = v->hdrs;
-    char *np = names;
     for (uint64_t i = 0; i < v->nh; i++) {
         size_t len;
         take(&p, v->hdrs_end, &len);   /* validated by local_decode */
-        memcpy(np, p, len);
-        np[len] = '\0';
-        hs[i].name = np;
-        np += len + 1;
+        hs[i].name = (const char *)p;
         p += len;
         take(&p, v->hdrs_end, &len);
         hs[i].value = p;
@@ -266,7 +258,6 @@ static struct bus_record *local_build(const char *topic, const struct local_view
     }
     struct bus_record *r = bus_record_build(topic, v->key, v->klen, v->value, v->vlen, hs, v->nh,
                                             v->ts, 0, offset);
-    free(names);
     if (hs != stack)
         free(hs);
     return r;
