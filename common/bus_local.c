@@ -23,6 +23,11 @@
  * One consumer per group across processes: an flock() on <dir>/groups/<group>.lock
  * held for the consumer's life.  Scaling a group out is Kafka's job.
  *
+ * Compacted topics lose a key's older record when a newer one is appended.
+ * Retention (opt->retention_ms) drops records older than it from the front of
+ * each log, run by a leader at most once a minute and on open; compacted
+ * topics keep their live values (they are state) and drop only old tombstones.
+ *
  * LMDB must not be opened twice in one process (its locks are per process),
  * so handles on the same directory share one environment (local_env). */
 #include "bus_impl.h"
