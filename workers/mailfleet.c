@@ -24,6 +24,7 @@
 #include "worker.h"
 #include "admin.h"
 #include "monitor/monitor.h"
+#include "feedback/feedback.h"
 
 #ifndef MAILFLEET_VERSION
 #define MAILFLEET_VERSION "0.1.0"
@@ -32,6 +33,7 @@
 /* Workers, in start order for `mailfleet run` (consumers before producers is
  * not needed: topics are durable). */
 static const struct worker_def *const workers[] = {
+    &feedback_worker,
     &monitor_worker,
     NULL
 };
@@ -39,6 +41,7 @@ static const struct worker_def *const workers[] = {
 /* Admin verbs: `mailfleet <verb> ...`. */
 static const struct admin_verb *const verbs[] = {
     &alarms_verb,
+    &suppression_verb,
     &retention_verb,
     NULL
 };
