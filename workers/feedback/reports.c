@@ -55,7 +55,9 @@ void report_fields(const char *buf, size_t len, report_field_cb cb, void *opaque
             continue;
         }
         blank_seen = 0;
-        if ((line[0] == ' ' || line[0] == '\t') && have) {  /* folded */
+        if ((line[0] == ' ' || line[0] == '\t') && have) {  /* folded: one space */
+            while (l && (*line == ' ' || *line == '\t'))
+                line++, l--;
             if (value.len < 4096) {
                 strbuf_append(&value, " ");
                 strbuf_append_n(&value, line, l < 4096 ? l : 4096);
