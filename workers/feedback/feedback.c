@@ -37,6 +37,7 @@
 #include "topic_copy.h"
 
 #include <ctype.h>
+#include <gmime/gmime.h>
 #include <errno.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -874,6 +875,7 @@ static int feedback_run(struct worker_env *env)
     char err[512], dir[1024];
     int rc = 1;
 
+    g_mime_init();   /* reference-counted: safe beside transform in `mailfleet run` */
     f->cfg = cfg;
     f->transient_threshold = (long)config_int(cfg, "feedback", "transient_threshold");
     f->transient_window_ms = config_duration_ms(cfg, "feedback", "transient_window");
@@ -918,6 +920,7 @@ static int feedback_run(struct worker_env *env)
     http_route(env->public_http, "/sns", serve_sns, f);
     http_route(env->public_http, "/v2/email/suppression/", serve_api, f);
     http_ready_add(env->http, "feedback", ready, f);
+    worker_started(env);
     log_kv(LOG_INFO, "feedback started", NULL);
     int64_t next_expire = mono_ms() + 60000;
     while (!*env->stop) {
