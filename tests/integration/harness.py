@@ -145,6 +145,25 @@ class TestCase(unittest.TestCase):
         return r
 
 
+def fleet_config(test, http_port=None, public_port=None, extra=""):
+    """A config for `mailfleet run` inside test.dir on free ports; workers'
+    sections get their own free ports.  Returns the INI text."""
+    http_port = http_port or free_port()
+    public_port = public_port or free_port()
+    test.ports = {"http": http_port, "public": public_port}
+    text = f"""[mailfleet]
+bus = local:{test.path("queue")}
+store_incoming = file:{test.path("store", "incoming")}
+store_attachments = file:{test.path("store", "attachments")}
+state_dir = {test.path("state")}
+http_listen = 127.0.0.1:{http_port}
+public_listen = 127.0.0.1:{public_port}
+public_base_url = http://127.0.0.1:{public_port}
+token_keys = t1:{"5a" * 32}
+"""
+    return text + extra
+
+
 def start_mock_kafka(test, brokers=1, topics=()):
     """Starts tests/tools/kafka_mock (librdkafka's mock cluster in its own
     process); returns (Proc, bootstrap)."""
