@@ -152,7 +152,8 @@ static void canonical_query(struct strbuf *out, const char *query)
         if (*s == '&')
             s++;
     }
-    qsort(p, n, sizeof(*p), qparam_cmp);
+    if (n > 1)
+        qsort(p, n, sizeof(*p), qparam_cmp);
     for (size_t i = 0; i < n; i++) {
         strbuf_appendf(out, "%s%s=%s", i ? "&" : "", p[i].name, p[i].value);
         free(p[i].name);

@@ -513,7 +513,7 @@ static int file_list(struct store *s, const char *prefix, store_list_cb cb, void
 
     free(dir);
     free(rel);
-    if (rc == 0)
+    if (rc == 0 && acc.n > 1)
         qsort(acc.v, acc.n, sizeof(*acc.v), list_ent_cmp);
     for (size_t i = 0; i < acc.n; i++) {
         if (rc == 0 && cb(opaque, acc.v[i].key, &acc.v[i].obj) != 0)
