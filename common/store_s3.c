@@ -120,6 +120,14 @@ struct s3_req {
     store_write_cb cb;
     void *opaque;
     int cb_stopped;
+    /* ranged GET: we check the server's Content-Range and never pass on more
+     * than asked for (s3rver answers bytes=0-0 with the whole object) */
+    int ranged;
+    uint64_t range_off, range_len;    /* range_len 0: to the end */
+    uint64_t delivered;
+    int range_bad;
+    int have_content_range;
+    uint64_t content_range_start;
     struct strbuf body;
     size_t body_max;
     int body_overflow;
@@ -163,6 +171,26 @@ static size_t on_write(char *buf, size_t size, size_t nmemb, void *ud)
     size_t n = size * nmemb;
 
     if (r->status >= 200 && r->status < 300 && r->cb) {
+        if (r->ranged) {
+            if (r->status != 206 || !r->have_content_range || r->content_range_start != r->range_off) {
+                r->range_bad = 1;
+                return 0;
+            }
+            if (r->range_len) {
+                uint64_t left = r->range_len - r->delivered;
+                if (left == 0)
+                    return n;   /* swallow what the server sent beyond the range */
+                if (n > left) {
+                    r->delivered += left;
+                    if (r->cb(r->opaque, buf, (size_t)left) != 0) {
+                        r->cb_stopped = 1;
+                        return 0;
+                    }
+                    return n;
+                }
+            }
+            r->delivered += n;
+        }
         if (r->cb(r->opaque, buf, n) != 0) {
             r->cb_stopped = 1;
             return 0;   /* makes curl stop with CURLE_WRITE_ERROR */
@@ -205,6 +233,7 @@ static size_t on_header(char *buf, size_t size, size_t nmemb, void *ud)
         r->have_length = 0;
         r->content_type_out[0] = '\0';
         r->last_modified_ms = 0;
+        r->have_content_range = 0;
         return n;
     }
     char *colon = strchr(line, ':');
@@ -219,6 +248,12 @@ static size_t on_header(char *buf, size_t size, size_t nmemb, void *ud)
         r->have_length = 1;
     } else if (strcasecmp(line, "Content-Type") == 0) {
         snprintf(r->content_type_out, sizeof(r->content_type_out), "%s", v);
+    } else if (strcasecmp(line, "Content-Range") == 0) {
+        unsigned long long a;
+        if (sscanf(v, "bytes %llu-", &a) == 1) {
+            r->content_range_start = a;
+            r->have_content_range = 1;
+        }
     } else if (strcasecmp(line, "Last-Modified") == 0) {
         r->last_modified_ms = parse_http_date(v);
     }
@@ -454,7 +489,10 @@ static int s3_perform(struct s3_store *s, struct s3_req *r, char *err, size_t er
     handle_put(s, h);
     curl_slist_free_all(hdrs);
 
-    if (r->cb_stopped) {
+    if (r->range_bad) {
+        rc = store_err(err, errlen, -EIO, "store: s3 %s: HTTP %ld without the Content-Range asked for", r->op,
+                       r->status);
+    } else if (r->cb_stopped) {
         rc = store_err(err, errlen, -ECANCELED, "store: s3 %s stopped by the reader", r->op);
     } else if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && r->body_overflow)) {
         int e = cc == CURLE_COULDNT_CONNECT ? ECONNREFUSED : cc == CURLE_OPERATION_TIMEDOUT ? ETIMEDOUT : EIO;
@@ -630,6 +668,9 @@ static int s3_get(struct store *st, const char *key, uint64_t off, uint64_t len,
     req_init(&r, "GET", op, fk);
     r.cb = cb;
     r.opaque = opaque;
+    r.ranged = off || len;
+    r.range_off = off;
+    r.range_len = len;
     if (len) {
         snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)off,
                  (unsigned long long)(off + len - 1));
