@@ -173,6 +173,11 @@ class S3rverTest(harness.TestCase):
         self.assertEqual(tool("presign", self.uri, "att/x.bin", 604801, now).returncode, EINVAL)
         self.assertEqual(tool("presign", self.uri, "att/x.bin", 0, now).returncode, EINVAL)
 
+    def test_threads_share_one_store(self):
+        # 8 threads through one store handle (the curl handle pool) at once
+        self.assertEqual(self.ok("stress", self.uri, "st/", 8, 15, timeout=300).stdout, b"ok\n")
+        self.assertEqual(self.ok("list", self.uri, "st/").stdout, b"")
+
     def test_virtual_host_style(self):
         # <bucket>.localhost: curl resolves *.localhost to 127.0.0.1 itself
         # (no DNS); s3rver takes the whole host name as the bucket.

@@ -7,6 +7,8 @@
  *   list URI PREFIX                    prints "KEY SIZE" lines
  *   fill URI PREFIX N                  puts N small objects PREFIX00000.. (content = key)
  *   presign URI KEY EXPIRES NOW        prints the pre-signed GET URL
+ *   stress URI PREFIX THREADS N        THREADS threads share one store: each puts,
+ *                                      reads back, checks and deletes N objects
  *   sign METHOD HOST PATH QUERY AMZDATE REGION SERVICE PAYLOAD_HASH [NAME:VALUE...]
  *                                      prints the Authorization value
  *   presign-query METHOD HOST PATH EXPIRES AMZDATE REGION SERVICE
@@ -16,9 +18,11 @@
  * stderr and the exit status is the errno (ENOENT = 2, EIO = 5, ...). */
 #include "sigv4.h"
 #include "store.h"
+#include "log.h"
 #include "strbuf.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -52,6 +56,70 @@ static int print_entry(void *opaque, const char *key, const struct store_object 
 static int write_stdout(void *opaque, const void *buf, size_t len)
 {
     return fwrite(buf, 1, len, stdout) != len;
+}
+
+struct stress_arg {
+    struct store *s;
+    const char *prefix;
+    int id, n;
+    int rc;
+    char err[512];
+};
+
+static int collect(void *opaque, const void *buf, size_t len)
+{
+    strbuf_append_n(opaque, buf, len);
+    return 0;
+}
+
+static void *stress_thread(void *p)
+{
+    struct stress_arg *a = p;
+
+    for (int i = 0; i < a->n && a->rc == 0; i++) {
+        char key[1100];
+        struct strbuf want, got;
+        snprintf(key, sizeof(key), "%s%d-%d", a->prefix, a->id, i);
+        strbuf_init(&want);
+        strbuf_init(&got);
+        for (int j = 0; j < 100 + i * 37 + a->id; j++)
+            strbuf_appendf(&want, "%s:%d;", key, j);
+        a->rc = store_put_buf(a->s, key, want.data, want.len, NULL, NULL, a->err, sizeof(a->err));
+        if (a->rc == 0)
+            a->rc = store_get_cb(a->s, key, 0, 0, collect, &got, a->err, sizeof(a->err));
+        if (a->rc == 0 && (got.len != want.len || memcmp(got.data, want.data, want.len) != 0)) {
+            snprintf(a->err, sizeof(a->err), "%.200s: read back different bytes", key);
+            a->rc = -EIO;
+        }
+        if (a->rc == 0)
+            a->rc = store_delete(a->s, key, a->err, sizeof(a->err));
+        strbuf_free(&want);
+        strbuf_free(&got);
+    }
+    return NULL;
+}
+
+static int cmd_stress(struct store *s, const char *prefix, int threads, int n, char *err, size_t errlen)
+{
+    struct stress_arg *a = xcalloc((size_t)threads, sizeof(*a));
+    pthread_t *t = xcalloc((size_t)threads, sizeof(*t));
+    int rc = 0;
+
+    for (int i = 0; i < threads; i++) {
+        a[i] = (struct stress_arg){ .s = s, .prefix = prefix, .id = i, .n = n };
+        if (pthread_create(&t[i], NULL, stress_thread, &a[i]) != 0)
+            panic("pthread_create");
+    }
+    for (int i = 0; i < threads; i++) {
+        pthread_join(t[i], NULL);
+        if (a[i].rc && !rc) {
+            rc = a[i].rc;
+            snprintf(err, errlen, "%s", a[i].err);
+        }
+    }
+    free(a);
+    free(t);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -152,6 +220,10 @@ int main(int argc, char **argv)
             snprintf(k, sizeof(k), "%s%05d", key, i);
             rc = store_put_buf(s, k, k, strlen(k), "text/plain", NULL, err, sizeof(err));
         }
+    } else if (strcmp(cmd, "stress") == 0 && argc == 6) {
+        rc = cmd_stress(s, key, atoi(argv[4]), atoi(argv[5]), err, sizeof(err));
+        if (rc == 0)
+            printf("ok\n");
     } else if (strcmp(cmd, "presign") == 0 && argc == 6) {
         char *url = store_presign_get(s, key, atoi(argv[4]), strtoll(argv[5], NULL, 10), err, sizeof(err));
         if (url)
