@@ -172,9 +172,8 @@ static void content_type_read(struct file_store *f, const char *path, char *out,
 {
     ssize_t n = -1;
 
-    if (!f->sidecar) {
+    if (!__atomic_load_n(&f->sidecar, __ATOMIC_RELAXED))
         n = getxattr(path, XATTR_CT, out, outlen - 1);
-    }
     if (n < 0) {
         /* also covers objects written while this store used sidecars */
         struct strbuf sc;
@@ -265,12 +264,15 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     if (rc < 0)
         goto out;
 
-    if (!f->sidecar && fsetxattr(fd, XATTR_CT, ct, strlen(ct), 0) < 0) {
+    int sidecar = __atomic_load_n(&f->sidecar, __ATOMIC_RELAXED);
+    if (!sidecar && fsetxattr(fd, XATTR_CT, ct, strlen(ct), 0) < 0) {
         if (errno != ENOTSUP && errno != EOPNOTSUPP) {
             rc = store_err(err, errlen, -errno, "store: setting content type: %s", strerror(errno));
             goto out;
         }
-        f->sidecar = 1;   /* benign race: every thread reaches the same answer */
+        /* every thread that races here reaches the same answer */
+        __atomic_store_n(&f->sidecar, 1, __ATOMIC_RELAXED);
+        sidecar = 1;
     }
     if (fsync(fd) < 0) {
         rc = store_err(err, errlen, -errno, "store: fsync '%s': %s", key, strerror(errno));
@@ -281,7 +283,7 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
         rc = store_err(err, errlen, -errno, "store: fstat: %s", strerror(errno));
         goto out;
     }
-    if (f->sidecar) {
+    if (sidecar) {
         rc = sidecar_write(dir, path, ct);
         if (rc < 0) {
             store_err(err, errlen, rc, "store: writing content type: %s", strerror(-rc));
@@ -571,5 +573,5 @@ struct store *store_file_open(const char *dir, char *err, size_t errlen)
 
 void store_file_force_sidecar(struct store *s)
 {
-    fs_of(s)->sidecar = 1;
+    __atomic_store_n(&fs_of(s)->sidecar, 1, __ATOMIC_RELAXED);
 }
