@@ -150,7 +150,7 @@ static int sidecar_write(const char *dir, const char *path, const char *ct)
     strbuf_init(&sc);
     strbuf_appendf(&tmp, "%s/.~tmp.XXXXXX", dir);
     strbuf_appendf(&sc, "%s" SIDECAR_SFX, path);
-    int fd = mkostemp(tmp.data, O_CLOEXEC);
+    int fd = mkostemp(tmp.data, O_CLOEXEC);   /* dir exists: the object's temp file is in it */
     if (fd < 0) {
         rc = -errno;
     } else {
@@ -192,6 +192,17 @@ static void content_type_read(struct file_store *f, const char *path, char *out,
         out[n] = '\0';
 }
 
+/* mkostemp in dir; *tmp gets the (malloc'd) name either way. */
+static int temp_create(const char *dir, char **tmp)
+{
+    struct strbuf t;
+
+    strbuf_init(&t);
+    strbuf_appendf(&t, "%s/.~tmp.XXXXXX", dir);
+    *tmp = strbuf_detach(&t, NULL);
+    return mkostemp(*tmp, O_CLOEXEC);
+}
+
 static int64_t mtime_ms(const struct stat *st)
 {
     return (int64_t)st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
@@ -207,22 +218,25 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     unsigned char md[32];
     unsigned int mdlen = 0;
     uint64_t size = 0;
-    int fd = -1, rc;
+    int fd = -1, rc = 0;
     EVP_MD_CTX *md_ctx = EVP_MD_CTX_new();
 
     if (!md_ctx)
         panic("%s: out of memory", __func__);
     *strrchr(dir, '/') = '\0';
-    rc = make_parents(f->root, path, err, errlen);
-    if (rc < 0)
-        goto out;
-    {
-        struct strbuf t;
-        strbuf_init(&t);
-        strbuf_appendf(&t, "%s/.~tmp.XXXXXX", dir);
-        tmp = strbuf_detach(&t, NULL);
+    /* Directories usually exist already: try the temp file first and make
+     * the parents only when it says ENOENT, which keeps a put to an
+     * existing directory at one create, one rename, two fsyncs. */
+    fd = temp_create(dir, &tmp);
+    if (fd < 0 && errno == ENOENT && strcmp(dir, f->root) != 0) {
+        free(tmp);
+        rc = make_parents(f->root, path, err, errlen);
+        if (rc < 0) {
+            tmp = NULL;
+            goto out;
+        }
+        fd = temp_create(dir, &tmp);
     }
-    fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         rc = store_err(err, errlen, -errno, "store: creating temp file: %s", strerror(errno));
         free(tmp);

@@ -113,6 +113,7 @@ struct s3_req {
     /* upload: exactly upload_len bytes from upload_fd, or from upload_buf */
     int upload;
     int upload_fd;
+    off_t upload_fd_start;      /* where the body starts in upload_fd */
     const char *upload_buf;
     uint64_t upload_len;
     uint64_t upload_done;
@@ -163,6 +164,20 @@ static size_t on_read(char *buf, size_t size, size_t nmemb, void *ud)
         r->upload_done += (uint64_t)n;
         return (size_t)n;
     }
+}
+
+/* curl rewinds the body when it resends a request, e.g. after a reused
+ * keep-alive connection turned out to be closed by the server. */
+static int on_seek(void *ud, curl_off_t offset, int origin)
+{
+    struct s3_req *r = ud;
+
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > r->upload_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    if (!r->upload_buf && lseek(r->upload_fd, r->upload_fd_start + (off_t)offset, SEEK_SET) < 0)
+        return CURL_SEEKFUNC_FAIL;
+    r->upload_done = (uint64_t)offset;
+    return CURL_SEEKFUNC_OK;
 }
 
 static size_t on_write(char *buf, size_t size, size_t nmemb, void *ud)
@@ -480,6 +495,8 @@ static int s3_perform(struct s3_store *s, struct s3_req *r, char *err, size_t er
         curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
         curl_easy_setopt(h, CURLOPT_READDATA, r);
+        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(h, CURLOPT_SEEKDATA, r);
         curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->upload_len);
     } else if (strcmp(r->method, "GET") != 0) {
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
@@ -556,7 +573,8 @@ static void hash_final(EVP_MD_CTX *c, char out[65])
 /* Hashes fd from its offset to EOF.  Seekable: rewinds and *upload_fd = fd.
  * Otherwise: copies into an unlinked temp file and *upload_fd is that copy
  * (the caller closes it).  Sets *len and hex. */
-static int prepare_fd(int fd, int *upload_fd, uint64_t *len, char hex[65], char *err, size_t errlen)
+static int prepare_fd(int fd, int *upload_fd, off_t *upload_start, uint64_t *len, char hex[65], char *err,
+                      size_t errlen)
 {
     struct stat st;
     off_t start = -1;
@@ -615,6 +633,7 @@ static int prepare_fd(int fd, int *upload_fd, uint64_t *len, char hex[65], char 
         return rc;
     }
     *upload_fd = spool >= 0 ? spool : fd;
+    *upload_start = spool >= 0 ? 0 : start;
     return spool >= 0 ? 1 : 0;
 }
 
@@ -631,7 +650,7 @@ static int s3_put(struct store *st, const char *key, const struct store_src *src
     r.upload = 1;
     r.content_type = ct;
     if (src->fd >= 0) {
-        spooled = prepare_fd(src->fd, &r.upload_fd, &r.upload_len, hex, err, errlen);
+        spooled = prepare_fd(src->fd, &r.upload_fd, &r.upload_fd_start, &r.upload_len, hex, err, errlen);
         if (spooled < 0)
             rc = spooled;
     } else {

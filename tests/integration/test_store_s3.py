@@ -295,8 +295,15 @@ class Recorder(http.server.BaseHTTPRequestHandler):
     def handle_one(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
+        self.on_conn = getattr(self, "on_conn", 0) + 1
+        if self.server.drop_reused and self.on_conn > 1:
+            # a keep-alive connection the server dropped under a request: the
+            # client must resend the whole request (body included) elsewhere
+            self.server.dropped += 1
+            self.close_connection = True
+            return
         self.server.requests.append((self.command, self.path, dict(self.headers.items()), body))
-        status, reply = self.server.reply(self.command, self.path)
+        status, reply = self.server.reply(self.command, self.path, body)
         rng = self.headers.get("Range")
         content_range = None
         if status == 200 and self.command == "GET" and rng:
@@ -325,6 +332,9 @@ class WireSignatureTest(harness.TestCase):
         self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
         self.srv.requests = []
         self.srv.reply = self.reply
+        self.srv.drop_reused = False
+        self.objects = {}
+        self.srv.dropped = 0
         self.failing = False
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
         self.port = self.srv.server_address[1]
@@ -334,7 +344,7 @@ class WireSignatureTest(harness.TestCase):
         self.srv.server_close()
         super().tearDown()
 
-    def reply(self, method, path):
+    def reply(self, method, path, body):
         if self.failing:
             return 500, (b"<?xml version=\"1.0\"?><Error><Code>InternalError</Code>"
                          b"<Message>We &amp; you</Message></Error>")
@@ -346,6 +356,14 @@ class WireSignatureTest(harness.TestCase):
                          b"<Contents><Key>pfx/p/ok&#45;k&#x65;y</Key><Size>12</Size>"
                          b"<LastModified>2026-11-26T10:00:00.000Z</LastModified></Contents>"
                          b"</ListBucketResult>")
+        if path in self.objects:   # objects put by this test (stress)
+            if method == "DELETE":
+                del self.objects[path]
+                return 204, b""
+            return 200, self.objects[path]
+        if method == "PUT" and "/st/" in path:
+            self.objects[path] = body
+            return 200, b""
         return 200, (b"object-bytes" if method in ("GET", "HEAD") else b"")
 
     def verify(self, token):
@@ -404,6 +422,20 @@ class WireSignatureTest(harness.TestCase):
         token = "FQoGZXIvYXdzE//token+with/odd=chars"
         self.run_verbs(tool_env("AKIDWIRE", "wire/secret+key", token))
         self.verify(token)
+
+    def test_put_resent_after_dropped_keepalive(self):
+        self.srv.drop_reused = True
+        uri = "s3://bkt?endpoint=http://127.0.0.1:%d&region=eu-central-1&path_style=1" % self.port
+        r = tool("stress", uri, "st/", 1, 3, env=tool_env("AKIDWIRE", "wire/secret+key"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertGreater(self.srv.dropped, 0)
+        puts = [(p, b) for m, p, _, b in self.srv.requests if m == "PUT"]
+        self.assertEqual(len(puts), 3)
+        for path, body in puts:
+            key = path[len("/bkt/"):]
+            self.assertTrue(body.startswith(key.encode() + b":0;"), body[:40])
+        self.assertEqual(self.objects, {})
+        self.verify(None)
 
     def test_http_error_maps_to_eio_with_s3_code(self):
         self.failing = True

@@ -7,8 +7,9 @@
  *   list URI PREFIX                    prints "KEY SIZE" lines
  *   fill URI PREFIX N                  puts N small objects PREFIX00000.. (content = key)
  *   presign URI KEY EXPIRES NOW        prints the pre-signed GET URL
- *   stress URI PREFIX THREADS N        THREADS threads share one store: each puts,
- *                                      reads back, checks and deletes N objects
+ *   stress URI PREFIX THREADS N        THREADS threads share one store: each puts
+ *                                      (from memory and from files), reads back,
+ *                                      checks and deletes N objects
  *   sign METHOD HOST PATH QUERY AMZDATE REGION SERVICE PAYLOAD_HASH [NAME:VALUE...]
  *                                      prints the Authorization value
  *   presign-query METHOD HOST PATH EXPIRES AMZDATE REGION SERVICE
@@ -84,7 +85,17 @@ static void *stress_thread(void *p)
         strbuf_init(&got);
         for (int j = 0; j < 100 + i * 37 + a->id; j++)
             strbuf_appendf(&want, "%s:%d;", key, j);
-        a->rc = store_put_buf(a->s, key, want.data, want.len, NULL, NULL, a->err, sizeof(a->err));
+        if (i % 2 == 0) {
+            a->rc = store_put_buf(a->s, key, want.data, want.len, NULL, NULL, a->err, sizeof(a->err));
+        } else {
+            /* odd ones from a file, starting past a header the put must skip */
+            FILE *f = tmpfile();
+            if (!f || fwrite("skip", 1, 4, f) != 4 || fwrite(want.data, 1, want.len, f) != want.len ||
+                fflush(f) != 0 || fseek(f, 4, SEEK_SET) != 0)
+                panic("tmpfile");
+            a->rc = store_put_fd(a->s, key, fileno(f), NULL, NULL, a->err, sizeof(a->err));
+            fclose(f);
+        }
         if (a->rc == 0)
             a->rc = store_get_cb(a->s, key, 0, 0, collect, &got, a->err, sizeof(a->err));
         if (a->rc == 0 && (got.len != want.len || memcmp(got.data, want.data, want.len) != 0)) {
