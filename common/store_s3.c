@@ -962,6 +962,15 @@ static int parse_endpoint(struct s3_store *s, const char *ep, char *err, size_t 
     return 0;
 }
 
+/* Key id and token travel in headers: no CR/LF or other control bytes. */
+static int header_safe(const char *v)
+{
+    for (; *v; v++)
+        if ((unsigned char)*v < 0x20 || (unsigned char)*v == 0x7f)
+            return 0;
+    return 1;
+}
+
 static int bucket_valid(const char *b)
 {
     size_t n = strlen(b);
@@ -1079,6 +1088,10 @@ struct store *store_s3_open(const char *rest, const struct store_options *opt, c
     if (!ak || !*ak || !sk || !*sk) {
         rc = store_err(err, errlen, -EINVAL,
                        "store: s3 needs credentials (options or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)");
+        goto fail;
+    }
+    if (!header_safe(ak) || !header_safe(tok ? tok : "")) {
+        rc = store_err(err, errlen, -EINVAL, "store: s3 access key or session token has control characters");
         goto fail;
     }
     s->access_key = xstrdup(ak);

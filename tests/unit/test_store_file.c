@@ -458,6 +458,12 @@ static void test_open_errors_and_s3_offline(void **state)
     free(url);
     store_close(s);
 
+    struct store_options evil = { "AKID\r\nX-Injected: 1", "secret", NULL };
+    assert_null(store_open("s3://bkt", &evil, err, sizeof(err)));
+    evil.access_key = "AKID";
+    evil.session_token = "tok\nen";
+    assert_null(store_open("s3://bkt", &evil, err, sizeof(err)));
+
     /* credentials: from the environment when the options have none */
     unsetenv("AWS_ACCESS_KEY_ID");
     unsetenv("AWS_SECRET_ACCESS_KEY");
