@@ -80,7 +80,7 @@ static void *stress_thread(void *p)
     for (int i = 0; i < a->n && a->rc == 0; i++) {
         char key[1100];
         struct strbuf want, got;
-        snprintf(key, sizeof(key), "%s%d-%d", a->prefix, a->id, i);
+        snprintf(key, sizeof(key), "%s%d/%d", a->prefix, a->id, i);
         strbuf_init(&want);
         strbuf_init(&got);
         for (int j = 0; j < 100 + i * 37 + a->id; j++)
@@ -128,11 +128,12 @@ static int cmd_stress(struct store *s, const char *prefix, int threads, int n, c
     }
     /* Deletes run after the threads, one at a time: s3rver (the test peer)
      * races its own directory clean-up when deletes and puts overlap in one
-     * folder and answers 500.  Concurrency of the store is exercised above. */
+     * folder and answers 500 (or dies): each thread also writes into its own
+     * folder.  Concurrency of the store handle is exercised above. */
     for (int i = 0; i < threads && rc == 0; i++)
         for (int k = 0; k < n && rc == 0; k++) {
             char key[1100];
-            snprintf(key, sizeof(key), "%s%d-%d", prefix, i, k);
+            snprintf(key, sizeof(key), "%s%d/%d", prefix, i, k);
             rc = store_delete(s, key, err, errlen);
         }
     free(a);
