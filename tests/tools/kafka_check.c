@@ -12,12 +12,14 @@
  *   kafka_check relay BOOTSTRAP GROUP IN OUT N [TXN_ID]
  *       consumes N records of IN; for each, produce_and_commit one record to
  *       OUT (value "out:" + input value); prints each input as a JSON line.
- *       Exits 3 if fewer than N came within 20 s.
+ *       Exits 3 if fewer than N came within 20 s.  With CHECK_CRASH_AT=K the
+ *       K-th record's (from 0) output is produced and the process dies
+ *       (_exit 9) before committing it.
  *   kafka_check txn-abort BOOTSTRAP TXN_ID GROUP IN OUT
  *       consumes one record of IN and runs a transaction whose second output
  *       is too large for the broker: the first output is written, then the
  *       transaction aborts.  Exits 0 only if produce_and_commit failed with
- *       -EMSGSIZE.
+ *       -EMSGSIZE and a second transaction (key "retried") then commits.
  * Exit 0 = ok; anything else prints why on stderr. */
 #include <errno.h>
 #include <pthread.h>
@@ -25,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bus.h"
 #include "log.h"
@@ -53,12 +56,12 @@ static struct bus *check_open(const char *bootstrap, const char *txn_id,
     char uri[512], err[512];
     /* The mock holds a group's rebalance for about the session timeout
      * after its last member leaves: keep reopening consumers quick (6 s is
-     * a real broker's minimum).  CHECK_DEBUG=1 shows the group protocol. */
-    static const char *const quick[] = { "session.timeout.ms", "6000", NULL };
-    static const char *const debug[] = { "session.timeout.ms", "6000", "debug", "cgrp,protocol",
-                                         NULL };
+     * a real broker's minimum).  CHECK_DEBUG=<librdkafka debug contexts>
+     * (e.g. cgrp,eos) traces the client. */
+    const char *debug = getenv("CHECK_DEBUG");
+    const char *quick[] = { "session.timeout.ms", "6000", debug ? "debug" : NULL, debug, NULL };
     if (!kafka_conf)
-        kafka_conf = getenv("CHECK_DEBUG") ? debug : quick;
+        kafka_conf = quick;
     struct bus_options opt = { .client_id = "kafka_check", .transactional_id = txn_id,
                                .kafka_conf = kafka_conf };
     snprintf(uri, sizeof uri, "kafka:%s", bootstrap);
@@ -421,6 +424,8 @@ static int cmd_relay(const char *bootstrap, const char *group, const char *in, c
     struct bus *b = check_open(bootstrap, txn_id, NULL);
     struct bus_consumer *c = check_consumer(b, group, in);
     char err[512];
+    const char *crash = getenv("CHECK_CRASH_AT");
+    int crash_at = crash ? atoi(crash) : -1;
     int got = 0;
     for (; got < n; got++) {
         struct bus_record *r = check_poll(c, 20000);
@@ -435,6 +440,12 @@ static int cmd_relay(const char *bootstrap, const char *group, const char *in, c
         struct bus_record o = { .topic = out, .key = r->key, .key_len = r->key_len, .value = v,
                                 .value_len = r->value_len + 4, .headers = &h, .n_headers = 1,
                                 .partition = -1 };
+        if (got == crash_at) {
+            /* A worker dying after its output is durable, before the commit. */
+            CHECK(bus_produce(b, &o, 1, 15000, err, sizeof err) == 0, "produce: %s", err);
+            print_record(r);
+            _exit(9);
+        }
         int rc = bus_produce_and_commit(c, r, &o, 1, err, sizeof err);
         CHECK(rc == 0, "produce_and_commit: %s", err);
         print_record(r);
@@ -467,11 +478,18 @@ static int cmd_txn_abort(const char *bootstrap, const char *txn_id, const char *
     char err[512];
     int rc = bus_produce_and_commit(c, r, outs, 2, err, sizeof err);
     free(big);
+    CHECK(rc == -EMSGSIZE, "produce_and_commit returned %d (%s)", rc, rc ? err : "ok");
+    printf("aborted: %s\n", err);
+    fflush(stdout);
+    /* The producer stays usable: the retry of the same input commits. */
+    struct bus_record ok = { .topic = out, .key = "retried", .key_len = 7,
+                             .value = "committed-after-abort", .value_len = 21, .partition = -1 };
+    rc = bus_produce_and_commit(c, r, &ok, 1, err, sizeof err);
+    CHECK(rc == 0, "produce_and_commit after the abort: %s", err);
+    printf("committed after abort\n");
     bus_record_free(r);
     bus_consumer_free(c);
     bus_close(b);
-    CHECK(rc == -EMSGSIZE, "produce_and_commit returned %d (%s)", rc, rc ? err : "ok");
-    printf("aborted: %s\n", err);
     return 0;
 }
 
