@@ -89,6 +89,8 @@ static int kafka_errno(rd_kafka_resp_err_t e)
         return -ENOENT;
     case RD_KAFKA_RESP_ERR__INVALID_ARG:
         return -EINVAL;
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+        return -ENOBUFS;
     default:
         return -EIO;
     }
@@ -488,9 +490,14 @@ static void kafka_close(void *impl)
         return;
     if (kb->producer) {
         rd_kafka_resp_err_t e = rd_kafka_flush(kb->producer, KAFKA_CLOSE_FLUSH_MS);
-        if (e)
+        if (e) {
+            /* Fail what is left, so its delivery reports still run and
+             * release their batches (and any caller still waiting). */
             log_kv(LOG_WARN, "kafka flush on close incomplete", "component", "kafka", "error",
                    rd_kafka_err2str(e), NULL);
+            rd_kafka_purge(kb->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_flush(kb->producer, 1000);
+        }
         atomic_store(&kb->stop, 1);
         pthread_join(kb->poller, NULL);
         rd_kafka_destroy(kb->producer);
@@ -768,21 +775,29 @@ static int kafka_produce_and_commit(void *cimpl, const struct bus_record *in,
 
 /* ---- offsets for the monitor and the CLI ------------------------------ */
 
+/* Asks for every topic's metadata, not the one topic's: a request naming a
+ * topic lets the broker auto-create it, and a monitor watching a misspelt
+ * name must not create topics. */
 static int kafka_partition_count(struct kafka_bus *kb, const char *topic, char *err, size_t errlen)
 {
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(kb->producer, topic, NULL);
-    rd_kafka_resp_err_t e = rd_kafka_metadata(kb->producer, 0, rkt, &md, KAFKA_ADMIN_TIMEOUT_MS);
-    rd_kafka_topic_destroy(rkt);
-    if (!e && md->topic_cnt != 1)
-        e = RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
-    if (!e)
-        e = md->topics[0].err;
-    int n = e ? kafka_errno(e) : md->topics[0].partition_cnt;
-    if (e)
-        snprintf(err, errlen, "kafka: metadata for %s: %s", topic, rd_kafka_err2str(e));
-    if (md)
-        rd_kafka_metadata_destroy(md);
+    rd_kafka_resp_err_t e = rd_kafka_metadata(kb->producer, 1, NULL, &md, KAFKA_ADMIN_TIMEOUT_MS);
+    if (e) {
+        snprintf(err, errlen, "kafka: metadata: %s", rd_kafka_err2str(e));
+        return kafka_errno(e);
+    }
+    int n = -ENOENT;
+    for (int i = 0; i < md->topic_cnt; i++) {
+        if (strcmp(md->topics[i].topic, topic) != 0)
+            continue;
+        n = md->topics[i].err ? kafka_errno(md->topics[i].err) : md->topics[i].partition_cnt;
+        if (md->topics[i].err)
+            snprintf(err, errlen, "kafka: metadata for %s: %s", topic,
+                     rd_kafka_err2str(md->topics[i].err));
+    }
+    if (n == -ENOENT)
+        snprintf(err, errlen, "kafka: no topic %s", topic);
+    rd_kafka_metadata_destroy(md);
     return n;
 }
 

@@ -4,7 +4,8 @@
  *   kafka_check check BOOTSTRAP TOPIC TOPIC1
  *       self-checking run: produce/consume with headers and a tombstone,
  *       commit and redelivery after reopening, seek, stats, read_at,
- *       group_set_offset, concurrent producers, produce timeout, bad config.
+ *       group_set_offset, concurrent producers (plain and transactional),
+ *       produce timeout, bad config.
  *       TOPIC has several partitions, TOPIC1 exactly one; both empty.
  *   kafka_check produce BOOTSTRAP TOPIC N
  *       produces N records (key k<i>, value v<i>, headers mf.seq=<i>,
@@ -115,7 +116,7 @@ struct check_seen {
 
 static void check_produce_main(struct bus *b, const char *topic)
 {
-    char keys[CHECK_N][16], values[CHECK_N][16], seqs[CHECK_N][16], err[512];
+    char keys[CHECK_N][24], values[CHECK_N][24], seqs[CHECK_N][16], err[512];
     struct bus_header hdrs[CHECK_N][2];
     struct bus_record recs[CHECK_N + 1];
     for (int i = 0; i < CHECK_N; i++) {
@@ -215,12 +216,47 @@ static void check_redelivery(struct bus *b, const char *topic)
     for (int i = 0; i <= CHECK_N; i++)
         CHECK((seen[i].seen == 2) == (seen[i].offset > last_committed[seen[i].partition]),
               "record %d redelivery", i);
+
+    /* What the monitor sees: per partition, the log's bounds, the group's
+     * committed offset and the timestamp of the first record waiting. */
+    struct bus_partition_stats st[64];
+    char err[512];
+    int n = bus_topic_stats(b, topic, "check-main", st, 64, err, sizeof err);
+    CHECK(n >= 2, "stats of %s: %d %s", topic, n, err);
+    for (int p = 0; p < n; p++) {
+        int64_t count = 0, want = last_committed[p] >= 0 ? last_committed[p] + 1 : -1;
+        int waiting = -1;
+        for (int i = 0; i <= CHECK_N; i++) {
+            if (seen[i].partition != p)
+                continue;
+            count++;
+            if (seen[i].offset == want)
+                waiting = i;
+        }
+        CHECK(st[p].partition == p && st[p].low == 0 && st[p].high == count,
+              "partition %d: %lld..%lld, want 0..%lld", p, (long long)st[p].low,
+              (long long)st[p].high, (long long)count);
+        CHECK(st[p].committed == want, "partition %d committed %lld, want %lld", p,
+              (long long)st[p].committed, (long long)want);
+        if (waiting < 0)
+            CHECK(st[p].committed_ts_ms == -1, "partition %d: ts with nothing waiting", p);
+        else if (waiting < CHECK_N)
+            CHECK(st[p].committed_ts_ms == CHECK_TS_BASE + waiting, "partition %d: ts %lld", p,
+                  (long long)st[p].committed_ts_ms);
+        else
+            CHECK(st[p].committed_ts_ms > CHECK_TS_BASE, "partition %d: tombstone ts", p);
+    }
+    n = bus_topic_stats(b, "check-no-such-topic", NULL, st, 64, err, sizeof err);
+    CHECK(n == -ENOENT && strstr(err, "check-no-such-topic"), "stats of a missing topic: %d %s",
+          n, err);
+    n = bus_topic_stats(b, "check-no-such-topic", NULL, st, 64, err, sizeof err);
+    CHECK(n == -ENOENT, "asking for stats created the topic");
     fprintf(stderr, "kafka_check: redelivery ok (%d of %d again)\n", expect, CHECK_N + 1);
 }
 
 static void check_single_partition(struct bus *b, const char *topic)
 {
-    char v[5][8], err[512];
+    char v[5][16], err[512];
     struct bus_record recs[5];
     for (int i = 0; i < 5; i++) {
         snprintf(v[i], sizeof v[i], "s%d", i);
@@ -363,6 +399,11 @@ static int cmd_check(const char *bootstrap, const char *topic, const char *topic
     check_produce_main(b, topic);
     check_redelivery(b, topic);
     check_single_partition(b, topic1);
+    check_concurrent(b, topic1);
+    bus_close(b);
+    /* A transactional producer writes plain bus_produce calls as one
+     * transaction each; concurrent callers take turns. */
+    b = check_open(bootstrap, "kafka-check-plain", NULL);
     check_concurrent(b, topic1);
     bus_close(b);
     check_unreachable();
