@@ -12,7 +12,8 @@
  *
  * Consume-transform-produce has two modes.  With opt->transactional_id the
  * outputs and the input's offset go in one transaction (aborted on any error,
- * so read_committed readers see none of it).  Without it (at_least_once) the
+ * so read_committed readers of a real broker see none of it; the 2.0.2 mock
+ * ignores aborts and shows them everything).  Without it (at_least_once) the
  * outputs are acknowledged first, then the input is committed; a crash in
  * between redelivers the input and the workers' LMDB dedupe absorbs it.  The
  * second mode exists because librdkafka 2.0.2's mock cluster does not apply
@@ -24,6 +25,7 @@
 #include "bus_impl.h"
 #include "log.h"
 #include "strbuf.h"
+#include "timeutil.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -96,16 +98,9 @@ static int kafka_errno(rd_kafka_resp_err_t e)
     }
 }
 
-static int64_t kafka_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int kafka_remaining(int64_t deadline)
 {
-    int64_t left = deadline - kafka_now_ms();
+    int64_t left = deadline - mono_ms();
     return left < 0 ? 0 : left > 1000000000 ? 1000000000 : (int)left;
 }
 
@@ -228,7 +223,7 @@ static struct bus_record *kafka_record_from(const rd_kafka_message_t *m)
  * the assigned offset: 1 = *out set, 0 = none before the end or timeout. */
 static int kafka_reader_next(rd_kafka_t *rk, struct bus_record **out, int timeout_ms)
 {
-    int64_t deadline = kafka_now_ms() + timeout_ms;
+    int64_t deadline = mono_ms() + timeout_ms;
     for (;;) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, kafka_remaining(deadline));
         if (!m)
@@ -248,7 +243,7 @@ static int kafka_reader_next(rd_kafka_t *rk, struct bus_record **out, int timeou
         if (e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC || e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
             e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
             return kafka_errno(e);
-        if (kafka_now_ms() >= deadline)
+        if (mono_ms() >= deadline)
             return 0;
     }
 }
@@ -366,7 +361,7 @@ static int kafka_produce_wait(struct kafka_bus *kb, const struct bus_record *rec
         pthread_mutex_unlock(&kb->dr_lock);
         rd_kafka_resp_err_t e;
         while ((e = kafka_enqueue(kb, &recs[i], b)) == RD_KAFKA_RESP_ERR__QUEUE_FULL &&
-               kafka_now_ms() < deadline)
+               mono_ms() < deadline)
             rd_kafka_poll(kb->producer, 10);   /* the queue drains as reports are served */
         if (e) {
             pthread_mutex_lock(&kb->dr_lock);
@@ -410,7 +405,7 @@ static int kafka_txn_end(struct kafka_bus *kb, int rc, int64_t deadline, char *e
     rd_kafka_error_t *e = NULL;
     if (rc == 0) {
         while ((e = rd_kafka_commit_transaction(kb->producer, kafka_remaining(deadline))) &&
-               rd_kafka_error_is_retriable(e) && kafka_now_ms() < deadline)
+               rd_kafka_error_is_retriable(e) && mono_ms() < deadline)
             rd_kafka_error_destroy(e);
         if (!e)
             return 0;
@@ -471,7 +466,7 @@ static int kafka_produce(void *impl, const struct bus_record *recs, size_t n, in
                          char *err, size_t errlen)
 {
     struct kafka_bus *kb = impl;
-    int64_t deadline = kafka_now_ms() + timeout_ms;
+    int64_t deadline = mono_ms() + timeout_ms;
     if (n == 0)
         return 0;
     /* A transactional producer can only write inside a transaction: the
@@ -649,7 +644,7 @@ static void *kafka_consumer_new(void *impl, const char *group, const char *const
 static int kafka_poll(void *cimpl, struct bus_record **out, int timeout_ms)
 {
     struct kafka_consumer *c = cimpl;
-    int64_t deadline = kafka_now_ms() + timeout_ms;
+    int64_t deadline = mono_ms() + timeout_ms;
     char errstr[512];
     *out = NULL;
     for (;;) {
@@ -672,7 +667,7 @@ static int kafka_poll(void *cimpl, struct bus_record **out, int timeout_ms)
             log_kv(LOG_ERROR, "kafka consumer failed", "component", "kafka", "error", errstr, NULL);
             return -EIO;
         }
-        if (kafka_now_ms() >= deadline)
+        if (mono_ms() >= deadline)
             return 0;
     }
 }
@@ -764,7 +759,7 @@ static int kafka_produce_and_commit(void *cimpl, const struct bus_record *in,
 {
     struct kafka_consumer *c = cimpl;
     struct kafka_bus *kb = c->kb;
-    int64_t deadline = kafka_now_ms() + KAFKA_TXN_TIMEOUT_MS;
+    int64_t deadline = mono_ms() + KAFKA_TXN_TIMEOUT_MS;
     if (kb->transactional)
         return kafka_txn_run(kb, outs, n, c, in, deadline, err, errlen);
     int rc = n ? kafka_produce_wait(kb, outs, n, deadline, err, errlen) : 0;
@@ -877,11 +872,11 @@ static int kafka_group_set_offset(void *impl, const char *group, const char *top
         rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
         e = rd_kafka_subscribe(rk, l);
         rd_kafka_topic_partition_list_destroy(l);
-        int64_t deadline = kafka_now_ms() + KAFKA_TXN_TIMEOUT_MS;
+        int64_t deadline = mono_ms() + KAFKA_TXN_TIMEOUT_MS;
         while (!e || e == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
                e == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
                e == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS) {
-            if (kafka_now_ms() >= deadline) {
+            if (mono_ms() >= deadline) {
                 e = RD_KAFKA_RESP_ERR__TIMED_OUT;
                 break;
             }

@@ -27,12 +27,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "bus.h"
 #include "log.h"
 #include "strbuf.h"
+#include "timeutil.h"
 
 #define CHECK(cond, ...)                                                                         \
     do {                                                                                         \
@@ -43,13 +43,6 @@
             exit(1);                                                                             \
         }                                                                                        \
     } while (0)
-
-static int64_t check_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static struct bus *check_open(const char *bootstrap, const char *txn_id,
                               const char *const *kafka_conf)
@@ -85,8 +78,8 @@ static struct bus_consumer *check_consumer(struct bus *b, const char *group, con
 static struct bus_record *check_poll(struct bus_consumer *c, int timeout_ms)
 {
     struct bus_record *r = NULL;
-    int64_t deadline = check_now_ms() + timeout_ms;
-    while (check_now_ms() < deadline) {
+    int64_t deadline = mono_ms() + timeout_ms;
+    while (mono_ms() < deadline) {
         int rc = bus_consumer_poll(c, &r, 200);
         CHECK(rc >= 0, "poll: %d", rc);
         if (rc == 1)
@@ -378,9 +371,9 @@ static void check_unreachable(void)
     char err[512];
     struct bus *b = check_open("127.0.0.1:1", NULL, conf);
     struct bus_record r = { .topic = "nowhere", .value = "x", .value_len = 1, .partition = -1 };
-    int64_t t0 = check_now_ms();
+    int64_t t0 = mono_ms();
     int rc = bus_produce(b, &r, 1, 1000, err, sizeof err);
-    int64_t took = check_now_ms() - t0;
+    int64_t took = mono_ms() - t0;
     CHECK(rc == -ETIMEDOUT, "produce to nowhere: %d %s", rc, err);
     CHECK(took >= 900 && took < 5000, "timeout took %lld ms", (long long)took);
     bus_close(b);   /* waits for the message to expire: the report frees its batch */
