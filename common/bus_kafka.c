@@ -516,7 +516,10 @@ static void *kafka_open(const char *where, const struct bus_options *opt, char *
         "partitioner", "murmur2_random",
         NULL,
     };
+    static const struct bus_options no_options;
     char errstr[512];
+    if (!opt)
+        opt = &no_options;
     if (!where || !*where) {
         snprintf(err, errlen, "kafka: empty bootstrap server list");
         return NULL;
