@@ -839,15 +839,19 @@ static int kafka_topic_stats(void *impl, const char *topic, const char *group,
     }
     for (int i = 0; rc >= 0 && i < l->cnt; i++) {
         struct bus_partition_stats *s = &out[l->elems[i].partition];
-        if (l->elems[i].err || l->elems[i].offset < 0)
+        if (l->elems[i].err)
             continue;
-        s->committed = l->elems[i].offset;
-        if (s->committed >= s->high)
+        /* A group that never committed waits from the first record still
+         * kept (the local backend answers the same). */
+        int64_t from = l->elems[i].offset >= 0 ? l->elems[i].offset : s->low;
+        if (l->elems[i].offset >= 0)
+            s->committed = l->elems[i].offset;
+        if (from >= s->high)
             continue;
         /* The committed offset may point at a transaction marker; the first
          * record from there is the oldest one waiting. */
         struct bus_record *r = NULL;
-        if (kafka_reader_fetch(rk, topic, s->partition, s->committed, &r,
+        if (kafka_reader_fetch(rk, topic, s->partition, from, &r,
                                KAFKA_ADMIN_TIMEOUT_MS) == 1) {
             s->committed_ts_ms = r->timestamp_ms;
             bus_record_free(r);

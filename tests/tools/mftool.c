@@ -1,6 +1,9 @@
 /* mftool — small test helper over the project's own modules:
  *   mftool sign KEYS PAYLOAD [EXPIRES_S]   print a token (KEYS: kid:secret,...)
  *   mftool put BUS TOPIC KEY FILE|-        produce one record (value from FILE)
+ *   mftool put-n BUS TOPIC N FILE          produce N records (keys k0..), one batch
+ *   mftool dump BUS TOPIC                  print every value, one per line
+ *   mftool commit BUS GROUP TOPIC          move GROUP to the end of TOPIC
  *   mftool store-put STORE KEY FILE        put an object
  * Used by integration tests to stand in for a producer that is not under
  * test; everything it does goes through the same common/ code as workers. */
@@ -69,6 +72,63 @@ int main(int argc, char **argv)
         free(val);
         return rc ? 1 : 0;
     }
+    if (argc == 6 && strcmp(argv[1], "put-n") == 0) {
+        size_t len;
+        long n = atol(argv[4]);
+        char *val = slurp(argv[5], &len);
+        struct bus *b = bus_open(argv[2], NULL, err, sizeof(err));
+        if (!val || !b || n <= 0) {
+            fprintf(stderr, "mftool: %s\n", b ? "bad value or count" : err);
+            return 1;
+        }
+        struct bus_record *rs = xcalloc((size_t)n, sizeof(*rs));
+        char (*keys)[24] = xcalloc((size_t)n, 24);
+        for (long i = 0; i < n; i++) {
+            snprintf(keys[i], 24, "k%ld", i);
+            rs[i] = (struct bus_record){ .topic = argv[3], .key = keys[i], .key_len = strlen(keys[i]),
+                                         .value = val, .value_len = len, .partition = -1 };
+        }
+        int rc = bus_produce(b, rs, (size_t)n, 60000, err, sizeof(err));
+        if (rc)
+            fprintf(stderr, "mftool: %s\n", err);
+        bus_close(b);
+        free(rs);
+        free(keys);
+        free(val);
+        return rc ? 1 : 0;
+    }
+    if (argc == 4 && strcmp(argv[1], "dump") == 0) {
+        struct bus *b = bus_open(argv[2], NULL, err, sizeof(err));
+        struct bus_partition_stats st[64];
+        int n = b ? bus_topic_stats(b, argv[3], NULL, st, 64, err, sizeof(err)) : -1;
+        if (n < 0) {
+            fprintf(stderr, "mftool: %s\n", err);
+            return 1;
+        }
+        for (int p = 0; p < n; p++)
+            for (int64_t off = st[p].low; off < st[p].high; off++) {
+                struct bus_record *r = NULL;
+                if (bus_read_at(b, argv[3], st[p].partition, off, &r, 5000) != 1)
+                    continue;
+                if (r->value)
+                    printf("%.*s\n", (int)r->value_len, (const char *)r->value);
+                bus_record_free(r);
+            }
+        bus_close(b);
+        return 0;
+    }
+    if (argc == 5 && strcmp(argv[1], "commit") == 0) {
+        struct bus *b = bus_open(argv[2], NULL, err, sizeof(err));
+        struct bus_partition_stats st[64];
+        int n = b ? bus_topic_stats(b, argv[4], argv[3], st, 64, err, sizeof(err)) : -1;
+        for (int p = 0; p < n; p++)
+            if (bus_group_set_offset(b, argv[3], argv[4], st[p].partition, st[p].high, err, sizeof(err)))
+                n = -1;
+        if (n < 0)
+            fprintf(stderr, "mftool: %s\n", err);
+        bus_close(b);
+        return n < 0;
+    }
     if (argc == 5 && strcmp(argv[1], "store-put") == 0) {
         struct store *s = store_open(argv[2], NULL, err, sizeof(err));
         int fd = open(argv[4], O_RDONLY);
@@ -82,6 +142,6 @@ int main(int argc, char **argv)
         store_close(s);
         return 0;
     }
-    fprintf(stderr, "usage: mftool sign KEYS PAYLOAD [EXP] | put BUS TOPIC KEY FILE | store-put STORE KEY FILE\n");
+    fprintf(stderr, "usage: mftool sign|put|put-n|dump|commit|store-put ... (see the top of mftool.c)\n");
     return 2;
 }
