@@ -23,6 +23,9 @@
 #include "log.h"
 #include "worker.h"
 #include "admin.h"
+#include "ingest/users.h"
+
+extern const struct worker_def ingest_worker;
 
 #ifndef MAILFLEET_VERSION
 #define MAILFLEET_VERSION "0.1.0"
@@ -31,11 +34,13 @@
 /* Workers, in start order for `mailfleet run` (consumers before producers is
  * not needed: topics are durable). */
 static const struct worker_def *const workers[] = {
+    &ingest_worker,
     NULL
 };
 
 /* Admin verbs: `mailfleet <verb> ...`. */
 static const struct admin_verb *const verbs[] = {
+    &users_verb,
     NULL
 };
 

@@ -27,18 +27,6 @@ struct rules {
 
 static const char *const action_names[RULE_ACTIONS] = { "capture", "feedback", "unsubscribe", "reject" };
 
-const struct config_key rules_config_keys[] = {
-    { "rule.*", "recipients", CONFIG_LIST, NULL,
-      "recipient patterns: alerts@iot.localhost, example.com, bounce+*@iot.localhost" },
-    { "rule.*", "action", CONFIG_STR, "capture", "capture, feedback, unsubscribe or reject" },
-    { "rule.*", "require_tls", CONFIG_BOOL, "false", "refuse these recipients outside TLS" },
-    { "rule.*", "require_auth", CONFIG_BOOL, "false", "refuse these recipients without AUTH" },
-    { "rule.*", "allowed_senders", CONFIG_LIST, NULL,
-      "user:pattern items limiting MAIL FROM of authenticated users (*:pattern = any user)" },
-    { "rule.*", "max_recipients", CONFIG_INT, "0", "recipients per message for this rule (0 = no limit)" },
-    { "rule.*", "max_size", CONFIG_SIZE, "0", "message size for this rule (0 = the global limit)" },
-    CONFIG_KEYS_END
-};
 
 const char *rules_action_name(enum rule_action a)
 {
@@ -268,4 +256,29 @@ void rules_check(const struct rules *r, const char *rcpt, const struct rules_ctx
         }
         return;
     }
+}
+
+int rules_unsubscribe_token(const char *addr, char *out, size_t outlen)
+{
+    const char *plus = strchr(addr, '+');
+    const char *at = strrchr(addr, '@');
+    if (!plus || !at || plus > at)
+        return -EINVAL;
+    size_t n = (size_t)(at - plus - 1);
+    int dots = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = plus[1 + i];
+        if (c == '.') {
+            if (i == 0 || i == n - 1 || dots++)
+                return -EINVAL;
+        } else if (!(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z') && !(c >= '0' && c <= '9') &&
+                   c != '_' && c != '-') {
+            return -EINVAL;
+        }
+    }
+    if (dots != 1 || n + 1 > outlen)
+        return -EINVAL;
+    memcpy(out, plus + 1, n);
+    out[n] = 0;
+    return 0;
 }

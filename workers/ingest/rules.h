@@ -55,15 +55,19 @@ struct rules *rules_new(void);
 void rules_free(struct rules *r);   /* accepts NULL */
 /* Returns 0 or -EINVAL with a message (bad action, bad pattern list). */
 int rules_add(struct rules *r, const struct rule_spec *spec, char *err, size_t errlen);
-/* Reads every [rule.*] section of cfg in file order. */
+/* Reads every [rule.*] section of cfg in file order (keys declared in ingest.c). */
 struct rules *rules_from_config(const struct config *cfg, char *err, size_t errlen);
-extern const struct config_key rules_config_keys[];
 
 size_t rules_count(const struct rules *r);
 const char *rules_name(const struct rules *r, int i);
 enum rule_action rules_action(const struct rules *r, int i);
 uint64_t rules_max_size(const struct rules *r, int i);
 const char *rules_action_name(enum rule_action a);
+
+/* The token of an unsubscribe address "<anything>+<token>@domain": the part
+ * after the first '+' of the local part, which must look like a
+ * common/tokens token ([A-Za-z0-9_-]+ '.' [A-Za-z0-9_-]+).  0 or -EINVAL. */
+int rules_unsubscribe_token(const char *addr, char *out, size_t outlen);
 
 /* Decides one recipient (normalized address).  Always fills v. */
 void rules_check(const struct rules *r, const char *rcpt, const struct rules_ctx *ctx,

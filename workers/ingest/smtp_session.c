@@ -646,6 +646,12 @@ static void proceed_rcpt(struct smtp_session *s, const char *args)
         reply(s, v.code, "%s", v.text);
         return;
     }
+    char token[ADDRESS_BUFSZ];
+    if (rules_action(s->conf->rules, v.rule) == RULE_UNSUBSCRIBE &&
+        rules_unsubscribe_token(addr, token, sizeof(token)) != 0) {
+        reply(s, 550, "5.1.1 Unknown unsubscribe address");
+        return;
+    }
     if (s->n_rcpts == s->cap_rcpts) {
         s->cap_rcpts = s->cap_rcpts ? s->cap_rcpts * 2 : 8;
         s->rcpts = xrealloc(s->rcpts, s->cap_rcpts * sizeof(*s->rcpts));

@@ -53,6 +53,7 @@ struct smtp_message {
     size_t n_rcpts;
     const char *helo, *client_ip, *auth_user;
     int tls;
+    const char *tls_version, *tls_cipher;   /* filled by the transport */
     int64_t received_ms;
     size_t received_len;
     struct strbuf data;
