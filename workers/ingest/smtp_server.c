@@ -173,6 +173,8 @@ static void conn_flush(struct smtp_conn *c)
     }
     if (smtp_session_closing(c->sess) && !c->shutting) {
         c->shutting = 1;
+        if (strcmp(c->outcome, "reset") == 0)
+            c->outcome = "quit";   /* QUIT, or the session gave up (too many errors) */
         if (c->tls) {
             tls_conn_close_notify(c->tls, &c->net);
             raw_write(c, &c->net);
