@@ -505,6 +505,11 @@ static void conn_new(struct smtp_server *s, int fd, const char *ip, int implicit
 
 /* ---- accepting --------------------------------------------------------------- */
 
+static void on_resume_timer(uv_timer_t *t)
+{
+    resume_accepting(t->data);
+}
+
 static void pause_accepting(struct smtp_server *s)
 {
     if (s->paused)
@@ -514,7 +519,7 @@ static void pause_accepting(struct smtp_server *s)
         if (s->lst[i].active)
             uv_poll_stop(&s->lst[i].poll);
     log_kv(LOG_WARN, "descriptor limit reached: accepting paused", NULL);
-    uv_timer_start(&s->resume_timer, (uv_timer_cb)resume_accepting, ACCEPT_PAUSE_MS, 0);
+    uv_timer_start(&s->resume_timer, on_resume_timer, ACCEPT_PAUSE_MS, 0);
 }
 
 static void on_listen(uv_poll_t *p, int status, int events);
