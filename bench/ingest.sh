@@ -41,6 +41,7 @@ tls_key = $out/mf/tls/key.pem
 tls_generate = true
 users_file = $out/mf/users
 max_connections_per_ip = 500
+dedupe_ttl = ${DEDUPE_TTL:-10m}
 [rule.capture]
 recipients = alerts@iot.localhost
 action = capture

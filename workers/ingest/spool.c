@@ -24,6 +24,18 @@
 #define SPOOL_TOPIC  "ingest.spool"
 #define SPOOL_GROUP  "ingest-forwarder"
 #define MAX_RECORDS  64
+#define DEDUPE_PENDING_MAX 20000
+
+/* Dedupe markers waiting to be written: a kv put is an fsync of its own, so
+ * markers are written by one thread behind the 250 instead of before it, and
+ * looked up here until they are on disk.  A crash in between only loses the
+ * dedupe of messages already acknowledged, which clients do not retry. */
+struct pending_mark {
+    struct pending_mark *next;
+    char key[65];
+    char id[ID_LEN + 1];
+    int64_t expires_ms;
+};
 
 struct spool {
     struct spool_conf conf;
@@ -35,7 +47,87 @@ struct spool {
     pthread_t forwarder;
     int forwarder_started;
     volatile int stop;
+    pthread_t marker;
+    int marker_started, marker_stop;
+    pthread_mutex_t mlock;
+    pthread_cond_t mcond;
+    struct pending_mark *mhead, *mtail;
+    size_t n_pending;
 };
+
+static void *marker_main(void *arg)
+{
+    struct spool *sp = arg;
+    pthread_mutex_lock(&sp->mlock);
+    for (;;) {
+        while (!sp->mhead && !sp->marker_stop)
+            pthread_cond_wait(&sp->mcond, &sp->mlock);
+        if (!sp->mhead)
+            break;
+        /* Only this thread removes, producers append at the tail: the head
+         * stays valid while unlocked. */
+        struct pending_mark *e = sp->mhead;
+        pthread_mutex_unlock(&sp->mlock);
+        if (kv_put(sp->dedupe, e->key, 64, e->id, ID_LEN, e->expires_ms) < 0)
+            log_kv(LOG_WARN, "dedupe marker not written", "id", e->id, NULL);
+        pthread_mutex_lock(&sp->mlock);
+        sp->mhead = e->next;
+        if (!sp->mhead)
+            sp->mtail = NULL;
+        sp->n_pending--;
+        free(e);
+    }
+    pthread_mutex_unlock(&sp->mlock);
+    return NULL;
+}
+
+static void mark_add(struct spool *sp, const char *key, const char *id, int64_t expires_ms)
+{
+    struct pending_mark *e = xcalloc(1, sizeof(*e));
+    memcpy(e->key, key, 65);
+    memcpy(e->id, id, ID_LEN + 1);
+    e->expires_ms = expires_ms;
+    pthread_mutex_lock(&sp->mlock);
+    if (sp->n_pending >= DEDUPE_PENDING_MAX) {
+        /* The writer is far behind: this one waits for its own fsync. */
+        pthread_mutex_unlock(&sp->mlock);
+        kv_put(sp->dedupe, key, 64, id, ID_LEN, expires_ms);
+        free(e);
+        return;
+    }
+    if (sp->mtail)
+        sp->mtail->next = e;
+    else
+        sp->mhead = e;
+    sp->mtail = e;
+    sp->n_pending++;
+    pthread_cond_signal(&sp->mcond);
+    pthread_mutex_unlock(&sp->mlock);
+}
+
+/* 1 and the first id when key was seen within the window. */
+static int mark_find(struct spool *sp, const char *key, char id[ID_LEN + 1])
+{
+    int found = 0;
+    pthread_mutex_lock(&sp->mlock);
+    for (struct pending_mark *e = sp->mhead; e; e = e->next)
+        if (memcmp(e->key, key, 64) == 0) {
+            memcpy(id, e->id, ID_LEN + 1);
+            found = 1;
+        }
+    pthread_mutex_unlock(&sp->mlock);
+    if (found)
+        return 1;
+    void *val = NULL;
+    size_t vlen = 0;
+    if (kv_get(sp->dedupe, key, 64, &val, &vlen) == 1 && vlen == ID_LEN) {
+        memcpy(id, val, ID_LEN);
+        id[ID_LEN] = 0;
+        found = 1;
+    }
+    free(val);
+    return found;
+}
 
 static struct bus *open_bus(const char *uri, const struct bus_options *opt, char *err, size_t errlen)
 {
@@ -48,6 +140,8 @@ struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen
 {
     struct spool *sp = xcalloc(1, sizeof(*sp));
     sp->conf = *conf;
+    pthread_mutex_init(&sp->mlock, NULL);
+    pthread_cond_init(&sp->mcond, NULL);
     sp->bus = open_bus(conf->bus_uri, conf->bus_opt, err, errlen);
     if (!sp->bus)
         goto fail;
@@ -74,6 +168,11 @@ struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen
         if (!sp->dedupe)
             goto fail;
         kv_expire(sp->dedupe, now_ms());
+        if (pthread_create(&sp->marker, NULL, marker_main, sp) != 0) {
+            snprintf(err, errlen, "cannot start the dedupe marker thread");
+            goto fail;
+        }
+        sp->marker_started = 1;
     }
     if (sp->spool_bus) {
         if (pthread_create(&sp->forwarder, NULL, forwarder_main, sp) != 0) {
@@ -95,6 +194,15 @@ void spool_close(struct spool *sp)
     sp->stop = 1;
     if (sp->forwarder_started)
         pthread_join(sp->forwarder, NULL);
+    if (sp->marker_started) {
+        pthread_mutex_lock(&sp->mlock);
+        sp->marker_stop = 1;   /* the writer drains what is pending first */
+        pthread_cond_signal(&sp->mcond);
+        pthread_mutex_unlock(&sp->mlock);
+        pthread_join(sp->marker, NULL);
+    }
+    pthread_mutex_destroy(&sp->mlock);
+    pthread_cond_destroy(&sp->mcond);
     kv_close(sp->dedupe);
     bus_close(sp->spool_bus);
     store_close(sp->spool_store);
@@ -322,19 +430,11 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
     sha256_hex(md, sha);
     EVP_MD_CTX_free(md);
 
-    if (sp->dedupe) {
-        void *val = NULL;
-        size_t vlen = 0;
-        if (kv_get(sp->dedupe, dkey, 64, &val, &vlen) == 1 && vlen == ID_LEN) {
-            memcpy(res->id, val, ID_LEN);
-            res->id[ID_LEN] = 0;
-            free(val);
-            res->duplicate = 1;
-            res->code = 250;
-            snprintf(res->text, sizeof(res->text), "2.0.0 Ok: queued as %s", res->id);
-            return;
-        }
-        free(val);
+    if (sp->dedupe && mark_find(sp, dkey, res->id)) {
+        res->duplicate = 1;
+        res->code = 250;
+        snprintf(res->text, sizeof(res->text), "2.0.0 Ok: queued as %s", res->id);
+        return;
     }
 
     char skey[96];
@@ -385,8 +485,8 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
         fail451(res, sp->spool_bus ? "spool queue" : "bus", err);
         return;
     }
-    if (sp->dedupe && kv_put(sp->dedupe, dkey, 64, m->id, ID_LEN, now_ms() + sp->conf.dedupe_ttl_ms) < 0)
-        log_kv(LOG_WARN, "dedupe marker not written", "id", m->id, NULL);
+    if (sp->dedupe)
+        mark_add(sp, dkey, m->id, now_ms() + sp->conf.dedupe_ttl_ms);
     res->code = 250;
     snprintf(res->text, sizeof(res->text), "2.0.0 Ok: queued as %s", m->id);
 }
