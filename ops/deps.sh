@@ -11,7 +11,7 @@ mode=${1:-run}
 build_pkgs="gcc make pkg-config openssl libssl-dev libuv1-dev liblmdb-dev lmdb-utils
  librdkafka-dev libgmime-3.0-dev libcurl4-openssl-dev libjansson-dev libinih-dev
  libmicrohttpd-dev libcrypt-dev libopendkim-dev"
-test_pkgs="libcmocka-dev kcat swaks postfix python3 python3-botocore python3-jsonschema
+test_pkgs="libcmocka-dev kcat swaks libnet-ssleay-perl postfix python3 python3-botocore python3-jsonschema
  python3-dkim prometheus yamllint curl nodejs npm"
 
 want=$build_pkgs

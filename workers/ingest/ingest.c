@@ -1,0 +1,483 @@
+/* ingest — the SMTP front door (DESIGN.md §4 ingest, §6, §9).
+ *
+ * Consumes: SMTP from devices and applications (plain + STARTTLS, implicit
+ * TLS).  Produces: raw mail in store:incoming, mailfleet.inbound records
+ * (capture rules) and mailfleet.feedback records (feedback and unsubscribe
+ * rules).
+ *
+ * Guarantee: "250 ... queued as <id>" is written only from the after-work
+ * callback, once the raw message is fsynced (or in S3) and its records are
+ * committed to the local queue / acknowledged by Kafka (spool.c).  Anything
+ * else is 4xx/5xx and the client keeps the message.
+ *
+ * Security posture: listens on the configured addresses only; relays nothing
+ * (a recipient no receipt rule takes is refused at RCPT); AUTH only under TLS
+ * unless allow_plaintext_auth is set (never in the shipped configs); passwords
+ * are checked with crypt(3) in the thread pool and never logged; failed AUTH
+ * backs off per client IP; every limit (line, header block, size, recipients,
+ * connections, timeouts) answers with an enhanced status code.  The event
+ * loop never blocks on disk or network: store and bus writes run in
+ * uv_queue_work. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "bus.h"
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+#include "strbuf.h"
+#include "timeutil.h"
+#include "worker.h"
+
+#include "rules.h"
+#include "smtp_server.h"
+#include "smtp_session.h"
+#include "spool.h"
+#include "tls.h"
+#include "users.h"
+
+static const struct config_key ingest_keys[] = {
+    { "ingest", "listen", CONFIG_STR, "127.0.0.1:2525", "plain SMTP + STARTTLS (empty = off)" },
+    { "ingest", "listen_tls", CONFIG_STR, "127.0.0.1:4650", "implicit TLS SMTP (empty = off)" },
+    { "ingest", "metrics_listen", CONFIG_STR, "127.0.0.1:9101", "metrics/health when run alone" },
+    { "ingest", "hostname", CONFIG_STR, NULL, "name in the banner and Received: (default: host name)" },
+    { "ingest", "tls_cert", CONFIG_STR, "var/tls/cert.pem", "PEM certificate chain (reloaded on SIGHUP)" },
+    { "ingest", "tls_key", CONFIG_STR, "var/tls/key.pem", "PEM private key" },
+    { "ingest", "tls_generate", CONFIG_BOOL, "false",
+      "write a self-signed cert/key when missing (development only)" },
+    { "ingest", "users_file", CONFIG_STR, "var/state/users",
+      "AUTH users, name:crypt-hash lines (`mailfleet users add`; reloaded on SIGHUP)" },
+    { "ingest", "allow_plaintext_auth", CONFIG_BOOL, "false", "offer AUTH without TLS (never do this)" },
+    { "ingest", "max_message_size", CONFIG_SIZE, "40M", "SIZE limit (552 5.3.4)" },
+    { "ingest", "max_line_length", CONFIG_INT, "1000", "bytes per line including CRLF" },
+    { "ingest", "max_header_size", CONFIG_SIZE, "64K", "bytes of the header block" },
+    { "ingest", "max_recipients", CONFIG_INT, "100", "recipients per message (452 4.5.3)" },
+    { "ingest", "max_connections", CONFIG_INT, "1000", "connections in all (421 4.7.0)" },
+    { "ingest", "max_connections_per_ip", CONFIG_INT, "50", "connections per client address" },
+    { "ingest", "max_errors", CONFIG_INT, "20", "bad commands before 421" },
+    { "ingest", "command_timeout", CONFIG_DURATION, "5m", "idle time allowed between commands" },
+    { "ingest", "data_timeout", CONFIG_DURATION, "10m", "idle time allowed inside DATA" },
+    { "ingest", "bare_lf", CONFIG_STR, "normalize",
+      "normalize (accept LF-ended lines, store CRLF) or reject (550 5.5.2)" },
+    { "ingest", "auth_delay", CONFIG_DURATION, "1s", "delay before 535, times failures from that IP" },
+    { "ingest", "auth_delay_max", CONFIG_DURATION, "30s", "cap of that delay" },
+    { "ingest", "auth_max_failures", CONFIG_INT, "10", "failures after which AUTH gets 454 4.7.0" },
+    { "ingest", "auth_block_time", CONFIG_DURATION, "15m", "how long that lasts after the last failure" },
+    { "ingest", "dedupe_ttl", CONFIG_DURATION, "10m", "window for retried identical messages (0 = off)" },
+    { "ingest", "drain_timeout", CONFIG_DURATION, "10s", "on SIGTERM, time sessions get to finish" },
+    { "ingest", "spool", CONFIG_STR, "auto",
+      "auto (spool under state_dir with Kafka, none with the local bus), off, or local:<dir>" },
+    { "ingest", "spool_store", CONFIG_STR, NULL,
+      "file:<dir> for raw mail while store_incoming fails (default <state_dir>/spool-store)" },
+    { "ingest", "produce_timeout", CONFIG_DURATION, "30s", "wait for the bus before 451" },
+    /* receipt rules, read by rules.c */
+    { "rule.*", "recipients", CONFIG_LIST, NULL,
+      "recipient patterns: alerts@iot.localhost, example.com, bounce+*@iot.localhost" },
+    { "rule.*", "action", CONFIG_STR, "capture", "capture, feedback, unsubscribe or reject" },
+    { "rule.*", "require_tls", CONFIG_BOOL, "false", "refuse these recipients outside TLS" },
+    { "rule.*", "require_auth", CONFIG_BOOL, "false", "refuse these recipients without AUTH" },
+    { "rule.*", "allowed_senders", CONFIG_LIST, NULL,
+      "user:pattern items limiting MAIL FROM of authenticated users (*:pattern = any user)" },
+    { "rule.*", "max_recipients", CONFIG_INT, "0", "recipients per message for this rule (0 = no limit)" },
+    { "rule.*", "max_size", CONFIG_SIZE, "0", "message size for this rule (0 = the global limit)" },
+        CONFIG_KEYS_END
+};
+
+
+struct ingest {
+    struct worker_env *env;
+    uv_loop_t loop;
+    uv_timer_t tick;
+    uv_signal_t hup;
+    struct smtp_server *server;
+    struct smtp_server_conf sconf;
+    struct spool *spool;
+    struct rules *rules;
+    struct users *users;
+    pthread_rwlock_t users_lock;
+    char hostname[256];
+    int draining;
+    int64_t drain_deadline;
+    unsigned inflight;
+    struct metric *m_accepted, *m_duplicate, *m_tempfail, *m_bytes, *m_latency;
+};
+
+/* Readiness and spool gauges outlive one run (the registry has no removal),
+ * so they read the live ingest through this lock. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ingest *live;
+static struct metric *g_backlog, *g_oldest;
+
+static void collect_spool(void *opaque)
+{
+    int64_t recs = 0;
+    double age = 0;
+    pthread_mutex_lock(&live_lock);
+    if (live && live->spool)
+        spool_backlog(live->spool, &recs, &age);
+    pthread_mutex_unlock(&live_lock);
+    metric_set(g_backlog, (double)recs);
+    metric_set(g_oldest, age);
+}
+
+static int ready_check(void *opaque, char *why, size_t whylen)
+{
+    int ok;
+    pthread_mutex_lock(&live_lock);
+    ok = live && !live->draining;
+    if (live && live->spool && spool_forwarding(live->spool)) {
+        int64_t recs = 0;
+        double age = 0;
+        spool_backlog(live->spool, &recs, &age);
+        snprintf(why, whylen, "spool backlog %lld records, oldest %.1f s", (long long)recs, age);
+    } else if (!live) {
+        snprintf(why, whylen, "not running");
+    } else if (live->draining) {
+        snprintf(why, whylen, "draining");
+    }
+    pthread_mutex_unlock(&live_lock);
+    return ok;
+}
+
+static void register_observers(struct http_server *http)
+{
+    static int once;
+    if (!once) {
+        once = 1;
+        g_backlog = metric_gauge("mailfleet_spool_backlog_records", "records in ingest's spool not yet forwarded",
+                                 NULL);
+        g_oldest = metric_gauge("mailfleet_spool_oldest_age_seconds", "age of the oldest record waiting in the spool",
+                                NULL);
+        metrics_on_collect(collect_spool, NULL);
+    }
+    if (http)
+        http_ready_add(http, "ingest", ready_check, NULL);
+}
+
+/* ---- message hand-off ------------------------------------------------------------ */
+
+struct submit_work {
+    uv_work_t req;
+    struct ingest *in;
+    struct smtp_conn *conn;
+    struct smtp_message *msg;
+    struct spool_result res;
+    int64_t t0_us;
+};
+
+static void submit_work(uv_work_t *req)
+{
+    struct submit_work *w = req->data;
+    spool_put(w->in->spool, w->msg, w->in->rules, &w->res);
+}
+
+static void submit_after(uv_work_t *req, int status)
+{
+    struct submit_work *w = req->data;
+    struct ingest *in = w->in;
+    if (status != 0) {
+        w->res.code = 451;
+        snprintf(w->res.text, sizeof(w->res.text), "4.3.0 Error: try again later");
+    }
+    if (w->res.code == 250) {
+        metric_inc(w->res.duplicate ? in->m_duplicate : in->m_accepted);
+        if (!w->res.duplicate)
+            metric_add(in->m_bytes, (double)w->msg->data.len);
+        metric_observe(in->m_latency, (double)(mono_us() - w->t0_us) / 1e6);
+        char nr[16];
+        snprintf(nr, sizeof(nr), "%zu", w->msg->n_rcpts);
+        log_kv(LOG_INFO, w->res.duplicate ? "duplicate acknowledged" : "message queued", "id", w->res.id, "client",
+               w->msg->client_ip, "rcpts", nr, NULL);
+    } else {
+        metric_inc(in->m_tempfail);
+    }
+    /* The message belongs to the session again from here. */
+    smtp_server_submit_done(w->conn, w->res.code, w->res.text);
+    in->inflight--;
+    free(w);
+}
+
+static void hook_submit(void *opaque, struct smtp_conn *conn, struct smtp_message *m)
+{
+    struct ingest *in = opaque;
+    struct submit_work *w = xcalloc(1, sizeof(*w));
+    w->req.data = w;
+    w->in = in;
+    w->conn = conn;
+    w->msg = m;
+    w->t0_us = mono_us();
+    in->inflight++;
+    if (uv_queue_work(&in->loop, &w->req, submit_work, submit_after) != 0)
+        submit_after(&w->req, -1);
+}
+
+static int hook_auth_verify(void *opaque, const char *user, const char *pass)
+{
+    struct ingest *in = opaque;
+    pthread_rwlock_rdlock(&in->users_lock);
+    int ok = users_verify(in->users, user, pass);
+    pthread_rwlock_unlock(&in->users_lock);
+    return ok;
+}
+
+/* ---- TLS and users, loaded at start and on SIGHUP -------------------------------- */
+
+static int load_tls(struct ingest *in, char *err, size_t errlen)
+{
+    const struct config *cfg = in->env->cfg;
+    const char *cert = config_str(cfg, "ingest", "tls_cert");
+    const char *key = config_str(cfg, "ingest", "tls_key");
+    if (config_bool(cfg, "ingest", "tls_generate") &&
+        tls_generate_self_signed(cert, key, in->hostname, err, errlen) != 0)
+        return -1;
+    struct tls_ctx *ctx = tls_ctx_new(cert, key, err, errlen);
+    if (!ctx)
+        return -1;
+    smtp_server_set_tls(in->server, ctx);
+    return 0;
+}
+
+static int load_users(struct ingest *in, char *err, size_t errlen)
+{
+    struct users *u = users_load(config_str(in->env->cfg, "ingest", "users_file"), err, errlen);
+    if (!u)
+        return -1;
+    pthread_rwlock_wrlock(&in->users_lock);
+    struct users *old = in->users;
+    in->users = u;
+    pthread_rwlock_unlock(&in->users_lock);
+    users_free(old);
+    return 0;
+}
+
+static void on_hup(uv_signal_t *h, int sig)
+{
+    struct ingest *in = h->data;
+    char err[512];
+    if (load_tls(in, err, sizeof(err)) != 0)
+        log_kv(LOG_ERROR, "TLS reload failed; keeping the old certificate", "error", err, NULL);
+    else
+        log_kv(LOG_INFO, "TLS certificate reloaded", NULL);
+    if (load_users(in, err, sizeof(err)) != 0)
+        log_kv(LOG_ERROR, "users reload failed; keeping the old ones", "error", err, NULL);
+}
+
+/* ---- drain -------------------------------------------------------------------------- */
+
+static void on_tick(uv_timer_t *t)
+{
+    struct ingest *in = t->data;
+    if (!in->draining && *in->env->stop) {
+        in->draining = 1;
+        in->drain_deadline = mono_ms() + config_duration_ms(in->env->cfg, "ingest", "drain_timeout");
+        smtp_server_stop_accepting(in->server);
+        uv_signal_stop(&in->hup);
+        char n[16];
+        snprintf(n, sizeof(n), "%zu", smtp_server_sessions(in->server));
+        log_kv(LOG_INFO, "draining: no new connections", "sessions", n, NULL);
+    }
+    if (!in->draining)
+        return;
+    if (mono_ms() >= in->drain_deadline)
+        smtp_server_shutdown_sessions(in->server);   /* sessions mid-queue get their answer first */
+    if (smtp_server_sessions(in->server) == 0 && in->inflight == 0) {
+        uv_timer_stop(&in->tick);
+        uv_close((uv_handle_t *)&in->tick, NULL);
+        uv_close((uv_handle_t *)&in->hup, NULL);
+        smtp_server_close(in->server);
+    }
+}
+
+/* ---- run ------------------------------------------------------------------------------ */
+
+static void session_conf(struct ingest *in, struct smtp_session_conf *sc)
+{
+    const struct config *cfg = in->env->cfg;
+    sc->hostname = in->hostname;
+    sc->max_size = config_size(cfg, "ingest", "max_message_size");
+    sc->max_line = (size_t)config_int(cfg, "ingest", "max_line_length");
+    sc->max_header = config_size(cfg, "ingest", "max_header_size");
+    sc->max_rcpt = (unsigned)config_int(cfg, "ingest", "max_recipients");
+    sc->bare_lf_reject = strcmp(config_str(cfg, "ingest", "bare_lf"), "reject") == 0;
+    sc->allow_plaintext_auth = config_bool(cfg, "ingest", "allow_plaintext_auth");
+    sc->max_errors = (unsigned)config_int(cfg, "ingest", "max_errors");
+    sc->rules = in->rules;
+}
+
+static int check_config(const struct config *cfg, char *err, size_t errlen)
+{
+    const char *blf = config_str(cfg, "ingest", "bare_lf");
+    if (strcmp(blf, "normalize") != 0 && strcmp(blf, "reject") != 0) {
+        snprintf(err, errlen, "[ingest] bare_lf: '%s' is not normalize or reject", blf);
+        return -1;
+    }
+    if (config_int(cfg, "ingest", "max_line_length") < 80 || config_int(cfg, "ingest", "max_recipients") < 1 ||
+        config_int(cfg, "ingest", "max_connections") < 1 || config_int(cfg, "ingest", "max_connections_per_ip") < 1) {
+        snprintf(err, errlen, "[ingest] max_line_length >= 80, max_recipients, max_connections and "
+                              "max_connections_per_ip >= 1");
+        return -1;
+    }
+    return 0;
+}
+
+/* librdkafka properties from [kafka], as the bus wants them. */
+static const char **kafka_conf(const struct config *cfg)
+{
+    const char **kv = NULL;
+    size_t n = config_section_keys(cfg, "kafka", &kv);
+    const char **out = xcalloc(2 * n + 1, sizeof(char *));
+    for (size_t i = 0; i < 2 * n; i++)
+        out[i] = kv[i];
+    free(kv);
+    return out;
+}
+
+static int ingest_run(struct worker_env *env)
+{
+    const struct config *cfg = env->cfg;
+    char err[512];
+    int rc = 1;
+    struct ingest *in = xcalloc(1, sizeof(*in));
+    in->env = env;
+    pthread_rwlock_init(&in->users_lock, NULL);
+    /* The thread pool does the fsyncs: more threads, more group commit. */
+    setenv("UV_THREADPOOL_SIZE", "32", 0);
+    if (config_isset(cfg, "ingest", "hostname"))
+        snprintf(in->hostname, sizeof(in->hostname), "%s", config_str(cfg, "ingest", "hostname"));
+    else if (gethostname(in->hostname, sizeof(in->hostname) - 1) != 0)
+        snprintf(in->hostname, sizeof(in->hostname), "localhost");
+
+    if (check_config(cfg, err, sizeof(err)) != 0)
+        goto fail_early;
+    in->rules = rules_from_config(cfg, err, sizeof(err));
+    if (!in->rules)
+        goto fail_early;
+    if (rules_count(in->rules) == 0)
+        log_kv(LOG_WARN, "no [rule.*] sections: every recipient will be refused", NULL);
+    if (load_users(in, err, sizeof(err)) != 0)
+        goto fail_early;
+
+    const char *bus_uri = config_str(cfg, "mailfleet", "bus");
+    const char *state_dir = config_str(cfg, "mailfleet", "state_dir");
+    const char *spool_opt = config_str(cfg, "ingest", "spool");
+    char spool_uri[4096] = "", spool_store[4096];
+    if (strcmp(spool_opt, "auto") == 0) {
+        if (strncmp(bus_uri, "kafka:", 6) == 0)
+            snprintf(spool_uri, sizeof(spool_uri), "local:%s/spool", state_dir);
+    } else if (strcmp(spool_opt, "off") != 0) {
+        snprintf(spool_uri, sizeof(spool_uri), "%s", spool_opt);
+    }
+    if (config_isset(cfg, "ingest", "spool_store"))
+        snprintf(spool_store, sizeof(spool_store), "%s", config_str(cfg, "ingest", "spool_store"));
+    else
+        snprintf(spool_store, sizeof(spool_store), "file:%s/spool-store", state_dir);
+    const char **kconf = kafka_conf(cfg);
+    struct bus_options bopt = { .client_id = "mailfleet-ingest", .kafka_conf = kconf };
+    char *ak = config_secret(cfg, "s3", "access_key");
+    char *sk = config_secret(cfg, "s3", "secret_key");
+    char *st = config_secret(cfg, "s3", "session_token");
+    struct store_options sopt = { ak, sk, st };
+    struct spool_conf spc = {
+        .bus_uri = bus_uri,
+        .store_uri = config_str(cfg, "mailfleet", "store_incoming"),
+        .spool_uri = spool_uri,
+        .spool_store_uri = spool_store,
+        .state_dir = state_dir,
+        .dedupe_ttl_ms = config_duration_ms(cfg, "ingest", "dedupe_ttl"),
+        .produce_timeout_ms = (int)config_duration_ms(cfg, "ingest", "produce_timeout"),
+        .bus_opt = &bopt,
+        .store_opt = &sopt,
+    };
+    in->spool = spool_open(&spc, err, sizeof(err));
+    free(kconf);
+    free(ak);
+    free(sk);
+    free(st);
+    if (!in->spool)
+        goto fail_early;
+
+    uv_loop_init(&in->loop);
+    struct smtp_server_conf *sc = &in->sconf;
+    sc->listen = config_str(cfg, "ingest", "listen");
+    sc->listen_tls = config_str(cfg, "ingest", "listen_tls");
+    sc->max_connections = (unsigned)config_int(cfg, "ingest", "max_connections");
+    sc->max_per_ip = (unsigned)config_int(cfg, "ingest", "max_connections_per_ip");
+    sc->command_timeout_ms = config_duration_ms(cfg, "ingest", "command_timeout");
+    sc->data_timeout_ms = config_duration_ms(cfg, "ingest", "data_timeout");
+    sc->auth_delay_ms = config_duration_ms(cfg, "ingest", "auth_delay");
+    sc->auth_delay_max_ms = config_duration_ms(cfg, "ingest", "auth_delay_max");
+    sc->auth_block_ms = config_duration_ms(cfg, "ingest", "auth_block_time");
+    sc->auth_max_failures = (unsigned)config_int(cfg, "ingest", "auth_max_failures");
+    session_conf(in, &sc->session);
+    struct smtp_server_hooks hooks = { in, hook_submit, hook_auth_verify };
+    in->server = smtp_server_new(&in->loop, sc, &hooks, err, sizeof(err));
+    if (!in->server)
+        goto fail_loop;
+    if (load_tls(in, err, sizeof(err)) != 0) {
+        /* Without a certificate there is no STARTTLS and no AUTH: refuse to
+         * start rather than run a server that cannot do what it says. */
+        smtp_server_close(in->server);
+        uv_run(&in->loop, UV_RUN_DEFAULT);
+        smtp_server_free(in->server);
+        goto fail_loop;
+    }
+
+    const char *labels_ok = "result=\"accepted\",reason=\"\"";
+    in->m_accepted = metric_counter("mailfleet_ingest_messages_total", "messages by result", labels_ok);
+    in->m_duplicate = metric_counter("mailfleet_ingest_messages_total", "messages by result",
+                                     "result=\"duplicate\",reason=\"dedupe\"");
+    in->m_tempfail = metric_counter("mailfleet_ingest_messages_total", "messages by result",
+                                    "result=\"tempfail\",reason=\"queue\"");
+    in->m_bytes = metric_counter("mailfleet_ingest_bytes_total", "bytes of accepted messages", NULL);
+    in->m_latency = metric_histogram("mailfleet_ingest_data_to_ack_seconds",
+                                     "end of DATA to the 250 (store + bus durable)", NULL,
+                                     metrics_latency_buckets, metrics_latency_buckets_n);
+    pthread_mutex_lock(&live_lock);
+    live = in;
+    pthread_mutex_unlock(&live_lock);
+    register_observers(env->http);
+
+    uv_timer_init(&in->loop, &in->tick);
+    in->tick.data = in;
+    uv_timer_start(&in->tick, on_tick, 100, 100);
+    uv_signal_init(&in->loop, &in->hup);
+    in->hup.data = in;
+    uv_signal_start(&in->hup, on_hup, SIGHUP);
+    log_kv(LOG_INFO, "ingest listening", "smtp", sc->listen, "smtps", sc->listen_tls, "spool",
+           spool_forwarding(in->spool) ? spool_uri : "off", NULL);
+
+    uv_run(&in->loop, UV_RUN_DEFAULT);
+    rc = 0;
+    pthread_mutex_lock(&live_lock);
+    live = NULL;
+    pthread_mutex_unlock(&live_lock);
+    smtp_server_free(in->server);
+    log_kv(LOG_INFO, "ingest stopped", NULL);
+fail_loop:
+    if (rc != 0)
+        log_kv(LOG_ERROR, "ingest cannot start", "error", err, NULL);
+    uv_loop_close(&in->loop);
+    spool_close(in->spool);
+    rules_free(in->rules);
+    users_free(in->users);
+    pthread_rwlock_destroy(&in->users_lock);
+    free(in);
+    return rc;
+fail_early:
+    log_kv(LOG_ERROR, "ingest cannot start", "error", err, NULL);
+    spool_close(in->spool);
+    rules_free(in->rules);
+    users_free(in->users);
+    pthread_rwlock_destroy(&in->users_lock);
+    free(in);
+    return 1;
+}
+
+const struct worker_def ingest_worker = { "ingest", ingest_keys, ingest_run };

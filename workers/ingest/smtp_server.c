@@ -1,0 +1,710 @@
+/* smtp_server — sockets, TLS and limits around smtp_session (see the header).
+ *
+ * Ownership: a connection is freed in the close callback of its last libuv
+ * handle, and only when no thread-pool request (AUTH check) and no submitted
+ * message still refer to it (refs).  Replies are collected in c->out and
+ * written once per event, so pipelined replies leave in one segment. */
+#include "smtp_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "strbuf.h"
+#include "timeutil.h"
+#include "tls.h"
+
+#define ACCEPT_PAUSE_MS 250
+
+struct ip_entry {
+    struct ip_entry *next;
+    char ip[64];
+    unsigned conns;
+    unsigned auth_failures;
+    int64_t last_failure_ms;
+};
+
+struct listener {
+    struct smtp_server *srv;
+    uv_poll_t poll;
+    int fd;
+    int implicit_tls;
+    int active;
+};
+
+struct smtp_conn {
+    struct smtp_conn *prev, *next;
+    struct smtp_server *srv;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    struct smtp_session *sess;
+    struct tls_conn *tls;
+    struct ip_entry *ipe;
+    struct strbuf out;          /* plaintext replies not yet written */
+    struct strbuf net;          /* scratch: ciphertext */
+    struct strbuf plain;        /* scratch: decrypted input */
+    int refs;                   /* pending auth / submit */
+    int handles;                /* open libuv handles */
+    int closing, shutting, reading;
+    const char *outcome;
+    /* auth in flight */
+    char auth_user[257], auth_pass[513];
+    int auth_result;
+    uv_work_t auth_work;
+    uv_timer_t *auth_timer;
+};
+
+struct smtp_server {
+    uv_loop_t *loop;
+    struct smtp_server_conf conf;
+    struct smtp_server_hooks hooks;
+    struct tls_ctx *tls;
+    struct listener lst[2];
+    size_t n_lst;
+    uv_timer_t resume_timer;
+    int paused, accepting;
+    struct smtp_conn *conns;
+    size_t n_conns;
+    struct ip_entry *ips;
+    struct metric *m_connections, *m_refused, *m_auth_fail;
+};
+
+static char read_buffer[65536];   /* one loop thread: input is consumed in read_cb */
+
+static struct metric *session_metric(const char *outcome)
+{
+    char labels[64];
+    snprintf(labels, sizeof(labels), "outcome=\"%s\"", outcome);
+    return metric_counter("mailfleet_ingest_sessions_total", "SMTP sessions by how they ended", labels);
+}
+
+/* ---- per-IP table ------------------------------------------------------------ */
+
+static struct ip_entry *ip_get(struct smtp_server *s, const char *ip)
+{
+    for (struct ip_entry *e = s->ips; e; e = e->next)
+        if (strcmp(e->ip, ip) == 0)
+            return e;
+    struct ip_entry *e = xcalloc(1, sizeof(*e));
+    snprintf(e->ip, sizeof(e->ip), "%s", ip);
+    e->next = s->ips;
+    s->ips = e;
+    return e;
+}
+
+/* Forgets IPs with no connection and no recent AUTH failure. */
+static void ip_sweep(struct smtp_server *s)
+{
+    int64_t now = mono_ms();
+    struct ip_entry **pp = &s->ips;
+    while (*pp) {
+        struct ip_entry *e = *pp;
+        if (e->conns == 0 && (e->auth_failures == 0 || now - e->last_failure_ms > s->conf.auth_block_ms)) {
+            *pp = e->next;
+            free(e);
+        } else {
+            pp = &e->next;
+        }
+    }
+}
+
+/* ---- output ------------------------------------------------------------------ */
+
+struct write_req {
+    uv_write_t req;
+    char *buf;
+};
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    free(w->buf);
+    free(w);
+}
+
+static void raw_write(struct smtp_conn *c, struct strbuf *b)
+{
+    if (!b->len || c->closing)
+        return;
+    struct write_req *w = xmalloc(sizeof(*w));
+    size_t len;
+    w->buf = strbuf_detach(b, &len);
+    uv_buf_t ub = uv_buf_init(w->buf, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, on_write) != 0) {
+        free(w->buf);
+        free(w);
+    }
+}
+
+static void conn_close(struct smtp_conn *c);
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct smtp_conn *c = req->data;
+    free(req);
+    conn_close(c);
+}
+
+static void conn_restart_timer(struct smtp_conn *c);
+
+/* Writes what the session said; finishes a close the session asked for. */
+static void conn_flush(struct smtp_conn *c)
+{
+    if (c->closing)
+        return;
+    if (c->out.len) {
+        if (!c->tls) {
+            raw_write(c, &c->out);
+        } else if (tls_conn_ready(c->tls)) {
+            if (tls_conn_write(c->tls, c->out.data, c->out.len, &c->net) != 0)
+                c->shutting = 1;
+            strbuf_reset(&c->out);
+            raw_write(c, &c->net);
+        }
+    }
+    if (smtp_session_closing(c->sess) && !c->shutting) {
+        c->shutting = 1;
+        if (strcmp(c->outcome, "reset") == 0)
+            c->outcome = "quit";   /* QUIT, or the session gave up (too many errors) */
+        if (c->tls) {
+            tls_conn_close_notify(c->tls, &c->net);
+            raw_write(c, &c->net);
+        }
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        uv_shutdown_t *req = xmalloc(sizeof(*req));
+        req->data = c;
+        if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+            free(req);
+            conn_close(c);
+        }
+        return;
+    }
+    conn_restart_timer(c);
+}
+
+/* ---- session callbacks ------------------------------------------------------- */
+
+static void io_write(void *o, const char *buf, size_t len)
+{
+    struct smtp_conn *c = o;
+    strbuf_append_n(&c->out, buf, len);
+}
+
+static void io_starttls(void *o)
+{
+    struct smtp_conn *c = o;
+    /* The 220 must leave in plaintext, before the handshake begins. */
+    raw_write(c, &c->out);
+    strbuf_reset(&c->out);
+    if (!c->srv->tls)
+        panic("%s: STARTTLS without a TLS context", __func__);
+    c->tls = tls_conn_new(c->srv->tls);
+}
+
+static void io_close(void *o)
+{
+    /* conn_flush() sees smtp_session_closing() and shuts the stream down. */
+}
+
+static void conn_release(struct smtp_conn *c);
+static void conn_maybe_free(struct smtp_conn *c);
+
+static void on_auth_timer_close(uv_handle_t *h)
+{
+    struct smtp_conn *c = h->data;
+    free(h);
+    c->handles--;
+    conn_maybe_free(c);
+}
+
+static void auth_answer(struct smtp_conn *c)
+{
+    struct ip_entry *e = c->ipe;
+    if (c->auth_result > 0) {
+        e->auth_failures = 0;
+    } else if (c->auth_result == 0) {
+        e->auth_failures++;
+        e->last_failure_ms = mono_ms();
+        metric_inc(c->srv->m_auth_fail);
+        log_kv(LOG_WARN, "AUTH failed", "client", e->ip, NULL);
+    }
+    if (!c->closing) {
+        smtp_session_auth_done(c->sess, c->auth_user, c->auth_result);
+        conn_flush(c);
+    }
+    OPENSSL_cleanse(c->auth_user, sizeof(c->auth_user));
+    conn_release(c);
+}
+
+static void on_auth_delay(uv_timer_t *t)
+{
+    struct smtp_conn *c = t->data;
+    uv_close((uv_handle_t *)t, on_auth_timer_close);
+    c->auth_timer = NULL;
+    auth_answer(c);
+}
+
+static void auth_work(uv_work_t *req)
+{
+    struct smtp_conn *c = req->data;
+    struct smtp_server *s = c->srv;
+    c->auth_result = s->hooks.auth_verify(s->hooks.opaque, c->auth_user, c->auth_pass) ? 1 : 0;
+    OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
+}
+
+static void auth_after(uv_work_t *req, int status)
+{
+    struct smtp_conn *c = req->data;
+    struct smtp_server *s = c->srv;
+    if (status != 0)
+        c->auth_result = -1;
+    if (c->auth_result == 0 && !c->closing) {
+        /* Back-off: each failure from this IP waits longer before the 535. */
+        int64_t delay = s->conf.auth_delay_ms * (int64_t)(c->ipe->auth_failures + 1);
+        if (delay > s->conf.auth_delay_max_ms)
+            delay = s->conf.auth_delay_max_ms;
+        if (delay > 0) {
+            c->auth_timer = xmalloc(sizeof(uv_timer_t));
+            uv_timer_init(s->loop, c->auth_timer);
+            c->auth_timer->data = c;
+            c->handles++;
+            uv_timer_start(c->auth_timer, on_auth_delay, (uint64_t)delay, 0);
+            return;
+        }
+    }
+    auth_answer(c);
+}
+
+static void io_auth(void *o, const char *user, const char *pass)
+{
+    struct smtp_conn *c = o;
+    struct smtp_server *s = c->srv;
+    struct ip_entry *e = c->ipe;
+    snprintf(c->auth_user, sizeof(c->auth_user), "%s", user);
+    c->refs++;
+    if (e->auth_failures >= s->conf.auth_max_failures &&
+        mono_ms() - e->last_failure_ms < s->conf.auth_block_ms) {
+        c->auth_result = -1;   /* blocked: no hash is even computed */
+        auth_answer(c);
+        return;
+    }
+    snprintf(c->auth_pass, sizeof(c->auth_pass), "%s", pass);
+    c->auth_work.data = c;
+    if (uv_queue_work(s->loop, &c->auth_work, auth_work, auth_after) != 0) {
+        OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
+        c->auth_result = -1;
+        auth_answer(c);
+    }
+}
+
+static void io_submit(void *o, struct smtp_message *m)
+{
+    struct smtp_conn *c = o;
+    if (c->tls) {
+        m->tls_version = tls_conn_version(c->tls);
+        m->tls_cipher = tls_conn_cipher(c->tls);
+    }
+    c->refs++;
+    c->srv->hooks.submit(c->srv->hooks.opaque, c, m);
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    buf->base = read_buffer;
+    buf->len = sizeof(read_buffer);
+}
+
+static void io_flow(void *o, int reading)
+{
+    struct smtp_conn *c = o;
+    if (c->closing || c->shutting)
+        return;
+    c->reading = reading;
+    if (reading)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    else
+        uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void smtp_server_submit_done(struct smtp_conn *c, int code, const char *text)
+{
+    if (!c->closing) {
+        smtp_session_submit_done(c->sess, code, text);
+        conn_flush(c);
+    }
+    conn_release(c);
+}
+
+/* ---- connection lifetime ------------------------------------------------------- */
+
+static void conn_free(struct smtp_conn *c)
+{
+    struct smtp_server *s = c->srv;
+    c->ipe->conns--;   /* here, not at close: an AUTH answer may still use ipe */
+    smtp_session_free(c->sess);
+    tls_conn_free(c->tls);
+    strbuf_free(&c->out);
+    strbuf_free(&c->net);
+    strbuf_free(&c->plain);
+    free(c);
+    ip_sweep(s);
+}
+
+static void conn_maybe_free(struct smtp_conn *c)
+{
+    if (c->closing && c->handles == 0 && c->refs == 0)
+        conn_free(c);
+}
+
+static void conn_release(struct smtp_conn *c)
+{
+    c->refs--;
+    conn_maybe_free(c);
+}
+
+static void resume_accepting(struct smtp_server *s);
+
+static void on_conn_handle_close(uv_handle_t *h)
+{
+    struct smtp_conn *c = h->data;
+    c->handles--;
+    conn_maybe_free(c);
+}
+
+static void conn_close(struct smtp_conn *c)
+{
+    if (c->closing)
+        return;
+    struct smtp_server *s = c->srv;
+    c->closing = 1;
+    metric_inc(session_metric(c->outcome));
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->n_conns--;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_close);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_close);
+    if (c->auth_timer) {
+        uv_timer_stop(c->auth_timer);
+        /* The delayed answer will never be given: drop its reference now. */
+        uv_close((uv_handle_t *)c->auth_timer, on_auth_timer_close);
+        c->auth_timer = NULL;
+        c->refs--;
+    }
+    /* A descriptor came free: accepting may go on. */
+    if (s->paused)
+        resume_accepting(s);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct smtp_conn *c = t->data;
+    if (smtp_session_busy(c->sess)) {
+        conn_restart_timer(c);   /* the client waits for us, not the other way */
+        return;
+    }
+    log_kv(LOG_INFO, "session timed out", "client", c->ipe->ip, NULL);
+    c->outcome = "timeout";
+    smtp_session_timeout(c->sess);
+    conn_flush(c);
+}
+
+static void conn_restart_timer(struct smtp_conn *c)
+{
+    int64_t ms = smtp_session_in_data(c->sess) ? c->srv->conf.data_timeout_ms : c->srv->conf.command_timeout_ms;
+    uv_timer_start(&c->timer, on_timeout, (uint64_t)(ms > 0 ? ms : 1), 0);
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    struct smtp_conn *c = st->data;
+    if (n == 0)
+        return;
+    if (n < 0) {
+        conn_close(c);
+        return;
+    }
+    if (!c->tls) {
+        smtp_session_input(c->sess, buf->base, (size_t)n);
+        conn_flush(c);
+        return;
+    }
+    int was_ready = tls_conn_ready(c->tls);
+    strbuf_reset(&c->plain);
+    int rc = tls_conn_feed(c->tls, buf->base, (size_t)n, &c->plain, &c->net);
+    raw_write(c, &c->net);
+    if (rc == -EPROTO) {
+        log_kv(LOG_INFO, "TLS failed", "client", c->ipe->ip, NULL);
+        c->outcome = "tls_error";
+        conn_close(c);
+        return;
+    }
+    if (c->plain.len)
+        smtp_session_input(c->sess, c->plain.data, c->plain.len);
+    if (rc == -ECONNRESET) {
+        conn_close(c);
+        return;
+    }
+    if (!was_ready && tls_conn_ready(c->tls))
+        log_kv(LOG_DEBUG, "TLS established", "client", c->ipe->ip, "version", tls_conn_version(c->tls),
+               NULL);
+    conn_flush(c);
+}
+
+static void conn_new(struct smtp_server *s, int fd, const char *ip, int implicit_tls)
+{
+    struct smtp_conn *c = xcalloc(1, sizeof(*c));
+    c->srv = s;
+    c->outcome = "reset";
+    strbuf_init(&c->out);
+    strbuf_init(&c->net);
+    strbuf_init(&c->plain);
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    c->handles++;
+    uv_timer_init(s->loop, &c->timer);
+    c->timer.data = c;
+    c->handles++;
+    c->ipe = ip_get(s, ip);
+    c->ipe->conns++;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct smtp_session_io io = { c, io_write, io_starttls, io_close, io_auth, io_submit, io_flow };
+    s->conf.session.tls_available = s->tls != NULL;
+    if (implicit_tls)
+        c->tls = tls_conn_new(s->tls);
+    c->sess = smtp_session_new(&s->conf.session, &io, ip, implicit_tls);
+    metric_inc(s->m_connections);
+    smtp_session_start(c->sess);
+    c->reading = 1;
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    conn_flush(c);
+}
+
+/* ---- accepting --------------------------------------------------------------- */
+
+static void on_resume_timer(uv_timer_t *t)
+{
+    resume_accepting(t->data);
+}
+
+static void pause_accepting(struct smtp_server *s)
+{
+    if (s->paused)
+        return;
+    s->paused = 1;
+    for (size_t i = 0; i < s->n_lst; i++)
+        if (s->lst[i].active)
+            uv_poll_stop(&s->lst[i].poll);
+    log_kv(LOG_WARN, "descriptor limit reached: accepting paused", NULL);
+    uv_timer_start(&s->resume_timer, on_resume_timer, ACCEPT_PAUSE_MS, 0);
+}
+
+static void on_listen(uv_poll_t *p, int status, int events);
+
+static void resume_accepting(struct smtp_server *s)
+{
+    if (!s->paused || !s->accepting)
+        return;
+    s->paused = 0;
+    uv_timer_stop(&s->resume_timer);
+    for (size_t i = 0; i < s->n_lst; i++)
+        if (s->lst[i].active)
+            uv_poll_start(&s->lst[i].poll, UV_READABLE, on_listen);
+    log_kv(LOG_INFO, "accepting resumed", NULL);
+}
+
+static void refuse(struct smtp_server *s, int fd, const char *ip, const char *why)
+{
+    char msg[256];
+    int n = snprintf(msg, sizeof(msg), "421 4.7.0 %s Error: %s\r\n", s->conf.session.hostname, why);
+    /* Best effort on a fresh socket: the buffer is empty, this does not block. */
+    if (write(fd, msg, (size_t)n) < 0)
+        (void)0;
+    close(fd);
+    metric_inc(s->m_refused);
+    metric_inc(session_metric("refused"));
+    log_kv(LOG_INFO, "connection refused", "client", ip, "reason", why, NULL);
+}
+
+static void on_listen(uv_poll_t *p, int status, int events)
+{
+    struct listener *l = p->data;
+    struct smtp_server *s = l->srv;
+    for (int i = 0; i < 64 && s->accepting && !s->paused; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                pause_accepting(s);
+            return;
+        }
+        char ip[64] = "unknown";
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
+        struct ip_entry *e = ip_get(s, ip);
+        if (s->n_conns >= s->conf.max_connections) {
+            refuse(s, fd, ip, "too many connections");
+            ip_sweep(s);
+        } else if (e->conns >= s->conf.max_per_ip) {
+            refuse(s, fd, ip, "too many connections from your address");
+        } else if (l->implicit_tls && !s->tls) {
+            close(fd);
+        } else {
+            conn_new(s, fd, ip, l->implicit_tls);
+        }
+    }
+}
+
+static int listen_on(struct smtp_server *s, const char *addr, int implicit_tls, char *err, size_t errlen)
+{
+    char host[128];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof(host)) {
+        snprintf(err, errlen, "listen address '%s' is not host:port", addr);
+        return -EINVAL;
+    }
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+    int port = atoi(colon + 1);
+    struct sockaddr_in sin = { 0 };
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)port);
+    if (port <= 0 || port > 65535 || inet_pton(AF_INET, host, &sin.sin_addr) != 1) {
+        snprintf(err, errlen, "listen address '%s': need an IPv4 address and a port", addr);
+        return -EINVAL;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(fd, 511) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "listen %s: %s", addr, strerror(e));
+        if (fd >= 0)
+            close(fd);
+        return -e;
+    }
+    struct listener *l = &s->lst[s->n_lst++];
+    l->srv = s;
+    l->fd = fd;
+    l->implicit_tls = implicit_tls;
+    l->active = 1;
+    uv_poll_init(s->loop, &l->poll, fd);
+    l->poll.data = l;
+    uv_poll_start(&l->poll, UV_READABLE, on_listen);
+    return 0;
+}
+
+struct smtp_server *smtp_server_new(uv_loop_t *loop, const struct smtp_server_conf *conf,
+                                    const struct smtp_server_hooks *hooks, char *err, size_t errlen)
+{
+    struct smtp_server *s = xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->conf = *conf;
+    s->hooks = *hooks;
+    s->accepting = 1;
+    s->m_connections = metric_counter("mailfleet_ingest_connections_total", "SMTP connections accepted", NULL);
+    s->m_refused = metric_counter("mailfleet_ingest_connections_refused_total",
+                                  "SMTP connections refused at a connection limit", NULL);
+    s->m_auth_fail = metric_counter("mailfleet_ingest_auth_failures_total", "failed SMTP AUTH attempts", NULL);
+    uv_timer_init(loop, &s->resume_timer);
+    s->resume_timer.data = s;
+    if (conf->listen && *conf->listen && listen_on(s, conf->listen, 0, err, errlen) != 0)
+        goto fail;
+    if (conf->listen_tls && *conf->listen_tls && listen_on(s, conf->listen_tls, 1, err, errlen) != 0)
+        goto fail;
+    return s;
+fail:
+    smtp_server_close(s);
+    uv_run(loop, UV_RUN_NOWAIT);
+    smtp_server_free(s);
+    return NULL;
+}
+
+void smtp_server_set_tls(struct smtp_server *s, struct tls_ctx *ctx)
+{
+    tls_ctx_free(s->tls);
+    s->tls = ctx;
+}
+
+void smtp_server_stop_accepting(struct smtp_server *s)
+{
+    if (!s->accepting)
+        return;
+    s->accepting = 0;
+    uv_timer_stop(&s->resume_timer);
+    for (size_t i = 0; i < s->n_lst; i++)
+        if (s->lst[i].active) {
+            s->lst[i].active = 0;
+            uv_poll_stop(&s->lst[i].poll);
+            uv_close((uv_handle_t *)&s->lst[i].poll, NULL);
+            close(s->lst[i].fd);
+        }
+}
+
+void smtp_server_shutdown_sessions(struct smtp_server *s)
+{
+    for (struct smtp_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->closing || smtp_session_busy(c->sess))
+            continue;
+        c->outcome = "shutdown";
+        smtp_session_shutdown(c->sess);
+        conn_flush(c);
+    }
+}
+
+size_t smtp_server_sessions(const struct smtp_server *s)
+{
+    return s->n_conns;
+}
+
+void smtp_server_close(struct smtp_server *s)
+{
+    smtp_server_stop_accepting(s);
+    for (struct smtp_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        c->outcome = "shutdown";
+        conn_close(c);
+    }
+    uv_close((uv_handle_t *)&s->resume_timer, NULL);
+}
+
+void smtp_server_free(struct smtp_server *s)
+{
+    if (!s)
+        return;
+    tls_ctx_free(s->tls);
+    while (s->ips) {
+        struct ip_entry *e = s->ips;
+        s->ips = e->next;
+        free(e);
+    }
+    free(s);
+}

@@ -1,0 +1,57 @@
+/* smtp_server — libuv listeners and connections around smtp_session.
+ *
+ * Two kinds of listener: plain (STARTTLS offered when a TLS context is set)
+ * and implicit TLS.  Accepting is done on our own listening sockets watched
+ * with uv_poll, so accepting can pause (descriptor limit) and resume without
+ * spinning or dropping the backlog.  Limits: connections total and per client
+ * IP (421 4.7.0), command and data timeouts (421 4.4.2), AUTH failure
+ * back-off per client IP (a delay growing with each failure; 454 4.7.0 once
+ * max_failures is reached, until block_ms passes).  AUTH checks run in the
+ * libuv thread pool through hooks->auth_verify. */
+#ifndef MF_INGEST_SMTP_SERVER_H
+#define MF_INGEST_SMTP_SERVER_H
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "smtp_session.h"
+
+struct smtp_server;
+struct smtp_conn;
+struct tls_ctx;
+
+struct smtp_server_conf {
+    const char *listen;            /* "127.0.0.1:2525" or "" */
+    const char *listen_tls;        /* implicit TLS, or "" */
+    unsigned max_connections, max_per_ip;
+    int64_t command_timeout_ms, data_timeout_ms;
+    int64_t auth_delay_ms, auth_delay_max_ms, auth_block_ms;
+    unsigned auth_max_failures;
+    struct smtp_session_conf session;   /* tls_available is set by the server */
+};
+
+struct smtp_server_hooks {
+    void *opaque;
+    /* Loop thread: make m durable, then call smtp_server_submit_done(conn, ...). */
+    void (*submit)(void *opaque, struct smtp_conn *conn, struct smtp_message *m);
+    /* Thread pool: 1 if the credentials are right. */
+    int (*auth_verify)(void *opaque, const char *user, const char *pass);
+};
+
+struct smtp_server *smtp_server_new(uv_loop_t *loop, const struct smtp_server_conf *conf,
+                                    const struct smtp_server_hooks *hooks, char *err, size_t errlen);
+/* Takes ownership of ctx (NULL = no TLS); replaces the previous one (SIGHUP
+ * reload: open connections keep theirs). */
+void smtp_server_set_tls(struct smtp_server *s, struct tls_ctx *ctx);
+void smtp_server_stop_accepting(struct smtp_server *s);
+/* 421 to every session (those waiting for the queue get their answer first). */
+void smtp_server_shutdown_sessions(struct smtp_server *s);
+size_t smtp_server_sessions(const struct smtp_server *s);
+/* Closes every handle; run the loop afterwards until it ends, then free. */
+void smtp_server_close(struct smtp_server *s);
+void smtp_server_free(struct smtp_server *s);
+
+/* Answer for a message handed to hooks->submit; conn may have gone away. */
+void smtp_server_submit_done(struct smtp_conn *c, int code, const char *text);
+
+#endif
