@@ -51,7 +51,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iworkers -o $@ $^ $(LDLIBS) -lcmocka
 
-$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libmfcommon.a
+$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 

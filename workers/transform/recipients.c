@@ -12,7 +12,7 @@
 #include "recipients.h"
 #include "strbuf.h"
 
-#define RECIPIENTS_MAX_INVALID 100
+#define RECIPIENTS_MAX_INVALID 1000
 #define RECIPIENTS_MAX_ENTRY 320     /* longer entries are invalid outright */
 #define RECIPIENTS_MAX_SCAN 4096     /* valid ones remembered for dedupe */
 
@@ -53,6 +53,10 @@ static char *sanitize_entry(const char *s, size_t n)
 static void add_entry(struct recipients *r, const char *s, size_t n, size_t max, size_t *cap_v,
                       size_t *cap_i)
 {
+    if (r->n_entries < RECIPIENTS_MAX_INVALID) {
+        r->entries = xrealloc(r->entries, (r->n_entries + 1) * sizeof(char *));
+        r->entries[r->n_entries++] = sanitize_entry(s, n);
+    }
     char norm[RECIPIENTS_MAX_ENTRY + 1];
     char buf[RECIPIENTS_MAX_ENTRY + 1];
     int ok = 0;
@@ -135,6 +139,9 @@ void recipients_free(struct recipients *r)
         free(r->valid[i]);
     for (size_t i = 0; i < r->n_invalid; i++)
         free(r->invalid[i]);
+    for (size_t i = 0; i < r->n_entries; i++)
+        free(r->entries[i]);
+    free(r->entries);
     free(r->valid);
     free(r->invalid);
     memset(r, 0, sizeof(*r));

@@ -14,7 +14,8 @@ struct recipients {
     int found;                /* both markers present */
     char **valid;   size_t n_valid;     /* normalized, unique, at most max kept */
     size_t n_valid_total;     /* unique valid seen (may exceed max) */
-    char **invalid; size_t n_invalid;   /* sanitized as written, at most 100 kept */
+    char **invalid; size_t n_invalid;   /* sanitized as written, at most 1000 kept */
+    char **entries; size_t n_entries;     /* every entry as written (sanitized), at most 1000 */
     size_t cut_start, cut_end;          /* byte range removed from the text */
 };
 

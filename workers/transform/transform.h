@@ -27,8 +27,9 @@ enum transform_reason {
     TR_UNPARSEABLE  = 1 << 4,   /* not a mail GMime can read */
     TR_LIMITS       = 1 << 5,   /* MIME depth / parts / header / size limits */
 };
-/* Schema name of one reason bit ("no_valid_recipient", ...). */
-const char *transform_reason_name(unsigned bit);
+/* fallback.v1 reason of one bit ("no_recipients", ...); a list that was
+ * found but held no valid address is "invalid_recipients". */
+const char *transform_reason_name(unsigned bit, size_t n_invalid);
 
 struct transform_settings {
     const char *marker;              /* ":Email_Rxers_Code:" */
@@ -78,12 +79,13 @@ struct transform_result {
     char *detail;                     /* human-readable why (limits, unparseable), or NULL */
     char **recipients;  size_t n_recipients;
     char **invalid;     size_t n_invalid;   /* as written (sanitized) */
+    char **found;       size_t n_found;     /* every entry between the markers */
     int marker_found;
     char *from;                       /* original From (display), or NULL */
     char *subject;                    /* original Subject, UTF-8, CR/LF stripped */
     char *body_text;                  /* UTF-8, marker and list removed */
     struct transform_link *links; size_t n_links;
-    char message_id[160];             /* outbound Message-ID, no brackets */
+    char message_id[384];             /* outbound Message-ID, no brackets */
     char *mime; size_t mime_len;      /* the outbound mail (CRLF), NULL when nothing is sent */
 };
 
