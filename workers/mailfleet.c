@@ -24,6 +24,8 @@
 #include "worker.h"
 #include "admin.h"
 #include "monitor/monitor.h"
+#include "transform/transform_worker.h"
+#include "links/links.h"
 
 #ifndef MAILFLEET_VERSION
 #define MAILFLEET_VERSION "0.1.0"
@@ -33,6 +35,8 @@
  * not needed: topics are durable). */
 static const struct worker_def *const workers[] = {
     &monitor_worker,
+    &transform_worker,
+    &links_worker,
     NULL
 };
 
@@ -40,6 +44,8 @@ static const struct worker_def *const workers[] = {
 static const struct admin_verb *const verbs[] = {
     &alarms_verb,
     &retention_verb,
+    &dlq_verb,
+    &links_verb,
     NULL
 };
 
@@ -240,6 +246,11 @@ int main(int argc, char **argv)
         return cmd_config(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return cmd_run_all(argc - 1, argv + 1);
+    /* "links revoke ..." is the verb, "links -c FILE" the worker. */
+    if (argc > 2 && argv[2][0] != '-')
+        for (size_t i = 0; verbs[i]; i++)
+            if (strcmp(cmd, verbs[i]->name) == 0)
+                return verbs[i]->main(argc - 1, argv + 1);
     for (size_t i = 0; workers[i]; i++)
         if (strcmp(cmd, workers[i]->name) == 0)
             return cmd_worker(workers[i], argc - 1, argv + 1);

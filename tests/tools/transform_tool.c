@@ -22,7 +22,6 @@
 #include "transform/transform.h"
 #include "transform/transform_worker.h"
 
-extern const struct config_key links_config_keys[];
 
 static long vm_hwm_kb(void)
 {
@@ -77,8 +76,7 @@ int main(int argc, char **argv)
     }
     char err[512];
     log_init("transform_tool", LOG_WARN);
-    const struct config_key *tables[] = { common_config_keys, transform_config_keys,
-                                          links_config_keys, NULL };
+    const struct config_key *tables[] = { common_config_keys, transform_config_keys, NULL };
     struct config *cfg = config_load(cfg_path, tables, err, sizeof(err));
     if (!cfg) {
         fprintf(stderr, "transform_tool: %s\n", err);

@@ -27,6 +27,7 @@
 
 #include "address.h"
 #include "bus.h"
+#include "common_config.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -263,23 +264,27 @@ static char *raw_mail_path(struct tw *w, const char *key, int *is_temp, char *er
     return xstrdup(tmpl);
 }
 
-static enum handle_result handle(struct tw *w, const struct bus_record *rec, char *stage, char *err,
-                                 size_t errlen)
+/* stage and cls name where and how a failure happened (DLQ headers,
+ * schemas/README.md): stage transform.<step>, cls parse|store|bus|internal. */
+static enum handle_result handle(struct tw *w, const struct bus_record *rec, char *stage, char *cls,
+                                 char *err, size_t errlen)
 {
     struct inbound_rec in;
-    strcpy(stage, "decode");
+    strcpy(stage, "transform.decode");
+    strcpy(cls, "parse");
     if (inbound_parse(rec, &in, err, errlen) != 0) {
         json_decref(in.root);
         return HANDLE_DEAD;
     }
-    strcpy(stage, "read");
+    strcpy(stage, "transform.read");
+    strcpy(cls, "store");
     int is_temp;
     char *path = raw_mail_path(w, in.key, &is_temp, err, errlen);
     if (!path) {
         json_decref(in.root);
         return HANDLE_RETRY;
     }
-    strcpy(stage, "transform");
+    strcpy(stage, "transform.parse");
     struct transform_result r;
     struct inbound_info info = { in.id, in.mail_from, in.received_ms };
     int rc = transform_message(w->t, path, &info, &r, err, errlen);
@@ -289,10 +294,13 @@ static enum handle_result handle(struct tw *w, const struct bus_record *rec, cha
     if (rc != 0) {
         transform_result_free(&r);
         json_decref(in.root);
+        if (rc == -EINVAL)
+            strcpy(cls, "parse");
         return rc == -EINVAL ? HANDLE_DEAD : HANDLE_RETRY;
     }
 
-    strcpy(stage, "produce");
+    strcpy(stage, "transform.store");
+    strcpy(cls, "store");
     json_t *docs[8];
     const char *topics[8];
     size_t n = 0;
@@ -322,6 +330,8 @@ static enum handle_result handle(struct tw *w, const struct bus_record *rec, cha
         docs[n] = fallback_json(&in, &r, bit, reason, sent);
         topics[n++] = "mailfleet.fallback";
     }
+    strcpy(stage, "transform.produce");
+    strcpy(cls, "bus");
     struct bus_record outs[8];
     char *vals[8];
     for (size_t i = 0; i < n; i++) {
@@ -351,7 +361,13 @@ static enum handle_result handle(struct tw *w, const struct bus_record *rec, cha
 static int send_to_dlq(struct tw *w, const struct bus_record *rec, const char *stage,
                        const char *cls, const char *msg, int attempts)
 {
-    char part[16], off[24], att[16];
+    char part[16], off[24], att[16], line[1025];
+    /* One line for humans, bounded, no CR/LF (schemas/README.md). */
+    snprintf(line, sizeof(line), "%s", msg);
+    for (char *p = line; *p; p++)
+        if (*p == '\r' || *p == '\n')
+            *p = ' ';
+    msg = line;
     snprintf(part, sizeof(part), "%d", rec->partition);
     snprintf(off, sizeof(off), "%lld", (long long)rec->offset);
     snprintf(att, sizeof(att), "%d", attempts);
@@ -434,7 +450,7 @@ static int transform_run(struct worker_env *env)
         return 1;
     }
     if (strcmp(w.so.s.link_mode, "gateway") == 0 &&
-        !(w.tok = transform_link_tokens(env->cfg, err, sizeof(err)))) {
+        !(w.tok = common_tokens(env->cfg, err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot load link keys", "error", err, NULL);
         tw_close(&w);
         return 1;
@@ -486,8 +502,8 @@ static int transform_run(struct worker_env *env)
             last_off = rec->offset;
             last_part = rec->partition;
         }
-        char stage[16] = "", herr[512] = "";
-        enum handle_result hr = handle(&w, rec, stage, herr, sizeof(herr));
+        char stage[32] = "", cls[16] = "internal", herr[512] = "";
+        enum handle_result hr = handle(&w, rec, stage, cls, herr, sizeof(herr));
         attempts++;
         if (hr == HANDLE_RETRY && attempts < w.retries) {
             metric_inc(w.m_retry);
@@ -496,8 +512,7 @@ static int transform_run(struct worker_env *env)
             bus_consumer_seek(w.cons, rec);
         } else if (hr != HANDLE_OK) {
             log_kv(LOG_ERROR, "record to the DLQ", "stage", stage, "error", herr, NULL);
-            if (send_to_dlq(&w, rec, stage, hr == HANDLE_DEAD ? "permanent" : "transient", herr,
-                            attempts) != 0) {
+            if (send_to_dlq(&w, rec, stage, cls, herr, attempts) != 0) {
                 sleep_ms_interruptible(1000, env->stop);
                 bus_consumer_seek(w.cons, rec);
             }

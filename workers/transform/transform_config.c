@@ -30,7 +30,8 @@ const struct config_key transform_config_keys[] = {
     { "transform", "capture_addresses", CONFIG_LIST, "",
       "capture addresses the sender must differ from (rule.* capture recipients are checked too)" },
     { "transform", "link_mode", CONFIG_STR, "gateway", "gateway (links worker, revocable) or presigned (S3)" },
-    { "transform", "links_url", CONFIG_STR, "http://127.0.0.1:8025/a/", "gateway URL prefix before the token" },
+    { "transform", "links_url", CONFIG_STR, "",
+      "gateway URL prefix before the token; empty = [mailfleet] public_base_url + /a/" },
     { "transform", "link_expiry", CONFIG_DURATION, "36h", "link lifetime, at most 7d" },
     { "transform", "tmp_dir", CONFIG_STR, "/tmp", "decoded attachments are staged here (unlinked files)" },
     { "transform", "inline_max", CONFIG_SIZE, "256K", "outgoing mails up to this size travel inline" },
@@ -45,6 +46,7 @@ void transform_settings_free(struct transform_settings_owned *o)
     config_list_free(o->blocked, o->n_blocked);
     free(o->defaults_v);
     free(o->blocked_v);
+    free(o->links_url);
     memset(o, 0, sizeof(*o));
 }
 
@@ -76,29 +78,21 @@ void transform_settings_load(const struct config *cfg, struct transform_settings
     s->blocked_extensions = o->blocked_v;
     s->sender = config_str(cfg, "transform", "sender");
     s->link_mode = config_str(cfg, "transform", "link_mode");
-    s->links_url = config_str(cfg, "transform", "links_url");
+    const char *lu = config_str(cfg, "transform", "links_url");
+    if (lu && *lu) {
+        o->links_url = xstrdup(lu);
+    } else {
+        const char *base = config_str(cfg, "mailfleet", "public_base_url");
+        size_t bl = strlen(base);
+        while (bl > 0 && base[bl - 1] == '/')
+            bl--;
+        o->links_url = xmalloc(bl + 4);
+        memcpy(o->links_url, base, bl);
+        memcpy(o->links_url + bl, "/a/", 4);
+    }
+    s->links_url = o->links_url;
     s->link_expiry_s = config_duration_ms(cfg, "transform", "link_expiry") / 1000;
     s->tmp_dir = config_str(cfg, "transform", "tmp_dir");
-}
-
-struct tokens *transform_link_tokens(const struct config *cfg, char *err, size_t errlen)
-{
-    char *keys = config_secret(cfg, "links", "keys");
-    if (!keys || !*keys) {
-        free(keys);
-        snprintf(err, errlen, "[links] keys is not set (kid:secret, first one signs)");
-        return NULL;
-    }
-    const char *v[16];
-    size_t n = 0;
-    for (char *save = NULL, *tok = strtok_r(keys, ", \t", &save); tok && n < 16;
-         tok = strtok_r(NULL, ", \t", &save))
-        v[n++] = tok;
-    struct tokens *t = tokens_new(v, n, err, errlen);
-    /* The secrets were copied by tokens_new; wipe ours. */
-    explicit_bzero(keys, strlen(keys));
-    free(keys);
-    return t;
 }
 
 /* 1 if addr appears in a comma-separated list value. */

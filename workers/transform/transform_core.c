@@ -566,7 +566,10 @@ static int store_attachments(struct transform *t, struct walk *w, const struct i
         if (strcmp(t->link_mode, "gateway") == 0) {
             struct strbuf p;
             strbuf_init(&p);
-            strbuf_appendf(&p, "%s|%s", l->key, in->id);
+            /* key|inbound id|sha256|name: the gateway serves the key, checks
+             * revocation by inbound id, and names the download, all from
+             * signed data (the store keeps no names). */
+            strbuf_appendf(&p, "%s|%s|%s|%s", l->key, in->id, l->sha256, l->name);
             char *tok = tokens_sign(t->tok, p.data, p.len, l->expires_s);
             strbuf_free(&p);
             if (!tok)

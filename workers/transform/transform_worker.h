@@ -9,19 +9,22 @@
 #include "transform.h"
 
 struct tokens;
+struct worker_def;
+struct admin_verb;
+
+extern const struct worker_def transform_worker;
+extern const struct admin_verb dlq_verb;   /* mailfleet dlq list|replay */
 
 struct transform_settings_owned {
     struct transform_settings s;        /* strings borrowed from the config */
     char **defaults; size_t n_defaults;
     char **blocked;  size_t n_blocked;
     const char **defaults_v, **blocked_v;
+    char *links_url;
 };
 
 void transform_settings_load(const struct config *cfg, struct transform_settings_owned *o);
 void transform_settings_free(struct transform_settings_owned *o);
-
-/* Link tokens from [links] keys ("kid:secret, kid2:secret"; first signs). */
-struct tokens *transform_link_tokens(const struct config *cfg, char *err, size_t errlen);
 
 /* 1 (with why) if the sender is not a mailbox or is a capture address. */
 int transform_sender_is_capture(const struct config *cfg, const char *sender, char *why,
