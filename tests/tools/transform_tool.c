@@ -5,13 +5,19 @@
  *                  [--received-ms MS] [--mime-out FILE] [--repeat N] FILE...
  *
  * --repeat N runs every file N times and prints one summary line instead
- * (msgs/s, MB/s of MIME input, peak RSS from /proc/self/status VmHWM). */
+ * (msgs/s, MB/s of MIME input, peak RSS from /proc/self/status VmHWM).
+ *
+ * Bus helpers for the integration tests (records with JSON values):
+ *   transform_tool publish URI TOPIC KEY     value from stdin
+ *   transform_tool read URI TOPIC            one JSON line per record:
+ *                                            {"partition","offset","key","value","headers"} */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bus.h"
 #include "common_config.h"
 #include "config.h"
 #include "log.h"
@@ -36,6 +42,77 @@ static long vm_hwm_kb(void)
     return kb;
 }
 
+static int cmd_publish(const char *uri, const char *topic, const char *key)
+{
+    char err[256];
+    struct strbuf v;
+    strbuf_init(&v);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), stdin)) > 0)
+        strbuf_append_n(&v, buf, n);
+    struct bus *b = bus_open(uri, NULL, err, sizeof(err));
+    if (!b) {
+        fprintf(stderr, "bus_open: %s\n", err);
+        return 1;
+    }
+    struct bus_record r = { .topic = topic, .key = key, .key_len = strlen(key), .value = v.data ? v.data : "",
+                            .value_len = v.len, .partition = -1 };
+    int rc = bus_produce(b, &r, 1, 10000, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "produce: %s\n", err);
+    bus_close(b);
+    strbuf_free(&v);
+    return rc ? 1 : 0;
+}
+
+static int cmd_read(const char *uri, const char *topic)
+{
+    char err[256];
+    struct bus *b = bus_open(uri, NULL, err, sizeof(err));
+    if (!b) {
+        fprintf(stderr, "bus_open: %s\n", err);
+        return 1;
+    }
+    struct bus_partition_stats st[64];
+    int np = bus_topic_stats(b, topic, NULL, st, 64, err, sizeof(err));
+    for (int p = 0; p < np; p++)
+        for (int64_t off = st[p].low; off < st[p].high; off++) {
+            struct bus_record *r;
+            if (bus_read_at(b, topic, st[p].partition, off, &r, 1000) != 1)
+                continue;
+            struct strbuf o;
+            strbuf_init(&o);
+            char *k = xstrndup(r->key ? r->key : "", r->key ? r->key_len : 0);
+            char *v = r->value ? xstrndup(r->value, r->value_len) : NULL;
+            strbuf_appendf(&o, "{\"partition\":%d,\"offset\":%lld,\"key\":", r->partition,
+                           (long long)r->offset);
+            strbuf_append_json_string(&o, k);
+            strbuf_append(&o, ",\"value\":");
+            if (v)
+                strbuf_append_json_string(&o, v);
+            else
+                strbuf_append(&o, "null");
+            strbuf_append(&o, ",\"headers\":{");
+            for (size_t i = 0; i < r->n_headers; i++) {
+                char *hv = xstrndup(r->headers[i].value ? r->headers[i].value : "", r->headers[i].value_len);
+                strbuf_append(&o, i ? "," : "");
+                strbuf_append_json_string(&o, r->headers[i].name);
+                strbuf_append(&o, ":");
+                strbuf_append_json_string(&o, hv);
+                free(hv);
+            }
+            strbuf_append(&o, "}}\n");
+            fwrite(o.data, 1, o.len, stdout);
+            strbuf_free(&o);
+            free(k);
+            free(v);
+            bus_record_free(r);
+        }
+    bus_close(b);
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: transform_tool --store DIR [-c FILE] [--key kid:secret] [--id ID] "
@@ -49,6 +126,10 @@ int main(int argc, char **argv)
     int64_t received_ms = 1795000000000LL;   /* 2026-11-18: keys are reproducible */
     long repeat = 0;
     int i = 1;
+    if (argc == 5 && strcmp(argv[1], "publish") == 0)
+        return cmd_publish(argv[2], argv[3], argv[4]);
+    if (argc == 4 && strcmp(argv[1], "read") == 0)
+        return cmd_read(argv[2], argv[3]);
     for (; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
             cfg_path = argv[++i];

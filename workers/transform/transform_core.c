@@ -50,6 +50,11 @@ static void gmime_start(void)
     g_mime_init();
 }
 
+void transform_init(void)
+{
+    pthread_once(&gmime_once, gmime_start);
+}
+
 const char *transform_reason_name(unsigned bit, size_t n_invalid)
 {
     switch (bit) {
