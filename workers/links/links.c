@@ -226,6 +226,7 @@ void links_content_disposition(const char *name, struct strbuf *out)
 struct file_stream {
     int fd;
     uint64_t off;
+    char content_type[128];   /* lives as long as the response */
 };
 
 static long file_stream_read(void *opaque, uint64_t pos, char *buf, size_t max)
@@ -438,8 +439,10 @@ static void serve_link(void *opaque, const struct http_request *req, struct http
     struct file_stream *fs = xmalloc(sizeof(*fs));
     fs->fd = fd;
     fs->off = base;
+    snprintf(fs->content_type, sizeof(fs->content_type), "%s",
+             so.content_type[0] ? so.content_type : "application/octet-stream");
     resp->status = status;
-    resp->content_type = so.content_type[0] ? so.content_type : "application/octet-stream";
+    resp->content_type = fs->content_type;
     resp->stream = file_stream_read;
     resp->stream_free = file_stream_free;
     resp->stream_opaque = fs;
