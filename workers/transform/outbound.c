@@ -135,7 +135,10 @@ int outbound_build(const struct outbound_params *p, char **mime, size_t *len, ch
                    size_t errlen)
 {
     InternetAddressList *from = internet_address_list_parse(NULL, p->sender);
-    if (!from || internet_address_list_length(from) != 1) {
+    InternetAddress *fa = from && internet_address_list_length(from) == 1
+                              ? internet_address_list_get_address(from, 0) : NULL;
+    if (!fa || !INTERNET_ADDRESS_IS_MAILBOX(fa) ||
+        !strchr(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(fa)), '@')) {
         if (from)
             g_object_unref(from);
         snprintf(err, errlen, "sender identity is not one address");
