@@ -65,6 +65,7 @@ struct links {
     int redirect;
     int64_t poll_ms;
     atomic_int loaded;
+    atomic_int inflight;      /* handlers running; shutdown waits for 0 */
     volatile sig_atomic_t *stop;
     pthread_t reader;
     struct metric *m_ok, *m_forbidden, *m_missing, *m_bytes;
@@ -331,16 +332,28 @@ static void forbidden(struct links *l, struct http_response *resp)
     http_response_text(resp, 403, NULL, "forbidden\n");
 }
 
+static void serve_link_locked(struct links *l, const struct http_request *req,
+                              struct http_response *resp);
+
+/* Counted in inflight before `loaded` is read, so shutdown (loaded = 0,
+ * then wait for inflight == 0) never closes what a handler still uses. */
 static void serve_link(void *opaque, const struct http_request *req, struct http_response *resp)
 {
     struct links *l = opaque;
+    atomic_fetch_add(&l->inflight, 1);
+    if (!atomic_load(&l->loaded))
+        http_response_text(resp, 503, NULL, "not ready\n");
+    else
+        serve_link_locked(l, req, resp);
+    atomic_fetch_sub(&l->inflight, 1);
+}
+
+static void serve_link_locked(struct links *l, const struct http_request *req,
+                              struct http_response *resp)
+{
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
         http_response_text(resp, 405, NULL, "method not allowed\n");
         http_response_header(resp, "Allow", "GET, HEAD");
-        return;
-    }
-    if (!atomic_load(&l->loaded)) {
-        http_response_text(resp, 503, NULL, "revocations not loaded yet\n");
         return;
     }
     const char *token = req->path + 3;   /* after "/a/" */
@@ -472,7 +485,10 @@ static void links_close(struct links *l)
     kv_close(l->kv);
     store_close(l->st);
     tokens_free(l->tok);
-    free(l);
+    l->bus = NULL;
+    l->kv = NULL;
+    l->st = NULL;
+    l->tok = NULL;
 }
 
 struct first_key {
@@ -492,12 +508,14 @@ static int links_first_key(void *opaque, const void *key, size_t klen, const voi
 
 /* The route stays registered on the shared public server after the worker
  * returns (`mailfleet run` frees the server last), so the state it points
- * to stays too, refusing requests. */
-static struct links *links_retired;
+ * to is static: once `loaded` is 0 it only answers 503.  One links worker
+ * per process. */
+static struct links links_state;
 
 static int links_run(struct worker_env *env)
 {
-    struct links *lp = xcalloc(1, sizeof(*lp));
+    struct links *lp = &links_state;
+    memset(lp, 0, sizeof(*lp));
 #define l (*lp)
     char err[512];
     l.stop = env->stop;
@@ -552,7 +570,9 @@ static int links_run(struct worker_env *env)
         usleep(100 * 1000);
     pthread_join(l.reader, NULL);
     atomic_store(&l.loaded, 0);
-    links_retired = lp;
+    while (atomic_load(&l.inflight) > 0)
+        usleep(10 * 1000);
+    links_close(lp);
     log_kv(LOG_INFO, "links stopped", NULL);
     return 0;
 #undef l
