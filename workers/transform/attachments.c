@@ -21,6 +21,7 @@
 #include "strbuf.h"
 
 #define ATTACHMENT_CHUNK 65536
+#define ATTACHMENT_INMEM_MAX (256 * 1024)
 #define SAFE_NAME_MAX 80
 #define DISPLAY_NAME_MAX 200
 
@@ -516,10 +517,54 @@ int attachment_hash(GMimeObject *obj, const struct attachment_limits *lim, char 
     return rc;
 }
 
+/* Bytes the part occupies in the raw mail, or -1 when unknown.  Decoding
+ * never makes more than that (base64, QP, uuencode all shrink). */
+static int64_t encoded_length(GMimeObject *obj, const struct attachment_limits *lim)
+{
+    if (GMIME_IS_MESSAGE_PART(obj))
+        return lim->raw_map && lim->raw_start >= 0 ? lim->raw_end - lim->raw_start : -1;
+    GMimeDataWrapper *w = GMIME_IS_PART(obj) ? g_mime_part_get_content(GMIME_PART(obj)) : NULL;
+    GMimeStream *s = w ? g_mime_data_wrapper_get_stream(w) : NULL;
+    return s ? g_mime_stream_length(s) : -1;
+}
+
+struct mem_sink {
+    EVP_MD_CTX *md;
+    struct strbuf buf;
+};
+
+static int mem_sink_write(void *opaque, const void *buf, size_t len)
+{
+    struct mem_sink *m = opaque;
+    EVP_DigestUpdate(m->md, buf, len);
+    strbuf_append_n(&m->buf, buf, len);
+    return 0;
+}
+
 int attachment_store(GMimeObject *obj, struct store *st, const char *key, const char *ctype,
                      const struct attachment_limits *lim, char *sha256_hex,
                      uint64_t *size, char *err, size_t errlen)
 {
+    /* Small attachments (most device mail) skip the temp file. */
+    int64_t enc = encoded_length(obj, lim);
+    if (enc >= 0 && enc <= ATTACHMENT_INMEM_MAX) {
+        struct mem_sink m = { EVP_MD_CTX_new(), { 0 } };
+        if (!m.md)
+            panic("%s: out of memory", __func__);
+        strbuf_init(&m.buf);
+        EVP_DigestInit_ex(m.md, EVP_sha256(), NULL);
+        int rc = attachment_decode(obj, lim, mem_sink_write, &m, size, err, errlen);
+        hash_hex(m.md, sha256_hex);
+        EVP_MD_CTX_free(m.md);
+        if (rc == 0) {
+            struct store_object so;
+            memset(&so, 0, sizeof(so));
+            rc = store_put_buf(st, key, m.buf.data ? m.buf.data : "", m.buf.len, ctype, &so, err,
+                               errlen);
+        }
+        strbuf_free(&m.buf);
+        return rc;
+    }
     char path[4096];
     const char *tmp_dir = lim->tmp_dir && *lim->tmp_dir ? lim->tmp_dir : "/tmp";
     snprintf(path, sizeof(path), "%s/mf-att-XXXXXX", tmp_dir);

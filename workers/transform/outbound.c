@@ -1,10 +1,15 @@
 /* outbound — build the outgoing mail (see outbound.h).
  *
- * Everything that came from the device (subject, body, attachment names) is
- * untrusted: the subject loses CR/LF before GMime encodes it (RFC 2047 when
- * not ASCII), names and text are HTML-escaped in the HTML part, and bodies
- * get a transfer encoding GMime picks for 7-bit safety, so no line of ours
- * can be mistaken for a header or an SMTP terminator. */
+ * GMime does the parts that need RFC knowledge (parsing the sender, RFC
+ * 2047 encoding of the subject, header folding, quoted-printable); the
+ * fixed skeleton around them is written directly, which is several times
+ * cheaper than building and serializing a GMime object tree for every
+ * small mail.  Everything that came from the device (subject, body,
+ * attachment names) is untrusted: the subject loses CR/LF before it is
+ * encoded, names and text are HTML-escaped in the HTML part, and each body
+ * is 7bit only when it is short-lined ASCII, else quoted-printable, so no
+ * line of ours can be mistaken for a header, a boundary or an SMTP
+ * terminator (dot-stuffing is the transport's job). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,16 +66,23 @@ void outbound_text(const struct outbound_params *p, struct strbuf *out)
 
 static void html_escape(struct strbuf *b, const char *s)
 {
+    const char *run = s;
     for (; s && *s; s++) {
+        const char *rep;
         switch (*s) {
-        case '&': strbuf_append(b, "&amp;"); break;
-        case '<': strbuf_append(b, "&lt;"); break;
-        case '>': strbuf_append(b, "&gt;"); break;
-        case '"': strbuf_append(b, "&quot;"); break;
-        case '\'': strbuf_append(b, "&#39;"); break;
-        default: strbuf_append_n(b, s, 1);
+        case '&': rep = "&amp;"; break;
+        case '<': rep = "&lt;"; break;
+        case '>': rep = "&gt;"; break;
+        case '"': rep = "&quot;"; break;
+        case '\'': rep = "&#39;"; break;
+        default: continue;
         }
+        strbuf_append_n(b, run, (size_t)(s - run));
+        strbuf_append(b, rep);
+        run = s + 1;
     }
+    if (s)
+        strbuf_append_n(b, run, (size_t)(s - run));
 }
 
 void outbound_html(const struct outbound_params *p, struct strbuf *out)
@@ -105,16 +117,6 @@ void outbound_html(const struct outbound_params *p, struct strbuf *out)
     strbuf_append(out, "</body></html>\n");
 }
 
-static GMimeTextPart *text_part(const char *subtype, const char *text)
-{
-    GMimeTextPart *tp = g_mime_text_part_new_with_subtype(subtype);
-    g_mime_text_part_set_text(tp, text);
-    GMimeContentEncoding enc =
-        g_mime_part_get_best_content_encoding(GMIME_PART(tp), GMIME_ENCODING_CONSTRAINT_7BIT);
-    g_mime_part_set_content_encoding(GMIME_PART(tp), enc);
-    return tp;
-}
-
 static char *one_line(const char *s)
 {
     char *o = xstrdup(s ? s : "");
@@ -131,6 +133,65 @@ static char *one_line(const char *s)
     return o;
 }
 
+/* The body of one alternative, CRLF: 7bit when it is short-lined ASCII
+ * that cannot be mistaken for the boundary, else quoted-printable (GMime's
+ * encoder, which never emits "=_", so the boundary cannot occur in it). */
+static void append_text_part(struct strbuf *out, const char *subtype, const char *text,
+                             const char *boundary)
+{
+    size_t n = strlen(text), line = 0;
+    int ascii = 1, long_line = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c >= 0x80 || (c < 0x20 && c != '\n' && c != '\t'))
+            ascii = 0;
+        if (c == '\n')
+            line = 0;
+        else if (++line > 900)
+            long_line = 1;
+    }
+    int qp = !ascii || long_line || strstr(text, boundary) != NULL;
+    strbuf_appendf(out, "--%s\r\nContent-Type: text/%s; charset=%s\r\n"
+                        "Content-Transfer-Encoding: %s\r\n\r\n",
+                   boundary, subtype, ascii ? "us-ascii" : "utf-8", qp ? "quoted-printable" : "7bit");
+    const char *src = text;
+    size_t sl = n;
+    char *enc = NULL;
+    if (qp) {
+        GMimeEncoding st;
+        g_mime_encoding_init_encode(&st, GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE);
+        enc = xmalloc(g_mime_encoding_outlen(&st, n) + 16);
+        sl = g_mime_encoding_flush(&st, text, n, enc);
+        src = enc;
+    }
+    strbuf_reserve(out, sl + sl / 16 + 4);
+    const char *p = src, *end = src + sl;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t k = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        strbuf_append_n(out, p, k);
+        strbuf_append_n(out, "\r\n", 2);
+        p += k + (nl ? 1 : 0);
+    }
+    free(enc);
+}
+
+/* "Name: value" folded by GMime and ended with CRLF. */
+static void append_header(struct strbuf *out, GMimeFormatOptions *fo, const char *name,
+                          const char *value, int structured)
+{
+    char *raw = g_strdup_printf("%s: %s", name, value);
+    char *f = structured ? g_mime_utils_structured_header_fold(NULL, fo, raw)
+                         : g_mime_utils_unstructured_header_fold(NULL, fo, raw);
+    size_t l = strlen(f);
+    while (l > 0 && (f[l - 1] == '\r' || f[l - 1] == '\n'))
+        l--;
+    strbuf_append_n(out, f, l);
+    strbuf_append_n(out, "\r\n", 2);
+    g_free(f);
+    g_free(raw);
+}
+
 int outbound_build(const struct outbound_params *p, char **mime, size_t *len, char *err,
                    size_t errlen)
 {
@@ -144,52 +205,52 @@ int outbound_build(const struct outbound_params *p, char **mime, size_t *len, ch
         snprintf(err, errlen, "sender identity is not one address");
         return -EINVAL;
     }
-    GMimeMessage *msg = g_mime_message_new(TRUE);
-    internet_address_list_append(g_mime_message_get_from(msg), from);
+    GMimeFormatOptions *fo = g_mime_format_options_new();
+    g_mime_format_options_set_newline_format(fo, GMIME_NEWLINE_FORMAT_DOS);
+    struct strbuf out;
+    strbuf_init(&out);
+    char *fs = internet_address_list_to_string(from, fo, TRUE);
     g_object_unref(from);
-    InternetAddressList *to = g_mime_message_get_addresses(msg, GMIME_ADDRESS_TYPE_TO);
-    for (size_t i = 0; i < p->n_recipients; i++) {
-        InternetAddress *a = internet_address_mailbox_new(NULL, p->recipients[i]);
-        internet_address_list_add(to, a);
-        g_object_unref(a);
-    }
+    append_header(&out, fo, "From", fs, 1);
+    g_free(fs);
+    /* Recipients are normalized ASCII mailboxes (address_normalize). */
+    struct strbuf to;
+    strbuf_init(&to);
+    for (size_t i = 0; i < p->n_recipients; i++)
+        strbuf_appendf(&to, "%s%s", i ? ", " : "", p->recipients[i]);
+    append_header(&out, fo, "To", to.data ? to.data : "", 1);
+    strbuf_free(&to);
     char *subj = one_line(p->subject);
-    g_mime_message_set_subject(msg, subj, "utf-8");
+    char *esub = g_mime_utils_header_encode_text(fo, subj, "utf-8");
+    append_header(&out, fo, "Subject", esub, 0);
+    g_free(esub);
     free(subj);
-    g_mime_message_set_message_id(msg, p->message_id);
-    GDateTime *dt = g_date_time_new_from_unix_utc(p->date_ms / 1000);
-    g_mime_message_set_date(msg, dt);
-    g_date_time_unref(dt);
-    g_mime_object_set_header(GMIME_OBJECT(msg), "Auto-Submitted", "auto-generated", NULL);
+    char date[64];
+    time_t t = (time_t)(p->date_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    strbuf_appendf(&out, "Date: %s\r\nMessage-ID: <%s>\r\nMIME-Version: 1.0\r\n"
+                         "Auto-Submitted: auto-generated\r\n", date, p->message_id);
+    /* Deterministic per message: redelivery rebuilds the same bytes. */
+    char boundary[80];
+    unsigned h = 2166136261u;
+    for (const char *c = p->message_id; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    snprintf(boundary, sizeof(boundary), "=_mf_%08x_alt", h);
+    strbuf_appendf(&out, "Content-Type: multipart/alternative; boundary=\"%s\"\r\n\r\n", boundary);
 
     struct strbuf tb, hb;
     strbuf_init(&tb);
     strbuf_init(&hb);
     outbound_text(p, &tb);
     outbound_html(p, &hb);
-    GMimeMultipart *alt = g_mime_multipart_new_with_subtype("alternative");
-    GMimeTextPart *tp = text_part("plain", tb.data ? tb.data : "");
-    GMimeTextPart *hp = text_part("html", hb.data ? hb.data : "");
-    g_mime_multipart_add(alt, GMIME_OBJECT(tp));
-    g_mime_multipart_add(alt, GMIME_OBJECT(hp));
-    g_object_unref(tp);
-    g_object_unref(hp);
-    g_mime_message_set_mime_part(msg, GMIME_OBJECT(alt));
-    g_object_unref(alt);
+    append_text_part(&out, "plain", tb.data ? tb.data : "", boundary);
+    append_text_part(&out, "html", hb.data ? hb.data : "", boundary);
+    strbuf_appendf(&out, "--%s--\r\n", boundary);
     strbuf_free(&tb);
     strbuf_free(&hb);
-
-    GMimeFormatOptions *fo = g_mime_format_options_new();
-    g_mime_format_options_set_newline_format(fo, GMIME_NEWLINE_FORMAT_DOS);
-    GMimeStream *ms = g_mime_stream_mem_new();
-    g_mime_object_write_to_stream(GMIME_OBJECT(msg), fo, ms);
-    GByteArray *ba = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(ms));
-    *mime = xmalloc(ba->len + 1);
-    memcpy(*mime, ba->data, ba->len);
-    (*mime)[ba->len] = '\0';
-    *len = ba->len;
-    g_object_unref(ms);
     g_mime_format_options_free(fo);
-    g_object_unref(msg);
+    *mime = strbuf_detach(&out, len);
     return 0;
 }

@@ -1,6 +1,6 @@
 /* outbound — the mail transform sends: the original text (marker removed)
- * and a table of links, as multipart/alternative text + HTML, built with
- * GMime so every header is encoded and folded correctly. */
+ * and a table of links, as multipart/alternative text + HTML; headers are
+ * encoded and folded with GMime's RFC 2047 / folding helpers. */
 #ifndef MF_OUTBOUND_H
 #define MF_OUTBOUND_H
 #include <stddef.h>
