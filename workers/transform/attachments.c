@@ -209,6 +209,21 @@ size_t b64_decoder_step(struct b64_decoder *d, const unsigned char *in, size_t l
     uint32_t acc = d->acc;
     int n = d->n;
     for (size_t i = 0; i < len; i++) {
+        /* Fast path: a whole aligned quantum of alphabet characters. */
+        while (n == 0 && i + 4 <= len) {
+            int a = b64_value[in[i]], b = b64_value[in[i + 1]], c = b64_value[in[i + 2]],
+                d = b64_value[in[i + 3]];
+            if ((a | b | c | d) < 0)
+                break;
+            uint32_t q = ((uint32_t)a << 18) | ((uint32_t)b << 12) | ((uint32_t)c << 6) | (uint32_t)d;
+            o[0] = (unsigned char)(q >> 16);
+            o[1] = (unsigned char)(q >> 8);
+            o[2] = (unsigned char)q;
+            o += 3;
+            i += 4;
+        }
+        if (i >= len)
+            break;
         signed char v = b64_value[in[i]];
         if (v < 0) {
             /* '=' closes the current quantum; what follows starts afresh,

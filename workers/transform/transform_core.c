@@ -227,7 +227,7 @@ static long prescan_content_types(const char *path, long stop_after, int *crlf,
             attachment_map_release(m, (size_t)(released - m), (size_t)(p - m));
             released = p;
         }
-        if (end - p >= 13 && strncasecmp(p, "content-type:", 13) == 0)
+        if ((*p | 0x20) == 'c' && end - p >= 13 && strncasecmp(p, "content-type:", 13) == 0)
             n++;
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         if (!nl)
