@@ -41,9 +41,9 @@ def validate(kind, doc):
 class Pipeline:
     """A config, stores and local bus in a test dir, plus helpers."""
 
-    def setup_pipeline(self, extra="", sender="mailfleet <noreply@iot.localhost>"):
+    def setup_pipeline(self, extra="", sender="mailfleet <noreply@iot.localhost>", bus=None):
         self.pub_port = harness.free_port()
-        self.bus = "local:" + self.path("queue")
+        self.bus = bus or "local:" + self.path("queue")
         self.incoming = self.path("incoming")
         self.att = self.path("att")
         os.makedirs(self.incoming)
@@ -108,7 +108,7 @@ revocation_poll = 100ms
         r = subprocess.run([TOOL, "read", self.bus, topic], capture_output=True, check=True, timeout=30)
         return [json.loads(l) for l in r.stdout.decode().splitlines()]
 
-    def wait_records(self, topic, pred, timeout=20, what=None):
+    def wait_records(self, topic, pred, timeout=40, what=None):
         def found():
             recs = [r for r in self.read(topic) if pred(r)]
             return recs or None

@@ -9,8 +9,9 @@
  *
  * Bus helpers for the integration tests (records with JSON values):
  *   transform_tool publish URI TOPIC KEY     value from stdin
- *   transform_tool read URI TOPIC            one JSON line per record:
- *                                            {"partition","offset","key","value","headers"} */
+ *   transform_tool read URI TOPIC            one JSON line per record (group-less):
+ *                                            {"partition","offset","key","value","headers"}
+ *   transform_tool consume URI TOPIC GROUP IDLE_MS   the same through a consumer group */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +67,36 @@ static int cmd_publish(const char *uri, const char *topic, const char *key)
     return rc ? 1 : 0;
 }
 
+static void print_record(const struct bus_record *r)
+{
+    struct strbuf o;
+    strbuf_init(&o);
+    char *k = xstrndup(r->key ? r->key : "", r->key ? r->key_len : 0);
+    char *v = r->value ? xstrndup(r->value, r->value_len) : NULL;
+    strbuf_appendf(&o, "{\"partition\":%d,\"offset\":%lld,\"key\":", r->partition,
+                   (long long)r->offset);
+    strbuf_append_json_string(&o, k);
+    strbuf_append(&o, ",\"value\":");
+    if (v)
+        strbuf_append_json_string(&o, v);
+    else
+        strbuf_append(&o, "null");
+    strbuf_append(&o, ",\"headers\":{");
+    for (size_t i = 0; i < r->n_headers; i++) {
+        char *hv = xstrndup(r->headers[i].value ? r->headers[i].value : "", r->headers[i].value_len);
+        strbuf_append(&o, i ? "," : "");
+        strbuf_append_json_string(&o, r->headers[i].name);
+        strbuf_append(&o, ":");
+        strbuf_append_json_string(&o, hv);
+        free(hv);
+    }
+    strbuf_append(&o, "}}\n");
+    fwrite(o.data, 1, o.len, stdout);
+    strbuf_free(&o);
+    free(k);
+    free(v);
+}
+
 static int cmd_read(const char *uri, const char *topic)
 {
     char err[256];
@@ -81,34 +112,38 @@ static int cmd_read(const char *uri, const char *topic)
             struct bus_record *r;
             if (bus_read_at(b, topic, st[p].partition, off, &r, 1000) != 1)
                 continue;
-            struct strbuf o;
-            strbuf_init(&o);
-            char *k = xstrndup(r->key ? r->key : "", r->key ? r->key_len : 0);
-            char *v = r->value ? xstrndup(r->value, r->value_len) : NULL;
-            strbuf_appendf(&o, "{\"partition\":%d,\"offset\":%lld,\"key\":", r->partition,
-                           (long long)r->offset);
-            strbuf_append_json_string(&o, k);
-            strbuf_append(&o, ",\"value\":");
-            if (v)
-                strbuf_append_json_string(&o, v);
-            else
-                strbuf_append(&o, "null");
-            strbuf_append(&o, ",\"headers\":{");
-            for (size_t i = 0; i < r->n_headers; i++) {
-                char *hv = xstrndup(r->headers[i].value ? r->headers[i].value : "", r->headers[i].value_len);
-                strbuf_append(&o, i ? "," : "");
-                strbuf_append_json_string(&o, r->headers[i].name);
-                strbuf_append(&o, ":");
-                strbuf_append_json_string(&o, hv);
-                free(hv);
-            }
-            strbuf_append(&o, "}}\n");
-            fwrite(o.data, 1, o.len, stdout);
-            strbuf_free(&o);
-            free(k);
-            free(v);
+            print_record(r);
             bus_record_free(r);
         }
+    bus_close(b);
+    return 0;
+}
+
+/* Everything in the topic through a fresh consumer group (read_committed on
+ * Kafka), until idle_ms pass without a record. */
+static int cmd_consume(const char *uri, const char *topic, const char *group, int idle_ms)
+{
+    char err[256];
+    struct bus *b = bus_open(uri, NULL, err, sizeof(err));
+    const char *topics[] = { topic, NULL };
+    struct bus_consumer *c = b ? bus_consumer_new(b, group, topics, 1, err, sizeof(err)) : NULL;
+    if (!c) {
+        fprintf(stderr, "consume: %s\n", err);
+        bus_close(b);
+        return 1;
+    }
+    /* The first poll also waits out the group join (seconds on Kafka). */
+    int wait_ms = idle_ms > 8000 ? idle_ms : 8000;
+    for (;;) {
+        struct bus_record *r;
+        int got = bus_consumer_poll(c, &r, wait_ms);
+        wait_ms = idle_ms;
+        if (got <= 0)
+            break;
+        print_record(r);
+        bus_record_free(r);
+    }
+    bus_consumer_free(c);
     bus_close(b);
     return 0;
 }
@@ -130,6 +165,8 @@ int main(int argc, char **argv)
         return cmd_publish(argv[2], argv[3], argv[4]);
     if (argc == 4 && strcmp(argv[1], "read") == 0)
         return cmd_read(argv[2], argv[3]);
+    if (argc == 6 && strcmp(argv[1], "consume") == 0)
+        return cmd_consume(argv[2], argv[3], argv[4], atoi(argv[5]));
     for (; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
             cfg_path = argv[++i];
