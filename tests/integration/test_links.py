@@ -174,3 +174,23 @@ class LinksTest(harness.TestCase, Pipeline):
             self.assertEqual(e["download"]["ipAddress"], "127.0.0.1")
         self.assertEqual([(e["download"]["status"], e["download"]["bytes"]) for e in evs[:2]],
                          [(200, len(body)), (206, 1)])
+
+
+class AllInOneTest(harness.TestCase, Pipeline):
+    def test_mailfleet_run_serves_links(self):
+        """`mailfleet run`: transform and links share one process and the
+        public server; SIGTERM stops it cleanly."""
+        self.setup_pipeline()
+        with open(self.cfg) as f:
+            cfg = f.read()
+        cfg = cfg.replace("[mailfleet]\n", "[mailfleet]\nhttp_listen = 127.0.0.1:%d\npublic_listen = 127.0.0.1:%d\n"
+                          % (harness.free_port(), self.pub_port))
+        with open(self.cfg, "w") as f:
+            f.write(cfg)
+        p = self.start([harness.MAILFLEET, "run", "-c", self.cfg], "run")
+        harness.wait_port(self.pub_port, proc=p.p)
+        raw = corpus("demo")
+        link = self.outbound_for(self.submit(raw))["links"][0]
+        harness.wait_for(lambda: get(link["url"])[0] == 200, what="link served")
+        self.assertEqual(hashlib.sha256(get(link["url"])[2]).hexdigest(), link["sha256"])
+        self.assertEqual(p.stop(), 0)
