@@ -41,7 +41,7 @@ def validate(kind, doc):
 class Pipeline:
     """A config, stores and local bus in a test dir, plus helpers."""
 
-    def setup_pipeline(self, extra="", sender="mailfleet <noreply@iot.localhost>", bus=None):
+    def setup_pipeline(self, extra="", sender="mailfleet <noreply@iot.localhost>", bus=None, transform_extra=""):
         self.pub_port = harness.free_port()
         self.bus = bus or "local:" + self.path("queue")
         self.incoming = self.path("incoming")
@@ -65,6 +65,7 @@ capture_addresses = alerts@iot.localhost
 retries = 2
 retry_backoff = 50ms
 tmp_dir = {dir}
+{textra}
 
 [links]
 metrics_listen = 127.0.0.1:{m2}
@@ -73,7 +74,7 @@ revocation_poll = 100ms
 {extra}
 """.format(bus=self.bus, inc=self.incoming, att=self.att, state=self.path("state"), pub=self.pub_port,
            secret=TOKEN_SECRET, m1=harness.free_port(), m2=harness.free_port(), sender=sender,
-           dir=self.dir, extra=extra))
+           dir=self.dir, extra=extra, textra=transform_extra))
 
     def start_transform(self):
         self.transform = self.start([harness.MAILFLEET, "transform", "-c", self.cfg], "transform")
@@ -254,6 +255,28 @@ class TransformWorkerTest(harness.TestCase, Pipeline):
         listed = self.mailfleet("dlq", "list", "-c", self.cfg).stdout.splitlines()
         self.assertEqual(len(listed), 2)
         self.assertTrue(all(json.loads(l)["offset"] >= 2 for l in listed))
+
+
+class TransformLargeBodyTest(harness.TestCase, Pipeline):
+    def test_large_outbound_goes_to_the_store(self):
+        self.setup_pipeline(transform_extra="inline_max = 1K\ndefault_recipients = ops@x.example\n")
+        self.start_transform()
+        iid = self.submit(corpus("no_marker"))
+        ob = self.outbound_for(iid)
+        validate("outbound", ob)
+        # No marker, but a default recipient is configured: sent, no fallback.
+        self.assertEqual(ob["recipients"], ["ops@x.example"])
+        self.assertEqual(self.read("mailfleet.fallback"), [])
+        body = ob["body"]
+        self.assertEqual(body["encoding"], "store")
+        self.assertEqual(body["store"], "incoming")
+        self.assertTrue(body["key"].startswith("outbound/") and body["key"].endswith(iid + ".eml"))
+        with open(os.path.join(self.incoming, body["key"]), "rb") as f:
+            data = f.read()
+        self.assertEqual(len(data), body["size"])
+        self.assertEqual(hashlib.sha256(data).hexdigest(), body["sha256"])
+        msg = email.message_from_bytes(data, policy=email.policy.default)
+        self.assertEqual(msg["To"], "ops@x.example")
 
 
 class TransformStartupTest(harness.TestCase, Pipeline):
