@@ -184,6 +184,13 @@ for d in range(25):
     deep = 'Content-Type: multipart/mixed; boundary="D%d"\r\n\r\n--D%d\r\n%s\r\n--D%d--\r\n' % (d, d, deep, d)
 case("deep_nesting", hdr("Deep", "") + deep, reasons=["unparseable"], sent=False, body_not=[])
 
+# 17b. 5000 levels, "Content-Type :" spelled loosely: stopped before GMime's
+# recursive parser sees it.
+deep = "Content-Type : text/plain\r\n\r\n%s[s@x.com]%s\r\n" % (M, M)
+for d in range(5000):
+    deep = 'Content-Type : multipart/mixed; boundary="L%d"\r\n\r\n--L%d\r\n%s\r\n--L%d--\r\n' % (d, d, deep, d)
+case("deep_nesting_5000", hdr("Deeper", "") + deep, reasons=["unparseable"], sent=False, body_not=[])
+
 # 18. More parts than the limit (500).
 case("many_parts", mixed("Many", [text_part("%s[t@x.com]%s\r\n" % (M, M))] +
                          [text_part("p%d\r\n" % i) for i in range(600)]),

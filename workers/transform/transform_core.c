@@ -227,8 +227,14 @@ static long prescan_content_types(const char *path, long stop_after, int *crlf,
             attachment_map_release(m, (size_t)(released - m), (size_t)(p - m));
             released = p;
         }
-        if ((*p | 0x20) == 'c' && end - p >= 13 && strncasecmp(p, "content-type:", 13) == 0)
-            n++;
+        if ((*p | 0x20) == 'c' && end - p >= 13 && strncasecmp(p, "content-type", 12) == 0) {
+            /* "Content-Type :" too: a lenient parser accepts it. */
+            const char *q = p + 12;
+            while (q < end && (*q == ' ' || *q == '\t'))
+                q++;
+            if (q < end && *q == ':')
+                n++;
+        }
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         if (!nl)
             break;
