@@ -28,6 +28,8 @@
 #include "ingest/users.h"
 
 extern const struct worker_def ingest_worker;
+#include "transform/transform_worker.h"
+#include "links/links.h"
 
 #ifndef MAILFLEET_VERSION
 #define MAILFLEET_VERSION "0.1.0"
@@ -39,6 +41,8 @@ static const struct worker_def *const workers[] = {
     &feedback_worker,
     &monitor_worker,
     &ingest_worker,
+    &transform_worker,
+    &links_worker,
     NULL
 };
 
@@ -48,6 +52,8 @@ static const struct admin_verb *const verbs[] = {
     &suppression_verb,
     &retention_verb,
     &users_verb,
+    &dlq_verb,
+    &links_verb,
     NULL
 };
 
@@ -268,6 +274,11 @@ int main(int argc, char **argv)
         return cmd_config(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return cmd_run_all(argc - 1, argv + 1);
+    /* "links revoke ..." is the verb, "links -c FILE" the worker. */
+    if (argc > 2 && argv[2][0] != '-')
+        for (size_t i = 0; verbs[i]; i++)
+            if (strcmp(cmd, verbs[i]->name) == 0)
+                return verbs[i]->main(argc - 1, argv + 1);
     for (size_t i = 0; workers[i]; i++)
         if (strcmp(cmd, workers[i]->name) == 0)
             return cmd_worker(workers[i], argc - 1, argv + 1);
