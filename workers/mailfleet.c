@@ -23,6 +23,7 @@
 #include "log.h"
 #include "worker.h"
 #include "admin.h"
+#include "send/send.h"
 
 #ifndef MAILFLEET_VERSION
 #define MAILFLEET_VERSION "0.1.0"
@@ -31,11 +32,13 @@
 /* Workers, in start order for `mailfleet run` (consumers before producers is
  * not needed: topics are durable). */
 static const struct worker_def *const workers[] = {
+    &send_worker,
     NULL
 };
 
 /* Admin verbs: `mailfleet <verb> ...`. */
 static const struct admin_verb *const verbs[] = {
+    &send_admin_verb,
     NULL
 };
 
@@ -222,8 +225,10 @@ int main(int argc, char **argv)
         return cmd_config(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return cmd_run_all(argc - 1, argv + 1);
+    /* `mailfleet <worker> <subcommand>` (e.g. `send pause`) is the admin verb
+     * of the same name; options (-c FILE) mean running the worker. */
     for (size_t i = 0; workers[i]; i++)
-        if (strcmp(cmd, workers[i]->name) == 0)
+        if (strcmp(cmd, workers[i]->name) == 0 && !(argc > 2 && argv[2][0] != '-'))
             return cmd_worker(workers[i], argc - 1, argv + 1);
     for (size_t i = 0; verbs[i]; i++)
         if (strcmp(cmd, verbs[i]->name) == 0)
