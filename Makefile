@@ -5,9 +5,9 @@
 PKGS     := libuv lmdb rdkafka gmime-3.0 libcurl openssl jansson inih libmicrohttpd libcrypt opendkim
 CC       ?= cc
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
             -D_GNU_SOURCE -Icommon -Iworkers $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
+override LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
 
 BUILD    ?= build
 COMMON_SRC  := $(sort $(wildcard common/*.c))
@@ -39,25 +39,31 @@ $(BUILD)/%.o: %.c
 	@$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libmfcommon.a: $(COMMON_OBJ)
-	ar rcs $@ $^
+	@mkdir -p $(dir $@)
+	@ar rcs $@ $^
 $(BUILD)/libmfworkers.a: $(WORKER_OBJ)
-	ar rcs $@ $^
+	@mkdir -p $(dir $@)
+	@ar rcs $@ $^
 
 $(BUILD)/mailfleet: $(MAIN_OBJ) $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD  $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # Unit tests link against the worker and common libraries; cmocka only here.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iworkers -o $@ $^ $(LDLIBS) -lcmocka
+	@echo "  LD  $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 $(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libmfcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD  $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iworkers -o $@ $^ $(LDLIBS)
+	@echo "  LD  $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 run: deps
 	@$(MAKE) --no-print-directory all
