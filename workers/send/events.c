@@ -39,13 +39,12 @@ static json_t *event_new(const char *type, const struct events_mail *m, int64_t 
     json_object_set_new(ev, "schema", json_string("mailfleet.event.v1"));
     json_object_set_new(ev, "id", json_string(id_new(id)));
     json_object_set_new(ev, "eventType", json_string(type));
-    json_object_set_new(ev, "timestamp", jtime(now_ms));
+    if (m->inbound_id)
+        json_object_set_new(ev, "inbound_id", jstr(m->inbound_id));
 
     json_t *mail = json_object();
     json_object_set_new(mail, "timestamp", jtime(m->sent_ms > 0 ? m->sent_ms : now_ms));
     json_object_set_new(mail, "messageId", jstr(m->message_id));
-    if (m->inbound_id)
-        json_object_set_new(mail, "inboundId", jstr(m->inbound_id));
     json_object_set_new(mail, "source", jstr(m->source));
     json_t *dest = json_array();
     for (size_t i = 0; i < m->n_destination; i++)
@@ -91,7 +90,6 @@ char *events_bounce(const struct events_mail *m, const char *rcpt, const char *b
                     const char *sub_type, const char *status, const char *diagnostic,
                     const char *reporting_mta, int64_t now_ms, size_t *len)
 {
-    char fid[ID_LEN + 1];
     json_t *ev = event_new("Bounce", m, now_ms);
     json_t *b = json_object();
     json_object_set_new(b, "bounceType", json_string(bounce_type));
@@ -104,7 +102,6 @@ char *events_bounce(const struct events_mail *m, const char *rcpt, const char *b
     json_array_append_new(rs, r);
     json_object_set_new(b, "bouncedRecipients", rs);
     json_object_set_new(b, "timestamp", jtime(now_ms));
-    json_object_set_new(b, "feedbackId", json_string(id_new(fid)));
     json_object_set_new(b, "reportingMTA", jstr(reporting_mta));
     json_object_set_new(ev, "bounce", b);
     return finish(ev, len);
@@ -131,15 +128,23 @@ char *events_delay(const struct events_mail *m, const char *rcpt, const char *st
 }
 
 char *events_suppressed(const struct events_mail *m, const char *rcpt, const char *reason,
-                        int64_t now_ms, size_t *len)
+                        const char *list, int64_t now_ms, size_t *len)
 {
+    static const char *const known[] = { "BOUNCE", "COMPLAINT", "UNSUBSCRIBE", "MANUAL", NULL };
+    const char *r = "MANUAL";
+    for (size_t i = 0; reason && known[i]; i++)
+        if (strcmp(reason, known[i]) == 0)
+            r = known[i];
     json_t *ev = event_new("Suppressed", m, now_ms);
     json_t *s = json_object();
     json_object_set_new(s, "timestamp", jtime(now_ms));
-    json_t *rs = json_array();
-    json_array_append_new(rs, jstr(rcpt));
-    json_object_set_new(s, "recipients", rs);
-    json_object_set_new(s, "reason", jstr(reason ? reason : "UNKNOWN"));
+    json_t *rs = json_array(), *one = json_object();
+    json_object_set_new(one, "emailAddress", jstr(rcpt));
+    json_object_set_new(one, "reason", json_string(r));
+    if (list && *list)
+        json_object_set_new(one, "list", jstr(list));
+    json_array_append_new(rs, one);
+    json_object_set_new(s, "suppressedRecipients", rs);
     json_object_set_new(ev, "suppressed", s);
     return finish(ev, len);
 }

@@ -1,6 +1,7 @@
 /* events — event.v1 records in the SES event-publishing shape (eventType,
  * mail{...}, delivery / bounce / deliveryDelay / suppressed{...}), so existing
- * SES event consumers read them unchanged.  One event per recipient outcome. */
+ * SES event consumers read them unchanged (schemas/event.v1.json).  One event
+ * per recipient outcome; status strings are RFC 3463 codes ("5.1.1"). */
 #ifndef MF_SEND_EVENTS_H
 #define MF_SEND_EVENTS_H
 #include <stddef.h>
@@ -27,8 +28,10 @@ char *events_bounce(const struct events_mail *m, const char *rcpt, const char *b
 char *events_delay(const struct events_mail *m, const char *rcpt, const char *status,
                    const char *diagnostic, int64_t expiration_ms, const char *reporting_mta,
                    int64_t now_ms, size_t *len);
-/* reason: the suppression record's reason ("BOUNCE", "COMPLAINT", ...). */
+/* reason: the suppression record's reason (BOUNCE, COMPLAINT, UNSUBSCRIBE,
+ * MANUAL; anything else is reported as MANUAL); list: the per-list entry that
+ * matched, or NULL for an address-wide one. */
 char *events_suppressed(const struct events_mail *m, const char *rcpt, const char *reason,
-                        int64_t now_ms, size_t *len);
+                        const char *list, int64_t now_ms, size_t *len);
 
 #endif

@@ -26,6 +26,7 @@
 #include "send.h"
 #include "address.h"
 #include "bus.h"
+#include "common_config.h"
 #include "config.h"
 #include "dkim_signer.h"
 #include "events.h"
@@ -45,6 +46,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -87,20 +89,15 @@ const struct config_key send_config_keys[] = {
     { "send", "ses_session_token", CONFIG_SECRET, NULL, "default: AWS_SESSION_TOKEN" },
     { "send", "bounce_domain", CONFIG_STR, "iot.localhost", "VERP return path domain" },
     { "send", "bounce_prefix", CONFIG_STR, "bounce", "VERP local part: <prefix>+<token>" },
-    { "send", "verp_key", CONFIG_SECRET, NULL, "HMAC key for VERP/mailto tokens (or verp_key_file); required" },
     { "send", "list_unsubscribe", CONFIG_BOOL, "false", "add one-click List-Unsubscribe headers per recipient" },
-    { "send", "list_name", CONFIG_STR, "default", "list an unsubscribe applies to (outbound 'list' overrides)" },
-    { "send", "unsubscribe_url", CONFIG_STR, "http://127.0.0.1:8025", "base URL of /u/<token>" },
+    { "send", "unsubscribe_url", CONFIG_STR, NULL, "base URL of /u/<token> (default [mailfleet] public_base_url)" },
     { "send", "unsubscribe_domain", CONFIG_STR, "iot.localhost", "domain of unsubscribe+<token>@" },
     { "send", "unsubscribe_ttl", CONFIG_DURATION, "90d", "lifetime of unsubscribe URL tokens" },
-    { "send", "token_keys", CONFIG_SECRET, NULL,
-      "kid:secret[,kid:secret...] for unsubscribe URL tokens (first signs); needed with list_unsubscribe" },
     { "send", "dkim_key_file", CONFIG_STR, NULL, "private key; DKIM signing is on when set" },
     { "send", "dkim_selector", CONFIG_STR, "mail", "DKIM selector" },
     { "send", "dkim_domain", CONFIG_STR, NULL, "DKIM d= domain" },
     { "send", "dkim_algorithm", CONFIG_STR, "rsa-sha256", "rsa-sha256 or ed25519-sha256" },
     { "send", "sent_marker_ttl", CONFIG_DURATION, "7d", "how long sent markers are kept" },
-    { "send", "message_store", CONFIG_STR, NULL, "store of outbound message_key objects (default store_incoming)" },
     { "send", "pause_file", CONFIG_STR, NULL, "flag file for `send pause` (default <state_dir>/send.paused)" },
     CONFIG_KEYS_END
 };
@@ -117,7 +114,6 @@ struct sender {
     char *verp_key;
     char *pause_file;
     char *transport_uri;
-    char *store_uri;
     struct transport_config tc;
     char *smtp_password, *ses_access, *ses_secret, *ses_token;
     int64_t marker_ttl_ms, max_age_ms, unsub_ttl_ms;
@@ -140,7 +136,7 @@ struct lane {
     int tier;                      /* -1 = the outbound topic */
     pthread_t tid;
     struct transport *t;
-    struct store *store;
+    struct store *store[2];        /* incoming, attachments: opened on first use */
     struct bus_consumer *c;
     int rc;
 };
@@ -151,7 +147,8 @@ struct rec_ctx {
     json_t *doc;
     const char *id, *inbound_id, *subject, *list;
     char from_addr[ADDRESS_BUFSZ];
-    const char **rcpts;
+    const char *dead_stage;
+    char **rcpts;                  /* normalized */
     size_t n_rcpts;
     char *body;
     size_t body_len;
@@ -251,39 +248,73 @@ static int collect_cb(void *opaque, const void *buf, size_t len)
     return 0;
 }
 
-/* 0 ok, 1 dead (rc->dead_*), -1 transient (retry the record later). */
+static char *b64_decode(const char *in, size_t n, size_t *outlen)
+{
+    /* EVP_DecodeBlock counts padding as zero bytes: subtract it. */
+    unsigned char *out = xmalloc(n / 4 * 3 + 3);
+    int r = n % 4 == 0 ? EVP_DecodeBlock(out, (const unsigned char *)in, (int)n) : -1;
+    if (r < 0) {
+        free(out);
+        return NULL;
+    }
+    size_t pad = (n >= 1 && in[n - 1] == '=') + (n >= 2 && in[n - 2] == '=');
+    *outlen = (size_t)r - pad;
+    return (char *)out;
+}
+
+/* body {"encoding": "text"|"base64"|"store", ...} -> rc->body (CRLF).
+ * 0 ok, 1 dead (rc->dead_*), -1 transient (retry the record later). */
 static int load_message(struct lane *l, struct rec_ctx *rc)
 {
-    json_t *m = json_object_get(rc->doc, "message");
-    if (json_is_string(m)) {
-        rc->body = to_crlf(json_string_value(m), json_string_length(m), &rc->body_len);
+    json_t *b = json_object_get(rc->doc, "body");
+    const char *enc = json_string_value(json_object_get(b, "encoding"));
+    json_t *data = json_object_get(b, "data");
+    if (!enc)
+        return dead(rc, "parse", "body.encoding missing%s", NULL);
+    if (strcmp(enc, "text") == 0 && json_is_string(data)) {
+        rc->body = to_crlf(json_string_value(data), json_string_length(data), &rc->body_len);
         return 0;
     }
-    const char *key = json_string_value(json_object_get(rc->doc, "message_key"));
-    if (!key)
-        return dead(rc, "schema", "neither message nor message_key%s", NULL);
+    if (strcmp(enc, "base64") == 0 && json_is_string(data)) {
+        size_t n;
+        char *raw = b64_decode(json_string_value(data), json_string_length(data), &n);
+        if (!raw)
+            return dead(rc, "parse", "body.data is not base64%s", NULL);
+        rc->body = to_crlf(raw, n, &rc->body_len);
+        free(raw);
+        return 0;
+    }
+    if (strcmp(enc, "store") != 0)
+        return dead(rc, "parse", "body.encoding %s not understood", enc);
+    const char *which = json_string_value(json_object_get(b, "store"));
+    const char *key = json_string_value(json_object_get(b, "key"));
+    int si = which && strcmp(which, "attachments") == 0 ? 1 : 0;
+    if (!key || !which || (si == 0 && strcmp(which, "incoming") != 0))
+        return dead(rc, "parse", "body.store / body.key missing or unknown%s", NULL);
     char err[256];
-    if (!l->store) {
-        l->store = store_open(l->w->store_uri, NULL, err, sizeof(err));
-        if (!l->store) {
+    if (!l->store[si]) {
+        const char *uri = config_str(l->w->cfg, "mailfleet", si ? "store_attachments" : "store_incoming");
+        l->store[si] = store_open(uri, NULL, err, sizeof(err));
+        if (!l->store[si]) {
             log_kv(LOG_ERROR, "cannot open the message store", "error", err, NULL);
             return -1;
         }
     }
-    struct strbuf b;
-    strbuf_init(&b);
-    int r = store_get_cb(l->store, key, 0, 0, collect_cb, &b, err, sizeof(err));
+    struct strbuf m;
+    strbuf_init(&m);
+    int r = store_get_cb(l->store[si], key, 0, 0, collect_cb, &m, err, sizeof(err));
     if (r == -ENOENT || r == -EINVAL) {
-        strbuf_free(&b);
-        return dead(rc, "message", "message_key not found: %s", key);
+        strbuf_free(&m);
+        rc->dead_stage = "send.store";
+        return dead(rc, "store", "message object not found: %s", key);
     }
     if (r != 0) {
         log_kv(LOG_WARN, "cannot read the message; will retry", "id", rc->id, "error", err, NULL);
-        strbuf_free(&b);
+        strbuf_free(&m);
         return -1;
     }
-    rc->body = to_crlf(b.data ? b.data : "", b.len, &rc->body_len);
-    strbuf_free(&b);
+    rc->body = to_crlf(m.data ? m.data : "", m.len, &rc->body_len);
+    strbuf_free(&m);
     return 0;
 }
 
@@ -297,60 +328,51 @@ static int parse_record(struct lane *l, struct rec_ctx *rc)
 {
     struct bus_record *r = rc->r;
     if (!r->value)
-        return dead(rc, "schema", "empty record%s", NULL);
+        return dead(rc, "parse", "empty record%s", NULL);
     json_error_t je;
     rc->doc = json_loadb(r->value, r->value_len, 0, &je);
     if (!json_is_object(rc->doc))
         return dead(rc, "parse", "not a JSON object: %s", je.text);
     const char *schema = json_string_value(json_object_get(rc->doc, "schema"));
-    if (schema && strcmp(schema, "mailfleet.outbound.v1") != 0)
-        return dead(rc, "schema", "unexpected schema %s", schema);
+    if (!schema || strcmp(schema, "mailfleet.outbound.v1") != 0)
+        return dead(rc, "parse", "schema is not mailfleet.outbound.v1%s", NULL);
     rc->id = json_string_value(json_object_get(rc->doc, "id"));
     if (!rc->id || !id_valid(rc->id))
-        return dead(rc, "schema", "id missing or not a UUID%s", NULL);
+        return dead(rc, "parse", "id missing or not a UUIDv7%s", NULL);
     rc->inbound_id = json_string_value(json_object_get(rc->doc, "inbound_id"));
     rc->subject = json_string_value(json_object_get(rc->doc, "subject"));
     rc->list = json_string_value(json_object_get(rc->doc, "list"));
+    if (rc->list && (!*rc->list || strlen(rc->list) > 64 ||
+                     strspn(rc->list, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") !=
+                         strlen(rc->list)))
+        return dead(rc, "parse", "list is not a name%s", NULL);
     const char *from = json_string_value(json_object_get(rc->doc, "from"));
-    if (!from)
-        return dead(rc, "schema", "from missing%s", NULL);
-    /* "Name <addr>" or a bare address. */
-    const char *lt = strrchr(from, '<');
-    char tmp[ADDRESS_BUFSZ];
-    if (lt) {
-        const char *gt = strchr(lt, '>');
-        size_t n = gt ? (size_t)(gt - lt - 1) : 0;
-        if (!gt || n >= sizeof(tmp))
-            return dead(rc, "schema", "from is not an address: %s", from);
-        memcpy(tmp, lt + 1, n);
-        tmp[n] = '\0';
-    } else {
-        snprintf(tmp, sizeof(tmp), "%s", from);
-    }
-    if (address_normalize(tmp, rc->from_addr, sizeof(rc->from_addr)) != 0)
-        return dead(rc, "schema", "from is not an address: %s", from);
+    if (!from || address_normalize(from, rc->from_addr, sizeof(rc->from_addr)) != 0)
+        return dead(rc, "parse", "from missing or not an address%s", NULL);
     json_t *rs = json_object_get(rc->doc, "recipients");
     if (!json_is_array(rs) || json_array_size(rs) == 0)
-        return dead(rc, "schema", "recipients missing or empty%s", NULL);
+        return dead(rc, "parse", "recipients missing or empty%s", NULL);
+    /* Transform writes normalized addresses (schema); anything else means a
+     * record we must not guess about: the whole record goes to the DLQ. */
     rc->n_rcpts = json_array_size(rs);
     rc->rcpts = xcalloc(rc->n_rcpts, sizeof(char *));
     for (size_t i = 0; i < rc->n_rcpts; i++) {
-        rc->rcpts[i] = json_string_value(json_array_get(rs, i));
-        if (!rc->rcpts[i])
-            return dead(rc, "schema", "recipients must be strings%s", NULL);
+        const char *a = json_string_value(json_array_get(rs, i));
+        char norm[ADDRESS_BUFSZ];
+        if (!a || address_normalize(a, norm, sizeof(norm)) != 0)
+            return dead(rc, "parse", "recipients[] holds a value that is not an address%s", NULL);
+        rc->rcpts[i] = xstrdup(norm);
     }
     json_t *a = json_object_get(rc->doc, "attempt");
-    rc->attempt = json_is_integer(a) && json_integer_value(a) > 0 ? (int)json_integer_value(a) : 1;
-    rc->created_ms = json_time(rc->doc, "created");
-    if (rc->created_ms < 0)
-        rc->created_ms = json_time(rc->doc, "timestamp");
+    rc->attempt = json_is_integer(a) && json_integer_value(a) > 0 ? (int)json_integer_value(a) : 0;
+    rc->created_ms = json_time(rc->doc, "created_at");
     if (rc->created_ms < 0)
         rc->created_ms = r->timestamp_ms > 0 ? r->timestamp_ms : now_ms();
-    rc->first_ms = json_time(rc->doc, "first_attempt");
+    rc->first_ms = json_time(rc->doc, "first_attempt_at");
     if (rc->first_ms < 0)
         rc->first_ms = now_ms();
     rc->mail = (struct events_mail){ rc->id, rc->inbound_id, rc->from_addr, rc->subject,
-                                     rc->created_ms, rc->rcpts, rc->n_rcpts };
+                                     rc->created_ms, (const char *const *)rc->rcpts, rc->n_rcpts };
     return load_message(l, rc);
 }
 
@@ -361,7 +383,7 @@ static int build_prefix(struct sender *w, struct rec_ctx *rc, struct job_ctx *j,
     struct strbuf p;
     strbuf_init(&p);
     if (w->list_unsubscribe) {
-        const char *list = rc->list && *rc->list ? rc->list : config_str(w->cfg, "send", "list_name");
+        const char *list = rc->list ? rc->list : "";
         struct strbuf payload;
         strbuf_init(&payload);
         strbuf_appendf(&payload, "%s|%s|%s", j->rcpt, list, rc->id);
@@ -369,13 +391,15 @@ static int build_prefix(struct sender *w, struct rec_ctx *rc, struct job_ctx *j,
         char *tok = tokens_sign(w->tokens, payload.data, payload.len, exp);
         strbuf_free(&payload);
         char vt[VERP_TOKEN_LEN + 1];
-        if (!tok || verp_token(w->verp_key, strlen(w->verp_key), "unsub", rc->id, j->rcpt, vt) != 0) {
+        if (!tok || verp_token(w->verp_key, strlen(w->verp_key), "unsubscribe", rc->id, j->rcpt, vt) != 0) {
             free(tok);
             strbuf_free(&p);
             snprintf(err, errlen, "cannot make an unsubscribe token");
             return -EINVAL;
         }
-        const char *base = config_str(w->cfg, "send", "unsubscribe_url");
+        const char *base = config_isset(w->cfg, "send", "unsubscribe_url")
+                               ? config_str(w->cfg, "send", "unsubscribe_url")
+                               : config_str(w->cfg, "mailfleet", "public_base_url");
         size_t bl = strlen(base);
         while (bl > 0 && base[bl - 1] == '/')
             bl--;
@@ -438,66 +462,88 @@ static void add_event(struct outputs *o, struct rec_ctx *rc, char *ev, size_t le
     out_add(o, EVENTS_TOPIC, rc->id, ev, len, NULL, 0);
 }
 
+/* The original record unchanged (key, value, headers) plus the mf.* error
+ * headers (schemas/README.md, "Dead-letter records"). */
 static void add_dlq(struct lane *l, struct outputs *o, struct rec_ctx *rc)
 {
     struct bus_record *r = rc->r;
-    struct bus_header *hs = xcalloc(7, sizeof(*hs));
+    size_t nh = 0, keep = 0;
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (strncmp(r->headers[i].name, "mf.", 3) != 0)
+            keep++;
+    struct bus_header *hs = xcalloc(keep + 7, sizeof(*hs));
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (strncmp(r->headers[i].name, "mf.", 3) != 0)
+            hs[nh++] = r->headers[i];   /* borrowed from r, alive until produced */
     char *part = own(o, xmalloc(24)), *off = own(o, xmalloc(24)), *att = own(o, xmalloc(24));
     char *msg = own(o, xstrdup(rc->dead_msg));
-    snprintf(part, 24, "%d", (int)r->partition);
+    for (char *p = msg; *p; p++)
+        if (*p == '\r' || *p == '\n')
+            *p = ' ';
+    snprintf(part, 24, "%d", (int)(r->partition < 0 ? 0 : r->partition));
     snprintf(off, 24, "%lld", (long long)r->offset);
-    snprintf(att, 24, "%d", rc->attempt > 0 ? rc->attempt : 1);
+    snprintf(att, 24, "%d", rc->attempt + 1);
     const char *vals[7][2] = {
-        { "mf.error.stage", "send" }, { "mf.error.class", rc->dead_class }, { "mf.error.message", msg },
+        { "mf.error.stage", rc->dead_stage ? rc->dead_stage : "send.parse" },
+        { "mf.error.class", rc->dead_class }, { "mf.error.message", msg },
         { "mf.source.topic", l->topic }, { "mf.source.partition", part }, { "mf.source.offset", off },
         { "mf.attempts", att },
     };
     for (int i = 0; i < 7; i++)
-        hs[i] = (struct bus_header){ vals[i][0], vals[i][1], strlen(vals[i][1]) };
+        hs[nh++] = (struct bus_header){ vals[i][0], vals[i][1], strlen(vals[i][1]) };
     char *v = NULL;
-    size_t vl = 0;
     if (r->value) {
         v = xmalloc(r->value_len ? r->value_len : 1);
         memcpy(v, r->value, r->value_len);
-        vl = r->value_len;
     }
-    char *key = NULL;
-    if (r->key) {
-        key = own(o, xstrndup(r->key, r->key_len));
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 64;
+        o->recs = xrealloc(o->recs, o->cap * sizeof(*o->recs));
     }
-    out_add(o, DLQ_TOPIC, key, v, vl, hs, 7);
+    own(o, v);
+    own(o, hs);
+    o->recs[o->n++] = (struct bus_record){
+        .topic = DLQ_TOPIC, .key = r->key, .key_len = r->key_len, .value = v,
+        .value_len = r->value ? r->value_len : 0, .headers = hs, .n_headers = nh, .partition = -1,
+    };
     metric_inc(l->w->m.dead);
-    log_kv(LOG_WARN, "record sent to the DLQ", "topic", l->topic, "class", rc->dead_class, "error",
-           rc->dead_msg, NULL);
+    log_kv(LOG_WARN, "record sent to the DLQ", "topic", l->topic, "class", rc->dead_class, "error", msg, NULL);
 }
 
+/* Tier for a record that has made `attempt` attempts before this one. */
+static size_t tier_for(const struct sender *w, int attempt)
+{
+    size_t t = attempt < 0 ? 0 : (size_t)attempt;
+    return t >= w->n_tiers ? w->n_tiers - 1 : t;
+}
+
+/* Re-publishes the record for the recipients that got a 4xx: same id,
+ * created_at and links; attempt + 1; first_attempt_at kept or set; not_before
+ * = now + the tier's delay.  Keyed like the input (inbound_id). */
 static void add_retry(struct lane *l, struct outputs *o, struct rec_ctx *rc)
 {
     struct sender *w = l->w;
-    size_t tier = (size_t)(rc->attempt - 1);
-    if (tier >= w->n_tiers)
-        tier = w->n_tiers - 1;
+    size_t tier = tier_for(w, rc->attempt);
     int64_t nb = now_ms() + w->tier_ms[tier];
     char buf[32];
     json_t *d = json_deep_copy(rc->doc);
     json_object_set(d, "recipients", rc->retry);
     json_object_set_new(d, "attempt", json_integer(rc->attempt + 1));
-    json_object_set_new(d, "first_attempt", json_string(rfc3339_ms(rc->first_ms, buf, sizeof(buf))));
-    json_object_set_new(d, "created", json_string(rfc3339_ms(rc->created_ms, buf, sizeof(buf))));
+    json_object_set_new(d, "first_attempt_at", json_string(rfc3339_ms(rc->first_ms, buf, sizeof(buf))));
     json_object_set_new(d, "not_before", json_string(rfc3339_ms(nb, buf, sizeof(buf))));
     char *v = json_dumps(d, JSON_COMPACT);
     json_decref(d);
     if (!v)
         panic("%s: json_dumps failed", __func__);
-    struct bus_header *hs = xcalloc(2, sizeof(*hs));
-    char *nbs = own(o, xmalloc(24)), *att = own(o, xmalloc(24));
+    struct bus_header *hs = xcalloc(1, sizeof(*hs));
+    char *nbs = own(o, xmalloc(24));
     snprintf(nbs, 24, "%lld", (long long)nb);
-    snprintf(att, 24, "%d", rc->attempt + 1);
     hs[0] = (struct bus_header){ "mf.not_before", nbs, strlen(nbs) };
-    hs[1] = (struct bus_header){ "mf.attempts", att, strlen(att) };
     char *topic = own(o, xmalloc(strlen(RETRY_TOPIC_PREFIX) + strlen(w->tiers[tier]) + 1));
     sprintf(topic, "%s%s", RETRY_TOPIC_PREFIX, w->tiers[tier]);
-    out_add(o, topic, rc->id, v, strlen(v), hs, 2);
+    char *key = rc->r->key ? own(o, xstrndup(rc->r->key, rc->r->key_len))
+                           : (char *)(rc->inbound_id ? rc->inbound_id : rc->id);
+    out_add(o, topic, key, v, strlen(v), hs, 1);
 }
 
 /* ---- a batch ---- */
@@ -508,6 +554,8 @@ static void rec_free(struct rec_ctx *rc)
 {
     json_decref(rc->doc);
     json_decref(rc->retry);
+    for (size_t i = 0; rc->rcpts && i < rc->n_rcpts; i++)
+        free(rc->rcpts[i]);
     free(rc->rcpts);
     free(rc->body);
 }
@@ -551,15 +599,7 @@ static void process_batch(struct lane *l, struct bus_record **batch, size_t n)
         rc->retry = json_array();
         for (size_t k = 0; k < rc->n_rcpts; k++) {
             struct job_ctx *j = &jcs[n_jobs];
-            char ev_status[] = "5.1.3";
-            if (address_normalize(rc->rcpts[k], j->rcpt, sizeof(j->rcpt)) != 0) {
-                size_t len;
-                char *ev = events_bounce(&rc->mail, rc->rcpts[k], "Permanent", "General", ev_status,
-                                         "smtp; 553 5.1.3 invalid recipient address", "mailfleet", now, &len);
-                add_event(&o, rc, ev, len);
-                metric_inc(w->m.bounced_perm);
-                continue;
-            }
+            snprintf(j->rcpt, sizeof(j->rcpt), "%s", rc->rcpts[k]);
             char mk[ADDRESS_BUFSZ + 64];
             marker_key(rc->id, j->rcpt, mk, sizeof(mk));
             void *prev = NULL;
@@ -578,12 +618,11 @@ static void process_batch(struct lane *l, struct bus_record **batch, size_t n)
                 log_kv(LOG_INFO, "already delivered; not sent again", "id", rc->id, NULL);
                 continue;
             }
-            int s = suppression_copy_check(w->supp, j->rcpt,
-                                           rc->list && *rc->list ? rc->list : config_str(w->cfg, "send", "list_name"),
-                                           reason, sizeof(reason));
+            int per_list = 0;
+            int s = suppression_copy_check(w->supp, j->rcpt, rc->list, reason, sizeof(reason), &per_list);
             if (s == 1) {
                 size_t len;
-                char *ev = events_suppressed(&rc->mail, j->rcpt, reason[0] ? reason : NULL, now, &len);
+                char *ev = events_suppressed(&rc->mail, j->rcpt, reason, per_list ? rc->list : NULL, now, &len);
                 add_event(&o, rc, ev, len);
                 metric_inc(w->m.suppressed);
                 metric_inc(w->m.suppressed_res);
@@ -638,9 +677,7 @@ static void process_batch(struct lane *l, struct bus_record **batch, size_t n)
             metric_inc(w->m.bounced_perm);
             break;
         case TRANSPORT_TEMP: {
-            size_t tier = (size_t)(rc->attempt - 1);
-            if (tier >= w->n_tiers)
-                tier = w->n_tiers - 1;
+            size_t tier = tier_for(w, rc->attempt);
             int64_t expires = rc->first_ms + w->max_age_ms;
             if (now + w->tier_ms[tier] > expires) {
                 ev = events_bounce(&rc->mail, job->rcpt, "Transient", "General", job->status, diag,
@@ -848,7 +885,6 @@ static void sender_free(struct sender *w)
     free(w->verp_key);
     free(w->pause_file);
     free(w->transport_uri);
-    free(w->store_uri);
     free(w->smtp_password);
     free(w->ses_access);
     free(w->ses_secret);
@@ -862,11 +898,11 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     const struct config *cfg = env->cfg;
     w->cfg = cfg;
     w->stop = env->stop;
-    w->verp_key = config_secret(cfg, "send", "verp_key");
-    if (!w->verp_key || strlen(w->verp_key) < 16) {
-        snprintf(err, errlen, "[send] verp_key (or verp_key_file) of >= 16 characters is required");
+    /* [mailfleet] token_keys signs unsubscribe URLs and yields the VERP key. */
+    w->tokens = common_tokens(cfg, err, errlen);
+    if (!w->tokens)
         return -EINVAL;
-    }
+    w->verp_key = verp_key_derive(w->tokens);
     w->n_tiers = config_list(cfg, "send", "retry_tiers", &w->tiers);
     if (w->n_tiers == 0) {
         snprintf(err, errlen, "[send] retry_tiers: at least one delay is needed");
@@ -887,8 +923,6 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     w->batch_max = bm < 1 ? 1 : bm > 4096 ? 4096 : (size_t)bm;
     w->pause_file = default_pause_file(cfg);
     w->transport_uri = xstrdup(config_str(cfg, "send", "transport"));
-    w->store_uri = xstrdup(config_isset(cfg, "send", "message_store") ? config_str(cfg, "send", "message_store")
-                                                                        : config_str(cfg, "mailfleet", "store_incoming"));
     w->smtp_password = config_secret(cfg, "send", "smtp_password");
     w->ses_access = config_secret(cfg, "send", "ses_access_key");
     w->ses_secret = config_secret(cfg, "send", "ses_secret_key");
@@ -910,22 +944,6 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     };
     w->rl = ratelimit_new((double)config_int(cfg, "send", "rate"), (double)config_int(cfg, "send", "burst"));
     w->list_unsubscribe = config_bool(cfg, "send", "list_unsubscribe");
-    if (w->list_unsubscribe) {
-        char *keys = config_secret(cfg, "send", "token_keys");
-        if (!keys) {
-            snprintf(err, errlen, "[send] list_unsubscribe needs token_keys (or token_keys_file)");
-            return -EINVAL;
-        }
-        const char *list[16];
-        size_t nk = 0;
-        for (char *save = NULL, *p = strtok_r(keys, ", \t\r\n", &save); p && nk < 16;
-             p = strtok_r(NULL, ", \t\r\n", &save))
-            list[nk++] = p;
-        w->tokens = tokens_new(list, nk, err, errlen);
-        free(keys);
-        if (!w->tokens)
-            return -EINVAL;
-    }
     if (config_isset(cfg, "send", "dkim_key_file")) {
         const char *dom = config_isset(cfg, "send", "dkim_domain") ? config_str(cfg, "send", "dkim_domain") : NULL;
         w->dkim = dkim_signer_new(config_str(cfg, "send", "dkim_algorithm"), config_str(cfg, "send", "dkim_selector"),
@@ -1027,7 +1045,8 @@ static int send_run(struct worker_env *env)
         pthread_join(lanes[i].tid, NULL);
         rc |= lanes[i].rc;
         transport_free(lanes[i].t);
-        store_close(lanes[i].store);
+        store_close(lanes[i].store[0]);
+        store_close(lanes[i].store[1]);
     }
     free(lanes);
     sender_free(&w);

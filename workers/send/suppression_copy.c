@@ -120,7 +120,7 @@ int suppression_copy_apply(struct suppression_copy *s, const void *key, size_t k
 }
 
 int suppression_copy_check(struct suppression_copy *s, const char *addr, const char *list,
-                           char *reason, size_t rlen)
+                           char *reason, size_t rlen, int *per_list)
 {
     char k[ADDRESS_BUFSZ + 256];
     for (int pass = 0; pass < 2; pass++) {
@@ -135,6 +135,8 @@ int suppression_copy_check(struct suppression_copy *s, const char *addr, const c
         if (rc == 1) {
             snprintf(reason, rlen, "%.*s", (int)vl, v ? (char *)v : "");
             free(v);
+            if (per_list)
+                *per_list = pass;
             return 1;
         }
     }

@@ -27,10 +27,10 @@ void suppression_copy_free(struct suppression_copy *s);
 int suppression_copy_apply(struct suppression_copy *s, const void *key, size_t klen,
                            const void *val, size_t vlen);
 
-/* 1 = suppressed (reason copied, "" when none), 0 = not, <0 = error.
- * list may be NULL. */
+/* 1 = suppressed (reason copied, "" when none; *per_list = 1 when it was the
+ * address|list entry that matched), 0 = not, <0 = error.  list may be NULL. */
 int suppression_copy_check(struct suppression_copy *s, const char *addr, const char *list,
-                           char *reason, size_t rlen);
+                           char *reason, size_t rlen, int *per_list);
 
 /* Follows the topic in a thread (consumer group `group`) until *stop. */
 int suppression_copy_start(struct suppression_copy *s, struct bus *b, const char *group,

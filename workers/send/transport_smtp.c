@@ -33,7 +33,8 @@ struct smtp_job {
     struct curl_slist *rcpt;
     const struct transport_job *job;
     size_t pos;                    /* bytes of prefix + body handed to curl */
-    char last[512];                /* last reply line seen */
+    char last[512];                /* last 2xx reply (not 221), for success */
+    char fail[512];                /* first 4xx/5xx reply, for failures */
     char mail_from[ADDRESS_BUFSZ + 2];
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -116,19 +117,28 @@ static size_t smtp_read(char *buf, size_t size, size_t nitems, void *opaque)
     return out;
 }
 
-/* curl hands SMTP server replies to the header callback, one line each; the
- * last complete line is the reply that decided the transfer. */
+/* curl hands SMTP server replies to the header callback, one line each.
+ * The reply that decided a failed transfer is the first 4xx/5xx (curl may
+ * send QUIT afterwards, whose 221 decides nothing); for a success it is the
+ * last 2xx, the answer to the end of DATA. */
 static size_t smtp_reply(char *buf, size_t size, size_t nitems, void *opaque)
 {
     struct smtp_job *sj = opaque;
     size_t n = size * nitems, l = n;
     while (l > 0 && (buf[l - 1] == '\n' || buf[l - 1] == '\r'))
         l--;
-    if (l >= 3) {
+    if (l < 3)
+        return n;
+    char *dst = NULL;
+    if ((buf[0] == '4' || buf[0] == '5') && !sj->fail[0])
+        dst = sj->fail;
+    else if (buf[0] == '2' && strncmp(buf, "221", 3) != 0)
+        dst = sj->last;
+    if (dst) {
         if (l >= sizeof(sj->last))
             l = sizeof(sj->last) - 1;
-        memcpy(sj->last, buf, l);
-        sj->last[l] = '\0';
+        memcpy(dst, buf, l);
+        dst[l] = '\0';
     }
     return n;
 }
@@ -179,15 +189,13 @@ static void smtp_finish(void *impl, CURL *e, CURLcode rc, struct transport_job *
     struct smtp_job *sj = state;
     long code = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-    int pcode;
+    int pcode = 0;
     char status[16];
-    transport_parse_reply(sj->last, &pcode, status);
     if (rc == CURLE_OK) {
-        transport_job_result(job, TRANSPORT_OK, (int)code, status, sj->last[0] ? sj->last : "250 Ok");
-    } else if (code >= 500 && code < 600) {
-        transport_job_result(job, TRANSPORT_PERM, (int)code, status, sj->last);
-    } else if (code >= 400 && code < 500) {
-        transport_job_result(job, TRANSPORT_TEMP, (int)code, status, sj->last);
+        transport_parse_reply(sj->last[0] ? sj->last : "250 Ok", &pcode, status);
+        transport_job_result(job, TRANSPORT_OK, pcode ? pcode : (int)code, status, sj->last[0] ? sj->last : "250 Ok");
+    } else if (sj->fail[0] && (transport_parse_reply(sj->fail, &pcode, status), pcode >= 400)) {
+        transport_job_result(job, pcode >= 500 ? TRANSPORT_PERM : TRANSPORT_TEMP, pcode, status, sj->fail);
     } else {
         /* No decisive reply: connection refused or lost, TLS, timeout.  The
          * message may or may not have arrived (a drop after DATA); retrying

@@ -1,5 +1,6 @@
 /* verp — see verp.h for the token layout and why it is not a tokens.h token. */
 #include "verp.h"
+#include "tokens.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -135,4 +136,10 @@ int verp_check(const void *key, size_t keylen, const char *tag, const char *toke
         return -EINVAL;
     uuid_format(raw, id_out);
     return 0;
+}
+
+char *verp_key_derive(struct tokens *t)
+{
+    static const char label[] = "mailfleet.verp.key.v1";
+    return tokens_sign(t, label, sizeof(label) - 1, 0);
 }

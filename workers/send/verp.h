@@ -16,6 +16,8 @@
 #define MF_SEND_VERP_H
 #include <stddef.h>
 
+struct tokens;
+
 #define VERP_TOKEN_LEN 42
 #define VERP_ID_LEN 36
 
@@ -28,5 +30,12 @@ int verp_token(const void *key, size_t keylen, const char *tag, const char *id, 
  * id (hyphenated, lower-case).  Returns 0 or -EINVAL. */
 int verp_check(const void *key, size_t keylen, const char *tag, const char *token, const char *rcpt,
                char id_out[VERP_ID_LEN + 1]);
+
+/* The MAC key, derived from the sign key of [mailfleet] token_keys: the
+ * tokens_sign() of a fixed label with expiry 0, which is deterministic, so
+ * every process holding token_keys (send, feedback) derives the same key and
+ * there is no second secret to manage.  Rotating the sign key rotates it.
+ * malloc'd, NUL-terminated. */
+char *verp_key_derive(struct tokens *t);
 
 #endif
