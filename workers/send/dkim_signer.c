@@ -96,7 +96,7 @@ struct dkim_signer *dkim_signer_new(const char *alg, const char *selector, const
         dkim_signer_free(s);
         return NULL;
     }
-    if (dkim_options(s->lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS, sign_headers, sizeof(sign_headers)) !=
+    if (dkim_options(s->lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS, sign_headers, sizeof(char **)) !=
         DKIM_STAT_OK) {
         snprintf(err, errlen, "dkim_options(SIGNHDRS) failed");
         dkim_signer_free(s);

@@ -167,6 +167,7 @@ struct job_ctx {
     char mail_from[ADDRESS_BUFSZ];
     char *prefix;
     size_t prefix_len;
+    int64_t done_ms;               /* when the transport finished it */
 };
 
 /* Outputs of a batch, produced together before the commit. */
@@ -441,6 +442,7 @@ static void on_job_done(void *opaque, struct transport_job *job)
 {
     struct job_ctx *j = opaque;
     struct sender *w = j->lane->w;
+    j->done_ms = now_ms();
     metric_observe(w->m.attempt_seconds, (double)job->elapsed_us / 1e6);
     if (job->result != TRANSPORT_OK)
         return;
@@ -667,8 +669,8 @@ static void process_batch(struct lane *l, struct bus_record **batch, size_t n)
             incomplete = 1;
             break;
         case TRANSPORT_OK:
-            ev = events_delivery(&rc->mail, job->rcpt, job->response, now - rc->created_ms,
-                                 transport_peer(l->t), now, &len);
+            ev = events_delivery(&rc->mail, job->rcpt, job->response, jcs[i].done_ms - rc->created_ms,
+                                 transport_peer(l->t), jcs[i].done_ms, &len);
             metric_inc(w->m.delivered);
             break;
         case TRANSPORT_PERM:
