@@ -615,6 +615,36 @@ smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
         self.assertEqual(json.loads(dlq[1]["value"]), bad_rcpt)   # the original, unchanged
         self.assertEqual(os.listdir(self.path("outbox")), ["ok@example.com"])
 
+    def test_starttls_required_by_default_refuses_a_plaintext_relay(self):
+        sink, port, sd = self.start_sink()
+        cfg = self.config("smtp://127.0.0.1:%d" % port)
+        with open(cfg) as f:
+            text = f.read().replace("smtp_starttls = off\n", "")
+        self.assertNotIn("smtp_starttls", text)
+        with open(cfg, "w") as f:
+            f.write(text)
+        self.produce_outbound([outbound(["tls@example.com"])])
+        self.start_send(cfg)
+        ev = self.wait_events(lambda ev: len(self.by_type(ev, "DeliveryDelay")) >= 1)
+        d = self.by_type(ev, "DeliveryDelay")[0]["deliveryDelay"]["delayedRecipients"][0]
+        self.assertRegex(d["diagnosticCode"], r"(?i)ssl|tls")
+        self.assertEqual(sd.messages(), [])
+
+    def test_per_domain_cap_serializes_one_domain_not_the_others(self):
+        sink, port, sd = self.start_sink("-w", "1")
+        cfg = self.config("smtp://127.0.0.1:%d" % port, "connections = 4\nper_domain = 1\n")
+        rec = outbound(["a@slow.example", "b@slow.example", "c@slow.example", "d@other.example"])
+        self.produce_outbound([rec])
+        self.start_send(cfg)
+        ev = self.wait_events(lambda ev: len(self.by_type(ev, "Delivery")) == 4, timeout=30)
+        at = {e["delivery"]["recipients"][0]: harness_ts(e["delivery"]["timestamp"]) for e in self.by_type(ev, "Delivery")}
+        slow = sorted(at[r] for r in ("a@slow.example", "b@slow.example", "c@slow.example"))
+        # one at a time for slow.example (each transfer waits 1 s at DATA) ...
+        self.assertGreaterEqual(slow[1] - slow[0], 0.9)
+        self.assertGreaterEqual(slow[2] - slow[1], 0.9)
+        # ... while other.example went in parallel with the first of them
+        self.assertLess(abs(at["d@other.example"] - slow[0]), 0.5)
+
     def test_rate_limit_spaces_sends(self):
         cfg = self.config("outbox:" + self.path("outbox"), "rate = 5\nburst = 1\n")
         recs = [outbound(["r%d@example.com" % i]) for i in range(6)]
