@@ -4,8 +4,10 @@
  *   send_tool produce URI TOPIC       stdin lines "KEY<TAB>VALUE" -> records
  *                                     (VALUE "-" = tombstone); 100 per
  *                                     bus_produce; prints "produced N"
- *   send_tool dump URI TOPIC          every stored record of partition 0 as a
- *                                     JSON line {offset, key, value, headers}
+ *   send_tool dump URI TOPIC          every stored record as a JSON line
+ *                                     {partition, offset, key, value, headers}
+ *   send_tool committed URI TOPIC GROUP   sum over partitions of the group's
+ *                                     committed offsets (0 when none)
  *
  * Values are single-line JSON in these tests, so a line is a record. */
 #include "bus.h"
@@ -98,6 +100,22 @@ static int dump(struct bus *b, const char *topic)
     return 0;
 }
 
+static int committed(struct bus *b, const char *topic, const char *group)
+{
+    struct bus_partition_stats st[64];
+    char err[256];
+    int np = bus_topic_stats(b, topic, group, st, 64, err, sizeof(err));
+    if (np < 0) {
+        fprintf(stderr, "send_tool: stats: %s\n", err);
+        return 1;
+    }
+    long long sum = 0;
+    for (int p = 0; p < np; p++)
+        sum += st[p].committed > 0 ? st[p].committed : 0;
+    printf("%lld\n", sum);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
@@ -115,6 +133,7 @@ int main(int argc, char **argv)
     }
     int rc = strcmp(argv[1], "produce") == 0 ? produce(b, argv[3])
              : strcmp(argv[1], "dump") == 0  ? dump(b, argv[3])
+             : strcmp(argv[1], "committed") == 0 && argc >= 5 ? committed(b, argv[3], argv[4])
                                              : 2;
     bus_close(b);
     return rc;
