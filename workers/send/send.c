@@ -49,6 +49,7 @@
 #include <openssl/evp.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -741,6 +742,10 @@ out:
 
 /* ---- lanes ---- */
 
+/* Readiness lives in a static, not in the worker's (stack) state: the HTTP
+ * server can outlive send_run by a moment and must not touch freed memory. */
+static atomic_int send_ready;
+
 static int paused(struct sender *w)
 {
     struct stat st;
@@ -781,6 +786,7 @@ static void *lane_main(void *arg)
     log_set_worker("send");
     while (!stopping(w) && !suppression_copy_ready(w->supp))
         usleep(50000);
+    atomic_store(&send_ready, 1);
     const char *topics[] = { l->topic, NULL };
     l->c = bus_consumer_new(w->bus, l->group, topics, 1, err, sizeof(err));
     if (!l->c) {
@@ -790,7 +796,14 @@ static void *lane_main(void *arg)
         return NULL;
     }
     struct bus_record **batch = xcalloc(w->batch_max, sizeof(*batch));
+    int64_t next_expire = mono_ms() + 60000;
     while (!stopping(w)) {
+        /* Expired sent markers are invisible to kv_get but still stored:
+         * sweep them now and then (one lane is enough). */
+        if (l->tier < 0 && mono_ms() >= next_expire) {
+            kv_expire(w->sent, now_ms());
+            next_expire = mono_ms() + 600000;
+        }
         /* Gauges updated here rather than at scrape time: the worker's state
          * may be gone while the shared HTTP server still answers. */
         metric_set(w->m.rl_tokens, ratelimit_tokens(w->rl, mono_us()));
@@ -838,8 +851,7 @@ static void *lane_main(void *arg)
 
 static int ready_check(void *opaque, char *why, size_t whylen)
 {
-    struct sender *w = opaque;
-    if (!suppression_copy_ready(w->supp)) {
+    if (!atomic_load(&send_ready)) {
         snprintf(why, whylen, "suppression copy catching up");
         return 0;
     }
@@ -1003,7 +1015,7 @@ static int send_run(struct worker_env *env)
     }
     metrics_init(&w);
     if (env->http)
-        http_ready_add(env->http, "send", ready_check, &w);
+        http_ready_add(env->http, "send", ready_check, NULL);
 
     char host[128] = "local", group[256];
     gethostname(host, sizeof(host) - 1);
@@ -1051,6 +1063,7 @@ static int send_run(struct worker_env *env)
         store_close(lanes[i].store[1]);
     }
     free(lanes);
+    atomic_store(&send_ready, 0);
     sender_free(&w);
     log_kv(LOG_INFO, "send stopped", NULL);
     return rc;
