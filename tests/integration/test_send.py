@@ -75,6 +75,10 @@ class SinkDir:
         return out
 
 
+class RecordedConnections(list):
+    port = 0
+
+
 class SendTest(harness.TestCase):
     def setUp(self):
         super().setUp()
@@ -144,6 +148,50 @@ timeout = 10s
         harness.wait_port(port, proc=p.p)
         return p, port, SinkDir(d)
 
+    def recording_proxy(self, port):
+        """A TCP relay in front of 127.0.0.1:port that records what the
+        client sends, one list of chunks per connection (wire.port)."""
+        wire = RecordedConnections()
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(16)
+        wire.port = ls.getsockname()[1]
+
+        def pump(src, dst, rec):
+            try:
+                while True:
+                    b = src.recv(65536)
+                    if not b:
+                        break
+                    if rec is not None:
+                        rec.append(b)
+                    dst.sendall(b)
+            except OSError:
+                pass
+            finally:
+                for x in (src, dst):
+                    try:
+                        x.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        def accept():
+            while True:
+                try:
+                    c, _ = ls.accept()
+                except OSError:
+                    return
+                u = socket.create_connection(("127.0.0.1", port))
+                rec = []
+                wire.append(rec)
+                threading.Thread(target=pump, args=(c, u, rec), daemon=True).start()
+                threading.Thread(target=pump, args=(u, c, None), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        self.addCleanup(ls.close)
+        return wire
+
     def check_schema(self, events):
         path = os.path.join(SCHEMAS, "event.v1.json")
         if not os.path.exists(path):
@@ -183,46 +231,8 @@ timeout = 10s
 
     def test_smtp_sink_receives_built_bytes_dot_stuffing_and_bare_cr(self):
         sink, port, sd = self.start_sink()
-        # A recording relay between send and smtp-sink keeps the wire bytes.
-        wire = []
-        proxy_port = harness.free_port()
-        ls = socket.socket()
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(("127.0.0.1", proxy_port))
-        ls.listen(8)
-
-        def pump(src, dst, rec):
-            try:
-                while True:
-                    b = src.recv(65536)
-                    if not b:
-                        break
-                    if rec is not None:
-                        rec.append(b)
-                    dst.sendall(b)
-            except OSError:
-                pass
-            finally:
-                for s in (src, dst):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        def accept():
-            while True:
-                try:
-                    c, _ = ls.accept()
-                except OSError:
-                    return
-                u = socket.create_connection(("127.0.0.1", port))
-                rec = []
-                wire.append(rec)
-                threading.Thread(target=pump, args=(c, u, rec), daemon=True).start()
-                threading.Thread(target=pump, args=(u, c, None), daemon=True).start()
-
-        threading.Thread(target=accept, daemon=True).start()
-        self.addCleanup(ls.close)
+        wire = self.recording_proxy(port)
+        proxy_port = wire.port
         body = ".leading dot\r\nplain\r\n..two dots\r\n.\r\nbare\rcr inside\r\n. space\r\nlast line"
         text = message_text(body=body)
         cfg = self.config("smtp://127.0.0.1:%d" % proxy_port)
@@ -629,6 +639,21 @@ smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
         d = self.by_type(ev, "DeliveryDelay")[0]["deliveryDelay"]["delayedRecipients"][0]
         self.assertRegex(d["diagnosticCode"], r"(?i)ssl|tls")
         self.assertEqual(sd.messages(), [])
+
+    def test_connection_reuse_one_session_carries_many_messages(self):
+        sink, port, sd = self.start_sink()
+        wire = self.recording_proxy(port)
+        cfg = self.config("smtp://127.0.0.1:%d" % wire.port, "connections = 1\n")
+        recs = [outbound(["m%d@example.com" % i]) for i in range(8)]
+        self.produce_outbound(recs)
+        self.start_send(cfg)
+        self.wait_events(lambda ev: len(self.by_type(ev, "Delivery")) == 8)
+        # one session carried all eight messages
+        self.assertEqual(len(wire), 1)
+        sent = b"".join(wire[0])
+        self.assertEqual(sent.count(b"MAIL FROM:"), 8)
+        self.assertEqual(sent.count(b"EHLO "), 1)
+        self.assertEqual(sorted(r for m in sd.messages() for r in m["rcpts"]), sorted(r["recipients"][0] for r in recs))
 
     def test_per_domain_cap_serializes_one_domain_not_the_others(self):
         sink, port, sd = self.start_sink("-w", "1")
