@@ -192,8 +192,8 @@ timeout = 10s
         self.addCleanup(ls.close)
         return wire
 
-    def check_schema(self, events):
-        path = os.path.join(SCHEMAS, "event.v1.json")
+    def check_schema(self, events, name="event"):
+        path = os.path.join(SCHEMAS, name + ".v1.json")
         if not os.path.exists(path):
             return   # schemas/ arrives with the small branch; shapes are asserted field by field below
         import jsonschema
@@ -303,6 +303,7 @@ timeout = 10s
         self.assertEqual([r["attempt"] for r in r1], [1])
         self.assertTrue(all(r["attempt"] >= 2 for r in r2))
         self.assertEqual(r1[0]["id"], rec["id"])
+        self.check_schema(r1 + r2, "outbound")
         self.assertIn("not_before", r1[0])
         self.assertIn("first_attempt_at", r1[0])
         self.assertEqual(sd.messages(), [])
