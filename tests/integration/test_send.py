@@ -671,6 +671,36 @@ smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
         # ... while other.example went in parallel with the first of them
         self.assertLess(abs(at["d@other.example"] - slow[0]), 0.5)
 
+    def test_kafka_bus_delivers_and_publishes_events(self):
+        topics = ["mailfleet.outbound", "mailfleet.outbound.retry.1s", "mailfleet.outbound.retry.2s",
+                  "mailfleet.events", "mailfleet.suppression", "mailfleet.outbound.dlq"]
+        args = [os.path.join(harness.TOOLS, "kafka_mock"), "--brokers", "1"]
+        for t in topics:
+            args += ["--topic", t]
+        mock = self.start(args, "kafka_mock")
+        boot = harness.wait_for(lambda: (lambda o: o.splitlines()[0] if o.startswith("127.") else None)(mock.output()),
+                                what="kafka_mock bootstrap")
+        self.bus = "kafka:" + boot
+        self.produce("mailfleet.suppression", [
+            ("gone@example.com", {"schema": "mailfleet.suppression.v1", "emailAddress": "gone@example.com",
+                                  "reason": "BOUNCE", "lastUpdateTime": now3339()})])
+        cfg = self.config("outbox:" + self.path("outbox"))
+        rec = outbound(["k@example.com", "gone@example.com"])
+        self.produce_outbound([rec])
+        self.start_send(cfg)
+        path = self.path("outbox", "k@example.com", rec["id"] + ".eml")
+        harness.wait_for(lambda: os.path.exists(path), timeout=30, what="delivery over kafka")
+
+        def kafka_events():
+            r = subprocess.run(["kcat", "-b", boot, "-C", "-t", "mailfleet.events", "-e", "-q"], capture_output=True,
+                               text=True, timeout=30)
+            evs = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+            return evs if len(evs) >= 2 else None
+
+        ev = harness.wait_for(kafka_events, timeout=30, what="events on kafka")
+        self.assertEqual(sorted(e["eventType"] for e in ev), ["Delivery", "Suppressed"])
+        self.assertFalse(os.path.exists(self.path("outbox", "gone@example.com")))
+
     def test_rate_limit_spaces_sends(self):
         cfg = self.config("outbox:" + self.path("outbox"), "rate = 5\nburst = 1\n")
         recs = [outbound(["r%d@example.com" % i]) for i in range(6)]

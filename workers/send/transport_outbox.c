@@ -28,6 +28,16 @@ static void *outbox_open(const char *uri, const struct transport_config *tc, cha
         snprintf(err, errlen, "transport %s: expected outbox:<dir>", uri);
         return NULL;
     }
+    /* mkdir -p: on a fresh machine (or with Kafka) var/ may not exist yet. */
+    char *p = xstrdup(dir);
+    for (char *q = p + 1; *q; q++) {
+        if (*q != '/')
+            continue;
+        *q = '\0';
+        mkdir(p, 0755);
+        *q = '/';
+    }
+    free(p);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "outbox %s: %s", dir, strerror(errno));
         return NULL;
