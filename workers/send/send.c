@@ -569,39 +569,39 @@ static void backoff(struct sender *w, int ms)
         usleep(50000);
 }
 
-static void process_batch(struct lane *l, struct bus_record **batch, size_t n)
+/* Rewinds every partition to its first record in batch[from..n), so records
+ * polled but not handled come back (Kafka batches span partitions). */
+static void seek_back(struct lane *l, struct bus_record **batch, size_t from, size_t n)
+{
+    for (size_t i = from; i < n; i++) {
+        int first = 1;
+        for (size_t k = from; k < i; k++)
+            if (batch[k]->partition == batch[i]->partition)
+                first = 0;
+        if (first && bus_consumer_seek(l->c, batch[i]) != 0)
+            log_kv(LOG_ERROR, "cannot seek back", "topic", l->topic, NULL);
+    }
+}
+
+/* Decides per recipient: already sent (event again), suppressed (event), or
+ * a transport job with its envelope and per-recipient headers.  Returns the
+ * number of jobs filled in. */
+static size_t plan_jobs(struct lane *l, struct rec_ctx *rcs, size_t n_rcs, struct outputs *o,
+                        struct transport_job *jobs, struct job_ctx *jcs)
 {
     struct sender *w = l->w;
-    struct rec_ctx *rcs = xcalloc(n, sizeof(*rcs));
-    struct outputs o = { 0 };
-    size_t upto = n, n_jobs = 0, cap_jobs = 0;
-    struct transport_job *jobs = NULL;
-    struct job_ctx *jcs = NULL;
+    size_t n_jobs = 0;
     int64_t now = now_ms();
     char err[256], reason[128];
 
-    for (size_t i = 0; i < n; i++) {
-        rcs[i].r = batch[i];
-        int pr = parse_record(l, &rcs[i]);
-        if (pr < 0) {
-            upto = i;
-            break;
-        }
-        if (pr > 0)
-            add_dlq(l, &o, &rcs[i]);
-        else
-            cap_jobs += rcs[i].n_rcpts;
-    }
-    jobs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*jobs));
-    jcs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*jcs));
-
-    for (size_t i = 0; i < upto; i++) {
+    for (size_t i = 0; i < n_rcs; i++) {
         struct rec_ctx *rc = &rcs[i];
         if (rc->dead_class)
             continue;
         rc->retry = json_array();
         for (size_t k = 0; k < rc->n_rcpts; k++) {
             struct job_ctx *j = &jcs[n_jobs];
+            size_t len;
             snprintf(j->rcpt, sizeof(j->rcpt), "%s", rc->rcpts[k]);
             char mk[ADDRESS_BUFSZ + 64];
             marker_key(rc->id, j->rcpt, mk, sizeof(mk));
@@ -614,19 +614,16 @@ static void process_batch(struct lane *l, struct bus_record **batch, size_t n)
                 char resp[512];
                 snprintf(resp, sizeof(resp), "%.*s", (int)prevlen, prev ? (char *)prev : "");
                 free(prev);
-                size_t len;
-                char *ev = events_delivery(&rc->mail, j->rcpt, resp, now - rc->created_ms,
-                                           transport_peer(l->t), now, &len);
-                add_event(&o, rc, ev, len);
+                char *ev = events_delivery(&rc->mail, j->rcpt, resp, now - rc->created_ms, transport_peer(l->t),
+                                           now, &len);
+                add_event(o, rc, ev, len);
                 log_kv(LOG_INFO, "already delivered; not sent again", "id", rc->id, NULL);
                 continue;
             }
             int per_list = 0;
-            int s = suppression_copy_check(w->supp, j->rcpt, rc->list, reason, sizeof(reason), &per_list);
-            if (s == 1) {
-                size_t len;
+            if (suppression_copy_check(w->supp, j->rcpt, rc->list, reason, sizeof(reason), &per_list) == 1) {
                 char *ev = events_suppressed(&rc->mail, j->rcpt, reason, per_list ? rc->list : NULL, now, &len);
-                add_event(&o, rc, ev, len);
+                add_event(o, rc, ev, len);
                 metric_inc(w->m.suppressed);
                 metric_inc(w->m.suppressed_res);
                 continue;
@@ -652,56 +649,82 @@ static void process_batch(struct lane *l, struct bus_record **batch, size_t n)
             n_jobs++;
         }
     }
+    return n_jobs;
+}
 
-    if (n_jobs)
-        transport_send(l->t, jobs, n_jobs, w->rl, on_job_done, w->stop);
-
-    int incomplete = 0;
-    now = now_ms();
+/* One event per finished job; 4xx recipients collected for the next tier
+ * unless the max retry age is used up.  Returns 1 when a job never ran
+ * (stopping), in which case the caller produces and commits nothing. */
+static int report_outcomes(struct lane *l, struct transport_job *jobs, struct job_ctx *jcs, size_t n_jobs,
+                           struct outputs *o)
+{
+    struct sender *w = l->w;
+    int64_t now = now_ms();
+    for (size_t i = 0; i < n_jobs; i++)
+        if (jobs[i].result == TRANSPORT_NOT_RUN)
+            return 1;
     for (size_t i = 0; i < n_jobs; i++) {
         struct transport_job *job = &jobs[i];
         struct rec_ctx *rc = jcs[i].rc;
-        size_t len;
-        char *ev = NULL;
-        char diag[600];
+        const char *peer = transport_peer(l->t);
+        size_t len = 0;
+        char *ev = NULL, diag[600];
         snprintf(diag, sizeof(diag), "smtp; %s", job->response);
-        switch (job->result) {
-        case TRANSPORT_NOT_RUN:
-            incomplete = 1;
-            break;
-        case TRANSPORT_OK:
-            ev = events_delivery(&rc->mail, job->rcpt, job->response, jcs[i].done_ms - rc->created_ms,
-                                 transport_peer(l->t), jcs[i].done_ms, &len);
+        if (job->result == TRANSPORT_OK) {
+            ev = events_delivery(&rc->mail, job->rcpt, job->response, jcs[i].done_ms - rc->created_ms, peer,
+                                 jcs[i].done_ms, &len);
             metric_inc(w->m.delivered);
-            break;
-        case TRANSPORT_PERM:
-            ev = events_bounce(&rc->mail, job->rcpt, "Permanent", bounce_subtype(job->status), job->status,
-                               diag, transport_peer(l->t), now, &len);
+        } else if (job->result == TRANSPORT_PERM) {
+            ev = events_bounce(&rc->mail, job->rcpt, "Permanent", bounce_subtype(job->status), job->status, diag,
+                               peer, now, &len);
             metric_inc(w->m.bounced_perm);
-            break;
-        case TRANSPORT_TEMP: {
-            size_t tier = tier_for(w, rc->attempt);
+        } else {
             int64_t expires = rc->first_ms + w->max_age_ms;
-            if (now + w->tier_ms[tier] > expires) {
-                ev = events_bounce(&rc->mail, job->rcpt, "Transient", "General", job->status, diag,
-                                   transport_peer(l->t), now, &len);
+            if (now + w->tier_ms[tier_for(w, rc->attempt)] > expires) {
+                ev = events_bounce(&rc->mail, job->rcpt, "Transient", "General", job->status, diag, peer, now, &len);
                 metric_inc(w->m.bounced_trans);
             } else {
-                ev = events_delay(&rc->mail, job->rcpt, job->status, diag, expires, transport_peer(l->t),
-                                  now, &len);
+                ev = events_delay(&rc->mail, job->rcpt, job->status, diag, expires, peer, now, &len);
                 json_array_append_new(rc->retry, json_string(job->rcpt));
                 metric_inc(w->m.deferred);
             }
+        }
+        add_event(o, rc, ev, len);
+    }
+    return 0;
+}
+
+/* A batch: parse every record (bad ones to the DLQ; a transient store error
+ * cuts the batch there), deliver all recipients at once, then produce every
+ * output and only then commit. */
+static void process_batch(struct lane *l, struct bus_record **batch, size_t n)
+{
+    struct sender *w = l->w;
+    struct rec_ctx *rcs = xcalloc(n, sizeof(*rcs));
+    struct outputs o = { 0 };
+    size_t upto = n, n_jobs = 0, cap_jobs = 0;
+    char err[256];
+
+    for (size_t i = 0; i < n; i++) {
+        rcs[i].r = batch[i];
+        int pr = parse_record(l, &rcs[i]);
+        if (pr < 0) {
+            upto = i;
             break;
         }
-        }
-        if (ev)
-            add_event(&o, rc, ev, len);
+        if (pr > 0)
+            add_dlq(l, &o, &rcs[i]);
+        else
+            cap_jobs += rcs[i].n_rcpts;
     }
-
-    if (incomplete) {
-        /* Stopping mid-batch: produce and commit nothing; the batch comes
-         * back after the restart and the markers skip what was sent. */
+    struct transport_job *jobs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*jobs));
+    struct job_ctx *jcs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*jcs));
+    n_jobs = plan_jobs(l, rcs, upto, &o, jobs, jcs);
+    if (n_jobs)
+        transport_send(l->t, jobs, n_jobs, w->rl, on_job_done, w->stop);
+    if (report_outcomes(l, jobs, jcs, n_jobs, &o)) {
+        /* Stopping mid-batch: the batch comes back after the restart and the
+         * sent markers skip whoever already got it. */
         goto out;
     }
     for (size_t i = 0; i < upto; i++)
@@ -710,8 +733,7 @@ static void process_batch(struct lane *l, struct bus_record **batch, size_t n)
 
     if (o.n && bus_produce(w->bus, o.recs, o.n, PRODUCE_TIMEOUT_MS, err, sizeof(err)) != 0) {
         log_kv(LOG_ERROR, "cannot produce outputs; the batch will be retried", "error", err, NULL);
-        if (bus_consumer_seek(l->c, batch[0]) != 0)
-            log_kv(LOG_ERROR, "cannot seek back", NULL);
+        seek_back(l, batch, 0, n);
         backoff(w, 1000);
         goto out;
     }
@@ -725,8 +747,7 @@ static void process_batch(struct lane *l, struct bus_record **batch, size_t n)
             log_kv(LOG_ERROR, "commit failed", "topic", l->topic, NULL);
     }
     if (upto < n) {
-        if (bus_consumer_seek(l->c, batch[upto]) != 0)
-            log_kv(LOG_ERROR, "cannot seek back", NULL);
+        seek_back(l, batch, upto, n);
         backoff(w, 1000);
     }
 out:
