@@ -30,6 +30,7 @@
 extern const struct worker_def ingest_worker;
 #include "transform/transform_worker.h"
 #include "links/links.h"
+#include "send/send.h"
 
 #ifndef MAILFLEET_VERSION
 #define MAILFLEET_VERSION "0.1.0"
@@ -43,6 +44,7 @@ static const struct worker_def *const workers[] = {
     &ingest_worker,
     &transform_worker,
     &links_worker,
+    &send_worker,
     NULL
 };
 
@@ -54,6 +56,7 @@ static const struct admin_verb *const verbs[] = {
     &users_verb,
     &dlq_verb,
     &links_verb,
+    &send_admin_verb,
     NULL
 };
 
@@ -279,8 +282,10 @@ int main(int argc, char **argv)
         for (size_t i = 0; verbs[i]; i++)
             if (strcmp(cmd, verbs[i]->name) == 0)
                 return verbs[i]->main(argc - 1, argv + 1);
+    /* `mailfleet <worker> <subcommand>` (e.g. `send pause`) is the admin verb
+     * of the same name; options (-c FILE) mean running the worker. */
     for (size_t i = 0; workers[i]; i++)
-        if (strcmp(cmd, workers[i]->name) == 0)
+        if (strcmp(cmd, workers[i]->name) == 0 && !(argc > 2 && argv[2][0] != '-'))
             return cmd_worker(workers[i], argc - 1, argv + 1);
     for (size_t i = 0; verbs[i]; i++)
         if (strcmp(cmd, verbs[i]->name) == 0)
