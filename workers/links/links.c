@@ -565,6 +565,7 @@ static int links_run(struct worker_env *env)
         panic("%s: pthread_create", __func__);
     http_ready_add(env->http, "links-revocations", links_ready, lp);
     http_route(env->public_http, "/a/", serve_link, lp);
+    worker_started(env);
     log_kv(LOG_INFO, "links serving /a/", NULL);
     while (!*env->stop)
         usleep(100 * 1000);

@@ -482,6 +482,7 @@ static int transform_run(struct worker_env *env)
     w.m_att = metric_counter("mailfleet_transform_attachments_total", "Attachments stored", NULL);
     w.m_att_bytes = metric_counter("mailfleet_transform_attachment_bytes_total",
                                    "Decoded attachment bytes", NULL);
+    worker_started(env);
     log_kv(LOG_INFO, "transform consuming mailfleet.inbound", "link_mode", w.so.s.link_mode, NULL);
 
     int attempts = 0;
