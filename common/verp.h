@@ -12,8 +12,8 @@
  * 42 characters of [a-z2-7]: case-insensitive-safe, valid atext, and
  * "bounce+" + token is 49 characters.  An 80-bit MAC is ample against forged
  * bounces (an attacker must guess it per message and recipient). */
-#ifndef MF_SEND_VERP_H
-#define MF_SEND_VERP_H
+#ifndef MF_VERP_H
+#define MF_VERP_H
 #include <stddef.h>
 
 struct tokens;
