@@ -489,7 +489,6 @@ void config_list_free(char **list, size_t n)
 
 size_t config_sections(const struct config *c, const char *prefix, const char ***out)
 {
-    static const char *none[1];
     size_t pl = strlen(prefix), n = 0;
     const char **v = NULL;
     for (size_t i = 0; i < c->nsec; i++)
@@ -497,7 +496,7 @@ size_t config_sections(const struct config *c, const char *prefix, const char **
             v = xrealloc(v, (n + 1) * sizeof(char *));
             v[n++] = c->sections[i];
         }
-    *out = n ? v : none;
+    *out = v;   /* NULL when none: free() is always right */
     return n;
 }
 

@@ -19,6 +19,8 @@ struct route {
     char *prefix;
     http_handler h;
     void *opaque;
+    int inflight;     /* handlers running now */
+    int removed;      /* http_route_remove: no new requests */
 };
 
 struct ready {
@@ -32,6 +34,7 @@ struct http_server {
     size_t max_body;
     struct MHD_Daemon *d;
     pthread_mutex_t lock;   /* routes may be added while running (mailfleet run) */
+    pthread_cond_t idle;    /* a route's last in-flight handler returned */
     struct route routes[32];
     size_t n_routes;
     struct ready readies[16];
@@ -207,18 +210,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->n_routes; i++) {
         size_t pl = strlen(s->routes[i].prefix);
-        if (strncmp(url, s->routes[i].prefix, pl) == 0 && pl >= best) {
+        if (!s->routes[i].removed && strncmp(url, s->routes[i].prefix, pl) == 0 && pl >= best) {
             hit = &s->routes[i];
             best = pl;
         }
     }
-    struct route r = hit ? *hit : (struct route){ 0 };
+    if (hit)
+        hit->inflight++;   /* entries never move: the pointer stays valid */
     pthread_mutex_unlock(&s->lock);
 
-    if (!hit)
+    if (!hit) {
         http_response_text(&resp, 404, NULL, "not found\n");
-    else
-        r.h(r.opaque, &req, &resp);
+    } else {
+        hit->h(hit->opaque, &req, &resp);
+        pthread_mutex_lock(&s->lock);
+        if (--hit->inflight == 0)
+            pthread_cond_broadcast(&s->idle);
+        pthread_mutex_unlock(&s->lock);
+    }
     return send_response(conn, &resp);
 }
 
@@ -253,6 +262,7 @@ struct http_server *http_server_new(const char *listen, size_t max_body, char *e
     }
     s->max_body = max_body;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
     http_route(s, "/metrics", serve_metrics, s);
     http_route(s, "/healthz", serve_healthz, s);
     http_route(s, "/readyz", serve_readyz, s);
@@ -264,7 +274,34 @@ void http_route(struct http_server *s, const char *prefix, http_handler h, void 
     pthread_mutex_lock(&s->lock);
     if (s->n_routes == sizeof(s->routes) / sizeof(s->routes[0]))
         panic("%s: too many routes", __func__);
-    s->routes[s->n_routes++] = (struct route){ xstrdup(prefix), h, opaque };
+    s->routes[s->n_routes++] = (struct route){ xstrdup(prefix), h, opaque, 0, 0 };
+    pthread_mutex_unlock(&s->lock);
+}
+
+void http_route_remove(struct http_server *s, const char *prefix, void *opaque)
+{
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->n_routes; i++) {
+        struct route *r = &s->routes[i];
+        if (r->removed || r->opaque != opaque || strcmp(r->prefix, prefix) != 0)
+            continue;
+        r->removed = 1;
+        while (r->inflight > 0)
+            pthread_cond_wait(&s->idle, &s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+void http_ready_remove(struct http_server *s, const char *name, void *opaque)
+{
+    pthread_mutex_lock(&s->lock);   /* checks run under this lock: none is running */
+    for (size_t i = 0; i < s->n_ready; i++)
+        if (s->readies[i].opaque == opaque && strcmp(s->readies[i].name, name) == 0) {
+            free(s->readies[i].name);
+            memmove(&s->readies[i], &s->readies[i + 1], (s->n_ready - i - 1) * sizeof(s->readies[0]));
+            s->n_ready--;
+            break;
+        }
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -308,5 +345,6 @@ void http_server_free(struct http_server *s)
     for (size_t i = 0; i < s->n_ready; i++)
         free(s->readies[i].name);
     pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->idle);
     free(s);
 }

@@ -161,6 +161,14 @@ http_listen = 127.0.0.1:{http_port}
 public_listen = 127.0.0.1:{public_port}
 public_base_url = http://127.0.0.1:{public_port}
 token_keys = t1:{"5a" * 32}
+[ingest]
+listen = 127.0.0.1:{free_port()}
+listen_tls = 127.0.0.1:{free_port()}
+tls_cert = {test.path("tls", "cert.pem")}
+tls_key = {test.path("tls", "key.pem")}
+tls_generate = true
+[send]
+transport = outbox:{test.path("outbox")}
 """
     return text + extra
 

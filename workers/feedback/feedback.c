@@ -946,23 +946,23 @@ static int feedback_run(struct worker_env *env)
     }
     rc = 0;
 out:
-    /* The HTTP servers outlive the worker only until the process exits; keep
-     * f's HTTP-visible parts (tokens, bus, copy) alive when routes exist. */
+    /* no handler may run on f once it is freed */
+    http_route_remove(env->public_http, "/u/", f);
+    http_route_remove(env->public_http, "/sns", f);
+    http_route_remove(env->public_http, "/v2/email/suppression/", f);
+    http_ready_remove(env->http, "feedback", f);
     bus_consumer_free(f->fc);
     bus_consumer_free(f->ec);
-    f->fc = f->ec = NULL;
-    if (rc != 0) {
-        topic_copy_stop(f->copy);
-        kv_close(f->transient);
-        kv_close(f->seen);
-        store_close(f->incoming);
-        tokens_free(f->tokens);
-        free(f->verp_key);
-        bus_close(f->bus);
-        config_list_free(f->arns, f->n_arns);
-        free(f->api_token);
-        free(f);
-    }
+    topic_copy_stop(f->copy);
+    kv_close(f->transient);
+    kv_close(f->seen);
+    store_close(f->incoming);
+    tokens_free(f->tokens);
+    free(f->verp_key);
+    bus_close(f->bus);
+    config_list_free(f->arns, f->n_arns);
+    free(f->api_token);
+    free(f);
     log_kv(LOG_INFO, "feedback stopped", NULL);
     return rc;
 }
