@@ -279,6 +279,21 @@ class TransformLargeBodyTest(harness.TestCase, Pipeline):
         self.assertEqual(msg["To"], "ops@x.example")
 
 
+class TransformLimitsTest(harness.TestCase, Pipeline):
+    def test_decoded_size_limit_is_a_fallback(self):
+        self.setup_pipeline(transform_extra="max_decoded_bytes = 1K\n")
+        self.start_transform()
+        iid = self.submit(corpus("nested_multipart"))
+        fb = self.fallbacks_for(iid)
+        self.assertEqual([f["reason"] for f in fb], ["unparseable"])
+        validate("fallback", fb[0])
+        self.assertIn("more than 1024 bytes", fb[0]["details"])
+        self.assertEqual(fb[0]["links"], [])
+        self.assertEqual(self.read("mailfleet.outbound"), [])
+        # The worker is still up.
+        self.assertTrue(self.transform.alive())
+
+
 class TransformStartupTest(harness.TestCase, Pipeline):
     def test_sender_equal_to_capture_address_is_refused(self):
         self.setup_pipeline(sender="Alerts <Alerts@IOT.localhost>")

@@ -1,7 +1,7 @@
 """The transform worker against Kafka (librdkafka's mock cluster in its own
 process): outbound and fallback produced with the input commit, bad records
-to the DLQ with their headers, the worker still up.  Output topics are read
-through consumer groups (read_committed)."""
+to the DLQ with their headers, `mailfleet dlq list|replay`, the worker still
+up.  Output topics are read through consumer groups (read_committed)."""
 import json
 import os
 import re
@@ -49,7 +49,23 @@ class TransformKafkaTest(harness.TestCase, Pipeline):
         self.assertEqual(dlq[0]["value"], "[]")
         self.assertEqual(dlq[0]["headers"]["mf.error.class"], "parse")
         self.assertEqual(dlq[0]["headers"]["mf.source.topic"], "mailfleet.inbound")
+        # dlq list / replay through group-less reads and explicit group offsets.
+        listed = self.mailfleet("dlq", "list", "-c", self.cfg, timeout=60).stdout.splitlines()
+        self.assertEqual([json.loads(l)["key"] for l in listed], ["junk-k"])
+        out = self.mailfleet("dlq", "replay", "-c", self.cfg, timeout=60).stdout
+        self.assertIn("replayed mailfleet.inbound.dlq:0:0 -> mailfleet.inbound", out)
+        self.wait_records("mailfleet.inbound", lambda r: r["key"] == "junk-k" and r["value"] == "[]"
+                          and not r["headers"], timeout=60)
         # Good mail after bad still flows.
         iid2 = self.submit(corpus("html_only"))
         self.assertEqual(self.outbound_for(iid2)["recipients"], ["ops@plant.example", "night@plant.example"])
         self.assertTrue(self.transform.alive())
+
+    def test_links_revocation_on_kafka(self):
+        from test_links import get
+        self.start_links()
+        iid = self.submit(corpus("demo"))
+        url = self.outbound_for(iid)["links"][0]["url"]
+        harness.wait_for(lambda: get(url)[0] == 200, timeout=30, what="link served")
+        self.mailfleet("links", "revoke", "--message", iid, "-c", self.cfg, timeout=60)
+        harness.wait_for(lambda: get(url)[0] == 403, timeout=15, what="revoked on kafka")

@@ -67,7 +67,7 @@ static json_t *links_json(const struct transform_result *r)
     char ts[32];
     for (size_t i = 0; i < r->n_links; i++) {
         const struct transform_link *l = &r->links[i];
-        if (l->blocked)
+        if (l->blocked || !l->url)   /* not linked, or cut short by a limit */
             continue;
         json_t *o = json_object();
         json_set_str(o, "name", l->name);
