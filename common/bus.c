@@ -149,6 +149,17 @@ int bus_read_at(struct bus *b, const char *topic, int32_t partition, int64_t off
     return b->ops->read_at(b->impl, topic, partition, offset, out, timeout_ms);
 }
 
+/* Copies len bytes and a NUL to *p, moves *p past them; returns the copy. */
+static char *place(char **p, const void *src, size_t len)
+{
+    char *dst = *p;
+    if (len)
+        memcpy(dst, src, len);
+    dst[len] = '\0';
+    *p += len + 1;
+    return dst;
+}
+
 /* Layout of the single allocation:
  *   struct bus_record | struct bus_header[nh] | topic\0 | key\0 | value\0 | names\0 and values\0
  * Key and value get a trailing NUL too (not counted in their lengths) so a
@@ -160,6 +171,10 @@ struct bus_record *bus_record_build(const char *topic, const void *key, size_t k
                                     int64_t ts_ms, int32_t partition, int64_t offset)
 {
     size_t tlen = strlen(topic);
+    if (!key)
+        klen = 0;
+    if (!value)
+        vlen = 0;
     size_t size = sizeof(struct bus_record) + nh * sizeof(struct bus_header);
     size += tlen + 1 + klen + 1 + vlen + 1;
     for (size_t i = 0; i < nh; i++)
@@ -171,41 +186,17 @@ struct bus_record *bus_record_build(const char *topic, const void *key, size_t k
     struct bus_header *hs = (struct bus_header *)(r + 1);
     char *p = (char *)(hs + nh);
 
-    memcpy(p, topic, tlen + 1);
-    r->topic = p;
-    p += tlen + 1;
-
-    r->key = NULL;
-    r->key_len = 0;
-    if (key) {
-        memcpy(p, key, klen);
-        p[klen] = '\0';
-        r->key = p;
-        r->key_len = klen;
-    }
-    p += klen + 1;
-
-    r->value = NULL;
-    r->value_len = 0;
-    if (value) {
-        memcpy(p, value, vlen);
-        p[vlen] = '\0';
-        r->value = p;
-        r->value_len = vlen;
-    }
-    p += vlen + 1;
-
+    r->topic = place(&p, topic, tlen);
+    char *k = place(&p, key, klen);
+    r->key = key ? k : NULL;
+    r->key_len = klen;
+    char *v = place(&p, value, vlen);
+    r->value = value ? v : NULL;
+    r->value_len = vlen;
     for (size_t i = 0; i < nh; i++) {
-        size_t nlen = strlen(headers[i].name);
-        memcpy(p, headers[i].name, nlen + 1);
-        hs[i].name = p;
-        p += nlen + 1;
-        if (headers[i].value_len)
-            memcpy(p, headers[i].value, headers[i].value_len);
-        p[headers[i].value_len] = '\0';
-        hs[i].value = p;
+        hs[i].name = place(&p, headers[i].name, strlen(headers[i].name));
+        hs[i].value = place(&p, headers[i].value, headers[i].value_len);
         hs[i].value_len = headers[i].value_len;
-        p += headers[i].value_len + 1;
     }
     r->headers = nh ? hs : NULL;
     r->n_headers = nh;

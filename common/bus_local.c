@@ -23,6 +23,11 @@
  * One consumer per group across processes: an flock() on <dir>/groups/<group>.lock
  * held for the consumer's life.  Scaling a group out is Kafka's job.
  *
+ * Compacted topics lose a key's older record when a newer one is appended.
+ * Retention (opt->retention_ms) drops records older than it from the front of
+ * each log, run by a leader at most once a minute and on open; compacted
+ * topics keep their live values (they are state) and drop only old tombstones.
+ *
  * LMDB must not be opened twice in one process (its locks are per process),
  * so handles on the same directory share one environment (local_env). */
 #include "bus_impl.h"
@@ -45,7 +50,7 @@
 #define LOCAL_TOPIC_MAX 249                    /* Kafka's limit, so names port */
 #define LOCAL_GROUP_MAX 200
 #define LOCAL_DEFAULT_MAP_SIZE (8ULL << 30)
-#define LOCAL_RETENTION_EVERY_MS 60000
+#define LOCAL_HOUSEKEEPING_MS 60000
 #define LOCAL_RETENTION_MAX_DELETES 20000      /* bounds the extra latency of one batch */
 #define LOCAL_RECHECK_MS 5                     /* another process's commits wake nobody here */
 #define LOCAL_FORMAT 1
@@ -69,6 +74,7 @@ struct local_env {
     struct local_write *queue, **queue_tail;
     int leader_busy;
     uint64_t generation;           /* bumped after every commit */
+    int64_t reader_check_due_ms;   /* mono; touched only by the current leader */
 };
 
 struct local_bus {
@@ -151,8 +157,9 @@ static uint64_t get_be64(const unsigned char *p)
 }
 
 /* format, flags, varint timestamp, [varint klen, key], varint nh,
- * nh x (varint nlen, name, varint vlen, value), then the value to the end.
- * The flags byte tells a tombstone from an empty value. */
+ * nh x (varint nlen, name with its NUL, varint vlen, value), then the value
+ * to the end.  The flags byte tells a tombstone from an empty value; names
+ * keep their NUL so a decoded header can point into the page. */
 static void local_encode(struct strbuf *b, const struct bus_record *r, int64_t ts)
 {
     unsigned char head[2] = { LOCAL_FORMAT, 0 };
@@ -168,7 +175,7 @@ static void local_encode(struct strbuf *b, const struct bus_record *r, int64_t t
     }
     put_varint(b, r->n_headers);
     for (size_t i = 0; i < r->n_headers; i++) {
-        size_t nlen = strlen(r->headers[i].name);
+        size_t nlen = strlen(r->headers[i].name) + 1;
         put_varint(b, nlen);
         strbuf_append_n(b, r->headers[i].name, nlen);
         put_varint(b, r->headers[i].value_len);
@@ -225,7 +232,7 @@ static int local_decode(const MDB_val *v, struct local_view *out)
         return -1;
     out->hdrs = p;
     for (uint64_t i = 0; i < out->nh; i++) {
-        if (take(&p, end, &len) < 0)
+        if (take(&p, end, &len) < 0 || len == 0 || p[len - 1] != '\0')
             return -1;
         p += len;
         if (take(&p, end, &len) < 0)
@@ -240,23 +247,14 @@ static int local_decode(const MDB_val *v, struct local_view *out)
 
 static struct bus_record *local_build(const char *topic, const struct local_view *v, int64_t offset)
 {
-    struct bus_header stack[16], *hs = stack;
-    /* Header names are stored without their NUL; copy them out to terminate them. */
-    char *names = NULL;
-    size_t names_len = (size_t)(v->hdrs_end - v->hdrs);
+    struct bus_header stack[16] = { { 0 } }, *hs = stack;
     if (v->nh > sizeof stack / sizeof stack[0])
         hs = xcalloc(v->nh, sizeof *hs);
-    if (v->nh)
-        names = xmalloc(names_len + v->nh);
     const unsigned char *p = v->hdrs;
-    char *np = names;
     for (uint64_t i = 0; i < v->nh; i++) {
         size_t len;
         take(&p, v->hdrs_end, &len);   /* validated by local_decode */
-        memcpy(np, p, len);
-        np[len] = '\0';
-        hs[i].name = np;
-        np += len + 1;
+        hs[i].name = (const char *)p;
         p += len;
         take(&p, v->hdrs_end, &len);
         hs[i].value = p;
@@ -265,7 +263,6 @@ static struct bus_record *local_build(const char *topic, const struct local_view
     }
     struct bus_record *r = bus_record_build(topic, v->key, v->klen, v->value, v->vlen, hs, v->nh,
                                             v->ts, 0, offset);
-    free(names);
     if (hs != stack)
         free(hs);
     return r;
@@ -443,8 +440,9 @@ static int put_committed(struct local_env *e, MDB_txn *txn, const char *group, c
 }
 
 /* Drops records older than the retention from the front of every topic's log.
- * Logs are in append order, so the scan of a topic stops at the first record
- * young enough to stay.  Returns 1 if it stopped at the deletion cap. */
+ * Logs are in timestamp order (give or take producers' clocks), so the scan of
+ * a topic stops at the first record young enough to stay.  Returns 1 if it
+ * stopped at the deletion cap, so the next batch goes on. */
 static int retention_pass(struct local_bus *lb, MDB_txn *txn, int *mdb_rc)
 {
     struct local_env *e = lb->e;
@@ -463,14 +461,20 @@ static int retention_pass(struct local_bus *lb, MDB_txn *txn, int *mdb_rc)
             continue;
         memcpy(topic, tk.mv_data, tk.mv_size);
         topic[tk.mv_size] = '\0';
-        int compacted = topic_compacted(lb, topic);
+        int compacted = topic_compacted(lb, topic), found;
+        int64_t from = 0;
         MDB_val k, v;
-        int found = seek_topic(lc, topic, 0, &k, &v);
-        while (found == 1) {
+        while ((found = seek_topic(lc, topic, from, &k, &v)) == 1) {
             struct local_view rv;
-            if (local_decode(&v, &rv) == 0 && rv.ts >= cutoff)
+            int ok = local_decode(&v, &rv) == 0;
+            from = log_key_offset(&k) + 1;
+            if (ok && rv.ts >= cutoff)
                 break;
-            if (compacted && rv.key) {
+            /* A compacted topic is state (the suppression list): each key's
+             * live value stays however old; only old tombstones go. */
+            if (compacted && ok && !rv.tombstone)
+                continue;
+            if (compacted && ok && rv.key) {
                 unsigned char cbuf[LOCAL_TOPIC_MAX + 2 + 512];
                 MDB_val ck = compact_key(e, cbuf, topic, rv.key, rv.klen), cv;
                 if (mdb_get(txn, e->keys, &ck, &cv) == 0 && cv.mv_size == 8 &&
@@ -486,7 +490,6 @@ static int retention_pass(struct local_bus *lb, MDB_txn *txn, int *mdb_rc)
                 *mdb_rc = 0;
                 return 1;
             }
-            found = seek_topic(lc, topic, 0, &k, &v);
         }
         if (found < 0) {
             rc = EIO;
@@ -510,12 +513,25 @@ static int mdb_to_errno(int rc)
     return -EIO;
 }
 
+/* Reader slots left by killed processes pin old pages (the file grows), so
+ * they are cleared on open and then once a minute. */
+static void reader_check(struct local_env *e)
+{
+    int stale = 0;
+    mdb_reader_check(e->env, &stale);
+    if (stale)
+        log_info("local queue %s: cleared %d stale reader slots", e->dir, stale);
+    e->reader_check_due_ms = mono_ms() + LOCAL_HOUSEKEEPING_MS;
+}
+
 static void commit_batch(struct local_env *e, struct local_write *batch)
 {
     struct batch_state bs = { 0 };
     MDB_txn *txn = NULL;
     int64_t now = now_ms();
     const char *what = "begin";
+    if (mono_ms() >= e->reader_check_due_ms)
+        reader_check(e);
     int rc = mdb_txn_begin(e->env, NULL, 0, &txn);
 
     strbuf_init(&bs.enc);
@@ -531,7 +547,7 @@ static void commit_batch(struct local_env *e, struct local_write *batch)
         if (rc == 0 && lb->retention_ms > 0 && mono_ms() >= lb->retention_due_ms) {
             what = "retention";
             int more = retention_pass(lb, txn, &rc);
-            lb->retention_due_ms = mono_ms() + (more ? 0 : LOCAL_RETENTION_EVERY_MS);
+            lb->retention_due_ms = mono_ms() + (more ? 0 : LOCAL_HOUSEKEEPING_MS);
         }
     }
     for (size_t i = 0; rc == 0 && i < bs.n; i++) {
@@ -662,10 +678,7 @@ static struct local_env *env_create(const char *dir, const struct stat *st, uint
     what = "open";
     if ((rc = mdb_env_open(e->env, dir, MDB_NOTLS, 0640)) != 0)
         goto fail;
-    int stale = 0;
-    mdb_reader_check(e->env, &stale);   /* slots left by killed processes */
-    if (stale)
-        log_info("local queue %s: cleared %d stale reader slots", dir, stale);
+    reader_check(e);
     e->max_key = (size_t)mdb_env_get_maxkeysize(e->env);
     what = "open databases";
     if ((rc = mdb_txn_begin(e->env, NULL, 0, &txn)) != 0 ||
@@ -977,19 +990,33 @@ static uint64_t generation(struct local_env *e)
     return g;
 }
 
-/* Calls look(arg) until it returns non-zero or timeout_ms (<0: forever) passes. */
+/* Id of the last committed write transaction, by any process.  Read from
+ * the meta pages without a transaction: a stale value only costs one look. */
+static size_t last_txnid(struct local_env *e)
+{
+    MDB_envinfo info;
+    mdb_env_info(e->env, &info);
+    return info.me_last_txnid;
+}
+
+/* Calls look(arg) until it returns non-zero or timeout_ms (<0: forever)
+ * passes.  Between looks it sleeps until this process commits or, every
+ * LOCAL_RECHECK_MS, sees that another process did. */
 static int wait_until(struct local_env *e, int timeout_ms, int (*look)(void *), void *arg)
 {
     int64_t deadline = mono_ms() + timeout_ms;
     for (;;) {
         uint64_t gen = generation(e);
+        size_t txnid = last_txnid(e);
         int rc = look(arg);
         if (rc != 0)
             return rc;
-        int64_t left = deadline - mono_ms();
-        if (timeout_ms >= 0 && left <= 0)
-            return 0;
-        wait_for_data(e, gen, timeout_ms < 0 || left > LOCAL_RECHECK_MS ? LOCAL_RECHECK_MS : left);
+        do {
+            int64_t left = deadline - mono_ms();
+            if (timeout_ms >= 0 && left <= 0)
+                return 0;
+            wait_for_data(e, gen, timeout_ms < 0 || left > LOCAL_RECHECK_MS ? LOCAL_RECHECK_MS : left);
+        } while (generation(e) == gen && last_txnid(e) == txnid);
     }
 }
 

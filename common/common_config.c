@@ -3,6 +3,7 @@
 #include "common_config.h"
 #include "strbuf.h"
 #include "tokens.h"
+#include "store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,4 +50,19 @@ struct tokens *common_tokens(const struct config *cfg, char *err, size_t errlen)
     explicit_bzero(keys, strlen(keys));
     free(keys);
     return t;
+}
+
+struct store *common_store(const struct config *cfg, const char *key, char *err, size_t errlen)
+{
+    char *ak = config_secret(cfg, "s3", "access_key");
+    char *sk = config_secret(cfg, "s3", "secret_key");
+    char *st = config_secret(cfg, "s3", "session_token");
+    struct store_options o = { ak, sk, st };
+    struct store *s = store_open(config_str(cfg, "mailfleet", key), &o, err, errlen);
+    if (sk)
+        explicit_bzero(sk, strlen(sk));
+    free(ak);
+    free(sk);
+    free(st);
+    return s;
 }

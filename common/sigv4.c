@@ -152,7 +152,8 @@ static void canonical_query(struct strbuf *out, const char *query)
         if (*s == '&')
             s++;
     }
-    qsort(p, n, sizeof(*p), qparam_cmp);
+    if (n > 1)
+        qsort(p, n, sizeof(*p), qparam_cmp);
     for (size_t i = 0; i < n; i++) {
         strbuf_appendf(out, "%s%s=%s", i ? "&" : "", p[i].name, p[i].value);
         free(p[i].name);
@@ -249,38 +250,42 @@ static char *canonical_request(const char *method, const char *path, const char 
     return strbuf_detach(&cr, NULL);
 }
 
+/* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request") */
+static void signing_key(const struct sigv4_creds *cr, const char *date, unsigned char out[32])
+{
+    unsigned char a[32], b[32];
+    struct strbuf key;
+
+    strbuf_init(&key);
+    strbuf_appendf(&key, "AWS4%s", cr->secret_key);
+    hmac_sha256(key.data, key.len, date, a);
+    OPENSSL_cleanse(key.data, key.len);
+    strbuf_free(&key);
+    hmac_sha256(a, 32, cr->region, b);
+    hmac_sha256(b, 32, cr->service, a);
+    hmac_sha256(a, 32, "aws4_request", out);
+    OPENSSL_cleanse(a, sizeof(a));
+    OPENSSL_cleanse(b, sizeof(b));
+}
+
 /* Returns the string to sign; writes the lowercase hex signature into sig. */
 static char *sign_cr(const struct sigv4_creds *cr, const char *amz_date, const char *creq, char sig[65])
 {
     char date[9], crhash[65];
-    unsigned char k[32];
-    struct strbuf b;
+    unsigned char k[32], mac[32];
+    struct strbuf sts;
 
     memcpy(date, amz_date, 8);
     date[8] = '\0';
     sha256_hex(creq, strlen(creq), crhash);
-    strbuf_init(&b);
-    strbuf_appendf(&b, SIGV4_ALGO "\n%s\n%s/%s/%s/aws4_request\n%s", amz_date, date, cr->region,
+    strbuf_init(&sts);
+    strbuf_appendf(&sts, SIGV4_ALGO "\n%s\n%s/%s/%s/aws4_request\n%s", amz_date, date, cr->region,
                    cr->service, crhash);
-
-    {
-        struct strbuf key;
-        strbuf_init(&key);
-        strbuf_appendf(&key, "AWS4%s", cr->secret_key);
-        hmac_sha256(key.data, key.len, date, k);
-        OPENSSL_cleanse(key.data, key.len);
-        strbuf_free(&key);
-    }
-    hmac_sha256(k, 32, cr->region, k);
-    hmac_sha256(k, 32, cr->service, k);
-    hmac_sha256(k, 32, "aws4_request", k);
-    {
-        unsigned char s[32];
-        hmac_sha256(k, 32, b.data, s);
-        hex_encode(s, 32, sig);
-    }
+    signing_key(cr, date, k);
+    hmac_sha256(k, 32, sts.data, mac);
     OPENSSL_cleanse(k, sizeof(k));
-    return strbuf_detach(&b, NULL);
+    hex_encode(mac, 32, sig);
+    return strbuf_detach(&sts, NULL);
 }
 
 static int creds_ok(const struct sigv4_creds *cr)

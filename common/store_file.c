@@ -150,7 +150,7 @@ static int sidecar_write(const char *dir, const char *path, const char *ct)
     strbuf_init(&sc);
     strbuf_appendf(&tmp, "%s/.~tmp.XXXXXX", dir);
     strbuf_appendf(&sc, "%s" SIDECAR_SFX, path);
-    int fd = mkostemp(tmp.data, O_CLOEXEC);
+    int fd = mkostemp(tmp.data, O_CLOEXEC);   /* dir exists: the object's temp file is in it */
     if (fd < 0) {
         rc = -errno;
     } else {
@@ -172,9 +172,8 @@ static void content_type_read(struct file_store *f, const char *path, char *out,
 {
     ssize_t n = -1;
 
-    if (!f->sidecar) {
+    if (!__atomic_load_n(&f->sidecar, __ATOMIC_RELAXED))
         n = getxattr(path, XATTR_CT, out, outlen - 1);
-    }
     if (n < 0) {
         /* also covers objects written while this store used sidecars */
         struct strbuf sc;
@@ -193,6 +192,17 @@ static void content_type_read(struct file_store *f, const char *path, char *out,
         out[n] = '\0';
 }
 
+/* mkostemp in dir; *tmp gets the (malloc'd) name either way. */
+static int temp_create(const char *dir, char **tmp)
+{
+    struct strbuf t;
+
+    strbuf_init(&t);
+    strbuf_appendf(&t, "%s/.~tmp.XXXXXX", dir);
+    *tmp = strbuf_detach(&t, NULL);
+    return mkostemp(*tmp, O_CLOEXEC);
+}
+
 static int64_t mtime_ms(const struct stat *st)
 {
     return (int64_t)st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
@@ -208,22 +218,25 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     unsigned char md[32];
     unsigned int mdlen = 0;
     uint64_t size = 0;
-    int fd = -1, rc;
+    int fd = -1, rc = 0;
     EVP_MD_CTX *md_ctx = EVP_MD_CTX_new();
 
     if (!md_ctx)
         panic("%s: out of memory", __func__);
     *strrchr(dir, '/') = '\0';
-    rc = make_parents(f->root, path, err, errlen);
-    if (rc < 0)
-        goto out;
-    {
-        struct strbuf t;
-        strbuf_init(&t);
-        strbuf_appendf(&t, "%s/.~tmp.XXXXXX", dir);
-        tmp = strbuf_detach(&t, NULL);
+    /* Directories usually exist already: try the temp file first and make
+     * the parents only when it says ENOENT, which keeps a put to an
+     * existing directory at one create, one rename, two fsyncs. */
+    fd = temp_create(dir, &tmp);
+    if (fd < 0 && errno == ENOENT && strcmp(dir, f->root) != 0) {
+        free(tmp);
+        rc = make_parents(f->root, path, err, errlen);
+        if (rc < 0) {
+            tmp = NULL;
+            goto out;
+        }
+        fd = temp_create(dir, &tmp);
     }
-    fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         rc = store_err(err, errlen, -errno, "store: creating temp file: %s", strerror(errno));
         free(tmp);
@@ -265,12 +278,15 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     if (rc < 0)
         goto out;
 
-    if (!f->sidecar && fsetxattr(fd, XATTR_CT, ct, strlen(ct), 0) < 0) {
+    int sidecar = __atomic_load_n(&f->sidecar, __ATOMIC_RELAXED);
+    if (!sidecar && fsetxattr(fd, XATTR_CT, ct, strlen(ct), 0) < 0) {
         if (errno != ENOTSUP && errno != EOPNOTSUPP) {
             rc = store_err(err, errlen, -errno, "store: setting content type: %s", strerror(errno));
             goto out;
         }
-        f->sidecar = 1;   /* benign race: every thread reaches the same answer */
+        /* every thread that races here reaches the same answer */
+        __atomic_store_n(&f->sidecar, 1, __ATOMIC_RELAXED);
+        sidecar = 1;
     }
     if (fsync(fd) < 0) {
         rc = store_err(err, errlen, -errno, "store: fsync '%s': %s", key, strerror(errno));
@@ -281,7 +297,7 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
         rc = store_err(err, errlen, -errno, "store: fstat: %s", strerror(errno));
         goto out;
     }
-    if (f->sidecar) {
+    if (sidecar) {
         rc = sidecar_write(dir, path, ct);
         if (rc < 0) {
             store_err(err, errlen, rc, "store: writing content type: %s", strerror(-rc));
@@ -513,7 +529,7 @@ static int file_list(struct store *s, const char *prefix, store_list_cb cb, void
 
     free(dir);
     free(rel);
-    if (rc == 0)
+    if (rc == 0 && acc.n > 1)
         qsort(acc.v, acc.n, sizeof(*acc.v), list_ent_cmp);
     for (size_t i = 0; i < acc.n; i++) {
         if (rc == 0 && cb(opaque, acc.v[i].key, &acc.v[i].obj) != 0)
@@ -571,5 +587,5 @@ struct store *store_file_open(const char *dir, char *err, size_t errlen)
 
 void store_file_force_sidecar(struct store *s)
 {
-    fs_of(s)->sidecar = 1;
+    __atomic_store_n(&fs_of(s)->sidecar, 1, __ATOMIC_RELAXED);
 }

@@ -113,6 +113,7 @@ struct s3_req {
     /* upload: exactly upload_len bytes from upload_fd, or from upload_buf */
     int upload;
     int upload_fd;
+    off_t upload_fd_start;      /* where the body starts in upload_fd */
     const char *upload_buf;
     uint64_t upload_len;
     uint64_t upload_done;
@@ -120,6 +121,14 @@ struct s3_req {
     store_write_cb cb;
     void *opaque;
     int cb_stopped;
+    /* ranged GET: we check the server's Content-Range and never pass on more
+     * than asked for (s3rver answers bytes=0-0 with the whole object) */
+    int ranged;
+    uint64_t range_off, range_len;    /* range_len 0: to the end */
+    uint64_t delivered;
+    int range_bad;
+    int have_content_range;
+    uint64_t content_range_start;
     struct strbuf body;
     size_t body_max;
     int body_overflow;
@@ -157,12 +166,46 @@ static size_t on_read(char *buf, size_t size, size_t nmemb, void *ud)
     }
 }
 
+/* curl rewinds the body when it resends a request, e.g. after a reused
+ * keep-alive connection turned out to be closed by the server. */
+static int on_seek(void *ud, curl_off_t offset, int origin)
+{
+    struct s3_req *r = ud;
+
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > r->upload_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    if (!r->upload_buf && lseek(r->upload_fd, r->upload_fd_start + (off_t)offset, SEEK_SET) < 0)
+        return CURL_SEEKFUNC_FAIL;
+    r->upload_done = (uint64_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
 static size_t on_write(char *buf, size_t size, size_t nmemb, void *ud)
 {
     struct s3_req *r = ud;
     size_t n = size * nmemb;
 
     if (r->status >= 200 && r->status < 300 && r->cb) {
+        if (r->ranged) {
+            if (r->status != 206 || !r->have_content_range || r->content_range_start != r->range_off) {
+                r->range_bad = 1;
+                return 0;
+            }
+            if (r->range_len) {
+                uint64_t left = r->range_len - r->delivered;
+                if (left == 0)
+                    return n;   /* swallow what the server sent beyond the range */
+                if (n > left) {
+                    r->delivered += left;
+                    if (r->cb(r->opaque, buf, (size_t)left) != 0) {
+                        r->cb_stopped = 1;
+                        return 0;
+                    }
+                    return n;
+                }
+            }
+            r->delivered += n;
+        }
         if (r->cb(r->opaque, buf, n) != 0) {
             r->cb_stopped = 1;
             return 0;   /* makes curl stop with CURLE_WRITE_ERROR */
@@ -205,6 +248,7 @@ static size_t on_header(char *buf, size_t size, size_t nmemb, void *ud)
         r->have_length = 0;
         r->content_type_out[0] = '\0';
         r->last_modified_ms = 0;
+        r->have_content_range = 0;
         return n;
     }
     char *colon = strchr(line, ':');
@@ -219,6 +263,12 @@ static size_t on_header(char *buf, size_t size, size_t nmemb, void *ud)
         r->have_length = 1;
     } else if (strcasecmp(line, "Content-Type") == 0) {
         snprintf(r->content_type_out, sizeof(r->content_type_out), "%s", v);
+    } else if (strcasecmp(line, "Content-Range") == 0) {
+        unsigned long long a;
+        if (sscanf(v, "bytes %llu-", &a) == 1) {
+            r->content_range_start = a;
+            r->have_content_range = 1;
+        }
     } else if (strcasecmp(line, "Last-Modified") == 0) {
         r->last_modified_ms = parse_http_date(v);
     }
@@ -445,6 +495,8 @@ static int s3_perform(struct s3_store *s, struct s3_req *r, char *err, size_t er
         curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
         curl_easy_setopt(h, CURLOPT_READDATA, r);
+        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(h, CURLOPT_SEEKDATA, r);
         curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->upload_len);
     } else if (strcmp(r->method, "GET") != 0) {
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
@@ -454,7 +506,10 @@ static int s3_perform(struct s3_store *s, struct s3_req *r, char *err, size_t er
     handle_put(s, h);
     curl_slist_free_all(hdrs);
 
-    if (r->cb_stopped) {
+    if (r->range_bad) {
+        rc = store_err(err, errlen, -EIO, "store: s3 %s: HTTP %ld without the Content-Range asked for", r->op,
+                       r->status);
+    } else if (r->cb_stopped) {
         rc = store_err(err, errlen, -ECANCELED, "store: s3 %s stopped by the reader", r->op);
     } else if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && r->body_overflow)) {
         int e = cc == CURLE_COULDNT_CONNECT ? ECONNREFUSED : cc == CURLE_OPERATION_TIMEDOUT ? ETIMEDOUT : EIO;
@@ -518,7 +573,8 @@ static void hash_final(EVP_MD_CTX *c, char out[65])
 /* Hashes fd from its offset to EOF.  Seekable: rewinds and *upload_fd = fd.
  * Otherwise: copies into an unlinked temp file and *upload_fd is that copy
  * (the caller closes it).  Sets *len and hex. */
-static int prepare_fd(int fd, int *upload_fd, uint64_t *len, char hex[65], char *err, size_t errlen)
+static int prepare_fd(int fd, int *upload_fd, off_t *upload_start, uint64_t *len, char hex[65], char *err,
+                      size_t errlen)
 {
     struct stat st;
     off_t start = -1;
@@ -577,6 +633,7 @@ static int prepare_fd(int fd, int *upload_fd, uint64_t *len, char hex[65], char 
         return rc;
     }
     *upload_fd = spool >= 0 ? spool : fd;
+    *upload_start = spool >= 0 ? 0 : start;
     return spool >= 0 ? 1 : 0;
 }
 
@@ -593,7 +650,7 @@ static int s3_put(struct store *st, const char *key, const struct store_src *src
     r.upload = 1;
     r.content_type = ct;
     if (src->fd >= 0) {
-        spooled = prepare_fd(src->fd, &r.upload_fd, &r.upload_len, hex, err, errlen);
+        spooled = prepare_fd(src->fd, &r.upload_fd, &r.upload_fd_start, &r.upload_len, hex, err, errlen);
         if (spooled < 0)
             rc = spooled;
     } else {
@@ -630,6 +687,9 @@ static int s3_get(struct store *st, const char *key, uint64_t off, uint64_t len,
     req_init(&r, "GET", op, fk);
     r.cb = cb;
     r.opaque = opaque;
+    r.ranged = off || len;
+    r.range_off = off;
+    r.range_len = len;
     if (len) {
         snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)off,
                  (unsigned long long)(off + len - 1));
@@ -902,6 +962,15 @@ static int parse_endpoint(struct s3_store *s, const char *ep, char *err, size_t 
     return 0;
 }
 
+/* Key id and token travel in headers: no CR/LF or other control bytes. */
+static int header_safe(const char *v)
+{
+    for (; *v; v++)
+        if ((unsigned char)*v < 0x20 || (unsigned char)*v == 0x7f)
+            return 0;
+    return 1;
+}
+
 static int bucket_valid(const char *b)
 {
     size_t n = strlen(b);
@@ -1019,6 +1088,10 @@ struct store *store_s3_open(const char *rest, const struct store_options *opt, c
     if (!ak || !*ak || !sk || !*sk) {
         rc = store_err(err, errlen, -EINVAL,
                        "store: s3 needs credentials (options or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)");
+        goto fail;
+    }
+    if (!header_safe(ak) || !header_safe(tok ? tok : "")) {
+        rc = store_err(err, errlen, -EINVAL, "store: s3 access key or session token has control characters");
         goto fail;
     }
     s->access_key = xstrdup(ak);

@@ -24,6 +24,7 @@
 #include "worker.h"
 #include "admin.h"
 #include "monitor/monitor.h"
+#include "feedback/feedback.h"
 #include "send/send.h"
 
 #ifndef MAILFLEET_VERSION
@@ -33,6 +34,7 @@
 /* Workers, in start order for `mailfleet run` (consumers before producers is
  * not needed: topics are durable). */
 static const struct worker_def *const workers[] = {
+    &feedback_worker,
     &monitor_worker,
     &send_worker,
     NULL
@@ -41,12 +43,29 @@ static const struct worker_def *const workers[] = {
 /* Admin verbs: `mailfleet <verb> ...`. */
 static const struct admin_verb *const verbs[] = {
     &alarms_verb,
+    &suppression_verb,
     &retention_verb,
     &send_admin_verb,
     NULL
 };
 
 static volatile sig_atomic_t stop_flag;
+static int started_count, expected_count;
+
+void worker_started(struct worker_env *env)
+{
+    __atomic_add_fetch(env->started, 1, __ATOMIC_SEQ_CST);
+}
+
+static int all_started(void *opaque, char *why, size_t len)
+{
+    int n = __atomic_load_n(&started_count, __ATOMIC_SEQ_CST);
+    if (n < expected_count) {
+        snprintf(why, len, "%d of %d workers started", n, expected_count);
+        return 0;
+    }
+    return 1;
+}
 
 static void on_signal(int sig)
 {
@@ -152,10 +171,12 @@ static int cmd_run_all(int argc, char **argv)
         config_free(cfg);
         return 1;
     }
+    expected_count = (int)n;
+    http_ready_add(http, "workers", all_started, NULL);
     struct run_thread *threads = calloc(n ? n : 1, sizeof(*threads));
     for (size_t i = 0; i < n; i++) {
         threads[i].def = workers[i];
-        threads[i].env = (struct worker_env){ cfg, http, pub, &stop_flag, 1 };
+        threads[i].env = (struct worker_env){ cfg, http, pub, &stop_flag, 1, &started_count };
         pthread_create(&threads[i].tid, NULL, run_thread_main, &threads[i]);
     }
     log_kv(LOG_INFO, "mailfleet running", "version", MAILFLEET_VERSION, "http",
@@ -189,7 +210,9 @@ static int cmd_worker(const struct worker_def *def, int argc, char **argv)
         config_free(cfg);
         return 1;
     }
-    struct worker_env env = { cfg, http, pub, &stop_flag, 0 };
+    expected_count = 1;
+    http_ready_add(http, "workers", all_started, NULL);
+    struct worker_env env = { cfg, http, pub, &stop_flag, 0, &started_count };
     int rc = def->run(&env);
     http_server_free(pub);
     http_server_free(http);

@@ -17,7 +17,12 @@ struct worker_env {
     struct http_server *public_http;   /* links, unsubscribe, API (if public_http) */
     volatile sig_atomic_t *stop;       /* set by SIGTERM/SIGINT */
     int all_in_one;                    /* 1 under `mailfleet run` */
+    int *started;                      /* workers that called worker_started() */
 };
+
+/* A worker calls this once its routes, readiness checks and consumers are in
+ * place: /readyz answers 503 until every worker of the process has. */
+void worker_started(struct worker_env *env);
 
 struct worker_def {
     const char *name;                              /* "ingest" */

@@ -1,6 +1,7 @@
 """The durable local queue across real processes: kill -9 of a producer
-loses nothing it acknowledged and leaves no torn record; one consumer per
-group across processes; another process's records reach a waiting consumer."""
+loses nothing it acknowledged and leaves no torn record; several producer
+processes share one log; one consumer per group across processes; another
+process's records reach a waiting consumer."""
 import os
 import re
 import subprocess
@@ -68,6 +69,21 @@ class BusLocalTest(harness.TestCase):
         rows = self.dump("crash")
         self.assertEqual(len(rows), expected_next + 50)
         self.assertEqual([r for r in rows if r[2] != "ok"], [])
+
+    def test_producer_processes_share_the_queue(self):
+        procs = [self.start([BUS_TOOL, "produce", self.uri, "shared", "400", "4"], "producer%d" % i)
+                 for i in range(3)]
+        for p in procs:
+            self.assertEqual(p.p.wait(60), 0, p.output())
+        keys = set()
+        for p in procs:
+            keys.update(acked(p))
+        self.assertEqual(len(keys), 1200)
+        rows = self.dump("shared")
+        # One log: every offset used once, no gaps, every record intact.
+        self.assertEqual([r[0] for r in rows], list(range(1200)))
+        self.assertEqual([r for r in rows if r[2] != "ok"], [])
+        self.assertEqual({r[1] for r in rows}, keys)
 
     def test_second_consumer_process_is_refused(self):
         self.assertEqual(self.tool("produce", self.uri, "jobs", "3", "1").returncode, 0)

@@ -114,6 +114,18 @@ static int value_is(const struct bus_record *r, const char *v)
     return r->value && r->value_len == strlen(v) && memcmp(r->value, v, r->value_len) == 0;
 }
 
+/* got[i] holds the decimal value first + i (as produce_seq writes them). */
+static void assert_seq(struct bus_record **got, int n, int first)
+{
+    for (int i = 0; i < n; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "%d", first + i);
+        if (!value_is(got[i], want))
+            fail_msg("record %d: \"%.*s\", want \"%s\"", i, (int)got[i]->value_len,
+                     got[i]->value ? (const char *)got[i]->value : "(tombstone)", want);
+    }
+}
+
 static int key_is(const struct bus_record *r, const char *k)
 {
     return r->key && r->key_len == strlen(k) && memcmp(r->key, k, r->key_len) == 0;
@@ -161,7 +173,8 @@ static void test_round_trip(void **state)
             for (size_t h = 0; h < 4; h++) {
                 assert_string_equal(r->headers[h].name, hs[h].name);
                 assert_int_equal(r->headers[h].value_len, hs[h].value_len);
-                assert_memory_equal(r->headers[h].value, hs[h].value, hs[h].value_len);
+                if (hs[h].value_len)
+                    assert_memory_equal(r->headers[h].value, hs[h].value, hs[h].value_len);
             }
             const struct bus_header *h = bus_record_header(r, "mf.bin");
             assert_non_null(h);
@@ -253,11 +266,7 @@ static void test_commit_then_restart(void **state)
 
     c = consumer(group, topic);
     assert_int_equal(poll_n(c, got, 5), 5);
-    for (int i = 0; i < 5; i++) {
-        char want[16];
-        snprintf(want, sizeof want, "%d", 5 + i);
-        assert_true(value_is(got[i], want));
-    }
+    assert_seq(got, 5, 5);
     free_all(got, 5);
     assert_nothing(c);
     bus_consumer_free(c);
@@ -279,11 +288,7 @@ static void test_uncommitted_redelivered(void **state)
 
     c = consumer(group, topic);
     assert_int_equal(poll_n(c, got, 4), 4);
-    for (int i = 0; i < 4; i++) {
-        char want[16];
-        snprintf(want, sizeof want, "%d", 1 + i);
-        assert_true(value_is(got[i], want));
-    }
+    assert_seq(got, 4, 1);
     free_all(got, 4);
     bus_consumer_free(c);
 }
@@ -299,9 +304,8 @@ static void test_seek(void **state)
     assert_int_equal(poll_n(c, got, 3), 3);
     assert_int_equal(bus_consumer_seek(c, got[1]), 0);
     assert_int_equal(poll_n(c, again, 2), 2);
-    assert_true(value_is(again[0], "1"));
+    assert_seq(again, 2, 1);
     assert_int_equal(again[0]->offset, got[1]->offset);
-    assert_true(value_is(again[1], "2"));
     free_all(got, 3);
     free_all(again, 2);
     bus_consumer_free(c);
@@ -661,42 +665,96 @@ static void test_local_blocking_reads(void **state)
     bus_consumer_free(c);
 }
 
+/* Keys too long for an LMDB key are indexed by hash; compaction still
+ * works per key and tells different long keys apart. */
+static void test_local_compaction_long_keys(void **state)
+{
+    char topic[128], err[256] = "", kx[600], ky[600];
+    name(topic, sizeof topic, "longkeys");
+    const char *compacted[] = { topic, NULL };
+    struct bus_options opt = { .compacted_topics = compacted };
+    struct bus *b = bus_open(g_uri, &opt, err, sizeof err);
+    assert_non_null(b);
+    memset(kx, 'x', sizeof kx);
+    memset(ky, 'x', sizeof ky);
+    ky[sizeof ky - 1] = 'y';
+    struct bus_record recs[] = {
+        { .topic = topic, .key = kx, .key_len = sizeof kx, .value = "1", .value_len = 1, .partition = -1 },
+        { .topic = topic, .key = kx, .key_len = sizeof kx, .value = "2", .value_len = 1, .partition = -1 },
+        { .topic = topic, .key = ky, .key_len = sizeof ky, .value = "3", .value_len = 1, .partition = -1 },
+    };
+    assert_int_equal(bus_produce(b, recs, 3, 1000, err, sizeof err), 0);
+    for (int off = 0; off < 3; off++) {
+        struct bus_record *r;
+        int rc = bus_read_at(b, topic, 0, off, &r, 0);
+        assert_int_equal(rc, off > 0);
+        if (rc == 1) {
+            assert_int_equal(r->key_len, sizeof kx);
+            bus_record_free(r);
+        }
+    }
+    bus_close(b);
+}
+
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     return remove(path);
 }
 
 /* Retention runs on open: records older than retention_ms go, younger stay.
+ * On a compacted topic live values stay however old; old tombstones go.
  * Own directory, so the old timestamps of other cases are not touched. */
 static void test_local_retention(void **state)
 {
     char dir[] = "/tmp/mf-bus-retention-XXXXXX", uri[64], err[256] = "";
     assert_non_null(mkdtemp(dir));
     snprintf(uri, sizeof uri, "local:%s", dir);
-    struct bus *b = bus_open(uri, NULL, err, sizeof err);
+    const char *compacted[] = { "ret-c", NULL };
+    struct bus_options opt = { .compacted_topics = compacted };
+    struct bus *b = bus_open(uri, &opt, err, sizeof err);
     assert_non_null(b);
-    int64_t now = now_ms();
-    struct bus_record recs[5];
+    int64_t now = now_ms(), old = now - 7200000;
+    struct bus_record recs[8];
     for (int i = 0; i < 5; i++)
         recs[i] = (struct bus_record){ .topic = "ret", .key = "k", .key_len = 1, .value = "v",
-                                       .value_len = 1, .partition = -1,
-                                       .timestamp_ms = i < 3 ? now - 7200000 : now };
-    assert_int_equal(bus_produce(b, recs, 5, 1000, err, sizeof err), 0);
+                                       .value_len = 1, .partition = -1, .timestamp_ms = i < 3 ? old : now };
+    recs[5] = (struct bus_record){ .topic = "ret-c", .key = "live", .key_len = 4, .value = "v",
+                                   .value_len = 1, .partition = -1, .timestamp_ms = old };
+    recs[6] = (struct bus_record){ .topic = "ret-c", .key = "gone", .key_len = 4, .value = NULL,
+                                   .partition = -1, .timestamp_ms = old };
+    recs[7] = (struct bus_record){ .topic = "ret-c", .key = "new", .key_len = 3, .value = "v",
+                                   .value_len = 1, .partition = -1, .timestamp_ms = now };
+    assert_int_equal(bus_produce(b, recs, 8, 1000, err, sizeof err), 0);
     bus_close(b);
 
-    struct bus_options opt = { .retention_ms = 3600000 };
+    opt.retention_ms = 3600000;
     b = bus_open(uri, &opt, err, sizeof err);
     assert_non_null(b);
-    struct bus_record *r;
-    for (int i = 0; i < 5; i++) {
-        assert_int_equal(bus_read_at(b, "ret", 0, i, &r, 0), i >= 3);
-        if (i >= 3)
+    static const struct { const char *topic; int64_t off; int present; } want[] = {
+        { "ret", 0, 0 }, { "ret", 1, 0 }, { "ret", 2, 0 }, { "ret", 3, 1 }, { "ret", 4, 1 },
+        { "ret-c", 0, 1 }, { "ret-c", 1, 0 }, { "ret-c", 2, 1 },
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        struct bus_record *r;
+        int rc = bus_read_at(b, want[i].topic, 0, want[i].off, &r, 0);
+        if (rc != want[i].present)
+            fail_msg("%s@%lld: read_at %d, want %d", want[i].topic, (long long)want[i].off, rc,
+                     want[i].present);
+        if (rc == 1)
             bus_record_free(r);
     }
     struct bus_partition_stats st;
     assert_int_equal(bus_topic_stats(b, "ret", NULL, &st, 1, err, sizeof err), 1);
     assert_int_equal(st.low, 3);
     assert_int_equal(st.high, 5);
+    /* A key whose tombstone was dropped can be written again. */
+    struct bus_record again = { .topic = "ret-c", .key = "gone", .key_len = 4, .value = "back",
+                                .value_len = 4, .partition = -1 };
+    assert_int_equal(bus_produce(b, &again, 1, 1000, err, sizeof err), 0);
+    struct bus_record *r;
+    assert_int_equal(bus_read_at(b, "ret-c", 0, 3, &r, 0), 1);
+    assert_true(value_is(r, "back"));
+    bus_record_free(r);
     bus_close(b);
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
@@ -745,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_local_second_handle),
         cmocka_unit_test(test_local_blocking_reads),
         cmocka_unit_test(test_local_retention),
+        cmocka_unit_test(test_local_compaction_long_keys),
     };
     int failed = cmocka_run_group_tests_name("bus contract", contract, NULL, NULL);
     if (g_local)

@@ -272,6 +272,7 @@ static void test_open_errors(void **state)
 
 struct race {
     struct kv *k;
+    const char *dir;   /* for threads that open their own handle */
     int inserted;
 };
 
@@ -319,7 +320,7 @@ static void *race_open_thread(void *arg)
 {
     struct race *r = arg;
     char err[256];
-    struct kv *k = kv_open((const char *)r->k, "race2", 0, err, sizeof(err));
+    struct kv *k = kv_open(r->dir, "race2", 0, err, sizeof(err));
     if (!k)
         return (void *)1;
     struct race mine = { .k = k };
@@ -335,7 +336,7 @@ static void test_put_new_threads_own_handles(void **state)
     pthread_t th[THREADS];
     struct race r[THREADS];
     for (int i = 0; i < THREADS; i++) {
-        r[i] = (struct race){ .k = (struct kv *)f->dir };
+        r[i] = (struct race){ .dir = f->dir };
         assert_int_equal(pthread_create(&th[i], NULL, race_open_thread, &r[i]), 0);
     }
     int total = 0;

@@ -382,6 +382,35 @@ static void test_key_in_the_way(void **state)
     free(got);
 }
 
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+    while (d && (de = readdir(d)))
+        n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* A put whose input fails leaves neither the object nor a temp file. */
+static void test_failed_put_leaves_nothing(void **state)
+{
+    struct fixture *f = *state;
+    char err[256], path[256];
+    struct store_object o;
+
+    assert_int_equal(store_put_buf(f->s, "d/keep", "x", 1, NULL, NULL, err, sizeof(err)), 0);
+    snprintf(path, sizeof(path), "%s/wronly", f->dir);
+    int fd = open(path, O_CREAT | O_WRONLY, 0600);
+    assert_int_equal(store_put_fd(f->s, "d/new", fd, NULL, &o, err, sizeof(err)), -EBADF);
+    close(fd);
+    assert_int_equal(store_head(f->s, "d/new", &o, err, sizeof(err)), -ENOENT);
+    snprintf(path, sizeof(path), "%s/root/d", f->dir);
+    assert_int_equal(count_entries(path), 1);
+}
+
 static void test_open_errors_and_s3_offline(void **state)
 {
     char err[256];
@@ -429,6 +458,12 @@ static void test_open_errors_and_s3_offline(void **state)
     free(url);
     store_close(s);
 
+    struct store_options evil = { "AKID\r\nX-Injected: 1", "secret", NULL };
+    assert_null(store_open("s3://bkt", &evil, err, sizeof(err)));
+    evil.access_key = "AKID";
+    evil.session_token = "tok\nen";
+    assert_null(store_open("s3://bkt", &evil, err, sizeof(err)));
+
     /* credentials: from the environment when the options have none */
     unsetenv("AWS_ACCESS_KEY_ID");
     unsetenv("AWS_SECRET_ACCESS_KEY");
@@ -467,6 +502,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_get_cb_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sidecar_content_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_in_the_way, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_put_leaves_nothing, setup, teardown),
         cmocka_unit_test(test_open_errors_and_s3_offline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,6 +2,7 @@
  * (M out of N datapoints, treat-missing-data), producing notification records
  * that existing CloudWatch/SNS consumers can parse. */
 #include "alarms.h"
+#include "ids.h"
 #include "log.h"
 #include "strbuf.h"
 #include "timeutil.h"
@@ -176,6 +177,18 @@ static enum alarm_state decide(struct alarm *a)
     return ALARM_OK;
 }
 
+/* The notification spells statistics in upper case (SAMPLE_COUNT), the API
+ * and our config in CamelCase (SampleCount). */
+static const char *statistic_upper(const char *s)
+{
+    static const char *map[][2] = { { "SampleCount", "SAMPLE_COUNT" }, { "Average", "AVERAGE" },
+                                    { "Sum", "SUM" }, { "Minimum", "MINIMUM" }, { "Maximum", "MAXIMUM" } };
+    for (size_t i = 0; s && i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(s, map[i][0]) == 0)
+            return map[i][1];
+    return "MAXIMUM";
+}
+
 static json_t *trigger_json(const struct alarm_rule *r)
 {
     json_t *dims = json_array();
@@ -184,7 +197,7 @@ static json_t *trigger_json(const struct alarm_rule *r)
         json_array_append_new(dims, json_pack("{s:s, s:s}", "name", "ConsumerGroup", "value", r->group));
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:s, s:f, s:s, s:o}",
                      "MetricName", r->metric, "Namespace", "mailfleet", "StatisticType", "Statistic",
-                     "Statistic", r->statistic ? r->statistic : "Maximum",
+                     "Statistic", statistic_upper(r->statistic),
                      "Unit", "None",
                      "Period", (json_int_t)(r->period_ms / 1000), "EvaluationPeriods",
                      r->evaluation_periods, "DatapointsToAlarm", r->datapoints_to_alarm,
@@ -196,8 +209,9 @@ static char *record_json(const struct alarm *a, enum alarm_state old, int64_t no
 {
     char ts[32];
     rfc3339_ms(now_ms, ts, sizeof(ts));
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}",
-                          "schema", "mailfleet.alarm.v1", "AlarmName", a->r.name,
+    char id[ID_LEN + 1];
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}",
+                          "schema", "mailfleet.alarm.v1", "id", id_new(id), "AlarmName", a->r.name,
                           "AlarmDescription", a->r.description ? a->r.description : "",
                           "NewStateValue", alarm_state_name(a->state),
                           "OldStateValue", alarm_state_name(old),

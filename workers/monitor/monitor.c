@@ -501,6 +501,7 @@ static int monitor_run(struct worker_env *env)
     int64_t renotify = config_duration_ms(cfg, "monitor", "renotify_interval");
     int64_t ret_every = config_duration_ms(cfg, "monitor", "retention_interval");
     int64_t next_sample = 0, next_retention = mono_ms() + 10000;
+    worker_started(env);
     log_kv(LOG_INFO, "monitor started", NULL);
     while (!*env->stop) {
         struct bus_record *r = NULL;
