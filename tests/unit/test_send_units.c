@@ -18,7 +18,7 @@
 #include "send/ratelimit.h"
 #include "send/suppression_copy.h"
 #include "send/transport.h"
-#include "send/verp.h"
+#include "verp.h"
 #include "tokens.h"
 
 static const char key[] = "0123456789abcdef0123456789abcdef";
