@@ -211,12 +211,27 @@ timeout = 10s
     def test_outbox_default_atomic_files_and_delivery_events(self):
         cfg = self.config("outbox:" + self.path("outbox"))
         recs = [outbound(["a@x.com", "b@y.org"]), outbound(["c@x.com"])]
-        self.produce_outbound(recs)
+        # the three body forms of outbound.v1: text (above), base64, store
+        b64 = outbound(["d@x.com"])
+        raw = b64["body"]["data"].encode()
+        b64["body"] = {"encoding": "base64", "data": base64.b64encode(raw).decode()}
+        stored = outbound(["e@x.com"])
+        key = "outbound/2026-11-26/%s.eml" % stored["id"]
+        data = stored["body"]["data"].encode()
+        self.write(os.path.join("store", "incoming", key), stored["body"]["data"])
+        import hashlib
+        stored["body"] = {"encoding": "store", "store": "incoming", "key": key, "size": len(data),
+                          "sha256": hashlib.sha256(data).hexdigest()}
+        self.produce_outbound(recs + [b64, stored])
+        b64["body"]["data"] = raw.decode()
+        stored["body"]["data"] = data.decode()
+        recs += [b64, stored]
         self.start_send(cfg)
-        ev = self.wait_events(lambda ev: len(ev) >= 3)
+        ev = self.wait_events(lambda ev: len(ev) >= 5)
         self.check_schema(ev)
         deliveries = self.by_type(ev, "Delivery")
-        self.assertEqual(sorted(d["delivery"]["recipients"][0] for d in deliveries), ["a@x.com", "b@y.org", "c@x.com"])
+        self.assertEqual(sorted(d["delivery"]["recipients"][0] for d in deliveries),
+                         ["a@x.com", "b@y.org", "c@x.com", "d@x.com", "e@x.com"])
         for d in deliveries:
             self.assertTrue(d["delivery"]["smtpResponse"].startswith("250"))
             self.assertIn(d["mail"]["messageId"], {r["id"] for r in recs})
@@ -619,6 +634,9 @@ smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
         metrics = urlget("http://127.0.0.1:%d/metrics" % self.metrics_port)
         self.assertRegex(metrics, r"mailfleet_send_suppressed_total 2\b")
         self.assertRegex(metrics, r'mailfleet_send_messages_total\{result="delivered"\} 3\b')
+        self.assertRegex(metrics, r"mailfleet_send_attempt_seconds_count 3\b")
+        self.assertRegex(metrics, r"mailfleet_send_ratelimit_tokens ")
+        self.assertRegex(metrics, r"mailfleet_send_paused 0\b")
 
     def test_pause_keeps_place_and_resume_sends(self):
         cfg = self.config("outbox:" + self.path("outbox"))

@@ -969,6 +969,19 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
         return -EINVAL;
     }
     w->verp_long = strcmp(vf, "token") == 0;
+    /* These end up in MAIL FROM and headers: check them like data. */
+    char addr_probe[ADDRESS_BUFSZ];
+    snprintf(addr_probe, sizeof(addr_probe), "%s+x@%s", config_str(cfg, "send", "bounce_prefix"),
+             config_str(cfg, "send", "bounce_domain"));
+    if (strchr(config_str(cfg, "send", "bounce_prefix"), '+') || address_normalize(addr_probe, addr_probe, sizeof(addr_probe)) != 0) {
+        snprintf(err, errlen, "[send] bounce_prefix / bounce_domain do not make an address");
+        return -EINVAL;
+    }
+    snprintf(addr_probe, sizeof(addr_probe), "unsubscribe+x@%s", config_str(cfg, "send", "unsubscribe_domain"));
+    if (address_normalize(addr_probe, addr_probe, sizeof(addr_probe)) != 0) {
+        snprintf(err, errlen, "[send] unsubscribe_domain is not a domain");
+        return -EINVAL;
+    }
     w->n_tiers = config_list(cfg, "send", "retry_tiers", &w->tiers);
     if (w->n_tiers == 0) {
         snprintf(err, errlen, "[send] retry_tiers: at least one delay is needed");
