@@ -380,7 +380,9 @@ timeout = 10s
         self.assertEqual(self.by_type(ev, "Delivery")[0]["delivery"]["recipients"], ["flaky@example.com"])
         self.assertEqual(sum(len(m["rcpts"]) for m in SinkDir(d2).messages()), 1)
 
-    def test_postfix_unknown_user_is_bounce_permanent_known_user_delivered(self):
+    def start_postfix(self, extra_main=""):
+        """A private Postfix on 127.0.0.1 that knows one local user (alice)
+        and discards what it accepts.  Returns (dir, port)."""
         # unix socket paths are short: the instance lives in its own /tmp dir
         import shutil
         import tempfile
@@ -424,11 +426,15 @@ default_transport = discard
 maillog_file = {d}/maillog
 maillog_file_prefixes = /var, {d}
 smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
-""".format(d=d))
+""".format(d=d) + extra_main.format(d=d))
         r = subprocess.run(["postfix", "-c", d, "start"], capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.addCleanup(lambda: subprocess.run(["postfix", "-c", d, "abort"], capture_output=True, timeout=60))
         harness.wait_port(port)
+        return d, port
+
+    def test_postfix_unknown_user_is_bounce_permanent_known_user_delivered(self):
+        d, port = self.start_postfix()
         cfg = self.config("smtp://127.0.0.1:%d" % port)
         rec = outbound(["bob@known.localhost", "alice@known.localhost"])
         self.produce_outbound([rec])
@@ -446,6 +452,32 @@ smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
         dl = self.by_type(ev, "Delivery")
         self.assertEqual(dl[0]["delivery"]["recipients"], ["alice@known.localhost"])
         self.assertRegex(dl[0]["delivery"]["smtpResponse"], r"^250 2\.0\.0 Ok: queued as ")
+
+    def test_starttls_to_postfix_with_a_verified_certificate(self):
+        cert, key = self.path("relay.crt"), self.path("relay.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert], check=True,
+                       capture_output=True)
+        os.chmod(key, 0o644)
+        d, port = self.start_postfix("smtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n"
+                                     "smtpd_tls_security_level = may\nsmtpd_tls_loglevel = 1\n" % (cert, key))
+        # required (the default) and verified against the relay's certificate
+        cfg = self.config("smtp://127.0.0.1:%d" % port, "tls_ca_file = %s\n" % cert)
+        with open(cfg) as f:
+            text = f.read().replace("smtp_starttls = off\n", "")
+        with open(cfg, "w") as f:
+            f.write(text)
+        self.produce_outbound([outbound(["alice@known.localhost"])])
+        self.start_send(cfg)
+        ev = self.wait_events(lambda ev: len(self.by_type(ev, "Delivery")) == 1)
+        self.assertTrue(self.by_type(ev, "Delivery")[0]["delivery"]["smtpResponse"].startswith("250"))
+        def maillog():
+            with open(d + "/maillog") as f:
+                t = f.read()
+            return t if "TLS connection established" in t else None
+
+        log = harness.wait_for(maillog, what="TLS in the Postfix log")
+        self.assertIn("from localhost[127.0.0.1]", log)
 
     def test_kill9_mid_batch_then_restart_delivers_each_recipient_once(self):
         # -w 1: every transfer waits a second before DATA is answered, so the
