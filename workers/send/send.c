@@ -904,15 +904,6 @@ static int ready_check(void *opaque, char *why, size_t whylen)
     return 1;
 }
 
-static char *default_pause_file(const struct config *cfg)
-{
-    if (config_isset(cfg, "send", "pause_file"))
-        return xstrdup(config_str(cfg, "send", "pause_file"));
-    struct strbuf b;
-    strbuf_init(&b);
-    strbuf_appendf(&b, "%s/send.paused", config_str(cfg, "mailfleet", "state_dir"));
-    return strbuf_detach(&b, NULL);
-}
 
 static void metrics_init(struct sender *w)
 {
@@ -1000,7 +991,7 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     w->unsub_ttl_ms = config_duration_ms(cfg, "send", "unsubscribe_ttl");
     int64_t bm = config_int(cfg, "send", "batch_max");
     w->batch_max = bm < 1 ? 1 : bm > 4096 ? 4096 : (size_t)bm;
-    w->pause_file = default_pause_file(cfg);
+    w->pause_file = send_pause_file(cfg);
     w->transport_uri = xstrdup(config_str(cfg, "send", "transport"));
     w->smtp_password = config_secret(cfg, "send", "smtp_password");
     w->ses_access = config_secret(cfg, "send", "ses_access_key");
@@ -1135,60 +1126,3 @@ static int send_run(struct worker_env *env)
 }
 
 const struct worker_def send_worker = { "send", send_config_keys, send_run };
-
-/* ---- mailfleet send pause|resume|status ---- */
-
-static int send_admin_main(int argc, char **argv)
-{
-    const char *sub = argc >= 2 ? argv[1] : "";
-    if (strcmp(sub, "pause") != 0 && strcmp(sub, "resume") != 0 && strcmp(sub, "status") != 0) {
-        fprintf(stderr, "usage: mailfleet send pause|resume|status [-c FILE]\n");
-        return 2;
-    }
-    struct config *cfg = mailfleet_load_config(argc, argv);
-    if (!cfg)
-        return 2;
-    char *pf = default_pause_file(cfg);
-    int rc = 0;
-    if (strcmp(sub, "pause") == 0) {
-        /* Create parent (state_dir) as the worker would. */
-        char *dir = xstrdup(pf);
-        char *slash = strrchr(dir, '/');
-        if (slash) {
-            *slash = '\0';
-            for (char *p = dir + 1; *p; p++)
-                if (*p == '/') {
-                    *p = '\0';
-                    mkdir(dir, 0755);
-                    *p = '/';
-                }
-            mkdir(dir, 0755);
-        }
-        free(dir);
-        int fd = open(pf, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0 || fsync(fd) != 0) {
-            fprintf(stderr, "mailfleet send pause: %s: %s\n", pf, strerror(errno));
-            rc = 1;
-        } else {
-            printf("send paused (%s)\n", pf);
-        }
-        if (fd >= 0)
-            close(fd);
-    } else if (strcmp(sub, "resume") == 0) {
-        if (unlink(pf) != 0 && errno != ENOENT) {
-            fprintf(stderr, "mailfleet send resume: %s: %s\n", pf, strerror(errno));
-            rc = 1;
-        } else {
-            printf("send resumed\n");
-        }
-    } else {
-        struct stat st;
-        printf("send %s\n", stat(pf, &st) == 0 ? "paused" : "running");
-    }
-    free(pf);
-    config_free(cfg);
-    return rc;
-}
-
-const struct admin_verb send_admin_verb = { "send", "pause|resume|status: stop or restart sending", NULL,
-                                            send_admin_main };
