@@ -1,5 +1,7 @@
 /* verp — compact per-recipient tokens for VERP return paths and mailto
- * unsubscribe addresses.
+ * unsubscribe addresses.  In common/ because send makes them and feedback
+ * checks them (a DSN's Final-Recipient / an ARF Original-Rcpt-To / the
+ * unsubscribe mail's envelope sender supplies the recipient).
  *
  * A tokens.h token of message id + recipient is ~150 characters, far over the
  * 64-character limit of an SMTP local part (RFC 5321 4.5.3.1.1).  This token

@@ -277,15 +277,15 @@ int main(int argc, char **argv)
         return cmd_config(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return cmd_run_all(argc - 1, argv + 1);
-    /* "links revoke ..." is the verb, "links -c FILE" the worker. */
-    if (argc > 2 && argv[2][0] != '-')
-        for (size_t i = 0; verbs[i]; i++)
-            if (strcmp(cmd, verbs[i]->name) == 0)
-                return verbs[i]->main(argc - 1, argv + 1);
-    /* `mailfleet <worker> <subcommand>` (e.g. `send pause`) is the admin verb
-     * of the same name; options (-c FILE) mean running the worker. */
+    /* `mailfleet <worker> <subcommand>` (e.g. `send pause`) goes to the admin
+     * verb of the same name when there is one; options (-c FILE) mean
+     * running the worker. */
+    int subcommand = argc > 2 && argv[2][0] != '-';
+    for (size_t i = 0; subcommand && verbs[i]; i++)
+        if (strcmp(cmd, verbs[i]->name) == 0)
+            return verbs[i]->main(argc - 1, argv + 1);
     for (size_t i = 0; workers[i]; i++)
-        if (strcmp(cmd, workers[i]->name) == 0 && !(argc > 2 && argv[2][0] != '-'))
+        if (strcmp(cmd, workers[i]->name) == 0)
             return cmd_worker(workers[i], argc - 1, argv + 1);
     for (size_t i = 0; verbs[i]; i++)
         if (strcmp(cmd, verbs[i]->name) == 0)

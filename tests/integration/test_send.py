@@ -211,12 +211,27 @@ timeout = 10s
     def test_outbox_default_atomic_files_and_delivery_events(self):
         cfg = self.config("outbox:" + self.path("outbox"))
         recs = [outbound(["a@x.com", "b@y.org"]), outbound(["c@x.com"])]
-        self.produce_outbound(recs)
+        # the three body forms of outbound.v1: text (above), base64, store
+        b64 = outbound(["d@x.com"])
+        raw = b64["body"]["data"].encode()
+        b64["body"] = {"encoding": "base64", "data": base64.b64encode(raw).decode()}
+        stored = outbound(["e@x.com"])
+        key = "outbound/2026-11-26/%s.eml" % stored["id"]
+        data = stored["body"]["data"].encode()
+        self.write(os.path.join("store", "incoming", key), stored["body"]["data"])
+        import hashlib
+        stored["body"] = {"encoding": "store", "store": "incoming", "key": key, "size": len(data),
+                          "sha256": hashlib.sha256(data).hexdigest()}
+        self.produce_outbound(recs + [b64, stored])
+        b64["body"]["data"] = raw.decode()
+        stored["body"]["data"] = data.decode()
+        recs += [b64, stored]
         self.start_send(cfg)
-        ev = self.wait_events(lambda ev: len(ev) >= 3)
+        ev = self.wait_events(lambda ev: len(ev) >= 5)
         self.check_schema(ev)
         deliveries = self.by_type(ev, "Delivery")
-        self.assertEqual(sorted(d["delivery"]["recipients"][0] for d in deliveries), ["a@x.com", "b@y.org", "c@x.com"])
+        self.assertEqual(sorted(d["delivery"]["recipients"][0] for d in deliveries),
+                         ["a@x.com", "b@y.org", "c@x.com", "d@x.com", "e@x.com"])
         for d in deliveries:
             self.assertTrue(d["delivery"]["smtpResponse"].startswith("250"))
             self.assertIn(d["mail"]["messageId"], {r["id"] for r in recs})
@@ -257,6 +272,42 @@ timeout = 10s
             self.assertIn(line, got)
         self.assertRegex(msgs[0]["mail_from"], r"^bounce\+[a-z2-7]{42}@iot\.localhost$")
         self.assertLessEqual(len(msgs[0]["mail_from"].split("@")[0]), 64)
+
+    def test_verp_return_paths_verify_independently_in_both_formats(self):
+        """Recomputes both VERP formats from token_keys alone, as feedback would."""
+        import hashlib
+        import hmac
+        secret = bytes.fromhex(TOKEN_KEYS.split(":", 1)[1])
+
+        def b64u(b):
+            return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+        def tokens_sign(payload, exp=0):
+            first = b64u(b"t1.%d." % exp + payload)
+            return first + "." + b64u(hmac.new(secret, first.encode(), hashlib.sha256).digest())
+
+        sink, port, sd = self.start_sink()
+        for fmt in ("compact", "token"):
+            for f in os.listdir(sd.path):
+                os.unlink(os.path.join(sd.path, f))
+            cfg = self.config("smtp://127.0.0.1:%d" % port, "verp_format = %s\n" % fmt)
+            rec = outbound(["v@example.com"])
+            self.produce_outbound([rec])
+            p = self.start_send(cfg, name="send-" + fmt)
+            harness.wait_for(lambda: sd.messages(), what="delivery")
+            p.stop()
+            local = sd.messages()[0]["mail_from"].split("@")[0]
+            self.assertTrue(local.startswith("bounce+"))
+            tok = local[len("bounce+"):]
+            if fmt == "compact":
+                key = tokens_sign(b"mailfleet.verp.key.v1").encode()
+                idb = uuid.UUID(rec["id"]).bytes
+                mac = hmac.new(key, b"verp|" + idb + b"|v@example.com", hashlib.sha256).digest()[:10]
+                want = base64.b32encode(idb + mac).decode().rstrip("=").lower()
+                self.assertEqual(tok, want)
+                self.assertLessEqual(len(local), 64)
+            else:
+                self.assertEqual(tok, tokens_sign(("%s|v@example.com" % rec["id"]).encode()))
 
     def test_rcpt_5xx_is_bounce_permanent(self):
         sink, port, sd = self.start_sink("-f", "rcpt")
@@ -329,7 +380,9 @@ timeout = 10s
         self.assertEqual(self.by_type(ev, "Delivery")[0]["delivery"]["recipients"], ["flaky@example.com"])
         self.assertEqual(sum(len(m["rcpts"]) for m in SinkDir(d2).messages()), 1)
 
-    def test_postfix_unknown_user_is_bounce_permanent_known_user_delivered(self):
+    def start_postfix(self, extra_main=""):
+        """A private Postfix on 127.0.0.1 that knows one local user (alice)
+        and discards what it accepts.  Returns (dir, port)."""
         # unix socket paths are short: the instance lives in its own /tmp dir
         import shutil
         import tempfile
@@ -373,11 +426,15 @@ default_transport = discard
 maillog_file = {d}/maillog
 maillog_file_prefixes = /var, {d}
 smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
-""".format(d=d))
+""".format(d=d) + extra_main.format(d=d))
         r = subprocess.run(["postfix", "-c", d, "start"], capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.addCleanup(lambda: subprocess.run(["postfix", "-c", d, "abort"], capture_output=True, timeout=60))
         harness.wait_port(port)
+        return d, port
+
+    def test_postfix_unknown_user_is_bounce_permanent_known_user_delivered(self):
+        d, port = self.start_postfix()
         cfg = self.config("smtp://127.0.0.1:%d" % port)
         rec = outbound(["bob@known.localhost", "alice@known.localhost"])
         self.produce_outbound([rec])
@@ -395,6 +452,32 @@ smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
         dl = self.by_type(ev, "Delivery")
         self.assertEqual(dl[0]["delivery"]["recipients"], ["alice@known.localhost"])
         self.assertRegex(dl[0]["delivery"]["smtpResponse"], r"^250 2\.0\.0 Ok: queued as ")
+
+    def test_starttls_to_postfix_with_a_verified_certificate(self):
+        cert, key = self.path("relay.crt"), self.path("relay.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert], check=True,
+                       capture_output=True)
+        os.chmod(key, 0o644)
+        d, port = self.start_postfix("smtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n"
+                                     "smtpd_tls_security_level = may\nsmtpd_tls_loglevel = 1\n" % (cert, key))
+        # required (the default) and verified against the relay's certificate
+        cfg = self.config("smtp://127.0.0.1:%d" % port, "tls_ca_file = %s\n" % cert)
+        with open(cfg) as f:
+            text = f.read().replace("smtp_starttls = off\n", "")
+        with open(cfg, "w") as f:
+            f.write(text)
+        self.produce_outbound([outbound(["alice@known.localhost"])])
+        self.start_send(cfg)
+        ev = self.wait_events(lambda ev: len(self.by_type(ev, "Delivery")) == 1)
+        self.assertTrue(self.by_type(ev, "Delivery")[0]["delivery"]["smtpResponse"].startswith("250"))
+        def maillog():
+            with open(d + "/maillog") as f:
+                t = f.read()
+            return t if "TLS connection established" in t else None
+
+        log = harness.wait_for(maillog, what="TLS in the Postfix log")
+        self.assertIn("from localhost[127.0.0.1]", log)
 
     def test_kill9_mid_batch_then_restart_delivers_each_recipient_once(self):
         # -w 1: every transfer waits a second before DATA is answered, so the
@@ -543,7 +626,7 @@ smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
         self.assertTrue(url.startswith("https://mail.example.com/u/"))
         first = url.rsplit("/", 1)[1].split(".")[0]
         payload = base64.urlsafe_b64decode(first + "=" * (-len(first) % 4)).decode()
-        self.assertTrue(payload.endswith(".a@x.com|alerts|" + rec["id"]), payload)
+        self.assertTrue(payload.endswith(".u|a@x.com|alerts"), payload)
         self.assertRegex(mailto, r"^unsubscribe\+[a-z2-7]{42}@iot\.localhost$")
         # tampering with a signed header breaks the signature
         self.assertFalse(dkim.verify(msg.replace(b"List-Unsubscribe=One-Click", b"List-Unsubscribe=Two-Click"),
@@ -583,6 +666,9 @@ smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
         metrics = urlget("http://127.0.0.1:%d/metrics" % self.metrics_port)
         self.assertRegex(metrics, r"mailfleet_send_suppressed_total 2\b")
         self.assertRegex(metrics, r'mailfleet_send_messages_total\{result="delivered"\} 3\b')
+        self.assertRegex(metrics, r"mailfleet_send_attempt_seconds_count 3\b")
+        self.assertRegex(metrics, r"mailfleet_send_ratelimit_tokens ")
+        self.assertRegex(metrics, r"mailfleet_send_paused 0\b")
 
     def test_pause_keeps_place_and_resume_sends(self):
         cfg = self.config("outbox:" + self.path("outbox"))

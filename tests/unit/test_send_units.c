@@ -18,7 +18,7 @@
 #include "send/ratelimit.h"
 #include "send/suppression_copy.h"
 #include "send/transport.h"
-#include "send/verp.h"
+#include "verp.h"
 #include "tokens.h"
 
 static const char key[] = "0123456789abcdef0123456789abcdef";
@@ -190,6 +190,7 @@ static void test_suppression_copy(void **state)
         { "a@x.com", "alerts", 1, 0, "BOUNCE" },
         { "b@x.com", NULL, 0, 0, "" },
         { "b@x.com", "alerts", 1, 1, "UNSUBSCRIBE" },
+        { "B@X.com", "alerts", 1, 1, "UNSUBSCRIBE" },   /* keys are lower-cased */
         { "b@x.com", "other", 0, 0, "" },
         { "c@x.com", "alerts", 0, 0, "" },
     };

@@ -90,6 +90,8 @@ const struct config_key send_config_keys[] = {
     { "send", "ses_session_token", CONFIG_SECRET, NULL, "default: AWS_SESSION_TOKEN" },
     { "send", "bounce_domain", CONFIG_STR, "iot.localhost", "VERP return path domain" },
     { "send", "bounce_prefix", CONFIG_STR, "bounce", "VERP local part: <prefix>+<token>" },
+    { "send", "verp_format", CONFIG_STR, "compact",
+      "compact (42-char HMAC token, local part <= 64) or token (tokens.h token, longer than RFC 5321 allows)" },
     { "send", "list_unsubscribe", CONFIG_BOOL, "false", "add one-click List-Unsubscribe headers per recipient" },
     { "send", "unsubscribe_url", CONFIG_STR, NULL, "base URL of /u/<token> (default [mailfleet] public_base_url)" },
     { "send", "unsubscribe_domain", CONFIG_STR, "iot.localhost", "domain of unsubscribe+<token>@" },
@@ -120,6 +122,7 @@ struct sender {
     int64_t marker_ttl_ms, max_age_ms, unsub_ttl_ms;
     size_t batch_max;
     bool list_unsubscribe;
+    bool verp_long;                /* verp_format = token */
     char **tiers;
     int64_t *tier_ms;
     size_t n_tiers;
@@ -165,7 +168,7 @@ struct job_ctx {
     struct lane *lane;
     struct rec_ctx *rc;
     char rcpt[ADDRESS_BUFSZ];
-    char mail_from[ADDRESS_BUFSZ];
+    char mail_from[1024];          /* verp_format = token exceeds ADDRESS_MAX */
     char *prefix;
     size_t prefix_len;
     int64_t done_ms;               /* when the transport finished it */
@@ -380,25 +383,47 @@ static int parse_record(struct lane *l, struct rec_ctx *rc)
 
 /* ---- per-recipient copy ---- */
 
+/* The token in a VERP return path (use = "verp") or a mailto
+ * unsubscribe address (use = the list name, "" for none).  compact: the
+ * 42-character verp.h token, so <prefix>+<token> fits a 64-character local
+ * part.  token: a tokens.h token of "<id>|<rcpt>" / "u|<rcpt>|<list>", which
+ * feedback verifies today but which makes the local part ~150 characters.
+ * malloc'd; only [A-Za-z0-9._-] either way. */
+static char *verp_local_token(struct sender *w, const char *id, const char *rcpt, const char *use)
+{
+    int unsub = strcmp(use, "verp") != 0;
+    if (!w->verp_long) {
+        char *tok = xmalloc(VERP_TOKEN_LEN + 1);
+        if (verp_token(w->verp_key, strlen(w->verp_key), unsub ? "unsubscribe" : "verp", id, rcpt, tok) != 0)
+            panic("%s: verp_token refused a checked id", __func__);
+        return tok;
+    }
+    struct strbuf b;
+    strbuf_init(&b);
+    if (unsub)
+        strbuf_appendf(&b, "u|%s|%s", rcpt, use);
+    else
+        strbuf_appendf(&b, "%s|%s", id, rcpt);
+    char *tok = tokens_sign(w->tokens, b.data, b.len, 0);
+    strbuf_free(&b);
+    return tok;
+}
+
 static int build_prefix(struct sender *w, struct rec_ctx *rc, struct job_ctx *j, char *err, size_t errlen)
 {
     struct strbuf p;
     strbuf_init(&p);
     if (w->list_unsubscribe) {
+        /* "u|<rcpt>|<list>": what feedback's /u/ handler and mailto
+         * unsubscribe verify (an empty list = every message to rcpt). */
         const char *list = rc->list ? rc->list : "";
         struct strbuf payload;
         strbuf_init(&payload);
-        strbuf_appendf(&payload, "%s|%s|%s", j->rcpt, list, rc->id);
+        strbuf_appendf(&payload, "u|%s|%s", j->rcpt, list);
         int64_t exp = (now_ms() + w->unsub_ttl_ms) / 1000;
         char *tok = tokens_sign(w->tokens, payload.data, payload.len, exp);
         strbuf_free(&payload);
-        char vt[VERP_TOKEN_LEN + 1];
-        if (!tok || verp_token(w->verp_key, strlen(w->verp_key), "unsubscribe", rc->id, j->rcpt, vt) != 0) {
-            free(tok);
-            strbuf_free(&p);
-            snprintf(err, errlen, "cannot make an unsubscribe token");
-            return -EINVAL;
-        }
+        char *vt = verp_local_token(w, rc->id, j->rcpt, list);
         const char *base = config_isset(w->cfg, "send", "unsubscribe_url")
                                ? config_str(w->cfg, "send", "unsubscribe_url")
                                : config_str(w->cfg, "mailfleet", "public_base_url");
@@ -409,6 +434,7 @@ static int build_prefix(struct sender *w, struct rec_ctx *rc, struct job_ctx *j,
                        base, tok, vt, config_str(w->cfg, "send", "unsubscribe_domain"));
         strbuf_append(&p, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
         free(tok);
+        free(vt);
     }
     if (w->dkim) {
         char *sig = dkim_signer_sign(w->dkim, rc->id, p.data ? p.data : "", p.len, rc->body, rc->body_len,
@@ -628,11 +654,10 @@ static size_t plan_jobs(struct lane *l, struct rec_ctx *rcs, size_t n_rcs, struc
                 metric_inc(w->m.suppressed_res);
                 continue;
             }
-            char tok[VERP_TOKEN_LEN + 1];
-            if (verp_token(w->verp_key, strlen(w->verp_key), "verp", rc->id, j->rcpt, tok) != 0)
-                panic("%s: verp_token refused a checked id", __func__);
+            char *tok = verp_local_token(w, rc->id, j->rcpt, "verp");
             snprintf(j->mail_from, sizeof(j->mail_from), "%s+%s@%s", config_str(w->cfg, "send", "bounce_prefix"),
                      tok, config_str(w->cfg, "send", "bounce_domain"));
+            free(tok);
             if (build_prefix(w, rc, j, err, sizeof(err)) != 0) {
                 /* A signing failure is ours, not the recipient's: retry later. */
                 log_kv(LOG_ERROR, "cannot build the message copy", "id", rc->id, "error", err, NULL);
@@ -879,15 +904,6 @@ static int ready_check(void *opaque, char *why, size_t whylen)
     return 1;
 }
 
-static char *default_pause_file(const struct config *cfg)
-{
-    if (config_isset(cfg, "send", "pause_file"))
-        return xstrdup(config_str(cfg, "send", "pause_file"));
-    struct strbuf b;
-    strbuf_init(&b);
-    strbuf_appendf(&b, "%s/send.paused", config_str(cfg, "mailfleet", "state_dir"));
-    return strbuf_detach(&b, NULL);
-}
 
 static void metrics_init(struct sender *w)
 {
@@ -938,6 +954,25 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     if (!w->tokens)
         return -EINVAL;
     w->verp_key = verp_key_derive(w->tokens);
+    const char *vf = config_str(cfg, "send", "verp_format");
+    if (strcmp(vf, "compact") != 0 && strcmp(vf, "token") != 0) {
+        snprintf(err, errlen, "[send] verp_format = %s: expected compact or token", vf);
+        return -EINVAL;
+    }
+    w->verp_long = strcmp(vf, "token") == 0;
+    /* These end up in MAIL FROM and headers: check them like data. */
+    char addr_probe[ADDRESS_BUFSZ];
+    snprintf(addr_probe, sizeof(addr_probe), "%s+x@%s", config_str(cfg, "send", "bounce_prefix"),
+             config_str(cfg, "send", "bounce_domain"));
+    if (strchr(config_str(cfg, "send", "bounce_prefix"), '+') || address_normalize(addr_probe, addr_probe, sizeof(addr_probe)) != 0) {
+        snprintf(err, errlen, "[send] bounce_prefix / bounce_domain do not make an address");
+        return -EINVAL;
+    }
+    snprintf(addr_probe, sizeof(addr_probe), "unsubscribe+x@%s", config_str(cfg, "send", "unsubscribe_domain"));
+    if (address_normalize(addr_probe, addr_probe, sizeof(addr_probe)) != 0) {
+        snprintf(err, errlen, "[send] unsubscribe_domain is not a domain");
+        return -EINVAL;
+    }
     w->n_tiers = config_list(cfg, "send", "retry_tiers", &w->tiers);
     if (w->n_tiers == 0) {
         snprintf(err, errlen, "[send] retry_tiers: at least one delay is needed");
@@ -956,7 +991,7 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     w->unsub_ttl_ms = config_duration_ms(cfg, "send", "unsubscribe_ttl");
     int64_t bm = config_int(cfg, "send", "batch_max");
     w->batch_max = bm < 1 ? 1 : bm > 4096 ? 4096 : (size_t)bm;
-    w->pause_file = default_pause_file(cfg);
+    w->pause_file = send_pause_file(cfg);
     w->transport_uri = xstrdup(config_str(cfg, "send", "transport"));
     w->smtp_password = config_secret(cfg, "send", "smtp_password");
     w->ses_access = config_secret(cfg, "send", "ses_access_key");
@@ -1093,60 +1128,3 @@ static int send_run(struct worker_env *env)
 }
 
 const struct worker_def send_worker = { "send", send_config_keys, send_run };
-
-/* ---- mailfleet send pause|resume|status ---- */
-
-static int send_admin_main(int argc, char **argv)
-{
-    const char *sub = argc >= 2 ? argv[1] : "";
-    if (strcmp(sub, "pause") != 0 && strcmp(sub, "resume") != 0 && strcmp(sub, "status") != 0) {
-        fprintf(stderr, "usage: mailfleet send pause|resume|status [-c FILE]\n");
-        return 2;
-    }
-    struct config *cfg = mailfleet_load_config(argc, argv);
-    if (!cfg)
-        return 2;
-    char *pf = default_pause_file(cfg);
-    int rc = 0;
-    if (strcmp(sub, "pause") == 0) {
-        /* Create parent (state_dir) as the worker would. */
-        char *dir = xstrdup(pf);
-        char *slash = strrchr(dir, '/');
-        if (slash) {
-            *slash = '\0';
-            for (char *p = dir + 1; *p; p++)
-                if (*p == '/') {
-                    *p = '\0';
-                    mkdir(dir, 0755);
-                    *p = '/';
-                }
-            mkdir(dir, 0755);
-        }
-        free(dir);
-        int fd = open(pf, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0 || fsync(fd) != 0) {
-            fprintf(stderr, "mailfleet send pause: %s: %s\n", pf, strerror(errno));
-            rc = 1;
-        } else {
-            printf("send paused (%s)\n", pf);
-        }
-        if (fd >= 0)
-            close(fd);
-    } else if (strcmp(sub, "resume") == 0) {
-        if (unlink(pf) != 0 && errno != ENOENT) {
-            fprintf(stderr, "mailfleet send resume: %s: %s\n", pf, strerror(errno));
-            rc = 1;
-        } else {
-            printf("send resumed\n");
-        }
-    } else {
-        struct stat st;
-        printf("send %s\n", stat(pf, &st) == 0 ? "paused" : "running");
-    }
-    free(pf);
-    config_free(cfg);
-    return rc;
-}
-
-const struct admin_verb send_admin_verb = { "send", "pause|resume|status: stop or restart sending", NULL,
-                                            send_admin_main };

@@ -7,6 +7,7 @@
 #include "kv.h"
 #include "log.h"
 #include "strbuf.h"
+#include "suppression.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -82,7 +83,8 @@ void suppression_copy_free(struct suppression_copy *s)
     free(s);
 }
 
-/* "Addr@Example.COM|list" -> "Addr@example.com|list"; 0 or -EINVAL. */
+/* The key rule is common/suppression's (lower-cased address[|list]), so a
+ * key written by feedback or the CLI is the key send looks up. */
 static int normalize_key(const void *key, size_t klen, char *out, size_t outlen)
 {
     char tmp[ADDRESS_BUFSZ + 256];
@@ -92,12 +94,8 @@ static int normalize_key(const void *key, size_t klen, char *out, size_t outlen)
     tmp[klen] = '\0';
     char *bar = strchr(tmp, '|');
     if (bar)
-        *bar = '\0';
-    char addr[ADDRESS_BUFSZ];
-    if (address_normalize(tmp, addr, sizeof(addr)) != 0)
-        return -EINVAL;
-    int n = snprintf(out, outlen, "%s%s%s", addr, bar ? "|" : "", bar ? bar + 1 : "");
-    return n > 0 && (size_t)n < outlen ? 0 : -EINVAL;
+        *bar++ = '\0';
+    return suppression_key(tmp, bar, out, outlen);
 }
 
 int suppression_copy_apply(struct suppression_copy *s, const void *key, size_t klen,
@@ -126,7 +124,8 @@ int suppression_copy_check(struct suppression_copy *s, const char *addr, const c
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1 && (!list || !*list))
             break;
-        snprintf(k, sizeof(k), "%s%s%s", addr, pass ? "|" : "", pass ? list : "");
+        if (suppression_key(addr, pass ? list : NULL, k, sizeof(k)) != 0)
+            return -EINVAL;
         void *v = NULL;
         size_t vl = 0;
         int rc = kv_get(s->kv, k, strlen(k), &v, &vl);

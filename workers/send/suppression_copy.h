@@ -2,10 +2,17 @@
  * mailfleet.suppression topic, in LMDB (common/kv).
  *
  * Keys are "address" (suppressed everywhere) or "address|list" (unsubscribed
- * from one list); a tombstone deletes.  The copy is rebuilt from the start of
+ * from one list), spelled by common/suppression's suppression_key(); a
+ * tombstone deletes.  The copy is rebuilt from the start of
  * the topic on every start (the group never commits), so a lost or stale
  * state_dir can never hide a suppression; senders wait until it has caught up
- * with what the topic held at start (suppression_copy_ready). */
+ * with what the topic held at start (suppression_copy_ready).
+ *
+ * Why not common/topic_copy: it resumes from the group's committed offset,
+ * which under Kafka lives in the broker while the copy lives on the pod's
+ * disk; a pod that lost its disk would resume at the end with an empty copy
+ * and send to suppressed addresses.  Re-reading costs one pass over a
+ * compacted topic at startup. */
 #ifndef MF_SEND_SUPPRESSION_COPY_H
 #define MF_SEND_SUPPRESSION_COPY_H
 #include <signal.h>
@@ -14,7 +21,7 @@
 struct bus;
 struct suppression_copy;
 
-#define SUPPRESSION_TOPIC "mailfleet.suppression"
+#include "suppression.h"   /* SUPPRESSION_TOPIC, suppression_key() */
 
 /* Opens (and empties) the copy under dir. */
 struct suppression_copy *suppression_copy_open(const char *dir, char *err, size_t errlen);
@@ -22,7 +29,7 @@ struct suppression_copy *suppression_copy_open(const char *dir, char *err, size_
 void suppression_copy_free(struct suppression_copy *s);
 
 /* Applies one record: val NULL = tombstone.  The value is suppression.v1 JSON
- * whose "reason" is kept.  Keys are normalized (domain lower-cased).
+ * whose "reason" is kept.  Keys are re-spelled by suppression_key().
  * Returns 0 or <0 (a key that is no address is ignored: 0). */
 int suppression_copy_apply(struct suppression_copy *s, const void *key, size_t klen,
                            const void *val, size_t vlen);

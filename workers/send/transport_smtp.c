@@ -35,7 +35,7 @@ struct smtp_job {
     size_t pos;                    /* bytes of prefix + body handed to curl */
     char last[512];                /* last 2xx reply (not 221), for success */
     char fail[512];                /* first 4xx/5xx reply, for failures */
-    char mail_from[ADDRESS_BUFSZ + 2];
+    char mail_from[1024];
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -143,12 +143,27 @@ static size_t smtp_reply(char *buf, size_t size, size_t nitems, void *opaque)
     return n;
 }
 
+/* The envelope sender is built by send from a validated prefix, domain and a
+ * token of [A-Za-z0-9._-]; with verp_format = token its local part is longer
+ * than address_normalize accepts, so the check here is the one that matters
+ * for the SMTP command: atext, one '@', nothing that could end the line. */
+static int envelope_sender_safe(const char *a)
+{
+    const char *at = strchr(a, '@');
+    if (!at || at == a || strchr(at + 1, '@') || strlen(a) > 900)
+        return 0;
+    for (const char *p = a; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              strchr(".-_+=@", *p)))
+            return 0;
+    return 1;
+}
+
 static int smtp_setup(void *impl, CURL *e, struct transport_job *job, void **state)
 {
     struct smtp *s = impl;
     char check[ADDRESS_BUFSZ];
-    if (address_normalize(job->rcpt, check, sizeof(check)) != 0 ||
-        address_normalize(job->mail_from, check, sizeof(check)) != 0) {
+    if (address_normalize(job->rcpt, check, sizeof(check)) != 0 || !envelope_sender_safe(job->mail_from)) {
         transport_job_result(job, TRANSPORT_PERM, 553, "5.1.3", "553 5.1.3 invalid envelope address");
         return -EINVAL;
     }
