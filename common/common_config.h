@@ -5,4 +5,9 @@
 
 extern const struct config_key common_config_keys[];
 
+struct tokens;
+/* The token keys of [mailfleet] token_keys (links, VERP, unsubscribe).
+ * NULL with err when unset or malformed. */
+struct tokens *common_tokens(const struct config *cfg, char *err, size_t errlen);
+
 #endif

@@ -14,6 +14,7 @@ struct http_server;
 struct worker_env {
     const struct config *cfg;
     struct http_server *http;          /* /metrics, /healthz, /readyz + routes */
+    struct http_server *public_http;   /* links, unsubscribe, API (if public_http) */
     volatile sig_atomic_t *stop;       /* set by SIGTERM/SIGINT */
     int all_in_one;                    /* 1 under `mailfleet run` */
 };
@@ -22,6 +23,8 @@ struct worker_def {
     const char *name;                              /* "ingest" */
     const struct config_key *keys;                 /* its config table */
     int (*run)(struct worker_env *env);
+    int public_http;   /* 1: needs the public server ([mailfleet] public_listen
+                          under `run`, [<worker>] public_listen alone) */
 };
 
 #endif
