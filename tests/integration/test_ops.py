@@ -309,7 +309,7 @@ class ManifestTest(unittest.TestCase):
                     self.assertEqual(ports["metrics"], METRICS_PORT[comp])
                     # the port the pod exposes is the one the worker listens on
                     self.assertEqual(cfg[comp]["metrics_listen"], "0.0.0.0:%d" % METRICS_PORT[comp])
-                    for key, pname in (("listen", "smtp" if comp == "ingest" else "http"), ("tls_listen", "smtps")):
+                    for key, pname in (("listen", "smtp"), ("listen_tls", "smtps"), ("public_listen", "http")):
                         if cfg.has_option(comp, key):
                             self.assertEqual(int(cfg[comp][key].rsplit(":", 1)[1]), ports[pname])
                     self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "metrics"})
@@ -317,8 +317,12 @@ class ManifestTest(unittest.TestCase):
                     self.assertEqual(c["startupProbe"]["httpGet"], {"path": "/healthz", "port": "metrics"})
                     pre = c["lifecycle"]["preStop"]["exec"]["command"]
                     self.assertEqual(pre[0], "/bin/sleep")
-                    # grace covers the pause before SIGTERM plus at least 20 s of drain
-                    self.assertGreaterEqual(pod["terminationGracePeriodSeconds"], int(pre[1]) + 20)
+                    # grace covers the pause before SIGTERM, the worker's drain
+                    # (ingest: drain_timeout) and at least 10 s to flush and close
+                    drain = 15  # a consumer: finish the batch, commit, leave the group
+                    if cfg.has_option(comp, "drain_timeout"):
+                        drain = int(re.match(r"^(\d+)s$", cfg[comp]["drain_timeout"]).group(1))
+                    self.assertGreaterEqual(pod["terminationGracePeriodSeconds"], int(pre[1]) + drain + 10)
                     sc = c["securityContext"]
                     self.assertIs(sc["readOnlyRootFilesystem"], True)
                     self.assertIs(sc["allowPrivilegeEscalation"], False)
@@ -402,6 +406,12 @@ class ManifestTest(unittest.TestCase):
                         kafka_triggers += 1
                         md = t["metadata"]
                         self.assertIn(md["consumerGroup"], GROUPS)
+                        worker = so["spec"]["scaleTargetRef"]["name"].replace("mailfleet-", "")
+                        # the group the worker really consumes with
+                        if cfg.has_option(worker, "group"):
+                            self.assertEqual(md["consumerGroup"], cfg[worker]["group"])
+                        else:
+                            self.assertEqual(md["consumerGroup"], worker)
                         self.assertIn(md["topic"], topics)
                         # the scaler reaches Kafka the way the workers do
                         self.assertEqual(md["bootstrapServers"], bootstrap)
@@ -544,6 +554,14 @@ class PrometheusTest(harness.TestCase):
                 for t in p["targets"]:
                     self.assertTrue(t["expr"].strip())
                     self.assertEqual(t["expr"].count("("), t["expr"].count(")"), t["expr"])
+        # every expression is valid PromQL: promtool checks them as recording
+        # rules, with the dashboard's variables replaced by a regex
+        rules = [{"record": "dashboard:expr_%d" % i, "expr": re.sub(r"\$\{?\w+\}?", ".*", e)}
+                 for i, (_, e) in enumerate(dashboard_exprs())]
+        self.assertGreater(len(rules), 20)
+        path = self.write("dashboard.rules.yml", yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+        r = subprocess.run(["promtool", "check", "rules", path], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         titles = " ".join(p["title"].lower() for p in dash["panels"])
         for what in ("accepted", "latency", "backlog", "oldest", "dlq", "deliveries", "bounce", "complaint",
                      "alarm", "link downloads"):
@@ -551,14 +569,28 @@ class PrometheusTest(harness.TestCase):
 
     def test_referenced_metrics_are_exported_by_a_running_fleet(self):
         """Every metric name in the alert rules and the dashboard is exported by
-        the workers: the real binary runs the whole fleet (`mailfleet run`, the
-        embedded default with every port moved to a free one) and its /metrics
-        is scraped until every name appears or 20 s pass."""
+        the workers.  The real binary runs the whole fleet (`mailfleet run`,
+        the embedded default with every port moved to a free one) in Kafka
+        mode, as on Kubernetes, against librdkafka's mock cluster holding the
+        topics of ops/k8s; one SMTP session (EHLO, QUIT) passes through ingest
+        when it is configured; /metrics is scraped until every name appears
+        or 20 s pass."""
         referenced = {}
         for where, expr in rules_exprs() + dashboard_exprs():
             for n in promql_metric_names(expr):
                 referenced.setdefault(n, []).append(where)
         self.assertIn("mailfleet_ready", referenced)
+        topics = ["%s:%d" % (t["spec"]["topicName"], t["spec"]["partitions"])
+                  for t in by_kind(render("base")[1], "KafkaTopic").values()]
+        mock = self.start([os.path.join(harness.TOOLS, "kafka_mock"), "--brokers", "1"] +
+                          [a for t in topics for a in ("--topic", t)], "kafka_mock")
+
+        def bootstrap():
+            m = re.search(r"^(127\.0\.0\.1:\d+(?:,127\.0\.0\.1:\d+)*)$", mock.output(), re.M)
+            if not mock.alive():
+                raise AssertionError("kafka_mock exited: " + mock.output())
+            return m.group(1) if m else None
+        servers = harness.wait_for(bootstrap, timeout=20, what="the mock cluster's bootstrap list")
         with open(os.path.join(OPS, "mailfleet.dev.ini")) as f:
             text = f.read()
         ports = {}
@@ -568,11 +600,20 @@ class PrometheusTest(harness.TestCase):
             ports.setdefault(old, harness.free_port())
             return "127.0.0.1:%d" % ports[old]
         text = re.sub(r"\b(127\.0\.0\.1|0\.0\.0\.0|localhost):(\d+)\b", move, text)
+        # the mock does not apply transactional offsets (DESIGN.md §3)
+        text = re.sub(r"(?m)^bus = .*$", "bus = kafka:%s\ncommit_mode = at_least_once" % servers, text)
+        text = re.sub(r"(?m)^commit_mode = (?!at_least_once).*\n", "", text)
         cfg = parse_ini(text)
         http = int(cfg["mailfleet"]["http_listen"].rsplit(":", 1)[1])
         path = self.write("mailfleet.ini", text)
         p = self.start([harness.MAILFLEET, "run", "-c", path], "run")
         harness.wait_port(http, proc=p.p)
+        if cfg.has_option("ingest", "listen"):
+            import smtplib
+            smtp_port = int(cfg["ingest"]["listen"].rsplit(":", 1)[1])
+            harness.wait_port(smtp_port, proc=p.p)
+            with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as s:
+                s.ehlo("ops-test")
         deadline = time.time() + 20
         while True:
             body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % http, timeout=5).read().decode()
@@ -657,7 +698,7 @@ class ConfigMapTest(harness.TestCase):
                 for k, v in values:
                     if not v.startswith(root):
                         continue
-                    if k.lower().endswith("_file") or k.endswith("_location"):
+                    if re.search(r"(_file|_location|_cert|_key)$", k.lower()) or "." in os.path.basename(v):
                         os.makedirs(os.path.dirname(v), exist_ok=True)
                         with open(v, "w") as f:
                             f.write("k1:000102030405060708090a0b0c0d0e0f\n")
