@@ -262,7 +262,7 @@ class KustomizeTest(unittest.TestCase):
         self.assertEqual(n, len(unknown))
         kinds = {(x["kind"], x["status"]) for x in results}
         for k in ("Deployment", "StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy",
-                  "ScaledObject", "TriggerAuthentication", "Secret"):
+                  "ScaledObject", "TriggerAuthentication", "Secret", "Ingress"):
             self.assertIn((k, "valid"), kinds)
 
     def test_validator_rejects_a_broken_object(self):
@@ -387,6 +387,31 @@ class ManifestTest(unittest.TestCase):
                     sec = v.get("secret")
                     if sec and not sec.get("optional"):
                         self.assertIn(sec["secretName"], used, "%s mounts %s but no key uses it" % (comp, sec["secretName"]))
+
+    def test_ingress_routes_the_public_urls(self):
+        """prod's Ingress serves [mailfleet] public_base_url: /a/ reaches the
+        links pods, /u/ feedback, through Services and ports that exist."""
+        _, objs = render("overlays/prod")
+        (ing,) = by_kind(objs, "Ingress").values()
+        cfg = parse_ini(ini_of(objs))
+        host = re.match(r"^https://([^/:]+)", cfg["mailfleet"]["public_base_url"]).group(1)
+        (rule,) = ing["spec"]["rules"]
+        self.assertEqual(rule["host"], host)
+        self.assertIn(host, ing["spec"]["tls"][0]["hosts"])
+        svcs = by_kind(objs, "Service")
+        wl = workloads(objs)
+        routes = {}
+        for path in rule["http"]["paths"]:
+            b = path["backend"]["service"]
+            svc = svcs[b["name"]]
+            (port,) = [p for p in svc["spec"]["ports"] if p["name"] == b["port"]["name"]]
+            comp = svc["spec"]["selector"]["app.kubernetes.io/component"]
+            pod_ports = {p["name"] for p in wl[comp]["spec"]["template"]["spec"]["containers"][0]["ports"]}
+            self.assertIn(port["targetPort"], pod_ports)
+            routes[path["path"]] = comp
+        self.assertEqual(routes["/a/"], "links")
+        self.assertEqual(routes["/u/"], "feedback")
+        self.assertEqual(routes["/v2/"], "feedback")
 
     def test_keda_scales_on_real_groups_up_to_partitions(self):
         for name in RENDERS:
