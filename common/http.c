@@ -39,6 +39,7 @@ struct http_server {
     size_t n_routes;
     struct ready readies[16];
     size_t n_ready;
+    struct metric *ready_gauge;   /* mailfleet_ready: /readyz as a metric, for alert rules */
 };
 
 struct conn_state {
@@ -73,9 +74,28 @@ void http_response_text(struct http_response *resp, int status, const char *ctyp
     resp->body_len = strlen(body);
 }
 
+/* Runs every readiness check; returns 1 when all pass.  report may be NULL. */
+static int ready_eval(struct http_server *s, struct strbuf *report)
+{
+    int ok = 1;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->n_ready; i++) {
+        char why[256] = "";
+        int r = s->readies[i].chk(s->readies[i].opaque, why, sizeof(why));
+        if (report)
+            strbuf_appendf(report, "%s: %s%s%s\n", s->readies[i].name, r ? "ready" : "not ready",
+                           why[0] ? ": " : "", why);
+        ok &= r ? 1 : 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
 static void serve_metrics(void *opaque, const struct http_request *req, struct http_response *resp)
 {
+    struct http_server *s = opaque;
     struct strbuf b;
+    metric_set(s->ready_gauge, ready_eval(s, NULL));
     strbuf_init(&b);
     metrics_render(&b);
     resp->status = 200;
@@ -92,18 +112,9 @@ static void serve_readyz(void *opaque, const struct http_request *req, struct ht
 {
     struct http_server *s = opaque;
     struct strbuf b;
-    int ok = 1;
 
     strbuf_init(&b);
-    pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < s->n_ready; i++) {
-        char why[256] = "";
-        int r = s->readies[i].chk(s->readies[i].opaque, why, sizeof(why));
-        strbuf_appendf(&b, "%s: %s%s%s\n", s->readies[i].name, r ? "ready" : "not ready",
-                       why[0] ? ": " : "", why);
-        ok &= r ? 1 : 0;
-    }
-    pthread_mutex_unlock(&s->lock);
+    int ok = ready_eval(s, &b);
     if (b.len == 0)
         strbuf_append(&b, "ready\n");
     resp->status = ok ? 200 : 503;
@@ -263,6 +274,8 @@ struct http_server *http_server_new(const char *listen, size_t max_body, char *e
     s->max_body = max_body;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
+    s->ready_gauge = metric_gauge("mailfleet_ready", "1 when every readiness check passes (/readyz 200)",
+                                  NULL);
     http_route(s, "/metrics", serve_metrics, s);
     http_route(s, "/healthz", serve_healthz, s);
     http_route(s, "/readyz", serve_readyz, s);
