@@ -166,25 +166,15 @@ static rd_kafka_conf_t *kafka_conf_new(const struct kafka_bus *kb, const char *c
     return conf;
 }
 
-/* A handle that consumes by assign() only and never commits by itself.
- * librdkafka's assign() needs a group id even though the handle never joins
- * the group: group-less reads use KAFKA_READER_GROUP, never committed to. */
-static rd_kafka_t *kafka_reader_new(const struct kafka_bus *kb, const char *group, char *err,
-                                    size_t errlen)
+/* A consumer handle: our defaults, the [kafka] pairs, then settings. */
+static rd_kafka_t *kafka_consumer_handle(const struct kafka_bus *kb, const char *const *defaults,
+                                         const char *const *settings, char *err, size_t errlen)
 {
-    static const char *const reader[] = {
-        "enable.auto.commit", "false",
-        "enable.auto.offset.store", "false",
-        "isolation.level", "read_committed",
-        "enable.partition.eof", "true",
-        NULL,
-    };
     char errstr[512];
-    rd_kafka_conf_t *conf = kafka_conf_new(kb, NULL, err, errlen);
+    rd_kafka_conf_t *conf = kafka_conf_new(kb, defaults, err, errlen);
     if (!conf)
         return NULL;
-    if (kafka_set_all(conf, reader, err, errlen) < 0 ||
-        kafka_set(conf, "group.id", group ? group : KAFKA_READER_GROUP, err, errlen) < 0) {
+    if (kafka_set_all(conf, settings, err, errlen) < 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -197,6 +187,23 @@ static rd_kafka_t *kafka_reader_new(const struct kafka_bus *kb, const char *grou
     conf = NULL;
     rd_kafka_poll_set_consumer(rk);
     return rk;
+}
+
+/* A handle that consumes by assign() only and never commits by itself.
+ * librdkafka's assign() needs a group id even though the handle never joins
+ * the group: group-less reads use KAFKA_READER_GROUP, never committed to. */
+static rd_kafka_t *kafka_reader_new(const struct kafka_bus *kb, const char *group, char *err,
+                                    size_t errlen)
+{
+    const char *const reader[] = {
+        "group.id", group ? group : KAFKA_READER_GROUP,
+        "enable.auto.commit", "false",
+        "enable.auto.offset.store", "false",
+        "isolation.level", "read_committed",
+        "enable.partition.eof", "true",
+        NULL,
+    };
+    return kafka_consumer_handle(kb, NULL, reader, err, errlen);
 }
 
 static struct bus_record *kafka_record_from(const rd_kafka_message_t *m)
@@ -607,26 +614,13 @@ static void *kafka_consumer_new(void *impl, const char *group, const char *const
         "session.timeout.ms", "10000",
         NULL,
     };
-    char errstr[512];
     if (!group || !*group || !topics || !topics[0]) {
         snprintf(err, errlen, "kafka: a consumer needs a group and at least one topic");
         return NULL;
     }
-    rd_kafka_conf_t *conf = kafka_conf_new(kb, consumer_defaults, err, errlen);
-    if (!conf)
+    rd_kafka_t *rk = kafka_consumer_handle(kb, consumer_defaults, consumer, err, errlen);
+    if (!rk)
         return NULL;
-    if (kafka_set_all(conf, consumer, err, errlen) < 0) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        snprintf(err, errlen, "kafka: consumer: %s", errstr);
-        return NULL;
-    }
-    conf = NULL;
-    rd_kafka_poll_set_consumer(rk);
 
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
     for (const char *const *t = topics; *t; t++)
