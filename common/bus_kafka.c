@@ -226,11 +226,16 @@ static struct bus_record *kafka_record_from(const rd_kafka_message_t *m)
     return r;
 }
 
-/* Polls a reader assigned to one partition for the first record at or after
- * the assigned offset: 1 = *out set, 0 = none before the end or timeout. */
-static int kafka_reader_next(rd_kafka_t *rk, struct bus_record **out, int timeout_ms)
+/* Polls for the next record: 1 = *out set, 0 = nothing within timeout_ms
+ * (for a reader: nothing before the end of its partition), <0 = error.
+ * Consumer errors are mostly transient (a broker away, a topic not created
+ * yet) and librdkafka keeps trying, so they are logged and polling goes on;
+ * a fatal error ends it, and so does, for a reader, a missing partition. */
+static int kafka_next(rd_kafka_t *rk, struct bus_record **out, int timeout_ms, int reader)
 {
     int64_t deadline = mono_ms() + timeout_ms;
+    char errstr[512];
+    *out = NULL;
     for (;;) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, kafka_remaining(deadline));
         if (!m)
@@ -241,15 +246,19 @@ static int kafka_reader_next(rd_kafka_t *rk, struct bus_record **out, int timeou
             return 1;
         }
         rd_kafka_resp_err_t e = m->err;
-        if (e != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            log_kv(LOG_WARN, "kafka read failed", "component", "kafka", "error",
-                   rd_kafka_err2str(e), NULL);
+        if (e != RD_KAFKA_RESP_ERR__PARTITION_EOF)   /* only readers ask for EOF */
+            log_kv(LOG_WARN, "kafka consume error", "component", "kafka", "error",
+                   rd_kafka_message_errstr(m), NULL);
         rd_kafka_message_destroy(m);
         if (e == RD_KAFKA_RESP_ERR__PARTITION_EOF)
             return 0;
-        if (e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC || e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
-            e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
-            return kafka_errno(e);
+        if (e == RD_KAFKA_RESP_ERR__FATAL) {
+            rd_kafka_fatal_error(rk, errstr, sizeof errstr);
+            log_kv(LOG_ERROR, "kafka consumer failed", "component", "kafka", "error", errstr, NULL);
+            return -EIO;
+        }
+        if (reader && kafka_errno(e) == -ENOENT)
+            return -ENOENT;
         if (mono_ms() >= deadline)
             return 0;
     }
@@ -267,7 +276,7 @@ static int kafka_reader_fetch(rd_kafka_t *rk, const char *topic, int32_t partiti
                rd_kafka_err2str(e), NULL);
         return kafka_errno(e);
     }
-    int rc = kafka_reader_next(rk, out, timeout_ms);
+    int rc = kafka_next(rk, out, timeout_ms, 1);
     rd_kafka_assign(rk, NULL);
     return rc;
 }
@@ -641,32 +650,7 @@ static void *kafka_consumer_new(void *impl, const char *group, const char *const
 static int kafka_poll(void *cimpl, struct bus_record **out, int timeout_ms)
 {
     struct kafka_consumer *c = cimpl;
-    int64_t deadline = mono_ms() + timeout_ms;
-    char errstr[512];
-    *out = NULL;
-    for (;;) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, kafka_remaining(deadline));
-        if (!m)
-            return 0;
-        if (!m->err) {
-            *out = kafka_record_from(m);
-            rd_kafka_message_destroy(m);
-            return 1;
-        }
-        /* Consumer errors are mostly transient (a broker away, a topic not
-         * created yet); librdkafka keeps trying, so only a fatal one ends. */
-        rd_kafka_resp_err_t e = m->err;
-        log_kv(LOG_WARN, "kafka consume error", "component", "kafka", "error",
-               rd_kafka_message_errstr(m), NULL);
-        rd_kafka_message_destroy(m);
-        if (e == RD_KAFKA_RESP_ERR__FATAL) {
-            rd_kafka_fatal_error(c->rk, errstr, sizeof errstr);
-            log_kv(LOG_ERROR, "kafka consumer failed", "component", "kafka", "error", errstr, NULL);
-            return -EIO;
-        }
-        if (mono_ms() >= deadline)
-            return 0;
-    }
+    return kafka_next(c->rk, out, timeout_ms, 0);
 }
 
 static rd_kafka_resp_err_t kafka_commit_raw(rd_kafka_t *rk, const char *topic, int32_t partition,
