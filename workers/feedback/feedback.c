@@ -277,7 +277,7 @@ static int verp_for(struct feedback *f, const char *tag, const char *tok, const 
     return verp_check(f->verp_key, strlen(f->verp_key), tag, tok, a, msgid) == 0 ? 0 : -1;
 }
 
-/* One-click token "rcpt|list|msgid" -> address, list. */
+/* One-click token "u|rcpt|list" -> address, list. */
 static int unsub_lookup(struct feedback *f, const char *tok, char *rcpt, size_t rlen, char *list,
                         size_t llen)
 {
@@ -287,11 +287,11 @@ static int unsub_lookup(struct feedback *f, const char *tok, char *rcpt, size_t 
     if (tokens_verify(f->tokens, tok, now_ms() / 1000, &payload, &len, &exp) != TOKEN_OK)
         return -1;
     int rc = -1;
-    char *b1 = strchr(payload, '|'), *b2 = b1 ? strchr(b1 + 1, '|') : NULL;
-    if (b1 && b2) {
-        *b1 = *b2 = '\0';
-        if (address_normalize(payload, rcpt, rlen) == 0 && strlen(b1 + 1) < llen) {
-            snprintf(list, llen, "%s", b1 + 1);
+    char *bar = strncmp(payload, "u|", 2) == 0 ? strchr(payload + 2, '|') : NULL;
+    if (bar) {
+        *bar = '\0';
+        if (address_normalize(payload + 2, rcpt, rlen) == 0 && strlen(bar + 1) < llen) {
+            snprintf(list, llen, "%s", bar + 1);
             rc = 0;
         }
     }

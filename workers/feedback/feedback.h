@@ -12,7 +12,7 @@ extern const struct admin_verb suppression_verb;
 /* Tokens, made by send:
  *   VERP return path   bounce+<verp token "verp">@<bounce domain>       (common/verp)
  *   mailto unsubscribe unsubscribe+<verp token "unsubscribe">@<domain>  (common/verp)
- *   one-click URL      /u/<tokens.h token of "recipient|list|message id">
+ *   one-click URL      /u/<tokens.h token of "u|recipient|list">
  * A VERP token binds a message id to one recipient without carrying the
  * address: it verifies only against the recipient the report names. */
 
