@@ -77,7 +77,7 @@ INI
     "$build/mailfleet" send -c "$dir/run/bench.ini" 2>"$dir/run/send.log" &
     send_pid=$!
     while :; do
-      c=$("$build/tools/send_tool" committed "local:$dir/run/queue" mailfleet.outbound mailfleet-send 2>/dev/null || echo 0)
+      c=$("$build/tools/send_tool" committed "local:$dir/run/queue" mailfleet.outbound send 2>/dev/null || echo 0)
       [ "$c" -ge "$n" ] && break
       kill -0 "$send_pid" 2>/dev/null || { echo "send exited early"; cat "$dir/run/send.log"; exit 1; }
       sleep 0.05

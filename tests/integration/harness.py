@@ -111,7 +111,8 @@ class TestCase(unittest.TestCase):
                 p.stop(5)
             except Exception:
                 pass
-        ok = all(not e for _, e in getattr(self._outcome, "errors", [])) if hasattr(self._outcome, "errors") else True
+        # _Outcome.success turns False when the test method or setUp failed
+        ok = getattr(self._outcome, "success", True)
         if ok and not os.environ.get("KEEP_TEST_DIRS"):
             shutil.rmtree(self.dir, ignore_errors=True)
         else:

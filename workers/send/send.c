@@ -67,7 +67,7 @@ const struct config_key send_config_keys[] = {
     { "send", "metrics_listen", CONFIG_STR, "127.0.0.1:9103", "metrics/health when run alone" },
     { "send", "transport", CONFIG_STR, "outbox:var/outbox",
       "outbox:<dir>, smtp://host:port, smtps://host:port or ses:<region>" },
-    { "send", "group", CONFIG_STR, "mailfleet-send", "consumer group (tiers add .retry.<delay>)" },
+    { "send", "group", CONFIG_STR, "send", "consumer group (tiers add .retry.<delay>)" },
     { "send", "retry_tiers", CONFIG_LIST, "1m,5m,30m,2h",
       "delays of the retry topics mailfleet.outbound.retry.<delay>, in order" },
     { "send", "max_retry_age", CONFIG_DURATION, "24h", "after this a deferred recipient bounces (Transient)" },
