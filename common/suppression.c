@@ -16,8 +16,12 @@
 int suppression_key(const char *addr, const char *list, char *out, size_t outlen)
 {
     char a[ADDRESS_BUFSZ];
-    if (address_normalize(addr, a, sizeof(a)) != 0)   /* domain lower-cased, as send looks up */
+    if (address_normalize(addr, a, sizeof(a)) != 0)
         return -EINVAL;
+    /* Whole address lower-cased: a bounce for User@ must stop mail to user@
+     * (mailbox providers treat local parts case-insensitively in practice). */
+    for (char *p = a; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
     if (list && list[0]) {
         for (const char *p = list; *p; p++)   /* list names are ours: keep them simple */
             if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')

@@ -1,7 +1,7 @@
 /* suppression — the suppression list's records and keys, one definition for
  * the feedback worker (writer, API), the CLI and send (reader).
  *
- * Topic mailfleet.suppression is compacted: key = normalized address, or
+ * Topic mailfleet.suppression is compacted: key = lower-cased address, or
  * "address|list" for a per-list unsubscribe; value = suppression.v1 JSON;
  * a tombstone (NULL value) removes the entry. */
 #ifndef MF_SUPPRESSION_H
@@ -14,7 +14,7 @@ struct kv;
 
 #define SUPPRESSION_TOPIC "mailfleet.suppression"
 
-/* Normalizes addr (common/address: domain lower-cased); list may be NULL.
+/* Normalizes addr (common/address) and lower-cases it; list may be NULL.
  * Returns 0 or -EINVAL. */
 int suppression_key(const char *addr, const char *list, char *out, size_t outlen);
 /* reason: BOUNCE, COMPLAINT, UNSUBSCRIBE or MANUAL; returns 0 if valid. */

@@ -10,7 +10,7 @@ mode=${1:-run}
 
 build_pkgs="gcc make pkg-config openssl libssl-dev libuv1-dev liblmdb-dev lmdb-utils
  librdkafka-dev libgmime-3.0-dev libcurl4-openssl-dev libjansson-dev libinih-dev
- libmicrohttpd-dev libcrypt-dev libopendkim-dev"
+ libmicrohttpd-dev libcrypt-dev libopendkim-dev swaks curl"
 test_pkgs="libcmocka-dev kcat swaks libnet-ssleay-perl postfix python3 python3-botocore python3-jsonschema
  python3-dkim prometheus yamllint curl nodejs npm kubernetes-client binutils python3-yaml"
 
