@@ -40,10 +40,10 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/libmfcommon.a: $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	@ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $^
 $(BUILD)/libmfworkers.a: $(WORKER_OBJ)
 	@mkdir -p $(dir $@)
-	@ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/mailfleet: $(MAIN_OBJ) $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@echo "  LD  $@"

@@ -34,7 +34,7 @@
 #include "suppression.h"
 #include "timeutil.h"
 #include "tokens.h"
-#include "topic_copy.h"
+#include "suppression_copy.h"
 #include "verp.h"
 
 #include <ctype.h>
@@ -67,7 +67,7 @@ struct feedback {
     struct store *incoming;
     struct tokens *tokens;
     char *verp_key;
-    struct topic_copy *copy;
+    struct suppression_copy *copy;
     struct kv *transient, *seen;
     struct bus_consumer *fc, *ec;
     char *api_token;
@@ -156,7 +156,7 @@ static int suppress(struct feedback *f, const char *addr, const char *list, cons
     }
     if (suppression_key(addr, list, key, sizeof(key)) == 0) {
         char *v = suppression_record(addr, list, reason, now_ms(), source, message_id, feedback_id);
-        topic_copy_apply(f->copy, key, strlen(key), v, strlen(v));   /* read-your-writes */
+        suppression_copy_apply(f->copy, key, strlen(key), v, strlen(v));   /* read-your-writes */
         free(v);
     }
     metric_inc(f->m_suppressed);
@@ -756,7 +756,7 @@ static void api_list(struct feedback *f, const struct http_request *req, struct 
         start = xrealloc(start, slen + 1);
         start[slen++] = '\0';
     }
-    kv_iter(topic_copy_kv(f->copy), start, slen, page_one, &p);
+    kv_iter(suppression_copy_kv(f->copy), start, slen, page_one, &p);
     free(start);
     json_t *out = json_pack("{s:o}", "SuppressedDestinationSummaries", p.items);
     if (p.more) {
@@ -806,7 +806,7 @@ static void serve_api(void *opaque, const struct http_request *req, struct http_
     if (strcmp(req->method, "GET") == 0) {
         void *v = NULL;
         size_t vl = 0;
-        if (kv_get(topic_copy_kv(f->copy), key, strlen(key), &v, &vl) != 1) {
+        if (kv_get(suppression_copy_kv(f->copy), key, strlen(key), &v, &vl) != 1) {
             api_error(resp, 404, "NotFoundException", "not on the suppression list");
         } else {
             json_t *o = json_loadb(v, vl, 0, NULL);
@@ -830,7 +830,7 @@ static void serve_api(void *opaque, const struct http_request *req, struct http_
             api_error(resp, 503, "ServiceUnavailableException", "cannot record the change");
         } else {
             char *v = suppression_record(addr, NULL, reason, now_ms(), "api", NULL, NULL);
-            topic_copy_apply(f->copy, key, strlen(key), v, strlen(v));
+            suppression_copy_apply(f->copy, key, strlen(key), v, strlen(v));
             free(v);
             api_json(resp, json_object());
         }
@@ -838,7 +838,7 @@ static void serve_api(void *opaque, const struct http_request *req, struct http_
         if (suppression_remove(f->bus, addr, NULL, err, sizeof(err)) != 0) {
             api_error(resp, 503, "ServiceUnavailableException", "cannot record the change");
         } else {
-            topic_copy_apply(f->copy, key, strlen(key), NULL, 0);
+            suppression_copy_apply(f->copy, key, strlen(key), NULL, 0);
             api_json(resp, json_object());
         }
     } else {
@@ -850,7 +850,7 @@ static void serve_api(void *opaque, const struct http_request *req, struct http_
 static int ready(void *opaque, char *why, size_t len)
 {
     struct feedback *f = opaque;
-    if (!topic_copy_caught_up(f->copy)) {
+    if (!suppression_copy_ready(f->copy)) {
         snprintf(why, len, "suppression copy is catching up");
         return 0;
     }
@@ -916,11 +916,19 @@ static int feedback_run(struct worker_env *env)
         log_kv(LOG_ERROR, "cannot open feedback state", "error", err, NULL);
         goto out;
     }
-    snprintf(dir, sizeof(dir), "%s/feedback-suppression", config_str(cfg, "mailfleet", "state_dir"));
-    f->copy = topic_copy_start(f->bus, SUPPRESSION_TOPIC, "feedback-suppression", dir, "suppression",
-                               err, sizeof(err));
+    snprintf(dir, sizeof(dir), "%s/feedback/suppression", config_str(cfg, "mailfleet", "state_dir"));
+    /* the copy is rebuilt from the topic at each start: its group never
+     * commits, and is per host so pods don't share one */
+    char host[128] = "local", group[256];
+    gethostname(host, sizeof(host) - 1);
+    snprintf(group, sizeof(group), "feedback.suppression.%s", host);
+    if (!(f->copy = suppression_copy_open(dir, err, sizeof(err))) ||
+        suppression_copy_start(f->copy, f->bus, group, env->stop, err, sizeof(err)) != 0) {
+        log_kv(LOG_ERROR, "cannot follow the suppression list", "error", err, NULL);
+        goto out;
+    }
     const char *ft[] = { "mailfleet.feedback", NULL }, *et[] = { "mailfleet.events", NULL };
-    if (!f->copy || !(f->fc = bus_consumer_new(f->bus, "feedback", ft, 1, err, sizeof(err))) ||
+    if (!(f->fc = bus_consumer_new(f->bus, "feedback", ft, 1, err, sizeof(err))) ||
         !(f->ec = bus_consumer_new(f->bus, "feedback-events", et, 1, err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot consume", "error", err, NULL);
         goto out;
@@ -953,7 +961,7 @@ out:
     http_ready_remove(env->http, "feedback", f);
     bus_consumer_free(f->fc);
     bus_consumer_free(f->ec);
-    topic_copy_stop(f->copy);
+    suppression_copy_free(f->copy);
     kv_close(f->transient);
     kv_close(f->seen);
     store_close(f->incoming);

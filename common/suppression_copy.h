@@ -13,8 +13,8 @@
  * disk; a pod that lost its disk would resume at the end with an empty copy
  * and send to suppressed addresses.  Re-reading costs one pass over a
  * compacted topic at startup. */
-#ifndef MF_SEND_SUPPRESSION_COPY_H
-#define MF_SEND_SUPPRESSION_COPY_H
+#ifndef MF_SUPPRESSION_COPY_H
+#define MF_SUPPRESSION_COPY_H
 #include <signal.h>
 #include <stddef.h>
 
@@ -44,5 +44,7 @@ int suppression_copy_start(struct suppression_copy *s, struct bus *b, const char
                            volatile sig_atomic_t *stop, char *err, size_t errlen);
 /* 1 once the copy holds everything the topic held when following began. */
 int suppression_copy_ready(struct suppression_copy *s);
+/* The LMDB copy itself (key -> suppression.v1 JSON), for listing (feedback's API). */
+struct kv *suppression_copy_kv(struct suppression_copy *s);
 
 #endif

@@ -31,40 +31,18 @@ struct suppression_copy {
     atomic_int quit;
 };
 
-struct key_list {
-    char **keys;
-    size_t *lens;
-    size_t n, cap;
-};
-
-static int collect_key(void *opaque, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    struct key_list *kl = opaque;
-    if (kl->n == kl->cap) {
-        kl->cap = kl->cap ? kl->cap * 2 : 64;
-        kl->keys = xrealloc(kl->keys, kl->cap * sizeof(char *));
-        kl->lens = xrealloc(kl->lens, kl->cap * sizeof(size_t));
-    }
-    kl->keys[kl->n] = xmalloc(klen ? klen : 1);
-    memcpy(kl->keys[kl->n], key, klen);
-    kl->lens[kl->n++] = klen;
-    return 0;
-}
-
+/* Rebuilt from the topic at every start, so it needs no fsync (KV_VOLATILE)
+ * and starts empty: a stale copy can never hide a suppression. */
 struct suppression_copy *suppression_copy_open(const char *dir, char *err, size_t errlen)
 {
-    struct kv *kv = kv_open(dir, "suppression", 0, err, errlen);
+    struct kv *kv = kv_open_flags(dir, "suppression", 0, KV_VOLATILE, err, errlen);
     if (!kv)
         return NULL;
-    /* Start empty: the topic is the truth and is re-read from its start. */
-    struct key_list kl = { 0 };
-    kv_iter(kv, NULL, 0, collect_key, &kl);
-    for (size_t i = 0; i < kl.n; i++) {
-        kv_del(kv, kl.keys[i], kl.lens[i]);
-        free(kl.keys[i]);
+    if (kv_clear(kv) != 0) {
+        snprintf(err, errlen, "%s: cannot empty the suppression copy", dir);
+        kv_close(kv);
+        return NULL;
     }
-    free(kl.keys);
-    free(kl.lens);
     struct suppression_copy *s = xcalloc(1, sizeof(*s));
     s->kv = kv;
     return s;
@@ -108,12 +86,7 @@ int suppression_copy_apply(struct suppression_copy *s, const void *key, size_t k
     }
     if (!val)
         return kv_del(s->kv, k, strlen(k)) < 0 ? -EIO : 0;
-    const char *reason = "";
-    json_t *j = json_loadb(val, vlen, 0, NULL);
-    if (j && json_is_string(json_object_get(j, "reason")))
-        reason = json_string_value(json_object_get(j, "reason"));
-    int rc = kv_put(s->kv, k, strlen(k), reason, strlen(reason), 0);
-    json_decref(j);
+    int rc = kv_put(s->kv, k, strlen(k), val, vlen, 0);
     return rc < 0 ? rc : 0;
 }
 
@@ -132,7 +105,10 @@ int suppression_copy_check(struct suppression_copy *s, const char *addr, const c
         if (rc < 0)
             return rc;
         if (rc == 1) {
-            snprintf(reason, rlen, "%.*s", (int)vl, v ? (char *)v : "");
+            json_t *j = v ? json_loadb(v, vl, 0, NULL) : NULL;
+            const char *r = json_string_value(json_object_get(j, "reason"));
+            snprintf(reason, rlen, "%s", r ? r : "");
+            json_decref(j);
             free(v);
             if (per_list)
                 *per_list = pass;
@@ -234,4 +210,9 @@ int suppression_copy_start(struct suppression_copy *s, struct bus *b, const char
 int suppression_copy_ready(struct suppression_copy *s)
 {
     return atomic_load(&s->ready);
+}
+
+struct kv *suppression_copy_kv(struct suppression_copy *s)
+{
+    return s->kv;
 }
