@@ -491,21 +491,6 @@ static void links_close(struct links *l)
     l->tok = NULL;
 }
 
-struct first_key {
-    char *k;
-    size_t *n;
-};
-
-static int links_first_key(void *opaque, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    struct first_key *fk = opaque;
-    if (klen <= 65) {
-        memcpy(fk->k, key, klen);
-        *fk->n = klen;
-    }
-    return 1;
-}
-
 /* The route stays registered on the shared public server after the worker
  * returns (`mailfleet run` frees the server last), so the state it points
  * to is static: once `loaded` is 0 it only answers 503.  One links worker
@@ -537,7 +522,7 @@ static int links_run(struct worker_env *env)
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s/links", config_str(env->cfg, "mailfleet", "state_dir"));
     if (l.st)
-        l.kv = kv_open(dir, "revocations", 0, err, sizeof(err));
+        l.kv = kv_open_flags(dir, "revocations", 0, KV_VOLATILE, err, sizeof(err));
     struct bus_options bo = { .client_id = "mailfleet-links" };
     if (l.kv)
         l.bus = bus_open(config_str(env->cfg, "mailfleet", "bus"), &bo, err, sizeof(err));
@@ -548,14 +533,10 @@ static int links_run(struct worker_env *env)
     }
     /* The copy is rebuilt from the topic on every start: a revocation lifted
      * (and compacted away) while we were down must not linger. */
-    for (;;) {
-        char first[66];
-        size_t fl = 0;
-        struct first_key it = { first, &fl };
-        long n = kv_iter(l.kv, NULL, 0, links_first_key, &it);
-        if (n <= 0 || fl == 0)
-            break;
-        kv_del(l.kv, first, fl);
+    if (kv_clear(l.kv) != 0) {
+        log_kv(LOG_ERROR, "links cannot empty its revocation copy", NULL);
+        links_close(lp);
+        return 1;
     }
     l.m_ok = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"served\"");
     l.m_forbidden = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"forbidden\"");
