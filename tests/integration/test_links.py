@@ -185,6 +185,10 @@ class AllInOneTest(harness.TestCase, Pipeline):
             cfg = f.read()
         cfg = cfg.replace("[mailfleet]\n", "[mailfleet]\nhttp_listen = 127.0.0.1:%d\npublic_listen = 127.0.0.1:%d\n"
                           % (harness.free_port(), self.pub_port))
+        # every worker runs: ingest and send need their own ports and dirs
+        cfg += "\n[ingest]\nlisten = 127.0.0.1:%d\nlisten_tls =\ntls_cert = %s\ntls_key = %s\ntls_generate = true\n" \
+               "\n[send]\ntransport = outbox:%s\n" % (harness.free_port(), self.path("cert.pem"),
+                                                       self.path("key.pem"), self.path("outbox"))
         with open(self.cfg, "w") as f:
             f.write(cfg)
         p = self.start([harness.MAILFLEET, "run", "-c", self.cfg], "run")
