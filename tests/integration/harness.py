@@ -111,8 +111,11 @@ class TestCase(unittest.TestCase):
                 p.stop(5)
             except Exception:
                 pass
-        # _Outcome.success turns False when the test method or setUp failed
-        ok = getattr(self._outcome, "success", True)
+        # Python 3.11 resets _Outcome.success to True for the tearDown part; the
+        # test's own error or failure is already in the result by then
+        res = getattr(self._outcome, "result", None)
+        ok = getattr(self._outcome, "success", True) and not any(
+            t is self for t, _ in getattr(res, "errors", []) + getattr(res, "failures", []))
         if ok and not os.environ.get("KEEP_TEST_DIRS"):
             shutil.rmtree(self.dir, ignore_errors=True)
         else:
