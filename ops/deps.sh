@@ -10,11 +10,13 @@ mode=${1:-run}
 
 build_pkgs="gcc make pkg-config openssl libssl-dev libuv1-dev liblmdb-dev lmdb-utils
  librdkafka-dev libgmime-3.0-dev libcurl4-openssl-dev libjansson-dev libinih-dev
- libmicrohttpd-dev libcrypt-dev libopendkim-dev swaks curl"
+ libmicrohttpd-dev libcrypt-dev libopendkim-dev"
+# make run also prints a swaks line for the first mail
+run_pkgs="swaks curl"
 test_pkgs="libcmocka-dev kcat swaks libnet-ssleay-perl postfix python3 python3-botocore python3-jsonschema
  python3-dkim prometheus yamllint curl nodejs npm kubernetes-client binutils python3-yaml"
 
-want=$build_pkgs
+want="$build_pkgs $run_pkgs"
 [ "$mode" = test ] && want="$build_pkgs $test_pkgs"
 
 missing=""

@@ -662,7 +662,8 @@ class ConfigMapTest(harness.TestCase):
         keys, sec = {}, None
         with open(os.path.join(OPS, "mailfleet.example.ini")) as f:
             for line in f:
-                m = re.match(r"^\s*\[([^\]]+)\]\s*$", line)
+                # named sections are documented as "# [rule.NAME] ..."
+                m = re.match(r"^\s*(?:#\s*)?\[([^\]]+)\]", line)
                 if m:
                     sec = m.group(1).strip()
                     keys.setdefault(sec, set())
