@@ -10,6 +10,7 @@ override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-m
 override LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
 
 BUILD    ?= build
+ASAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 COMMON_SRC  := $(sort $(wildcard common/*.c))
 WORKER_SRC  := $(sort $(wildcard workers/*/*.c))
 MAIN_SRC    := workers/mailfleet.c
@@ -71,11 +72,11 @@ run: deps
 
 test: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
-	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined" build-asan/mailfleet $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
+	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_CFLAGS)" build-asan/mailfleet $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%) $(TOOL_SRC:tests/tools/%.c=build-asan/tools/%)
 	@tests/run.sh
 
 check-asan: deps-test
-	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" build-asan/mailfleet $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
+	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_CFLAGS)" build-asan/mailfleet $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
 	@TESTS_ONLY=asan tests/run.sh
 
 bench: deps-test all

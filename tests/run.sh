@@ -54,6 +54,33 @@ if [ "$only" = all ] || [ "$only" = integration ]; then
   done
 fi
 
+# A few integration files again against the ASan/UBSan build of the binary
+# and tools: sanitizer reports go to files, and any report fails the file.
+asan_files=${ASAN_INTEGRATION-test_http test_feedback test_links test_ingest}
+if { [ "$only" = all ] || [ "$only" = integration ]; } && [ -x build-asan/mailfleet ] && [ -n "$asan_files" ]; then
+  for f in $asan_files; do
+    t=tests/integration/$f.py
+    [ -f "$t" ] || continue
+    [ -n "$match" ] && [[ "$t" != *"$match"* ]] && continue
+    rep=$(mktemp -d /tmp/mf-asan-reports.XXXXXX)
+    out="$log/$f.asan.log"
+    (cd tests/integration && MAILFLEET_BUILD="$PWD/../../build-asan" \
+      ASAN_OPTIONS="detect_leaks=1:log_path=$rep/asan" UBSAN_OPTIONS="print_stacktrace=1:log_path=$rep/ubsan" \
+      timeout 1200 /usr/bin/python3 -m unittest -v "$f") >"$out" 2>&1
+    rc=$?
+    ran=$(grep -Eo '^Ran [0-9]+ test' "$out" | awk '{print $2}'); ran=${ran:-0}
+    bad=$(grep -Eo '^FAILED \((failures|errors)=[0-9]+(, (failures|errors)=[0-9]+)?' "$out" | grep -Eo '[0-9]+' | awk '{s+=$1} END{print s+0}')
+    if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then bad=1; fi
+    if [ -n "$(ls -A "$rep")" ]; then
+      echo "sanitizer reports from $f:"; cat "$rep"/* | head -80
+      [ "$bad" = 0 ] && bad=1
+    fi
+    rm -rf "$rep"
+    pass=$((pass + ran - bad)); fail=$((fail + bad))
+    if [ "$bad" != 0 ]; then failed_names+=("asan-integration $f"); echo "FAIL asan-integration $f (see $out)"; tail -40 "$out"; else echo "ok   asan-integration $f: $ran"; fi
+  done
+fi
+
 for n in "${failed_names[@]}"; do echo "failed: $n"; done
 echo "tests: $pass passed, $fail failed"
 [ "$fail" = 0 ] && [ "$pass" -gt 0 ]
