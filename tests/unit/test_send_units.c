@@ -16,7 +16,7 @@
 
 #include "send/events.h"
 #include "send/ratelimit.h"
-#include "send/suppression_copy.h"
+#include "suppression_copy.h"
 #include "send/transport.h"
 #include "verp.h"
 #include "tokens.h"
