@@ -156,3 +156,16 @@ class BusKafkaTest(harness.TestCase):
 if __name__ == "__main__":
     import unittest
     unittest.main()
+
+
+class BusContractKafkaTest(harness.TestCase):
+    def test_shared_contract_suite_on_the_mock(self):
+        """The same cmocka contract suite the local queue passes
+        (tests/unit/test_bus_contract.c), against a 3-broker mock cluster in
+        its own process: the backends keep one contract."""
+        _, servers = harness.start_mock_kafka(self, brokers=3)
+        r = subprocess.run([os.path.join(harness.BUILD, "tests", "test_bus_contract")],
+                           env=dict(os.environ, MF_BUS_URI="kafka:" + servers),
+                           capture_output=True, text=True, timeout=600)
+        self.assertEqual(r.returncode, 0, r.stdout[-4000:] + r.stderr[-4000:])
+        self.assertRegex(r.stdout, r"\[  PASSED  \] 1[0-9] test\(s\)\.")

@@ -776,7 +776,11 @@ int main(void)
     snprintf(g_run, sizeof g_run, "mfc-%d-%lld", (int)getpid(), (long long)now_ms());
     name(g_compacted, sizeof g_compacted, "compacted");
     const char *compacted[] = { g_compacted, NULL };
-    struct bus_options opt = { .client_id = "mailfleet-contract-test", .compacted_topics = compacted };
+    /* The mock rebalances a group only after the last member's session
+     * times out: keep it short so "restart the consumer" cases stay quick. */
+    const char *kconf[] = { "session.timeout.ms", "6000", NULL };
+    struct bus_options opt = { .client_id = "mailfleet-contract-test", .compacted_topics = compacted,
+                               .kafka_conf = kconf };
     g_bus = bus_open(g_uri, &opt, err, sizeof err);
     if (!g_bus) {
         fprintf(stderr, "bus_open %s: %s\n", g_uri, err);
