@@ -168,4 +168,4 @@ class BusContractKafkaTest(harness.TestCase):
                            env=dict(os.environ, MF_BUS_URI="kafka:" + servers),
                            capture_output=True, text=True, timeout=600)
         self.assertEqual(r.returncode, 0, r.stdout[-4000:] + r.stderr[-4000:])
-        self.assertRegex(r.stdout, r"\[  PASSED  \] 1[0-9] test\(s\)\.")
+        self.assertRegex(r.stdout + r.stderr, r"\[  PASSED  \] 1[0-9] test\(s\)\.")
