@@ -39,8 +39,10 @@ $(BUILD)/%.o: %.c
 	@$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libmfcommon.a: $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
 	@ar rcs $@ $^
 $(BUILD)/libmfworkers.a: $(WORKER_OBJ)
+	@mkdir -p $(dir $@)
 	@ar rcs $@ $^
 
 $(BUILD)/mailfleet: $(MAIN_OBJ) $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a

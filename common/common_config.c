@@ -1,6 +1,13 @@
 /* common_config — the keys every worker shares: where the bus and stores are,
  * logging, the all-in-one HTTP port, librdkafka properties, S3 credentials. */
 #include "common_config.h"
+#include "strbuf.h"
+#include "tokens.h"
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 const struct config_key common_config_keys[] = {
     { "mailfleet", "bus", CONFIG_STR, "local:var/queue", "local:<dir> or kafka:<host:port,...>" },
@@ -13,6 +20,12 @@ const struct config_key common_config_keys[] = {
     { "mailfleet", "log_level", CONFIG_STR, "info", "debug, info, warn or error" },
     { "mailfleet", "http_listen", CONFIG_STR, "127.0.0.1:9100",
       "metrics/health/alarms for `mailfleet run` (all workers in one process)" },
+    { "mailfleet", "public_listen", CONFIG_STR, "127.0.0.1:8025",
+      "public HTTP (links /a/, one-click unsubscribe /u/, suppression API /v2/) under `mailfleet run`" },
+    { "mailfleet", "public_base_url", CONFIG_STR, "http://127.0.0.1:8025",
+      "how recipients reach the public HTTP server (links and unsubscribe URLs)" },
+    { "mailfleet", "token_keys", CONFIG_SECRET, NULL,
+      "HMAC keys for links, VERP and unsubscribe tokens: kid:secret[,kid:secret...]; the first signs" },
     { "mailfleet", "queue_retention", CONFIG_DURATION, "14d", "local queue: drop records older than this" },
     { "kafka", "*", CONFIG_STR, NULL, "any librdkafka property, e.g. security.protocol = ssl" },
     { "s3", "access_key", CONFIG_SECRET, NULL, "S3 access key id (or access_key_file)" },
@@ -20,3 +33,36 @@ const struct config_key common_config_keys[] = {
     { "s3", "session_token", CONFIG_SECRET, NULL, "optional STS session token" },
     CONFIG_KEYS_END
 };
+
+struct tokens *common_tokens(const struct config *cfg, char *err, size_t errlen)
+{
+    char *keys = config_secret(cfg, "mailfleet", "token_keys");
+    if (!keys) {
+        snprintf(err, errlen, "[mailfleet] token_keys (or token_keys_file) is not set");
+        return NULL;
+    }
+    const char *v[16];
+    size_t n = 0;
+    for (char *save = NULL, *k = strtok_r(keys, ", \t\n", &save); k && n < 16;
+         k = strtok_r(NULL, ", \t\n", &save))
+        v[n++] = k;
+    struct tokens *t = tokens_new(v, n, err, errlen);
+    explicit_bzero(keys, strlen(keys));
+    free(keys);
+    return t;
+}
+
+struct store *common_store(const struct config *cfg, const char *key, char *err, size_t errlen)
+{
+    char *ak = config_secret(cfg, "s3", "access_key");
+    char *sk = config_secret(cfg, "s3", "secret_key");
+    char *st = config_secret(cfg, "s3", "session_token");
+    struct store_options o = { ak, sk, st };
+    struct store *s = store_open(config_str(cfg, "mailfleet", key), &o, err, errlen);
+    if (sk)
+        explicit_bzero(sk, strlen(sk));
+    free(ak);
+    free(sk);
+    free(st);
+    return s;
+}

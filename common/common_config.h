@@ -5,4 +5,14 @@
 
 extern const struct config_key common_config_keys[];
 
+struct tokens;
+/* The token keys of [mailfleet] token_keys (links, VERP, unsubscribe).
+ * NULL with err when unset or malformed. */
+struct tokens *common_tokens(const struct config *cfg, char *err, size_t errlen);
+
+struct store;
+/* Opens the store named by [mailfleet] <key> (store_incoming,
+ * store_attachments) with the [s3] credentials. */
+struct store *common_store(const struct config *cfg, const char *key, char *err, size_t errlen);
+
 #endif

@@ -35,6 +35,9 @@ struct config {
     size_t errlen;
     int failed;
     int line;         /* lines read so far: Debian's inih has no line numbers */
+    int mid_line;     /* the last read ended inside a long line */
+    char unknown_section[128];   /* pending "unknown section" error */
+    int unknown_line;
     FILE *f;
 };
 
@@ -90,7 +93,7 @@ int64_t config_parse_size(const char *s)
         mult = 1024ULL * 1024 * 1024, end++;
     if (*end == 'B' || *end == 'b')
         end++;
-    if (*end)
+    if (*end || v > (unsigned long long)INT64_MAX / mult)
         return -1;
     return (int64_t)(v * mult);
 }
@@ -231,13 +234,44 @@ static void note_section(struct config *c, const char *section)
     c->sections[c->nsec++] = xstrdup(section);
 }
 
-/* inih reads one line per call, so counting here gives the handler's line. */
+static void flush_unknown_section(struct config *c)
+{
+    if (c->unknown_line)
+        fail(c, c->unknown_line, c->unknown_section, "", "unknown section");
+    c->unknown_line = 0;
+}
+
+/* inih reads one line per call, so counting here gives the handler's line.
+ * A line counts when it starts (a last line may lack its newline).  Debian's
+ * inih does not call the handler for a section header, so headers are seen
+ * here: an unknown section with no keys is still an error, and a named
+ * section with only defaults still shows in config_sections(). */
 static char *read_line(char *buf, int size, void *stream)
 {
     struct config *c = stream;
     char *r = fgets(buf, size, c->f);
-    if (r && strchr(r, '\n'))
+    if (!r)
+        return r;
+    if (!c->mid_line) {
         c->line++;
+        const char *p = r, *end;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '[' && (end = strchr(p, ']')) != NULL && end > p + 1) {
+            char section[128];
+            snprintf(section, sizeof(section), "%.*s", (int)(end - p - 1), p + 1);
+            flush_unknown_section(c);
+            if (!section_known(c->tables, section)) {
+                /* reported at its first key if it has one (the line users
+                 * look at), else at the header when the section ends */
+                snprintf(c->unknown_section, sizeof(c->unknown_section), "%s", section);
+                c->unknown_line = c->line;
+            } else {
+                note_section(c, section);
+            }
+        }
+    }
+    c->mid_line = strchr(r, '\n') == NULL;
     return r;
 }
 
@@ -277,7 +311,9 @@ static void apply_env(struct config *c)
             continue;
         const char *s = *ep + 11, *sep = strstr(s, "__"), *eq = strchr(s, '=');
         if (!sep || !eq || sep > eq) {
-            fail(c, 0, "?", *ep, "environment override must be MAILFLEET__SECTION__KEY=value");
+            char name[160];   /* the name only: the value may be a secret */
+            snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - *ep) : 64, *ep);
+            fail(c, 0, "?", name, "environment override must be MAILFLEET__SECTION__KEY=value");
             return;
         }
         const char *section = NULL, *key = NULL;
@@ -325,6 +361,7 @@ struct config *config_load(const char *path, const struct config_key *const *tab
         c->f = f;
         int rc = ini_parse_stream(read_line, c, on_ini, c);
         fclose(f);
+        flush_unknown_section(c);
         if (rc > 0 && !c->failed) {
             snprintf(err, errlen, "%s:%d: syntax error", path, rc);
             c->failed = 1;

@@ -58,7 +58,8 @@ int id_valid(const char *s)
             return 0;
         }
     }
-    return s[14] == '7';
+    /* version 7 and the RFC 9562 variant (10xx), as the schemas require */
+    return s[14] == '7' && (s[19] == '8' || s[19] == '9' || s[19] == 'a' || s[19] == 'b');
 }
 
 int64_t id_time_ms(const char *s)

@@ -115,6 +115,11 @@ static size_t utf8_seq(const unsigned char *s)
     for (size_t i = 1; i < n; i++)
         if ((s[i] & 0xC0) != 0x80)
             return 0;
+    /* overlong forms, UTF-16 surrogates and code points past U+10FFFF are
+     * not UTF-8 either (RFC 3629 table), and JSON parsers reject them */
+    if ((s[0] == 0xE0 && s[1] < 0xA0) || (s[0] == 0xED && s[1] > 0x9F)
+        || (s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] > 0x8F))
+        return 0;
     return n;
 }
 

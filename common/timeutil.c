@@ -37,14 +37,41 @@ char *rfc3339_ms(int64_t ms, char *buf, size_t len)
     return buf;
 }
 
+/* Exactly n digits at p into *out; 0 or -1. */
+static int fixed_digits(const char *p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)p[i]))
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static int days_in_month(int y, int m)
+{
+    static const int d[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return m == 2 && leap ? 29 : d[m - 1];
+}
+
+/* Strict by hand rather than strptime: strptime skips blanks, takes one-digit
+ * fields and accepts February 30 (timegm then silently moves it to March). */
 int64_t rfc3339_parse(const char *s)
 {
-    struct tm tm = {0};
-    int frac_ms = 0;
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    int y, mo, d, h, mi, sec, frac_ms = 0;
+    const char *p = s;
 
-    if (!p)
+    if (fixed_digits(p, 4, &y) || p[4] != '-' || fixed_digits(p + 5, 2, &mo) || p[7] != '-'
+        || fixed_digits(p + 8, 2, &d) || (p[10] != 'T' && p[10] != 't')
+        || fixed_digits(p + 11, 2, &h) || p[13] != ':' || fixed_digits(p + 14, 2, &mi)
+        || p[16] != ':' || fixed_digits(p + 17, 2, &sec))
         return -1;
+    if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60)
+        return -1;
+    p += 19;
     if (*p == '.') {
         int digits = 0;
         p++;
@@ -63,16 +90,18 @@ int64_t rfc3339_parse(const char *s)
     if (*p == 'Z' || *p == 'z') {
         p++;
     } else if (*p == '+' || *p == '-') {
-        int hh, mm;
-        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+        int oh, om;
+        if (fixed_digits(p + 1, 2, &oh) || p[3] != ':' || fixed_digits(p + 4, 2, &om) || oh > 23 || om > 59)
             return -1;
-        off = (hh * 60 + mm) * 60 * (*p == '+' ? 1 : -1);
+        off = (int64_t)(oh * 60 + om) * 60 * (*p == '+' ? 1 : -1);
         p += 6;
     } else {
         return -1;
     }
     if (*p)
         return -1;
+    struct tm tm = { .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
+                     .tm_hour = h, .tm_min = mi, .tm_sec = sec };
     return ((int64_t)timegm(&tm) - off) * 1000 + frac_ms;
 }
 
@@ -81,8 +110,10 @@ int64_t duration_parse_ms(const char *s)
     char *end;
     if (!s || !isdigit((unsigned char)*s))
         return -1;
+    /* plain decimal only: strtod would also take "1e3", "0x10" and "1e400" */
+    size_t num = strspn(s, "0123456789.");
     double v = strtod(s, &end);
-    if (end == s || v < 0)
+    if (end == s || v < 0 || (size_t)(end - s) != num)
         return -1;
     double mult;
     if (*end == '\0' || strcmp(end, "s") == 0)
@@ -96,6 +127,8 @@ int64_t duration_parse_ms(const char *s)
     else if (strcmp(end, "d") == 0)
         mult = 86400e3;
     else
+        return -1;
+    if (v * mult >= 9.2e18)   /* would not fit int64_t */
         return -1;
     return (int64_t)(v * mult);
 }

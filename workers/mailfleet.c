@@ -23,9 +23,8 @@
 #include "log.h"
 #include "worker.h"
 #include "admin.h"
-#include "ingest/users.h"
-
-extern const struct worker_def ingest_worker;
+#include "monitor/monitor.h"
+#include "feedback/feedback.h"
 
 #ifndef MAILFLEET_VERSION
 #define MAILFLEET_VERSION "0.1.0"
@@ -34,17 +33,36 @@ extern const struct worker_def ingest_worker;
 /* Workers, in start order for `mailfleet run` (consumers before producers is
  * not needed: topics are durable). */
 static const struct worker_def *const workers[] = {
-    &ingest_worker,
+    &feedback_worker,
+    &monitor_worker,
     NULL
 };
 
 /* Admin verbs: `mailfleet <verb> ...`. */
 static const struct admin_verb *const verbs[] = {
-    &users_verb,
+    &alarms_verb,
+    &suppression_verb,
+    &retention_verb,
     NULL
 };
 
 static volatile sig_atomic_t stop_flag;
+static int started_count, expected_count;
+
+void worker_started(struct worker_env *env)
+{
+    __atomic_add_fetch(env->started, 1, __ATOMIC_SEQ_CST);
+}
+
+static int all_started(void *opaque, char *why, size_t len)
+{
+    int n = __atomic_load_n(&started_count, __ATOMIC_SEQ_CST);
+    if (n < expected_count) {
+        snprintf(why, len, "%d of %d workers started", n, expected_count);
+        return 0;
+    }
+    return 1;
+}
 
 static void on_signal(int sig)
 {
@@ -120,28 +138,42 @@ static void *run_thread_main(void *arg)
     return NULL;
 }
 
-static int cmd_run_all(int argc, char **argv)
+static struct http_server *start_http(const char *listen, const char *what)
 {
     char err[256];
+    struct http_server *h = http_server_new(listen, 1 << 20, err, sizeof(err));
+    if (!h || http_server_start(h, err, sizeof(err)) != 0) {
+        log_kv(LOG_ERROR, "cannot start an HTTP server", "server", what, "error", err, NULL);
+        http_server_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+static int cmd_run_all(int argc, char **argv)
+{
     struct config *cfg = mailfleet_load_config(argc, argv);
     if (!cfg)
         return 2;
     log_init("mailfleet", log_level_parse(config_str(cfg, "mailfleet", "log_level")));
-    struct http_server *http = http_server_new(config_str(cfg, "mailfleet", "http_listen"), 1 << 20,
-                                               err, sizeof(err));
-    if (!http || http_server_start(http, err, sizeof(err)) != 0) {
-        log_kv(LOG_ERROR, "cannot start the HTTP server", "error", err, NULL);
+    int want_public = 0;
+    size_t n = 0;
+    for (; workers[n]; n++)
+        want_public |= workers[n]->public_http;
+    struct http_server *http = start_http(config_str(cfg, "mailfleet", "http_listen"), "metrics");
+    struct http_server *pub = want_public && http
+        ? start_http(config_str(cfg, "mailfleet", "public_listen"), "public") : NULL;
+    if (!http || (want_public && !pub)) {
         http_server_free(http);
         config_free(cfg);
         return 1;
     }
-    size_t n = 0;
-    while (workers[n])
-        n++;
+    expected_count = (int)n;
+    http_ready_add(http, "workers", all_started, NULL);
     struct run_thread *threads = calloc(n ? n : 1, sizeof(*threads));
     for (size_t i = 0; i < n; i++) {
         threads[i].def = workers[i];
-        threads[i].env = (struct worker_env){ cfg, http, &stop_flag, 1 };
+        threads[i].env = (struct worker_env){ cfg, http, pub, &stop_flag, 1, &started_count };
         pthread_create(&threads[i].tid, NULL, run_thread_main, &threads[i]);
     }
     log_kv(LOG_INFO, "mailfleet running", "version", MAILFLEET_VERSION, "http",
@@ -155,6 +187,7 @@ static int cmd_run_all(int argc, char **argv)
     }
     log_kv(LOG_INFO, "mailfleet stopped", NULL);
     free(threads);
+    http_server_free(pub);
     http_server_free(http);
     config_free(cfg);
     return rc ? 1 : 0;
@@ -162,22 +195,23 @@ static int cmd_run_all(int argc, char **argv)
 
 static int cmd_worker(const struct worker_def *def, int argc, char **argv)
 {
-    char err[256], key[64];
     struct config *cfg = mailfleet_load_config(argc, argv);
     if (!cfg)
         return 2;
     log_init(def->name, log_level_parse(config_str(cfg, "mailfleet", "log_level")));
-    snprintf(key, sizeof(key), "metrics_listen");
-    struct http_server *http = http_server_new(config_str(cfg, def->name, key), 1 << 20, err,
-                                               sizeof(err));
-    if (!http || http_server_start(http, err, sizeof(err)) != 0) {
-        log_kv(LOG_ERROR, "cannot start the HTTP server", "error", err, NULL);
+    struct http_server *http = start_http(config_str(cfg, def->name, "metrics_listen"), "metrics");
+    struct http_server *pub = def->public_http && http
+        ? start_http(config_str(cfg, def->name, "public_listen"), "public") : NULL;
+    if (!http || (def->public_http && !pub)) {
         http_server_free(http);
         config_free(cfg);
         return 1;
     }
-    struct worker_env env = { cfg, http, &stop_flag, 0 };
+    expected_count = 1;
+    http_ready_add(http, "workers", all_started, NULL);
+    struct worker_env env = { cfg, http, pub, &stop_flag, 0, &started_count };
     int rc = def->run(&env);
+    http_server_free(pub);
     http_server_free(http);
     config_free(cfg);
     return rc;

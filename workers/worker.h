@@ -14,14 +14,22 @@ struct http_server;
 struct worker_env {
     const struct config *cfg;
     struct http_server *http;          /* /metrics, /healthz, /readyz + routes */
+    struct http_server *public_http;   /* links, unsubscribe, API (if public_http) */
     volatile sig_atomic_t *stop;       /* set by SIGTERM/SIGINT */
     int all_in_one;                    /* 1 under `mailfleet run` */
+    int *started;                      /* workers that called worker_started() */
 };
+
+/* A worker calls this once its routes, readiness checks and consumers are in
+ * place: /readyz answers 503 until every worker of the process has. */
+void worker_started(struct worker_env *env);
 
 struct worker_def {
     const char *name;                              /* "ingest" */
     const struct config_key *keys;                 /* its config table */
     int (*run)(struct worker_env *env);
+    int public_http;   /* 1: needs the public server ([mailfleet] public_listen
+                          under `run`, [<worker>] public_listen alone) */
 };
 
 #endif

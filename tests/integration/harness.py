@@ -5,6 +5,7 @@ are killed in tearDown.  Nothing here fakes a peer: it starts real programs
 (the mailfleet binary, the librdkafka mock cluster tool, s3rver, smtp-sink...).
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -145,14 +146,45 @@ class TestCase(unittest.TestCase):
         return r
 
 
+def fleet_config(test, http_port=None, public_port=None, extra=""):
+    """A config for `mailfleet run` inside test.dir on free ports; workers'
+    sections get their own free ports.  Returns the INI text."""
+    http_port = http_port or free_port()
+    public_port = public_port or free_port()
+    test.ports = {"http": http_port, "public": public_port}
+    text = f"""[mailfleet]
+bus = local:{test.path("queue")}
+store_incoming = file:{test.path("store", "incoming")}
+store_attachments = file:{test.path("store", "attachments")}
+state_dir = {test.path("state")}
+http_listen = 127.0.0.1:{http_port}
+public_listen = 127.0.0.1:{public_port}
+public_base_url = http://127.0.0.1:{public_port}
+token_keys = t1:{"5a" * 32}
+"""
+    return text + extra
+
+
 def start_mock_kafka(test, brokers=1, topics=()):
     """Starts tests/tools/kafka_mock (librdkafka's mock cluster in its own
-    process); returns (Proc, bootstrap)."""
+    process); returns (Proc, bootstrap).  topics: "name" or "name:partitions".
+    The mock in librdkafka 2.0.2 cannot be told which port to use, so the
+    tool prints its bootstrap list as a line of its own and this reads it."""
     tool = os.path.join(TOOLS, "kafka_mock")
-    port = free_port()
-    args = [tool, "--brokers", str(brokers), "--port", str(port)]
+    args = [tool, "--brokers", str(brokers)]
     for t in topics:
         args += ["--topic", t]
     p = test.start(args, "kafka_mock")
-    wait_port(port, proc=p.p)
-    return p, "127.0.0.1:%d" % port
+
+    def bootstrap():
+        for line in p.output().splitlines():
+            if re.fullmatch(r"127\.0\.0\.1:\d+(,127\.0\.0\.1:\d+)*", line.strip()):
+                return line.strip()
+        if not p.alive():
+            raise RuntimeError("kafka_mock exited with %s:\n%s" % (p.p.returncode, p.output()))
+        return None
+
+    servers = wait_for(bootstrap, timeout=15, interval=0.05, what="the kafka_mock bootstrap list")
+    for hostport in servers.split(","):
+        wait_port(int(hostport.rsplit(":", 1)[1]), proc=p.p)
+    return p, servers

@@ -8,15 +8,19 @@ import harness
 class HttpTest(harness.TestCase):
     def test_endpoints_and_promtool(self):
         port = harness.free_port()
-        cfg = self.write("mf.ini", "[mailfleet]\nhttp_listen = 127.0.0.1:%d\nbus = local:%s\n"
-                         "state_dir = %s\n" % (port, self.path("queue"), self.path("state")))
+        cfg = self.write("mf.ini", harness.fleet_config(self, http_port=port))
         p = self.start([harness.MAILFLEET, "run", "-c", cfg], "run")
         harness.wait_port(port, proc=p.p)
         base = "http://127.0.0.1:%d" % port
         body = urllib.request.urlopen(base + "/healthz", timeout=5).read().decode()
         self.assertEqual(body.strip(), "ok")
-        r = urllib.request.urlopen(base + "/readyz", timeout=5)
-        self.assertEqual(r.status, 200)
+
+        def ready():
+            try:
+                return urllib.request.urlopen(base + "/readyz", timeout=5).status == 200
+            except urllib.error.HTTPError:
+                return False
+        harness.wait_for(ready, what="every worker ready")
         metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read()
         chk = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True)
         self.assertEqual(chk.returncode, 0, chk.stdout + chk.stderr)

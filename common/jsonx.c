@@ -1,0 +1,117 @@
+/* jsonx — thin, strict wrappers over jansson for topic records.
+ *
+ * Strict on input because records cross process boundaries: a duplicate key
+ * would let two readers see two different values, so it is refused. */
+#include "jsonx.h"
+#include "log.h"
+#include "timeutil.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+json_t *jsonx_loads(const void *buf, size_t len, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *v = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+
+    if (!v) {
+        snprintf(err, errlen, "%d:%d: %s", je.line, je.column, je.text);
+        return NULL;
+    }
+    if (!json_is_object(v)) {
+        snprintf(err, errlen, "1:1: record is not a JSON object");
+        json_decref(v);
+        return NULL;
+    }
+    return v;
+}
+
+char *jsonx_dumps(const json_t *v, size_t *len)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!s)
+        panic("%s: json_dumps failed (out of memory?)", __func__);
+    if (len)
+        *len = strlen(s);
+    return s;
+}
+
+json_t *jsonx_record_new(const char *name)
+{
+    char schema[96];
+    snprintf(schema, sizeof(schema), "mailfleet.%s.v1", name);
+    json_t *o = json_object();
+    if (!o || json_object_set_new(o, "schema", json_string(schema)) != 0)
+        panic("%s: out of memory", __func__);
+    return o;
+}
+
+int jsonx_record_check(const json_t *v, const char *name)
+{
+    char schema[96];
+    const char *s = jsonx_str(v, "schema");
+    snprintf(schema, sizeof(schema), "mailfleet.%s.v1", name);
+    return s && strcmp(s, schema) == 0 ? 0 : -EINVAL;
+}
+
+const json_t *jsonx_path(const json_t *v, const char *path)
+{
+    char part[128];
+    const char *p = path;
+
+    while (v && *p) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        if (n == 0 || n >= sizeof(part) || !json_is_object(v))
+            return NULL;
+        memcpy(part, p, n);
+        part[n] = '\0';
+        v = json_object_get(v, part);
+        p += n + (dot ? 1 : 0);
+        if (dot && !*p)
+            return NULL;   /* "a." */
+    }
+    return v;
+}
+
+const char *jsonx_str(const json_t *v, const char *path)
+{
+    const json_t *f = jsonx_path(v, path);
+    return json_is_string(f) ? json_string_value(f) : NULL;
+}
+
+int jsonx_int(const json_t *v, const char *path, int64_t *out)
+{
+    const json_t *f = jsonx_path(v, path);
+    if (!json_is_integer(f))
+        return -EINVAL;
+    *out = (int64_t)json_integer_value(f);
+    return 0;
+}
+
+int64_t jsonx_time_ms(const json_t *v, const char *path)
+{
+    const char *s = jsonx_str(v, path);
+    return s ? rfc3339_parse(s) : -1;
+}
+
+int jsonx_set_time(json_t *obj, const char *key, int64_t ms)
+{
+    char buf[32];
+    rfc3339_ms(ms, buf, sizeof(buf));
+    if (json_object_set_new(obj, key, json_string(buf)) != 0)
+        panic("%s: cannot set %s", __func__, key);
+    return 0;
+}
+
+int jsonx_set_str(json_t *obj, const char *key, const char *s)
+{
+    json_t *j = json_string(s);   /* NULL for invalid UTF-8 */
+    if (!j)
+        return -EINVAL;
+    if (json_object_set_new(obj, key, j) != 0)
+        panic("%s: cannot set %s", __func__, key);
+    return 0;
+}

@@ -1,0 +1,35 @@
+/* jsonx — the few jansson helpers every worker needs to read and write topic
+ * records (schemas/README.md): parse a record strictly, check its "schema",
+ * get typed fields by dotted path, and write timestamps in the one format. */
+#ifndef MF_JSONX_H
+#define MF_JSONX_H
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Parses one record value: must be a JSON object, no duplicate keys, no
+ * trailing data, no NUL in strings.  NULL + err ("line:col: reason") on error. */
+json_t *jsonx_loads(const void *buf, size_t len, char *err, size_t errlen);
+/* Compact UTF-8 serialization, malloc'd (free()); *len without the NUL. */
+char *jsonx_dumps(const json_t *v, size_t *len);
+
+/* New object {"schema": "mailfleet.<name>.v1"}; name like "inbound". */
+json_t *jsonx_record_new(const char *name);
+/* 0 if v is an object whose "schema" is "mailfleet.<name>.v1", else -EINVAL. */
+int jsonx_record_check(const json_t *v, const char *name);
+
+/* Field by dotted path ("envelope.mail_from"); NULL when absent or of
+ * another type.  Borrowed: valid while the object lives. */
+const json_t *jsonx_path(const json_t *v, const char *path);
+const char *jsonx_str(const json_t *v, const char *path);
+/* 0 and *out on an integer field, -EINVAL otherwise. */
+int jsonx_int(const json_t *v, const char *path, int64_t *out);
+/* RFC 3339 field -> ms; -1 when absent or malformed. */
+int64_t jsonx_time_ms(const json_t *v, const char *path);
+
+/* obj[key] = "2026-11-26T10:00:00.123Z" for ms.  Returns 0. */
+int jsonx_set_time(json_t *obj, const char *key, int64_t ms);
+/* obj[key] = s (copied); s must be valid UTF-8 or it is -EINVAL. */
+int jsonx_set_str(json_t *obj, const char *key, const char *s);
+
+#endif

@@ -1,0 +1,591 @@
+/* store_file — the file: backend, one file per key under a root directory.
+ *
+ * Durability: a put writes "<dir>/.~tmp.XXXXXX" in the key's own directory,
+ * fsyncs it, renames it over the key and fsyncs the directory, so a reader
+ * sees the old object or the new one, never a torn one, and a put that
+ * returned 0 survives a crash.  New sub-directories are fsynced into their
+ * parents the same way.
+ *
+ * Content type: kept in the user.mailfleet.content_type extended attribute of
+ * the object file, set before the rename so object and type arrive together at
+ * no extra fsync.  Where the filesystem refuses user xattrs (ENOTSUP), the type
+ * goes to a sidecar "<name>~ct" next to the object instead.  '~' is not a key
+ * character, so neither temp files nor sidecars can be named by a key or
+ * show up in a listing (which skips every name that is not a valid segment). */
+#include "store_backend.h"
+#include "log.h"
+#include "strbuf.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define XATTR_CT   "user.mailfleet.content_type"
+#define SIDECAR_SFX "~ct"
+#define IO_CHUNK   (64 * 1024)
+
+struct file_store {
+    struct store base;
+    char *root;            /* no trailing '/' */
+    int sidecar;           /* 1 once xattrs proved unsupported (or forced by tests) */
+};
+
+static const struct store_ops file_ops;
+
+static struct file_store *fs_of(struct store *s)
+{
+    if (s->ops != &file_ops)
+        panic("%s: not a file store", __func__);
+    return (struct file_store *)s;
+}
+
+static char *join(const char *root, const char *key)
+{
+    struct strbuf b;
+
+    strbuf_init(&b);
+    strbuf_appendf(&b, "%s/%s", root, key);
+    return strbuf_detach(&b, NULL);
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+/* mkdir -p for the directories of path below root; each directory made here
+ * is fsynced into its parent so the later rename cannot be lost with it. */
+static int make_parents(const char *root, const char *path, char *err, size_t errlen)
+{
+    char *p = xstrdup(path);
+    size_t rootlen = strlen(root);
+    int rc = 0;
+
+    for (char *s = p + rootlen + 1; (s = strchr(s, '/')) != NULL; s++) {
+        *s = '\0';
+        if (mkdir(p, 0750) == 0) {
+            char *parent = xstrdup(p);
+            char *slash = strrchr(parent, '/');
+            *slash = '\0';
+            rc = fsync_dir(parent);
+            free(parent);
+            if (rc < 0) {
+                rc = store_err(err, errlen, rc, "store: fsync of a directory: %s", strerror(-rc));
+                break;
+            }
+        } else if (errno != EEXIST) {
+            rc = store_err(err, errlen, -errno, "store: mkdir for key: %s", strerror(errno));
+            break;
+        } else {
+            struct stat st;
+            if (stat(p, &st) < 0 || !S_ISDIR(st.st_mode)) {
+                rc = store_err(err, errlen, -ENOTDIR, "store: a key is in the way of a directory");
+                break;
+            }
+        }
+        *s = '/';
+    }
+    free(p);
+    return rc;
+}
+
+static int mkdir_p(const char *dir)
+{
+    char *p = xstrdup(dir);
+    int rc = 0;
+
+    for (char *s = p + 1;; s++) {
+        s = strchr(s, '/');
+        if (s)
+            *s = '\0';
+        if (mkdir(p, 0750) < 0 && errno != EEXIST) {
+            rc = -errno;
+            break;
+        }
+        if (!s)
+            break;
+        *s = '/';
+    }
+    free(p);
+    return rc;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Writes the sidecar for path atomically (temp, fsync, rename); the caller
+ * fsyncs the directory once for both renames. */
+static int sidecar_write(const char *dir, const char *path, const char *ct)
+{
+    struct strbuf tmp, sc;
+    int rc = 0;
+
+    strbuf_init(&tmp);
+    strbuf_init(&sc);
+    strbuf_appendf(&tmp, "%s/.~tmp.XXXXXX", dir);
+    strbuf_appendf(&sc, "%s" SIDECAR_SFX, path);
+    int fd = mkostemp(tmp.data, O_CLOEXEC);   /* dir exists: the object's temp file is in it */
+    if (fd < 0) {
+        rc = -errno;
+    } else {
+        rc = write_all(fd, ct, strlen(ct));
+        if (rc == 0 && fsync(fd) < 0)
+            rc = -errno;
+        close(fd);
+        if (rc == 0 && rename(tmp.data, sc.data) < 0)
+            rc = -errno;
+        if (rc < 0)
+            unlink(tmp.data);
+    }
+    strbuf_free(&tmp);
+    strbuf_free(&sc);
+    return rc;
+}
+
+static void content_type_read(struct file_store *f, const char *path, char *out, size_t outlen)
+{
+    ssize_t n = -1;
+
+    if (!__atomic_load_n(&f->sidecar, __ATOMIC_RELAXED))
+        n = getxattr(path, XATTR_CT, out, outlen - 1);
+    if (n < 0) {
+        /* also covers objects written while this store used sidecars */
+        struct strbuf sc;
+        strbuf_init(&sc);
+        strbuf_appendf(&sc, "%s" SIDECAR_SFX, path);
+        int fd = open(sc.data, O_RDONLY | O_CLOEXEC);
+        strbuf_free(&sc);
+        if (fd >= 0) {
+            n = read(fd, out, outlen - 1);
+            close(fd);
+        }
+    }
+    if (n <= 0)
+        snprintf(out, outlen, "%s", STORE_DEFAULT_CONTENT_TYPE);
+    else
+        out[n] = '\0';
+}
+
+/* mkostemp in dir; *tmp gets the (malloc'd) name either way. */
+static int temp_create(const char *dir, char **tmp)
+{
+    struct strbuf t;
+
+    strbuf_init(&t);
+    strbuf_appendf(&t, "%s/.~tmp.XXXXXX", dir);
+    *tmp = strbuf_detach(&t, NULL);
+    return mkostemp(*tmp, O_CLOEXEC);
+}
+
+static int64_t mtime_ms(const struct stat *st)
+{
+    return (int64_t)st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
+}
+
+static int file_put(struct store *s, const char *key, const struct store_src *src, const char *ct,
+                    struct store_object *out, char *err, size_t errlen)
+{
+    struct file_store *f = fs_of(s);
+    char *path = join(f->root, key);
+    char *dir = xstrdup(path);
+    char *tmp = NULL;
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    uint64_t size = 0;
+    int fd = -1, rc = 0;
+    EVP_MD_CTX *md_ctx = EVP_MD_CTX_new();
+
+    if (!md_ctx)
+        panic("%s: out of memory", __func__);
+    *strrchr(dir, '/') = '\0';
+    /* Directories usually exist already: try the temp file first and make
+     * the parents only when it says ENOENT, which keeps a put to an
+     * existing directory at one create, one rename, two fsyncs. */
+    fd = temp_create(dir, &tmp);
+    if (fd < 0 && errno == ENOENT && strcmp(dir, f->root) != 0) {
+        free(tmp);
+        rc = make_parents(f->root, path, err, errlen);
+        if (rc < 0) {
+            tmp = NULL;
+            goto out;
+        }
+        fd = temp_create(dir, &tmp);
+    }
+    if (fd < 0) {
+        rc = store_err(err, errlen, -errno, "store: creating temp file: %s", strerror(errno));
+        free(tmp);
+        tmp = NULL;
+        goto out;
+    }
+    fchmod(fd, 0640);
+    if (!EVP_DigestInit_ex(md_ctx, EVP_sha256(), NULL))
+        panic("%s: EVP_DigestInit_ex failed", __func__);
+
+    if (src->fd >= 0) {
+        char *buf = xmalloc(IO_CHUNK);
+        for (;;) {
+            ssize_t n = read(src->fd, buf, IO_CHUNK);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                rc = store_err(err, errlen, -errno, "store: reading input: %s", strerror(errno));
+                break;
+            }
+            if (n == 0)
+                break;
+            EVP_DigestUpdate(md_ctx, buf, (size_t)n);
+            rc = write_all(fd, buf, (size_t)n);
+            if (rc < 0) {
+                store_err(err, errlen, rc, "store: writing '%s': %s", key, strerror(-rc));
+                break;
+            }
+            size += (uint64_t)n;
+        }
+        free(buf);
+    } else {
+        EVP_DigestUpdate(md_ctx, src->buf, src->len);
+        rc = write_all(fd, src->buf, src->len);
+        if (rc < 0)
+            store_err(err, errlen, rc, "store: writing '%s': %s", key, strerror(-rc));
+        size = src->len;
+    }
+    if (rc < 0)
+        goto out;
+
+    int sidecar = __atomic_load_n(&f->sidecar, __ATOMIC_RELAXED);
+    if (!sidecar && fsetxattr(fd, XATTR_CT, ct, strlen(ct), 0) < 0) {
+        if (errno != ENOTSUP && errno != EOPNOTSUPP) {
+            rc = store_err(err, errlen, -errno, "store: setting content type: %s", strerror(errno));
+            goto out;
+        }
+        /* every thread that races here reaches the same answer */
+        __atomic_store_n(&f->sidecar, 1, __ATOMIC_RELAXED);
+        sidecar = 1;
+    }
+    if (fsync(fd) < 0) {
+        rc = store_err(err, errlen, -errno, "store: fsync '%s': %s", key, strerror(errno));
+        goto out;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = store_err(err, errlen, -errno, "store: fstat: %s", strerror(errno));
+        goto out;
+    }
+    if (sidecar) {
+        rc = sidecar_write(dir, path, ct);
+        if (rc < 0) {
+            store_err(err, errlen, rc, "store: writing content type: %s", strerror(-rc));
+            goto out;
+        }
+    }
+    if (rename(tmp, path) < 0) {
+        rc = store_err(err, errlen, -errno, "store: rename to '%s': %s", key, strerror(errno));
+        goto out;
+    }
+    free(tmp);
+    tmp = NULL;
+    rc = fsync_dir(dir);
+    if (rc < 0) {
+        store_err(err, errlen, rc, "store: fsync of the directory: %s", strerror(-rc));
+        goto out;
+    }
+    EVP_DigestFinal_ex(md_ctx, md, &mdlen);
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(out->sha256 + 2 * i, 3, "%02x", md[i]);
+    out->size = size;
+    out->mtime_ms = mtime_ms(&st);
+    snprintf(out->content_type, sizeof(out->content_type), "%s", ct);
+
+out:
+    if (fd >= 0)
+        close(fd);
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    EVP_MD_CTX_free(md_ctx);
+    free(dir);
+    free(path);
+    return rc;
+}
+
+/* Opens a key for reading; -ENOENT for anything that is not a regular file. */
+static int open_object(struct file_store *f, const char *key, struct stat *st, char *err, size_t errlen)
+{
+    char *path = join(f->root, key);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int e = errno;
+
+    free(path);
+    if (fd < 0) {
+        if (e == ENOENT || e == ENOTDIR || e == ELOOP)
+            return store_err(err, errlen, -ENOENT, "store: no object '%s'", key);
+        return store_err(err, errlen, -e, "store: opening '%s': %s", key, strerror(e));
+    }
+    if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
+        close(fd);
+        return store_err(err, errlen, -ENOENT, "store: no object '%s'", key);
+    }
+    return fd;
+}
+
+static int file_get(struct store *s, const char *key, uint64_t off, uint64_t len, store_write_cb cb,
+                    void *opaque, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd = open_object(fs_of(s), key, &st, err, errlen);
+    int rc = 0;
+
+    if (fd < 0)
+        return fd;
+    uint64_t size = (uint64_t)st.st_size;
+    if (off > 0 && off >= size) {
+        close(fd);
+        return store_err(err, errlen, -EINVAL, "store: range starts past the end of '%s'", key);
+    }
+    uint64_t left = size - off;
+    if (len && len < left)
+        left = len;
+    char *buf = xmalloc(IO_CHUNK);
+    while (left > 0) {
+        size_t want = left < IO_CHUNK ? (size_t)left : IO_CHUNK;
+        ssize_t n = pread(fd, buf, want, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = store_err(err, errlen, -errno, "store: reading '%s': %s", key, strerror(errno));
+            break;
+        }
+        if (n == 0)
+            break;   /* shrank under us: a put never truncates in place, so only foreign writers */
+        if (cb(opaque, buf, (size_t)n) != 0) {
+            rc = store_err(err, errlen, -ECANCELED, "store: get of '%s' stopped by the reader", key);
+            break;
+        }
+        off += (uint64_t)n;
+        left -= (uint64_t)n;
+    }
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+static int file_head(struct store *s, const char *key, struct store_object *out, char *err, size_t errlen)
+{
+    struct file_store *f = fs_of(s);
+    struct stat st;
+    int fd = open_object(f, key, &st, err, errlen);
+
+    if (fd < 0)
+        return fd;
+    out->size = (uint64_t)st.st_size;
+    out->mtime_ms = mtime_ms(&st);
+    {
+        char *path = join(f->root, key);
+        content_type_read(f, path, out->content_type, sizeof(out->content_type));
+        free(path);
+    }
+    close(fd);
+    return 0;
+}
+
+static int file_del(struct store *s, const char *key, char *err, size_t errlen)
+{
+    struct file_store *f = fs_of(s);
+    char *path = join(f->root, key);
+    struct strbuf sc;
+    int rc = 0;
+    struct stat st;
+
+    if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        free(path);
+        return 0;   /* a "directory key" is no object: nothing to delete */
+    }
+    if (unlink(path) < 0 && errno != ENOENT && errno != ENOTDIR)
+        rc = store_err(err, errlen, -errno, "store: deleting '%s': %s", key, strerror(errno));
+    strbuf_init(&sc);
+    strbuf_appendf(&sc, "%s" SIDECAR_SFX, path);
+    unlink(sc.data);
+    strbuf_free(&sc);
+    free(path);
+    return rc;
+}
+
+struct list_ent {
+    char *key;
+    struct store_object obj;
+};
+
+struct list_acc {
+    struct list_ent *v;
+    size_t n, cap;
+};
+
+static int list_ent_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct list_ent *)a)->key, ((const struct list_ent *)b)->key);
+}
+
+static int name_is_segment(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || (n == 1 && name[0] == '.') || (n == 2 && name[0] == '.' && name[1] == '.'))
+        return 0;
+    for (; *name; name++) {
+        unsigned char c = (unsigned char)*name;
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Walks dir (the directory of key prefix rel, "" for the root); keys must
+ * start with prefix.  Depth is bounded by the 1024-byte key limit. */
+static int walk(const char *dir, const char *rel, const char *prefix, struct list_acc *acc, char *err,
+                size_t errlen)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int rc = 0;
+
+    if (!d) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return 0;
+        return store_err(err, errlen, -errno, "store: listing: %s", strerror(errno));
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (!name_is_segment(de->d_name))
+            continue;
+        struct strbuf key, path;
+        strbuf_init(&key);
+        strbuf_init(&path);
+        strbuf_appendf(&key, "%s%s%s", rel, *rel ? "/" : "", de->d_name);
+        strbuf_appendf(&path, "%s/%s", dir, de->d_name);
+        size_t plen = strlen(prefix);
+        /* descend only where the prefix can still match */
+        size_t cmp = key.len < plen ? key.len : plen;
+        struct stat st;
+        if (key.len <= 1024 && strncmp(key.data, prefix, cmp) == 0 && lstat(path.data, &st) == 0) {
+            if (S_ISDIR(st.st_mode)) {
+                rc = walk(path.data, key.data, prefix, acc, err, errlen);
+            } else if (S_ISREG(st.st_mode) && key.len >= plen) {
+                if (acc->n == acc->cap) {
+                    acc->cap = acc->cap ? 2 * acc->cap : 64;
+                    acc->v = xrealloc(acc->v, acc->cap * sizeof(*acc->v));
+                }
+                struct list_ent *e = &acc->v[acc->n++];
+                memset(&e->obj, 0, sizeof(e->obj));
+                e->obj.size = (uint64_t)st.st_size;
+                e->obj.mtime_ms = mtime_ms(&st);
+                e->key = strbuf_detach(&key, NULL);
+            }
+        }
+        strbuf_free(&key);
+        strbuf_free(&path);
+        if (rc < 0)
+            break;
+    }
+    closedir(d);
+    return rc;
+}
+
+static int file_list(struct store *s, const char *prefix, store_list_cb cb, void *opaque, char *err,
+                     size_t errlen)
+{
+    struct file_store *f = fs_of(s);
+    struct list_acc acc = { NULL, 0, 0 };
+    const char *slash = strrchr(prefix, '/');
+    char *rel = slash ? xstrndup(prefix, (size_t)(slash - prefix)) : xstrdup("");
+    char *dir = *rel ? join(f->root, rel) : xstrdup(f->root);
+    int rc = walk(dir, rel, prefix, &acc, err, errlen);
+
+    free(dir);
+    free(rel);
+    if (rc == 0 && acc.n > 1)
+        qsort(acc.v, acc.n, sizeof(*acc.v), list_ent_cmp);
+    for (size_t i = 0; i < acc.n; i++) {
+        if (rc == 0 && cb(opaque, acc.v[i].key, &acc.v[i].obj) != 0)
+            rc = store_err(err, errlen, -ECANCELED, "store: listing stopped by the reader");
+        free(acc.v[i].key);
+    }
+    free(acc.v);
+    return rc;
+}
+
+static char *file_local_path(struct store *s, const char *key)
+{
+    return join(fs_of(s)->root, key);
+}
+
+static void file_close(struct store *s)
+{
+    struct file_store *f = fs_of(s);
+
+    free(f->root);
+    free(f);
+}
+
+static const struct store_ops file_ops = {
+    .put = file_put,
+    .get = file_get,
+    .head = file_head,
+    .del = file_del,
+    .list = file_list,
+    .presign_get = NULL,
+    .local_path = file_local_path,
+    .close = file_close,
+};
+
+struct store *store_file_open(const char *dir, char *err, size_t errlen)
+{
+    size_t n = strlen(dir);
+    struct stat st;
+
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    char *root = xstrndup(dir, n);
+    int rc = mkdir_p(root);
+    if (rc < 0 || stat(root, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        store_err(err, errlen, rc < 0 ? rc : -ENOTDIR, "store: cannot use directory '%s': %s", root,
+                  strerror(rc < 0 ? -rc : ENOTDIR));
+        free(root);
+        return NULL;
+    }
+    struct file_store *f = xcalloc(1, sizeof(*f));
+    f->base.ops = &file_ops;
+    f->root = root;
+    return &f->base;
+}
+
+void store_file_force_sidecar(struct store *s)
+{
+    __atomic_store_n(&fs_of(s)->sidecar, 1, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,271 @@
+"""feedback worker: one-click unsubscribe (curl), DSN/ARF reports with real
+and forged VERP tokens, SNS notifications, the SES-shaped suppression API and
+the CLI.  The worker runs alone (`mailfleet feedback`); feedback.v1 records
+that ingest would write are produced with build/tools/mftool through the same
+bus code, and raw reports are put into the incoming store the same way."""
+import hashlib
+import http.server
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import harness
+
+DATA = os.path.join(harness.ROOT, "tests", "data", "feedback")
+MFTOOL = os.path.join(harness.TOOLS, "mftool")
+KEYS = "k1:" + "ab" * 32
+
+
+class FeedbackTest(harness.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.pub = harness.free_port()
+        self.met = harness.free_port()
+        self.bus = "local:" + self.path("queue")
+        self.store = "file:" + self.path("incoming")
+        self.cfg = self.write("mf.ini", f"""[mailfleet]
+bus = {self.bus}
+store_incoming = {self.store}
+state_dir = {self.path("state")}
+token_keys = {KEYS}
+[feedback]
+metrics_listen = 127.0.0.1:{self.met}
+public_listen = 127.0.0.1:{self.pub}
+api_token = test-api-token
+sns_topic_arns = arn:aws:sns:us-east-1:123456789012:ses-feedback
+""")
+        self.proc = self.start([harness.MAILFLEET, "feedback", "-c", self.cfg], "feedback")
+        harness.wait_port(self.pub, proc=self.proc.p)
+        harness.wait_for(lambda: self.http("GET", "http://127.0.0.1:%d/readyz" % self.met)[0] == 200,
+                         what="feedback ready")
+
+    # -- helpers --
+    def http(self, method, url, body=None, headers=None):
+        req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def api(self, method, path, body=None, token="test-api-token"):
+        h = {"Authorization": "Bearer " + token} if token else {}
+        if body is not None:
+            body = json.dumps(body).encode()
+            h["Content-Type"] = "application/json"
+        return self.http(method, "http://127.0.0.1:%d/v2/email/suppression/addresses%s" % (self.pub, path), body, h)
+
+    def sign(self, payload, keys=KEYS):
+        return subprocess.check_output([MFTOOL, "sign", keys, payload], text=True).strip()
+
+    def suppressed(self, addr):
+        st, body = self.api("GET", "/" + addr)
+        return json.loads(body)["SuppressedDestination"]["Reason"] if st == 200 else None
+
+    def metric(self, name):
+        _, text = self.http("GET", "http://127.0.0.1:%d/metrics" % self.met)
+        m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    def put_report(self, sample, token, rcpt_token=True, n=[0]):
+        n[0] += 1
+        raw = open(os.path.join(DATA, sample + ".eml"), "rb").read().replace(b"{{TOKEN}}", token.encode())
+        path = self.write("r%d.eml" % n[0], raw.decode())
+        key = "feedback/test/r%d-%d.eml" % (os.getpid(), n[0])
+        subprocess.check_call([MFTOOL, "store-put", self.store, key, path], stdout=subprocess.DEVNULL)
+        rid = "0190f3a2-0000-7000-8000-%012d" % n[0]
+        rec = {"schema": "mailfleet.feedback.v1", "id": rid, "kind": "dsn",
+               "received_at": "2026-11-26T10:00:00.000Z",
+               "envelope": {"mail_from": "", "client_ip": "127.0.0.1",
+                            "rcpt_to": ["bounce+%s@iot.localhost" % (token if rcpt_token else "x.y")]},
+               "store": {"key": key, "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}}
+        vpath = self.write("v%d.json" % n[0], json.dumps(rec))
+        subprocess.check_call([MFTOOL, "put", self.bus, "mailfleet.feedback", rid, vpath])
+
+    # -- one-click unsubscribe (RFC 8058) --
+    def test_get_never_unsubscribes_post_does(self):
+        tok = self.sign("u|reader@example.com|")
+        url = "http://127.0.0.1:%d/u/%s" % (self.pub, tok)
+        st, page = self.http("GET", url)
+        self.assertEqual(st, 200)
+        self.assertIn('method="post"', page)
+        self.assertIn("List-Unsubscribe", page)
+        time.sleep(1.0)
+        self.assertIsNone(self.suppressed("reader@example.com"))
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                            "-H", "Content-Type: application/x-www-form-urlencoded",
+                            "--data", "List-Unsubscribe=One-Click", url], capture_output=True, text=True)
+        self.assertEqual(r.stdout, "200")
+        harness.wait_for(lambda: self.suppressed("reader@example.com") == "UNSUBSCRIBE", what="unsubscribe")
+        cli = self.mailfleet("suppression", "get", "reader@example.com", "-c", self.cfg)
+        rec = json.loads(cli.stdout)
+        self.assertEqual(rec["reason"], "UNSUBSCRIBE")
+        self.assertEqual(rec["source"], "unsubscribe")
+
+    def test_per_list_unsubscribe(self):
+        tok = self.sign("u|lister@example.com|alerts")
+        st, _ = self.http("POST", "http://127.0.0.1:%d/u/%s" % (self.pub, tok), b"List-Unsubscribe=One-Click")
+        self.assertEqual(st, 200)
+        def listed():
+            r = self.mailfleet("suppression", "get", "lister@example.com", "--list", "alerts", "-c", self.cfg, check=False)
+            return r.returncode == 0 and json.loads(r.stdout)["list"] == "alerts"
+        harness.wait_for(listed, what="per-list entry")
+        self.assertIsNone(self.suppressed("lister@example.com"))   # not account-wide
+
+    def test_forged_unsubscribe_tokens(self):
+        good = self.sign("u|victim@example.com|")
+        other = self.sign("u|victim@example.com|", keys="k1:" + "cd" * 32)
+        tampered = good[:-2] + ("A" if good[-2] != "A" else "B") + good[-1]
+        for tok in (other, tampered, "garbage", good.replace(".", "")):
+            st, _ = self.http("POST", "http://127.0.0.1:%d/u/%s" % (self.pub, tok), b"List-Unsubscribe=One-Click")
+            self.assertEqual(st, 403, tok)
+        st, _ = self.http("POST", "http://127.0.0.1:%d/u/%s" % (self.pub, good), b"something=else")
+        self.assertEqual(st, 400)
+        time.sleep(1.0)
+        self.assertIsNone(self.suppressed("victim@example.com"))
+
+    # -- DSN / ARF --
+    def test_dsn_permanent_suppresses_token_recipient(self):
+        tok = self.sign("0190f3a2-0000-7000-8000-000000000001|user@example.com")
+        self.put_report("dsn-permanent-511", tok)
+        harness.wait_for(lambda: self.suppressed("user@example.com") == "BOUNCE", what="bounce suppression")
+
+    def test_forged_bounces_change_nothing(self):
+        # a valid token for someone else: the DSN names user@example.com only
+        tok = self.sign("0190f3a2-0000-7000-8000-000000000009|someone-else@example.com")
+        self.put_report("dsn-permanent-511", tok)
+        # no valid token at all
+        self.put_report("dsn-mailbox-full-522", "bogus.token", rcpt_token=True)
+        harness.wait_for(lambda: self.metric("mailfleet_feedback_unverified_total") >= 2, what="both rejected")
+        self.assertIsNone(self.suppressed("user@example.com"))
+        self.assertIsNone(self.suppressed("someone-else@example.com"))
+        self.assertIsNone(self.suppressed("full@example.com"))
+
+    def test_transient_suppresses_after_three_and_dedupes(self):
+        toks = [self.sign("0190f3a2-0000-7000-8000-00000000010%d|full@example.com" % i) for i in range(3)]
+        self.put_report("dsn-mailbox-full-522", toks[0])
+        self.put_report("dsn-mailbox-full-522", toks[0])   # duplicate: counts once
+        self.put_report("dsn-mailbox-full-522", toks[1])
+        harness.wait_for(lambda: self.metric("mailfleet_feedback_bounces_total") >= 2, what="two bounces")
+        time.sleep(0.5)
+        self.assertEqual(self.metric("mailfleet_feedback_bounces_total"), 2)
+        self.assertIsNone(self.suppressed("full@example.com"))
+        self.put_report("dsn-mailbox-full-522", toks[2])
+        harness.wait_for(lambda: self.suppressed("full@example.com") == "BOUNCE", what="third transient")
+
+    def test_arf_abuse_and_not_spam(self):
+        tok = self.sign("0190f3a2-0000-7000-8000-000000000002|user@example.com")
+        self.put_report("arf-not-spam", tok, rcpt_token=False)
+        harness.wait_for(lambda: self.metric("mailfleet_feedback_complaints_total") >= 1, what="not-spam seen")
+        self.assertIsNone(self.suppressed("user@example.com"))
+        tok2 = self.sign("0190f3a2-0000-7000-8000-000000000003|user@example.com")
+        self.put_report("arf-abuse", tok2, rcpt_token=False)   # token from Return-Path
+        harness.wait_for(lambda: self.suppressed("user@example.com") == "COMPLAINT", what="complaint")
+
+    def test_undetermined_goes_to_review(self):
+        tok = self.sign("0190f3a2-0000-7000-8000-000000000004|odd@example.com")
+        self.put_report("dsn-no-status", tok)
+        harness.wait_for(lambda: self.metric("mailfleet_feedback_review_total") >= 1, what="review")
+        self.assertIsNone(self.suppressed("odd@example.com"))
+
+    # -- SNS --
+    def sns(self, body):
+        return self.http("POST", "http://127.0.0.1:%d/sns" % self.pub, json.dumps(body).encode(),
+                         {"Content-Type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": body.get("Type", "")})
+
+    def sns_bounce(self, addr, arn="arn:aws:sns:us-east-1:123456789012:ses-feedback", btype="Permanent"):
+        msg = {"notificationType": "Bounce", "bounce": {"bounceType": btype, "bounceSubType": "General",
+               "bouncedRecipients": [{"emailAddress": addr, "status": "5.1.1"}], "timestamp": "2026-11-26T10:00:00.000Z"},
+               "mail": {"messageId": "0000014644fe5ef6-9a483358-9170-4cb4-a269-f5dcdf415321-000000", "source": "noreply@iot.localhost"}}
+        return {"Type": "Notification", "MessageId": "a1b2c3", "TopicArn": arn, "Message": json.dumps(msg),
+                "Timestamp": "2026-11-26T10:00:00.000Z", "SignatureVersion": "1", "Signature": "AAAA",
+                "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem"}
+
+    def test_sns_bounce_and_wrong_topic(self):
+        st, _ = self.sns(self.sns_bounce("sesbounce@example.com"))
+        self.assertEqual(st, 200)
+        harness.wait_for(lambda: self.suppressed("sesbounce@example.com") == "BOUNCE", what="sns bounce")
+        st, _ = self.sns(self.sns_bounce("other@example.com", arn="arn:aws:sns:us-east-1:999:evil"))
+        self.assertEqual(st, 403)
+        st, _ = self.http("POST", "http://127.0.0.1:%d/sns" % self.pub, b"{not json")
+        self.assertEqual(st, 400)
+        time.sleep(0.5)
+        self.assertIsNone(self.suppressed("other@example.com"))
+
+    def test_sns_subscription_confirmation_is_not_fetched(self):
+        hits = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                hits.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+        srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        url = "http://127.0.0.1:%d/confirm?Token=x" % srv.server_address[1]
+        st, _ = self.sns({"Type": "SubscriptionConfirmation", "MessageId": "m", "Token": "x",
+                          "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-feedback",
+                          "Message": "You have chosen to subscribe", "SubscribeURL": url,
+                          "Timestamp": "2026-11-26T10:00:00.000Z", "SignatureVersion": "1",
+                          "Signature": "AAAA", "SigningCertURL": "https://sns.us-east-1.amazonaws.com/x.pem"})
+        self.assertEqual(st, 200)
+        time.sleep(1.0)
+        srv.shutdown()
+        self.assertEqual(hits, [])
+        self.assertIn("SubscribeURL", self.proc.output())
+        self.assertIn(url.replace("?", "\\u003f") if False else "/confirm", self.proc.output())
+
+    # -- API and CLI --
+    def test_api_auth_put_get_delete(self):
+        self.assertEqual(self.api("GET", "", token=None)[0], 401)
+        self.assertEqual(self.api("GET", "", token="wrong-token-xx")[0], 401)
+        self.assertEqual(self.api("PUT", "", {"EmailAddress": "m@example.com", "Reason": "BOUNCE"})[0], 200)
+        self.assertEqual(self.api("PUT", "/n@example.com", {"Reason": "COMPLAINT"})[0], 200)
+        self.assertEqual(self.api("PUT", "", {"EmailAddress": "bad\r\nx@example.com", "Reason": "BOUNCE"})[0], 400)
+        self.assertEqual(self.api("PUT", "", {"EmailAddress": "p@example.com", "Reason": "SPAM"})[0], 400)
+        self.assertEqual(self.suppressed("m@example.com"), "BOUNCE")
+        st, body = self.api("GET", "?Reason=COMPLAINT")
+        self.assertEqual([s["EmailAddress"] for s in json.loads(body)["SuppressedDestinationSummaries"]], ["n@example.com"])
+        self.assertEqual(self.api("DELETE", "/m@example.com")[0], 200)
+        self.assertIsNone(self.suppressed("m@example.com"))
+        # the CLI sees the same list through the topic
+        out = self.mailfleet("suppression", "export", "--format", "csv", "-c", self.cfg).stdout
+        self.assertIn('"n@example.com","COMPLAINT"', out)
+        self.assertNotIn("m@example.com", out)
+        self.mailfleet("suppression", "add", "cli@example.com", "--reason", "MANUAL", "-c", self.cfg)
+        harness.wait_for(lambda: self.suppressed("cli@example.com") == "MANUAL", what="cli add reaches the copy")
+        self.mailfleet("suppression", "remove", "cli@example.com", "-c", self.cfg)
+        harness.wait_for(lambda: self.suppressed("cli@example.com") is None, what="cli remove reaches the copy")
+
+    def test_list_pages_through_100k(self):
+        n = 100000
+        lines = "\n".join("user%06d@bulk.example.com,BOUNCE" % i for i in range(n)) + "\n"
+        path = self.write("bulk.csv", lines)
+        r = self.mailfleet("suppression", "import", path, "-c", self.cfg, timeout=300)
+        self.assertIn("imported %d" % n, r.stdout)
+        def count_all():
+            seen, token, pages = set(), None, 0
+            while True:
+                q = "?PageSize=1000" + ("&NextToken=" + token if token else "")
+                st, body = self.api("GET", q)
+                self.assertEqual(st, 200)
+                doc = json.loads(body)
+                for s in doc["SuppressedDestinationSummaries"]:
+                    self.assertNotIn(s["EmailAddress"], seen)
+                    seen.add(s["EmailAddress"])
+                pages += 1
+                token = doc.get("NextToken")
+                if not token:
+                    return len(seen), pages
+        harness.wait_for(lambda: count_all()[0] == n, timeout=240, interval=2, what="copy holds 100k")
+        total, pages = count_all()
+        self.assertEqual(total, n)
+        self.assertEqual(pages, 100)

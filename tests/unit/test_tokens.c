@@ -1,0 +1,287 @@
+/* tokens: round trips, tampering, expiry, rotation, malformed input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokens.h"
+
+#define NOW 1800000000LL
+
+static const char *const keys_a[] = { "a1:0123456789abcdef0123456789abcdef" };
+static const char *const keys_b[] = { "b2:this is a long text secret", "a1:0123456789abcdef0123456789abcdef" };
+static const char *const keys_other[] = { "a1:fedcba9876543210fedcba9876543210" };
+
+static struct tokens *mk(const char *const *keys, size_t n)
+{
+    char err[256] = "";
+    struct tokens *t = tokens_new(keys, n, err, sizeof(err));
+    if (!t)
+        fail_msg("tokens_new: %s", err);
+    return t;
+}
+
+static void test_new_rejects_bad_keys(void **state)
+{
+    static const struct { const char *key; const char *why; } rows[] = {
+        { "nocolon0123456789abcdef", "kid:secret" },
+        { ":0123456789abcdef0123", "kid:secret" },
+        { "toolongkeyid12345:0123456789abcdef0123", "kid:secret" },
+        { "bad-kid:0123456789abcdef0123", "kid:secret" },
+        { "k:short", "secret must be" },
+        { "k:0123456789abcde", "secret must be" },     /* 15 chars of text */
+        { "k:", "secret must be" },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char err[256] = "";
+        const char *k[] = { rows[i].key };
+        struct tokens *t = tokens_new(k, 1, err, sizeof(err));
+        if (t)
+            fail_msg("row %zu (%s) accepted", i, rows[i].key);
+        if (!strstr(err, rows[i].why))
+            fail_msg("row %zu: error '%s' lacks '%s'", i, err, rows[i].why);
+        /* a secret must never be echoed into an error */
+        assert_null(strstr(err, "0123456789abcdef"));
+    }
+    char err[256];
+    const char *dup[] = { "k:0123456789abcdef0123", "k:fedcba9876543210fedcba" };
+    assert_null(tokens_new(dup, 2, err, sizeof(err)));
+    assert_non_null(strstr(err, "twice"));
+    assert_null(tokens_new(dup, 0, err, sizeof(err)));
+}
+
+static void test_round_trip_table(void **state)
+{
+    static const struct { const char *payload; size_t len; int64_t expires; } rows[] = {
+        { "", 0, 0 },
+        { "x", 1, 0 },
+        { "attachments/2026-11-26/0190/1-report.pdf", 41, NOW + 3600 },
+        { "msg.with.dots|a@b.example", 25, NOW + 1 },
+        { "bin\0ary\xff\x01", 9, 0 },
+        { "ab", 2, 999999999999LL },
+    };
+    struct tokens *t = mk(keys_a, 1);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char *tok = tokens_sign(t, rows[i].payload, rows[i].len, rows[i].expires);
+        /* URL-safe: only the base64url alphabet and one separating dot */
+        assert_int_equal(strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."),
+                         strlen(tok));
+        assert_non_null(strchr(tok, '.'));
+        assert_ptr_equal(strchr(tok, '.'), strrchr(tok, '.'));
+        char *p = NULL;
+        size_t len = 99;
+        int64_t exp = -1;
+        enum token_result r = tokens_verify(t, tok, NOW, &p, &len, &exp);
+        if (r != TOKEN_OK)
+            fail_msg("row %zu: verify = %d", i, r);
+        assert_int_equal(len, rows[i].len);
+        assert_memory_equal(p, rows[i].payload, rows[i].len);
+        assert_int_equal(p[len], '\0');
+        assert_int_equal(exp, rows[i].expires);
+        free(p);
+        free(tok);
+    }
+    tokens_free(t);
+}
+
+static void test_sign_is_deterministic_and_key_dependent(void **state)
+{
+    struct tokens *a = mk(keys_a, 1), *o = mk(keys_other, 1);
+    char *t1 = tokens_sign(a, "p", 1, 0), *t2 = tokens_sign(a, "p", 1, 0), *t3 = tokens_sign(o, "p", 1, 0);
+    assert_string_equal(t1, t2);
+    assert_string_not_equal(t1, t3);
+    /* same kid, different secret: the MAC does not verify */
+    assert_int_equal(tokens_verify(o, t1, NOW, NULL, NULL, NULL), TOKEN_BAD);
+    free(t1);
+    free(t2);
+    free(t3);
+    tokens_free(a);
+    tokens_free(o);
+}
+
+/* Flip one character at every position: nothing may still verify as OK. */
+static void test_tampering_every_position(void **state)
+{
+    struct tokens *t = mk(keys_a, 1);
+    char *tok = tokens_sign(t, "attachments/x/1-a.pdf", 21, NOW + 100);
+    size_t n = strlen(tok);
+    for (size_t i = 0; i < n; i++) {
+        char *c = strdup(tok);
+        c[i] = c[i] == 'A' ? 'B' : 'A';
+        char *p = NULL;
+        enum token_result r = tokens_verify(t, c, NOW, &p, NULL, NULL);
+        if (r == TOKEN_OK)
+            fail_msg("tampered at %zu still verifies: %s", i, c);
+        assert_null(p);
+        free(c);
+    }
+    free(tok);
+    tokens_free(t);
+}
+
+static void test_tamper_cases(void **state)
+{
+    struct tokens *t = mk(keys_a, 1), *b = mk(keys_b, 2);
+    char *tok = tokens_sign(t, "payload", 7, NOW + 100);
+    char *dot = strrchr(tok, '.');
+    char buf[512];
+
+    /* payload swapped for another key's first part with the old MAC */
+    char *other = tokens_sign(t, "payloae", 7, NOW + 100);
+    snprintf(buf, sizeof(buf), "%.*s%s", (int)(strrchr(other, '.') - other), other, dot);
+    assert_int_equal(tokens_verify(t, buf, NOW, NULL, NULL, NULL), TOKEN_BAD);
+
+    /* a token signed by kid b2 checked by a set lacking b2 */
+    char *tb = tokens_sign(b, "payload", 7, 0);
+    assert_int_equal(tokens_verify(t, tb, NOW, NULL, NULL, NULL), TOKEN_UNKNOWN_KEY);
+
+    /* MAC truncated, extended, empty */
+    snprintf(buf, sizeof(buf), "%.*s", (int)strlen(tok) - 2, tok);
+    assert_int_equal(tokens_verify(t, buf, NOW, NULL, NULL, NULL), TOKEN_BAD);
+    snprintf(buf, sizeof(buf), "%sAAAA", tok);
+    assert_int_equal(tokens_verify(t, buf, NOW, NULL, NULL, NULL), TOKEN_BAD);
+    snprintf(buf, sizeof(buf), "%.*s", (int)(dot - tok) + 1, tok);
+    assert_int_equal(tokens_verify(t, buf, NOW, NULL, NULL, NULL), TOKEN_BAD);
+    free(tok);
+    free(other);
+    free(tb);
+    tokens_free(t);
+    tokens_free(b);
+}
+
+static void test_malformed_table(void **state)
+{
+    static const char *rows[] = {
+        "", ".", "..", "abc", ".abc", "abc.", "a.b.c",
+        "YTEuMC5w.!!!!",                 /* bad chars in the MAC */
+        "YTEuMC5w=.AAAA",                /* padding */
+        "Y.AAAA",                        /* impossible length */
+        "YTF8MHxw.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", /* "a1|0|p": no dots */
+        "YTEuLTEucA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", /* "a1.-1.p" */
+        "YTEuMDEucA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", /* "a1.01.p" */
+        "YTEu.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",       /* "a1." */
+        "LjAucA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",      /* ".0.p": empty kid */
+        "YSAxLjAucA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",  /* "a 1.0.p" */
+        "YTEuMC5w\n.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "YTEuMC5w.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB",   /* stray bits */
+    };
+    struct tokens *t = mk(keys_a, 1);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char *p = NULL;
+        enum token_result r = tokens_verify(t, rows[i], NOW, &p, NULL, NULL);
+        if (r != TOKEN_BAD)
+            fail_msg("row %zu (%s): %d, want TOKEN_BAD", i, rows[i], r);
+        assert_null(p);
+    }
+    assert_int_equal(tokens_verify(t, NULL, NOW, NULL, NULL, NULL), TOKEN_BAD);
+    tokens_free(t);
+}
+
+static void test_expiry_table(void **state)
+{
+    static const struct { int64_t expires, now; enum token_result want; } rows[] = {
+        { 0, NOW, TOKEN_OK },
+        { 0, INT64_MAX / 2, TOKEN_OK },
+        { NOW + 1, NOW, TOKEN_OK },
+        { NOW, NOW, TOKEN_EXPIRED },
+        { NOW - 1, NOW, TOKEN_EXPIRED },
+        { 1, NOW, TOKEN_EXPIRED },
+    };
+    struct tokens *t = mk(keys_a, 1);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char *tok = tokens_sign(t, "p", 1, rows[i].expires);
+        char *p = NULL;
+        int64_t exp = -1;
+        enum token_result r = tokens_verify(t, tok, rows[i].now, &p, NULL, &exp);
+        if (r != rows[i].want)
+            fail_msg("row %zu: %d, want %d", i, r, rows[i].want);
+        if (r == TOKEN_EXPIRED) {
+            assert_null(p);
+            assert_int_equal(exp, rows[i].expires);
+        }
+        free(p);
+        free(tok);
+    }
+    tokens_free(t);
+}
+
+static void test_rotation(void **state)
+{
+    struct tokens *old = mk(keys_a, 1), *rot = mk(keys_b, 2);
+    char *by_old = tokens_sign(old, "old", 3, 0);
+    char *by_new = tokens_sign(rot, "new", 3, 0);
+    char *p = NULL;
+
+    /* tokens signed before the rotation still verify */
+    assert_int_equal(tokens_verify(rot, by_old, NOW, &p, NULL, NULL), TOKEN_OK);
+    assert_string_equal(p, "old");
+    free(p);
+    /* the new set signs with its first key, b2 */
+    unsigned char *first = NULL;
+    size_t fl;
+    char *dot = strrchr(by_new, '.');
+    *dot = '\0';
+    assert_int_equal(b64url_decode(by_new, &first, &fl), 0);
+    *dot = '.';
+    assert_memory_equal(first, "b2.0.new", 8);
+    free(first);
+    assert_int_equal(tokens_verify(rot, by_new, NOW, &p, NULL, NULL), TOKEN_OK);
+    free(p);
+    assert_int_equal(tokens_verify(old, by_new, NOW, NULL, NULL, NULL), TOKEN_UNKNOWN_KEY);
+    free(by_old);
+    free(by_new);
+    tokens_free(old);
+    tokens_free(rot);
+}
+
+static void test_b64url_table(void **state)
+{
+    static const struct { const char *raw; size_t n; const char *enc; } rows[] = {
+        { "", 0, "" },
+        { "f", 1, "Zg" },
+        { "fo", 2, "Zm8" },
+        { "foo", 3, "Zm9v" },
+        { "foob", 4, "Zm9vYg" },
+        { "\xfb\xff", 2, "-_8" },
+        { "\xff\xff\xfe", 3, "___-" },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char *e = b64url_encode(rows[i].raw, rows[i].n);
+        assert_string_equal(e, rows[i].enc);
+        unsigned char *d = NULL;
+        size_t dl = 99;
+        assert_int_equal(b64url_decode(e, &d, &dl), 0);
+        assert_int_equal(dl, rows[i].n);
+        assert_memory_equal(d, rows[i].raw, rows[i].n);
+        free(d);
+        free(e);
+    }
+    static const char *bad[] = { "Z", "Zg==", "Zh", "Zm+v", "Zm/v", "Zm9v Yg", "Zm9\x80" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        unsigned char *d = NULL;
+        if (b64url_decode(bad[i], &d, NULL) == 0)
+            fail_msg("bad row %zu (%s) decoded", i, bad[i]);
+        assert_null(d);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_new_rejects_bad_keys),
+        cmocka_unit_test(test_round_trip_table),
+        cmocka_unit_test(test_sign_is_deterministic_and_key_dependent),
+        cmocka_unit_test(test_tampering_every_position),
+        cmocka_unit_test(test_tamper_cases),
+        cmocka_unit_test(test_malformed_table),
+        cmocka_unit_test(test_expiry_table),
+        cmocka_unit_test(test_rotation),
+        cmocka_unit_test(test_b64url_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,129 @@
+/* monitor_admin — `mailfleet alarms` (latest state of each alarm as published
+ * on mailfleet.alarms, the same records an SRE dashboard reads) and
+ * `mailfleet retention` (the S3 lifecycle rule equal to file-store retention). */
+#include "monitor.h"
+#include "bus.h"
+#include "log.h"
+#include "strbuf.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct latest {
+    char *name;
+    json_t *rec;
+};
+
+static int cmd_alarms(int argc, char **argv)
+{
+    char err[512];
+    int as_json = 0;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--json") == 0)
+            as_json = 1;
+    struct config *cfg = mailfleet_load_config(argc, argv);
+    if (!cfg)
+        return 2;
+    struct bus_options bo = { .client_id = "mailfleet-alarms-cli" };
+    struct bus *b = bus_open(config_str(cfg, "mailfleet", "bus"), &bo, err, sizeof(err));
+    if (!b) {
+        fprintf(stderr, "mailfleet alarms: %s\n", err);
+        config_free(cfg);
+        return 1;
+    }
+    struct bus_partition_stats st[64];
+    int n = bus_topic_stats(b, "mailfleet.alarms", NULL, st, 64, err, sizeof(err));
+    struct latest *l = NULL;
+    size_t nl = 0;
+    for (int p = 0; p < n; p++)
+        for (int64_t off = st[p].low; off < st[p].high; off++) {
+            struct bus_record *r = NULL;
+            if (bus_read_at(b, "mailfleet.alarms", st[p].partition, off, &r, 5000) != 1)
+                continue;
+            json_t *o = r->value ? json_loadb(r->value, r->value_len, 0, NULL) : NULL;
+            const char *name = o ? json_string_value(json_object_get(o, "AlarmName")) : NULL;
+            if (name) {
+                size_t i;
+                for (i = 0; i < nl; i++)
+                    if (strcmp(l[i].name, name) == 0)
+                        break;
+                if (i == nl) {
+                    l = xrealloc(l, (nl + 1) * sizeof(*l));
+                    l[nl++] = (struct latest){ xstrdup(name), NULL };
+                }
+                json_decref(l[i].rec);
+                l[i].rec = o;
+                o = NULL;
+            }
+            json_decref(o);
+            bus_record_free(r);
+        }
+    if (as_json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < nl; i++)
+            json_array_append(arr, l[i].rec);
+        char *s = json_dumps(arr, JSON_INDENT(2));
+        printf("%s\n", s);
+        free(s);
+        json_decref(arr);
+    } else {
+        printf("%-28s %-18s %-25s %s\n", "ALARM", "STATE", "SINCE", "REASON");
+        for (size_t i = 0; i < nl; i++)
+            printf("%-28s %-18s %-25s %s\n", l[i].name,
+                   json_string_value(json_object_get(l[i].rec, "NewStateValue")),
+                   json_string_value(json_object_get(l[i].rec, "StateChangeTime")),
+                   json_string_value(json_object_get(l[i].rec, "NewStateReason")));
+        if (nl == 0)
+            printf("(no alarm has changed state yet)\n");
+    }
+    for (size_t i = 0; i < nl; i++) {
+        free(l[i].name);
+        json_decref(l[i].rec);
+    }
+    free(l);
+    bus_close(b);
+    config_free(cfg);
+    return n < 0 ? 1 : 0;
+}
+
+/* Prints the lifecycle configuration (PutBucketLifecycleConfiguration JSON)
+ * that expires incoming mail and attachments after the retention. */
+static int cmd_retention(int argc, char **argv)
+{
+    struct config *cfg = mailfleet_load_config(argc, argv);
+    if (!cfg)
+        return 2;
+    int64_t days = config_duration_ms(cfg, "monitor", "retention") / 86400000;
+    if (days < 1)
+        days = 1;
+    json_t *rules = json_array();
+    const char *keys[] = { "store_incoming", "store_attachments" };
+    for (int i = 0; i < 2; i++) {
+        const char *uri = config_str(cfg, "mailfleet", keys[i]);
+        char prefix[512] = "";
+        if (uri && strncmp(uri, "s3://", 5) == 0) {
+            const char *slash = strchr(uri + 5, '/');
+            if (slash) {
+                snprintf(prefix, sizeof(prefix), "%s", slash + 1);
+                prefix[strcspn(prefix, "?")] = '\0';
+            }
+        }
+        json_array_append_new(rules, json_pack("{s:s, s:s, s:{s:s}, s:{s:I}, s:{s:i}}",
+            "ID", i == 0 ? "mailfleet-incoming-retention" : "mailfleet-attachments-retention",
+            "Status", "Enabled", "Filter", "Prefix", prefix, "Expiration", "Days", (json_int_t)days,
+            "AbortIncompleteMultipartUpload", "DaysAfterInitiation", 1));
+    }
+    json_t *doc = json_pack("{s:o}", "Rules", rules);
+    char *s = json_dumps(doc, JSON_INDENT(2));
+    printf("%s\n", s);
+    free(s);
+    json_decref(doc);
+    config_free(cfg);
+    return 0;
+}
+
+const struct admin_verb alarms_verb = { "alarms", "show each alarm's latest state [--json]", NULL, cmd_alarms };
+const struct admin_verb retention_verb = { "retention", "print the S3 lifecycle rule for the retention",
+                                           NULL, cmd_retention };
