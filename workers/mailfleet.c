@@ -25,6 +25,9 @@
 #include "admin.h"
 #include "monitor/monitor.h"
 #include "feedback/feedback.h"
+#include "ingest/users.h"
+
+extern const struct worker_def ingest_worker;
 
 #ifndef MAILFLEET_VERSION
 #define MAILFLEET_VERSION "0.1.0"
@@ -35,6 +38,7 @@
 static const struct worker_def *const workers[] = {
     &feedback_worker,
     &monitor_worker,
+    &ingest_worker,
     NULL
 };
 
@@ -43,6 +47,7 @@ static const struct admin_verb *const verbs[] = {
     &alarms_verb,
     &suppression_verb,
     &retention_verb,
+    &users_verb,
     NULL
 };
 

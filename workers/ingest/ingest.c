@@ -455,6 +455,7 @@ static int ingest_run(struct worker_env *env)
     uv_signal_init(&in->loop, &in->hup);
     in->hup.data = in;
     uv_signal_start(&in->hup, on_hup, SIGHUP);
+    worker_started(env);
     log_kv(LOG_INFO, "ingest listening", "smtp", sc->listen, "smtps", sc->listen_tls, "spool",
            spool_forwarding(in->spool) ? spool_uri : "off", NULL);
 
