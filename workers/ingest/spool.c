@@ -30,8 +30,11 @@
  * markers are written by one thread behind the 250 instead of before it, and
  * looked up here until they are on disk.  A crash in between only loses the
  * dedupe of messages already acknowledged, which clients do not retry. */
+#define MARK_BUCKETS 4096
+
 struct pending_mark {
-    struct pending_mark *next;
+    struct pending_mark *next;      /* FIFO, in write order */
+    struct pending_mark *chain;     /* same bucket */
     char key[65];
     char id[ID_LEN + 1];
     int64_t expires_ms;
@@ -52,8 +55,18 @@ struct spool {
     pthread_mutex_t mlock;
     pthread_cond_t mcond;
     struct pending_mark *mhead, *mtail;
+    struct pending_mark *buckets[MARK_BUCKETS];
     size_t n_pending;
 };
+
+/* The key is hex SHA-256: its first digits are already uniform. */
+static size_t mark_bucket(const char *key)
+{
+    size_t h = 0;
+    for (int i = 0; i < 3; i++)
+        h = h * 16 + (size_t)(key[i] <= '9' ? key[i] - '0' : key[i] - 'a' + 10);
+    return h % MARK_BUCKETS;
+}
 
 static void *marker_main(void *arg)
 {
@@ -74,6 +87,10 @@ static void *marker_main(void *arg)
         sp->mhead = e->next;
         if (!sp->mhead)
             sp->mtail = NULL;
+        struct pending_mark **pp = &sp->buckets[mark_bucket(e->key)];
+        while (*pp != e)
+            pp = &(*pp)->chain;
+        *pp = e->chain;
         sp->n_pending--;
         free(e);
     }
@@ -100,6 +117,9 @@ static void mark_add(struct spool *sp, const char *key, const char *id, int64_t 
     else
         sp->mhead = e;
     sp->mtail = e;
+    size_t b = mark_bucket(key);
+    e->chain = sp->buckets[b];
+    sp->buckets[b] = e;
     sp->n_pending++;
     pthread_cond_signal(&sp->mcond);
     pthread_mutex_unlock(&sp->mlock);
@@ -110,7 +130,7 @@ static int mark_find(struct spool *sp, const char *key, char id[ID_LEN + 1])
 {
     int found = 0;
     pthread_mutex_lock(&sp->mlock);
-    for (struct pending_mark *e = sp->mhead; e; e = e->next)
+    for (struct pending_mark *e = sp->buckets[mark_bucket(key)]; e && !found; e = e->chain)
         if (memcmp(e->key, key, 64) == 0) {
             memcpy(id, e->id, ID_LEN + 1);
             found = 1;
