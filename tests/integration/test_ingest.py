@@ -192,7 +192,9 @@ class IngestClientsTest(harness.TestCase):
     def test_metrics_and_readyz(self):
         with smtplib.SMTP("127.0.0.1", self.ing.port, timeout=10) as s:
             s.sendmail("dev@example.com", ["alerts@iot.localhost"], b"Subject: m\r\n\r\nx\r\n")
-        m = self.ing.metrics()
+        # a session is counted when its socket is closed, just after the 221
+        m = harness.wait_for(lambda: (lambda t: t if 'sessions_total{outcome="quit"} 1' in t else None)(
+            self.ing.metrics()), 5, what="session counted")
         # wait_port's probe is a connection too
         self.assertRegex(m, r"mailfleet_ingest_connections_total [12]\n")
         self.assertIn('mailfleet_ingest_sessions_total{outcome="quit"} 1', m)
