@@ -149,11 +149,6 @@ static int mark_find(struct spool *sp, const char *key, char id[ID_LEN + 1])
     return found;
 }
 
-static struct bus *open_bus(const char *uri, const struct bus_options *opt, char *err, size_t errlen)
-{
-    return bus_open(uri, opt, err, errlen);
-}
-
 static void *forwarder_main(void *arg);
 
 struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen)
@@ -162,7 +157,7 @@ struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen
     sp->conf = *conf;
     pthread_mutex_init(&sp->mlock, NULL);
     pthread_cond_init(&sp->mcond, NULL);
-    sp->bus = open_bus(conf->bus_uri, conf->bus_opt, err, errlen);
+    sp->bus = bus_open(conf->bus_uri, conf->bus_opt, err, errlen);
     if (!sp->bus)
         goto fail;
     sp->store = store_open(conf->store_uri, conf->store_opt, err, errlen);
@@ -174,7 +169,7 @@ struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen
             goto fail;
         }
         struct bus_options o = { .client_id = "mailfleet-ingest-spool" };
-        sp->spool_bus = open_bus(conf->spool_uri, &o, err, errlen);
+        sp->spool_bus = bus_open(conf->spool_uri, &o, err, errlen);
         if (!sp->spool_bus)
             goto fail;
         sp->spool_store = store_open(conf->spool_store_uri, NULL, err, errlen);
@@ -489,7 +484,7 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
                                      .partition = -1 };
         if (sp->spool_bus) {
             hdrs[i][0] = (struct bus_header){ "mf.topic", recs[i].topic, strlen(recs[i].topic) };
-            hdrs[i][1] = (struct bus_header){ "mf.raw", spooled ? "spool" : "store", spooled ? 5 : 5 };
+            hdrs[i][1] = (struct bus_header){ "mf.raw", spooled ? "spool" : "store", 5 };
             hdrs[i][2] = (struct bus_header){ "mf.raw.key", skey, strlen(skey) };
             br[i].topic = SPOOL_TOPIC;
             br[i].headers = hdrs[i];
