@@ -40,10 +40,10 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/libmfcommon.a: $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	@ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $^
 $(BUILD)/libmfworkers.a: $(WORKER_OBJ)
 	@mkdir -p $(dir $@)
-	@ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/mailfleet: $(MAIN_OBJ) $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@echo "  LD  $@"
@@ -55,7 +55,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@echo "  LD  $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
-$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libmfcommon.a
+$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)

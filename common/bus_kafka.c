@@ -166,25 +166,15 @@ static rd_kafka_conf_t *kafka_conf_new(const struct kafka_bus *kb, const char *c
     return conf;
 }
 
-/* A handle that consumes by assign() only and never commits by itself.
- * librdkafka's assign() needs a group id even though the handle never joins
- * the group: group-less reads use KAFKA_READER_GROUP, never committed to. */
-static rd_kafka_t *kafka_reader_new(const struct kafka_bus *kb, const char *group, char *err,
-                                    size_t errlen)
+/* A consumer handle: our defaults, the [kafka] pairs, then settings. */
+static rd_kafka_t *kafka_consumer_handle(const struct kafka_bus *kb, const char *const *defaults,
+                                         const char *const *settings, char *err, size_t errlen)
 {
-    static const char *const reader[] = {
-        "enable.auto.commit", "false",
-        "enable.auto.offset.store", "false",
-        "isolation.level", "read_committed",
-        "enable.partition.eof", "true",
-        NULL,
-    };
     char errstr[512];
-    rd_kafka_conf_t *conf = kafka_conf_new(kb, NULL, err, errlen);
+    rd_kafka_conf_t *conf = kafka_conf_new(kb, defaults, err, errlen);
     if (!conf)
         return NULL;
-    if (kafka_set_all(conf, reader, err, errlen) < 0 ||
-        kafka_set(conf, "group.id", group ? group : KAFKA_READER_GROUP, err, errlen) < 0) {
+    if (kafka_set_all(conf, settings, err, errlen) < 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -197,6 +187,23 @@ static rd_kafka_t *kafka_reader_new(const struct kafka_bus *kb, const char *grou
     conf = NULL;
     rd_kafka_poll_set_consumer(rk);
     return rk;
+}
+
+/* A handle that consumes by assign() only and never commits by itself.
+ * librdkafka's assign() needs a group id even though the handle never joins
+ * the group: group-less reads use KAFKA_READER_GROUP, never committed to. */
+static rd_kafka_t *kafka_reader_new(const struct kafka_bus *kb, const char *group, char *err,
+                                    size_t errlen)
+{
+    const char *const reader[] = {
+        "group.id", group ? group : KAFKA_READER_GROUP,
+        "enable.auto.commit", "false",
+        "enable.auto.offset.store", "false",
+        "isolation.level", "read_committed",
+        "enable.partition.eof", "true",
+        NULL,
+    };
+    return kafka_consumer_handle(kb, NULL, reader, err, errlen);
 }
 
 static struct bus_record *kafka_record_from(const rd_kafka_message_t *m)
@@ -219,11 +226,16 @@ static struct bus_record *kafka_record_from(const rd_kafka_message_t *m)
     return r;
 }
 
-/* Polls a reader assigned to one partition for the first record at or after
- * the assigned offset: 1 = *out set, 0 = none before the end or timeout. */
-static int kafka_reader_next(rd_kafka_t *rk, struct bus_record **out, int timeout_ms)
+/* Polls for the next record: 1 = *out set, 0 = nothing within timeout_ms
+ * (for a reader: nothing before the end of its partition), <0 = error.
+ * Consumer errors are mostly transient (a broker away, a topic not created
+ * yet) and librdkafka keeps trying, so they are logged and polling goes on;
+ * a fatal error ends it, and so does, for a reader, a missing partition. */
+static int kafka_next(rd_kafka_t *rk, struct bus_record **out, int timeout_ms, int reader)
 {
     int64_t deadline = mono_ms() + timeout_ms;
+    char errstr[512];
+    *out = NULL;
     for (;;) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, kafka_remaining(deadline));
         if (!m)
@@ -234,15 +246,19 @@ static int kafka_reader_next(rd_kafka_t *rk, struct bus_record **out, int timeou
             return 1;
         }
         rd_kafka_resp_err_t e = m->err;
-        if (e != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            log_kv(LOG_WARN, "kafka read failed", "component", "kafka", "error",
-                   rd_kafka_err2str(e), NULL);
+        if (e != RD_KAFKA_RESP_ERR__PARTITION_EOF)   /* only readers ask for EOF */
+            log_kv(LOG_WARN, "kafka consume error", "component", "kafka", "error",
+                   rd_kafka_message_errstr(m), NULL);
         rd_kafka_message_destroy(m);
         if (e == RD_KAFKA_RESP_ERR__PARTITION_EOF)
             return 0;
-        if (e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC || e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
-            e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
-            return kafka_errno(e);
+        if (e == RD_KAFKA_RESP_ERR__FATAL) {
+            rd_kafka_fatal_error(rk, errstr, sizeof errstr);
+            log_kv(LOG_ERROR, "kafka consumer failed", "component", "kafka", "error", errstr, NULL);
+            return -EIO;
+        }
+        if (reader && kafka_errno(e) == -ENOENT)
+            return -ENOENT;
         if (mono_ms() >= deadline)
             return 0;
     }
@@ -260,7 +276,7 @@ static int kafka_reader_fetch(rd_kafka_t *rk, const char *topic, int32_t partiti
                rd_kafka_err2str(e), NULL);
         return kafka_errno(e);
     }
-    int rc = kafka_reader_next(rk, out, timeout_ms);
+    int rc = kafka_next(rk, out, timeout_ms, 1);
     rd_kafka_assign(rk, NULL);
     return rc;
 }
@@ -607,26 +623,13 @@ static void *kafka_consumer_new(void *impl, const char *group, const char *const
         "session.timeout.ms", "10000",
         NULL,
     };
-    char errstr[512];
     if (!group || !*group || !topics || !topics[0]) {
         snprintf(err, errlen, "kafka: a consumer needs a group and at least one topic");
         return NULL;
     }
-    rd_kafka_conf_t *conf = kafka_conf_new(kb, consumer_defaults, err, errlen);
-    if (!conf)
+    rd_kafka_t *rk = kafka_consumer_handle(kb, consumer_defaults, consumer, err, errlen);
+    if (!rk)
         return NULL;
-    if (kafka_set_all(conf, consumer, err, errlen) < 0) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        snprintf(err, errlen, "kafka: consumer: %s", errstr);
-        return NULL;
-    }
-    conf = NULL;
-    rd_kafka_poll_set_consumer(rk);
 
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
     for (const char *const *t = topics; *t; t++)
@@ -647,32 +650,7 @@ static void *kafka_consumer_new(void *impl, const char *group, const char *const
 static int kafka_poll(void *cimpl, struct bus_record **out, int timeout_ms)
 {
     struct kafka_consumer *c = cimpl;
-    int64_t deadline = mono_ms() + timeout_ms;
-    char errstr[512];
-    *out = NULL;
-    for (;;) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, kafka_remaining(deadline));
-        if (!m)
-            return 0;
-        if (!m->err) {
-            *out = kafka_record_from(m);
-            rd_kafka_message_destroy(m);
-            return 1;
-        }
-        /* Consumer errors are mostly transient (a broker away, a topic not
-         * created yet); librdkafka keeps trying, so only a fatal one ends. */
-        rd_kafka_resp_err_t e = m->err;
-        log_kv(LOG_WARN, "kafka consume error", "component", "kafka", "error",
-               rd_kafka_message_errstr(m), NULL);
-        rd_kafka_message_destroy(m);
-        if (e == RD_KAFKA_RESP_ERR__FATAL) {
-            rd_kafka_fatal_error(c->rk, errstr, sizeof errstr);
-            log_kv(LOG_ERROR, "kafka consumer failed", "component", "kafka", "error", errstr, NULL);
-            return -EIO;
-        }
-        if (mono_ms() >= deadline)
-            return 0;
-    }
+    return kafka_next(c->rk, out, timeout_ms, 0);
 }
 
 static rd_kafka_resp_err_t kafka_commit_raw(rd_kafka_t *rk, const char *topic, int32_t partition,

@@ -489,7 +489,6 @@ void config_list_free(char **list, size_t n)
 
 size_t config_sections(const struct config *c, const char *prefix, const char ***out)
 {
-    static const char *none[1];
     size_t pl = strlen(prefix), n = 0;
     const char **v = NULL;
     for (size_t i = 0; i < c->nsec; i++)
@@ -497,7 +496,7 @@ size_t config_sections(const struct config *c, const char *prefix, const char **
             v = xrealloc(v, (n + 1) * sizeof(char *));
             v[n++] = c->sections[i];
         }
-    *out = n ? v : none;
+    *out = v;   /* NULL when none: free() is always right */
     return n;
 }
 
@@ -522,10 +521,19 @@ void config_write_example(const struct config_key *const *tables, FILE *f)
     for (size_t t = 0; tables[t]; t++)
         for (const struct config_key *k = tables[t]; k->section; k++) {
             if (!last || strcmp(last, k->section) != 0) {
-                fprintf(f, "\n[%s]\n", k->section);
+                size_t sl = strlen(k->section);
+                if (sl > 2 && strcmp(k->section + sl - 2, ".*") == 0)   /* named sections */
+                    fprintf(f, "\n# [%.*s.NAME] (any number, in order)\n", (int)(sl - 2), k->section);
+                else
+                    fprintf(f, "\n[%s]\n", k->section);
                 last = k->section;
             }
-            fprintf(f, "# %s\n%s%s = %s\n", k->doc ? k->doc : "", k->def ? "" : "# ", k->key,
-                    k->def ? k->def : "");
+            int named = strstr(k->section, ".*") != NULL;
+            fprintf(f, "# %s\n", k->doc ? k->doc : "");
+            if (strcmp(k->key, "*") == 0)
+                continue;   /* free-form section: the doc line shows the form */
+            fprintf(f, "%s%s = %s\n", named || !k->def ? "# " : "", k->key, k->def ? k->def : "");
+            if (k->type == CONFIG_SECRET)
+                fprintf(f, "# %s_file = /run/secrets/...\n", k->key);
         }
 }

@@ -63,8 +63,8 @@ void        config_list_free(char **list, size_t n);
 bool        config_isset(const struct config *c, const char *section, const char *key);
 
 /* Names of sections matching "prefix.*" in file order, e.g. prefix "rule"
- * gives "rule.capture", ...  Returns count; when count > 0 *out is a malloc'd
- * array the caller free()s (the names stay owned by c). */
+ * gives "rule.capture", ...  Returns count; *out is a malloc'd array (NULL when
+ * count is 0) the caller free()s; the names stay owned by c. */
 size_t config_sections(const struct config *c, const char *prefix, const char ***out);
 
 /* All key/value pairs set in one section, in file order: returns count and a

@@ -19,6 +19,8 @@ struct route {
     char *prefix;
     http_handler h;
     void *opaque;
+    int inflight;     /* handlers running now */
+    int removed;      /* http_route_remove: no new requests */
 };
 
 struct ready {
@@ -32,10 +34,12 @@ struct http_server {
     size_t max_body;
     struct MHD_Daemon *d;
     pthread_mutex_t lock;   /* routes may be added while running (mailfleet run) */
+    pthread_cond_t idle;    /* a route's last in-flight handler returned */
     struct route routes[32];
     size_t n_routes;
     struct ready readies[16];
     size_t n_ready;
+    struct metric *ready_gauge;   /* mailfleet_ready: /readyz as a metric, for alert rules */
 };
 
 struct conn_state {
@@ -70,9 +74,28 @@ void http_response_text(struct http_response *resp, int status, const char *ctyp
     resp->body_len = strlen(body);
 }
 
+/* Runs every readiness check; returns 1 when all pass.  report may be NULL. */
+static int ready_eval(struct http_server *s, struct strbuf *report)
+{
+    int ok = 1;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->n_ready; i++) {
+        char why[256] = "";
+        int r = s->readies[i].chk(s->readies[i].opaque, why, sizeof(why));
+        if (report)
+            strbuf_appendf(report, "%s: %s%s%s\n", s->readies[i].name, r ? "ready" : "not ready",
+                           why[0] ? ": " : "", why);
+        ok &= r ? 1 : 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
 static void serve_metrics(void *opaque, const struct http_request *req, struct http_response *resp)
 {
+    struct http_server *s = opaque;
     struct strbuf b;
+    metric_set(s->ready_gauge, ready_eval(s, NULL));
     strbuf_init(&b);
     metrics_render(&b);
     resp->status = 200;
@@ -89,18 +112,9 @@ static void serve_readyz(void *opaque, const struct http_request *req, struct ht
 {
     struct http_server *s = opaque;
     struct strbuf b;
-    int ok = 1;
 
     strbuf_init(&b);
-    pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < s->n_ready; i++) {
-        char why[256] = "";
-        int r = s->readies[i].chk(s->readies[i].opaque, why, sizeof(why));
-        strbuf_appendf(&b, "%s: %s%s%s\n", s->readies[i].name, r ? "ready" : "not ready",
-                       why[0] ? ": " : "", why);
-        ok &= r ? 1 : 0;
-    }
-    pthread_mutex_unlock(&s->lock);
+    int ok = ready_eval(s, &b);
     if (b.len == 0)
         strbuf_append(&b, "ready\n");
     resp->status = ok ? 200 : 503;
@@ -207,18 +221,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->n_routes; i++) {
         size_t pl = strlen(s->routes[i].prefix);
-        if (strncmp(url, s->routes[i].prefix, pl) == 0 && pl >= best) {
+        if (!s->routes[i].removed && strncmp(url, s->routes[i].prefix, pl) == 0 && pl >= best) {
             hit = &s->routes[i];
             best = pl;
         }
     }
-    struct route r = hit ? *hit : (struct route){ 0 };
+    if (hit)
+        hit->inflight++;   /* entries never move: the pointer stays valid */
     pthread_mutex_unlock(&s->lock);
 
-    if (!hit)
+    if (!hit) {
         http_response_text(&resp, 404, NULL, "not found\n");
-    else
-        r.h(r.opaque, &req, &resp);
+    } else {
+        hit->h(hit->opaque, &req, &resp);
+        pthread_mutex_lock(&s->lock);
+        if (--hit->inflight == 0)
+            pthread_cond_broadcast(&s->idle);
+        pthread_mutex_unlock(&s->lock);
+    }
     return send_response(conn, &resp);
 }
 
@@ -253,6 +273,9 @@ struct http_server *http_server_new(const char *listen, size_t max_body, char *e
     }
     s->max_body = max_body;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->ready_gauge = metric_gauge("mailfleet_ready", "1 when every readiness check passes (/readyz 200)",
+                                  NULL);
     http_route(s, "/metrics", serve_metrics, s);
     http_route(s, "/healthz", serve_healthz, s);
     http_route(s, "/readyz", serve_readyz, s);
@@ -264,7 +287,34 @@ void http_route(struct http_server *s, const char *prefix, http_handler h, void 
     pthread_mutex_lock(&s->lock);
     if (s->n_routes == sizeof(s->routes) / sizeof(s->routes[0]))
         panic("%s: too many routes", __func__);
-    s->routes[s->n_routes++] = (struct route){ xstrdup(prefix), h, opaque };
+    s->routes[s->n_routes++] = (struct route){ xstrdup(prefix), h, opaque, 0, 0 };
+    pthread_mutex_unlock(&s->lock);
+}
+
+void http_route_remove(struct http_server *s, const char *prefix, void *opaque)
+{
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->n_routes; i++) {
+        struct route *r = &s->routes[i];
+        if (r->removed || r->opaque != opaque || strcmp(r->prefix, prefix) != 0)
+            continue;
+        r->removed = 1;
+        while (r->inflight > 0)
+            pthread_cond_wait(&s->idle, &s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+void http_ready_remove(struct http_server *s, const char *name, void *opaque)
+{
+    pthread_mutex_lock(&s->lock);   /* checks run under this lock: none is running */
+    for (size_t i = 0; i < s->n_ready; i++)
+        if (s->readies[i].opaque == opaque && strcmp(s->readies[i].name, name) == 0) {
+            free(s->readies[i].name);
+            memmove(&s->readies[i], &s->readies[i + 1], (s->n_ready - i - 1) * sizeof(s->readies[0]));
+            s->n_ready--;
+            break;
+        }
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -308,5 +358,6 @@ void http_server_free(struct http_server *s)
     for (size_t i = 0; i < s->n_ready; i++)
         free(s->readies[i].name);
     pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->idle);
     free(s);
 }

@@ -47,6 +47,10 @@ typedef int (*http_ready_check)(void *opaque, char *why, size_t whylen);  /* 1 =
 struct http_server *http_server_new(const char *listen, size_t max_body, char *err, size_t errlen);
 void http_route(struct http_server *s, const char *prefix, http_handler h, void *opaque);
 void http_ready_add(struct http_server *s, const char *name, http_ready_check chk, void *opaque);
+/* Stops routing prefix to (h, opaque) and waits for its running handlers:
+ * after it returns, opaque may be freed.  Same for a readiness check. */
+void http_route_remove(struct http_server *s, const char *prefix, void *opaque);
+void http_ready_remove(struct http_server *s, const char *name, void *opaque);
 int  http_server_start(struct http_server *s, char *err, size_t errlen);
 void http_server_free(struct http_server *s);   /* stops; accepts NULL */
 

@@ -81,7 +81,7 @@ static int mkdir_p(const char *dir)
     return 0;
 }
 
-static struct kv_env *env_get(const char *dir, uint64_t map_size, char *err, size_t errlen)
+static struct kv_env *env_get(const char *dir, uint64_t map_size, unsigned flags, char *err, size_t errlen)
 {
     char real[PATH_MAX];
     int rc = mkdir_p(dir);
@@ -107,7 +107,10 @@ static struct kv_env *env_get(const char *dir, uint64_t map_size, char *err, siz
     }
     mdb_env_set_maxdbs(env, KV_MAX_DBS);
     mdb_env_set_mapsize(env, map_size ? map_size : KV_DEFAULT_MAP_SIZE);
-    if ((rc = mdb_env_open(env, real, MDB_NOTLS, 0640)) != 0) {
+    /* A rebuildable cache needs no fsync per write: it is emptied and
+     * refilled from its topic on every start (KV_VOLATILE). */
+    unsigned envflags = MDB_NOTLS | (flags & KV_VOLATILE ? MDB_NOSYNC | MDB_NOMETASYNC : 0);
+    if ((rc = mdb_env_open(env, real, envflags, 0640)) != 0) {
         snprintf(err, errlen, "kv: %s: open: %s", dir, mdb_strerror(rc));
         mdb_env_close(env);
         return NULL;
@@ -142,12 +145,18 @@ static void env_put(struct kv_env *e)
 
 struct kv *kv_open(const char *dir, const char *db, uint64_t map_size, char *err, size_t errlen)
 {
+    return kv_open_flags(dir, db, map_size, 0, err, errlen);
+}
+
+struct kv *kv_open_flags(const char *dir, const char *db, uint64_t map_size, unsigned flags,
+                         char *err, size_t errlen)
+{
     MDB_txn *txn;
     MDB_dbi dbi;
     int rc;
 
     pthread_mutex_lock(&kv_registry_lock);
-    struct kv_env *e = env_get(dir, map_size, err, errlen);
+    struct kv_env *e = env_get(dir, map_size, flags, err, errlen);
     if (!e) {
         pthread_mutex_unlock(&kv_registry_lock);
         return NULL;
@@ -174,6 +183,20 @@ struct kv *kv_open(const char *dir, const char *db, uint64_t map_size, char *err
     k->e = e;
     k->dbi = dbi;
     return k;
+}
+
+int kv_clear(struct kv *k)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(k->e->env, NULL, 0, &txn);
+    if (rc != 0)
+        return kv_errno(rc);
+    if ((rc = mdb_drop(txn, k->dbi, 0)) != 0) {
+        mdb_txn_abort(txn);
+        return kv_errno(rc);
+    }
+    rc = mdb_txn_commit(txn);
+    return rc ? kv_errno(rc) : 0;
 }
 
 void kv_close(struct kv *k)

@@ -12,6 +12,14 @@ struct kv;
 /* Opens (creating dirs) the environment at dir and the named db. */
 struct kv *kv_open(const char *dir, const char *db, uint64_t map_size, char *err, size_t errlen);
 void kv_close(struct kv *k);
+/* KV_VOLATILE: no fsync per write, for caches rebuilt from a topic at every
+ * start (the suppression and revocation copies).  Flags belong to the
+ * environment: give such a cache a directory of its own. */
+#define KV_VOLATILE 1u
+struct kv *kv_open_flags(const char *dir, const char *db, uint64_t map_size, unsigned flags,
+                         char *err, size_t errlen);
+/* Deletes every entry of the db in one transaction. */
+int kv_clear(struct kv *k);
 
 /* expires_ms: absolute wall-clock ms, 0 = never.  Values may be empty. */
 int kv_put(struct kv *k, const void *key, size_t klen, const void *val, size_t vlen, int64_t expires_ms);

@@ -18,6 +18,8 @@ int suppression_key(const char *addr, const char *list, char *out, size_t outlen
     char a[ADDRESS_BUFSZ];
     if (address_normalize(addr, a, sizeof(a)) != 0)
         return -EINVAL;
+    /* Whole address lower-cased: a bounce for User@ must stop mail to user@
+     * (mailbox providers treat local parts case-insensitively in practice). */
     for (char *p = a; *p; p++)
         *p = (char)tolower((unsigned char)*p);
     if (list && list[0]) {

@@ -10,9 +10,9 @@ mode=${1:-run}
 
 build_pkgs="gcc make pkg-config openssl libssl-dev libuv1-dev liblmdb-dev lmdb-utils
  librdkafka-dev libgmime-3.0-dev libcurl4-openssl-dev libjansson-dev libinih-dev
- libmicrohttpd-dev libcrypt-dev libopendkim-dev"
+ libmicrohttpd-dev libcrypt-dev libopendkim-dev swaks curl"
 test_pkgs="libcmocka-dev kcat swaks libnet-ssleay-perl postfix python3 python3-botocore python3-jsonschema
- python3-dkim prometheus yamllint curl nodejs npm"
+ python3-dkim prometheus yamllint curl nodejs npm kubernetes-client binutils python3-yaml"
 
 want=$build_pkgs
 [ "$mode" = test ] && want="$build_pkgs $test_pkgs"
@@ -22,6 +22,8 @@ for p in $want; do
   # nodejs may come from another repository that bundles npm: accept a working npm.
   if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
   if [ "$p" = nodejs ] && command -v node >/dev/null 2>&1; then continue; fi
+  # kubectl (for `kubectl kustomize`) may come from another repository too.
+  if [ "$p" = kubernetes-client ] && kubectl kustomize --help >/dev/null 2>&1; then continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 
@@ -39,7 +41,15 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >&2
 fi
 
-if [ "$mode" = test ] && [ ! -x tests/node_modules/.bin/s3rver ]; then
+# Install when any package tests/package.json names is missing.
+npm_missing() {
+  local d
+  for d in $(sed -n '/"dependencies"/,/}/s/^ *"\([^"]*\)": *"[^"]*",\{0,1\}$/\1/p' tests/package.json); do
+    [ -f "tests/node_modules/$d/package.json" ] || return 0
+  done
+  return 1
+}
+if [ "$mode" = test ] && npm_missing; then
   echo "mailfleet: installing npm test tools into tests/node_modules" >&2
   (cd tests && npm install --no-audit --no-fund --loglevel=error >&2)
 fi

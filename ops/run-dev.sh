@@ -1,26 +1,15 @@
 #!/usr/bin/env bash
 # `make run`: the embedded default of DESIGN.md §10 — every worker in one
 # process on 127.0.0.1, local queue, file stores, delivery into var/outbox/.
-# First run creates var/ (a self-signed certificate, the dev SMTP user).
+# First run creates var/ (queue, stores, state, a self-signed certificate).
 # Ctrl-C drains and exits; the next run resumes where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=build/mailfleet
 cfg=ops/mailfleet.dev.ini
-mkdir -p var/tls var/outbox
-
-if [ ! -s var/tls/cert.pem ] || [ ! -s var/tls/key.pem ]; then
-  echo "mailfleet: creating a self-signed certificate in var/tls/ (development only)"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=localhost" \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout var/tls/key.pem -out var/tls/cert.pem 2>/dev/null
-  chmod 600 var/tls/key.pem
-fi
-if [ ! -s var/users ] && { "$bin" 2>&1 || true; } | grep -q '^  users'; then
-  echo "mailfleet: adding the dev SMTP user 'device' to var/users"
-  printf 'device-password\n' | "$bin" users add device -c "$cfg" >/dev/null
-fi
-
+mkdir -p var/outbox
+# ingest writes a self-signed certificate into var/tls/ on first start
+# (tls_generate = true, dev only); the dev SMTP user is in ops/dev.users.
 "$bin" config check -c "$cfg" >/dev/null
 
 cat <<'EOT'

@@ -28,6 +28,9 @@
 #include "ingest/users.h"
 
 extern const struct worker_def ingest_worker;
+#include "transform/transform_worker.h"
+#include "links/links.h"
+#include "send/send.h"
 
 #ifndef MAILFLEET_VERSION
 #define MAILFLEET_VERSION "0.1.0"
@@ -39,6 +42,9 @@ static const struct worker_def *const workers[] = {
     &feedback_worker,
     &monitor_worker,
     &ingest_worker,
+    &transform_worker,
+    &links_worker,
+    &send_worker,
     NULL
 };
 
@@ -48,6 +54,9 @@ static const struct admin_verb *const verbs[] = {
     &suppression_verb,
     &retention_verb,
     &users_verb,
+    &dlq_verb,
+    &links_verb,
+    &send_admin_verb,
     NULL
 };
 
@@ -268,6 +277,13 @@ int main(int argc, char **argv)
         return cmd_config(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return cmd_run_all(argc - 1, argv + 1);
+    /* `mailfleet <worker> <subcommand>` (e.g. `send pause`) goes to the admin
+     * verb of the same name when there is one; options (-c FILE) mean
+     * running the worker. */
+    int subcommand = argc > 2 && argv[2][0] != '-';
+    for (size_t i = 0; subcommand && verbs[i]; i++)
+        if (strcmp(cmd, verbs[i]->name) == 0)
+            return verbs[i]->main(argc - 1, argv + 1);
     for (size_t i = 0; workers[i]; i++)
         if (strcmp(cmd, workers[i]->name) == 0)
             return cmd_worker(workers[i], argc - 1, argv + 1);

@@ -111,7 +111,11 @@ class TestCase(unittest.TestCase):
                 p.stop(5)
             except Exception:
                 pass
-        ok = all(not e for _, e in getattr(self._outcome, "errors", [])) if hasattr(self._outcome, "errors") else True
+        # Python 3.11 resets _Outcome.success to True for the tearDown part; the
+        # test's own error or failure is already in the result by then
+        res = getattr(self._outcome, "result", None)
+        ok = getattr(self._outcome, "success", True) and not any(
+            t is self for t, _ in getattr(res, "errors", []) + getattr(res, "failures", []))
         if ok and not os.environ.get("KEEP_TEST_DIRS"):
             shutil.rmtree(self.dir, ignore_errors=True)
         else:
@@ -161,6 +165,14 @@ http_listen = 127.0.0.1:{http_port}
 public_listen = 127.0.0.1:{public_port}
 public_base_url = http://127.0.0.1:{public_port}
 token_keys = t1:{"5a" * 32}
+[ingest]
+listen = 127.0.0.1:{free_port()}
+listen_tls = 127.0.0.1:{free_port()}
+tls_cert = {test.path("tls", "cert.pem")}
+tls_key = {test.path("tls", "key.pem")}
+tls_generate = true
+[send]
+transport = outbox:{test.path("outbox")}
 """
     return text + extra
 

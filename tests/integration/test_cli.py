@@ -12,6 +12,12 @@ class CliTest(harness.TestCase):
         r = self.mailfleet("config", "check", "-c", os.path.join(harness.ROOT, "ops", "mailfleet.example.ini"))
         self.assertIn("ok", r.stdout)
 
+    def test_example_documents_every_key(self):
+        """ops/mailfleet.example.ini is `mailfleet config example` plus a header."""
+        gen = self.mailfleet("config", "example").stdout
+        text = open(os.path.join(harness.ROOT, "ops", "mailfleet.example.ini")).read()
+        self.assertTrue(text.endswith(gen), "regenerate: see the header of ops/mailfleet.example.ini")
+
     def test_dev_config_checks(self):
         self.mailfleet("config", "check", "-c", os.path.join(harness.ROOT, "ops", "mailfleet.dev.ini"))
 

@@ -63,6 +63,9 @@ sns_topic_arns = arn:aws:sns:us-east-1:123456789012:ses-feedback
     def sign(self, payload, keys=KEYS):
         return subprocess.check_output([MFTOOL, "sign", keys, payload], text=True).strip()
 
+    def verp(self, msgid, rcpt, tag="verp"):
+        return subprocess.check_output([MFTOOL, "verp", tag, KEYS, msgid, rcpt], text=True).strip()
+
     def suppressed(self, addr):
         st, body = self.api("GET", "/" + addr)
         return json.loads(body)["SuppressedDestination"]["Reason"] if st == 200 else None
@@ -129,25 +132,41 @@ sns_topic_arns = arn:aws:sns:us-east-1:123456789012:ses-feedback
         time.sleep(1.0)
         self.assertIsNone(self.suppressed("victim@example.com"))
 
+    def test_mailto_unsubscribe(self):
+        tok = self.verp("0190f3a2-0000-7000-8000-000000000014", "mailer@example.com", tag="unsubscribe")
+        for n, (sender, t) in enumerate((("intruder@example.com", tok), ("mailer@example.com", tok))):
+            rid = "0190f3a2-0000-7000-8000-0000000009%02d" % n
+            rec = {"schema": "mailfleet.feedback.v1", "id": rid, "kind": "unsubscribe",
+                   "received_at": "2026-11-26T10:00:00.000Z",
+                   "envelope": {"mail_from": sender, "client_ip": "127.0.0.1",
+                                "rcpt_to": ["unsubscribe+%s@iot.localhost" % t]},
+                   "unsubscribe": {"method": "mailto", "token": t}}
+            subprocess.check_call([MFTOOL, "put", self.bus, "mailfleet.feedback", rid,
+                                   self.write("u%d.json" % n, json.dumps(rec))])
+        # the token is bound to the address it was sent to: only that one unsubscribes
+        harness.wait_for(lambda: self.suppressed("mailer@example.com") == "UNSUBSCRIBE", what="mailto unsubscribe")
+        self.assertIsNone(self.suppressed("intruder@example.com"))
+        self.assertGreaterEqual(self.metric("mailfleet_feedback_unverified_total"), 1)
+
     # -- DSN / ARF --
     def test_dsn_permanent_suppresses_token_recipient(self):
-        tok = self.sign("0190f3a2-0000-7000-8000-000000000001|user@example.com")
+        tok = self.verp("0190f3a2-0000-7000-8000-000000000001", "user@example.com")
         self.put_report("dsn-permanent-511", tok)
         harness.wait_for(lambda: self.suppressed("user@example.com") == "BOUNCE", what="bounce suppression")
 
     def test_forged_bounces_change_nothing(self):
         # a valid token for someone else: the DSN names user@example.com only
-        tok = self.sign("0190f3a2-0000-7000-8000-000000000009|someone-else@example.com")
+        tok = self.verp("0190f3a2-0000-7000-8000-000000000009", "someone-else@example.com")
         self.put_report("dsn-permanent-511", tok)
         # no valid token at all
-        self.put_report("dsn-mailbox-full-522", "bogus.token", rcpt_token=True)
+        self.put_report("dsn-mailbox-full-522", "a" * 42, rcpt_token=True)
         harness.wait_for(lambda: self.metric("mailfleet_feedback_unverified_total") >= 2, what="both rejected")
         self.assertIsNone(self.suppressed("user@example.com"))
         self.assertIsNone(self.suppressed("someone-else@example.com"))
         self.assertIsNone(self.suppressed("full@example.com"))
 
     def test_transient_suppresses_after_three_and_dedupes(self):
-        toks = [self.sign("0190f3a2-0000-7000-8000-00000000010%d|full@example.com" % i) for i in range(3)]
+        toks = [self.verp("0190f3a2-0000-7000-8000-00000000010%d" % i, "full@example.com") for i in range(3)]
         self.put_report("dsn-mailbox-full-522", toks[0])
         self.put_report("dsn-mailbox-full-522", toks[0])   # duplicate: counts once
         self.put_report("dsn-mailbox-full-522", toks[1])
@@ -159,16 +178,16 @@ sns_topic_arns = arn:aws:sns:us-east-1:123456789012:ses-feedback
         harness.wait_for(lambda: self.suppressed("full@example.com") == "BOUNCE", what="third transient")
 
     def test_arf_abuse_and_not_spam(self):
-        tok = self.sign("0190f3a2-0000-7000-8000-000000000002|user@example.com")
+        tok = self.verp("0190f3a2-0000-7000-8000-000000000002", "user@example.com")
         self.put_report("arf-not-spam", tok, rcpt_token=False)
         harness.wait_for(lambda: self.metric("mailfleet_feedback_complaints_total") >= 1, what="not-spam seen")
         self.assertIsNone(self.suppressed("user@example.com"))
-        tok2 = self.sign("0190f3a2-0000-7000-8000-000000000003|user@example.com")
+        tok2 = self.verp("0190f3a2-0000-7000-8000-000000000003", "user@example.com")
         self.put_report("arf-abuse", tok2, rcpt_token=False)   # token from Return-Path
         harness.wait_for(lambda: self.suppressed("user@example.com") == "COMPLAINT", what="complaint")
 
     def test_undetermined_goes_to_review(self):
-        tok = self.sign("0190f3a2-0000-7000-8000-000000000004|odd@example.com")
+        tok = self.verp("0190f3a2-0000-7000-8000-000000000004", "odd@example.com")
         self.put_report("dsn-no-status", tok)
         harness.wait_for(lambda: self.metric("mailfleet_feedback_review_total") >= 1, what="review")
         self.assertIsNone(self.suppressed("odd@example.com"))

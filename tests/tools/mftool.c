@@ -1,5 +1,6 @@
 /* mftool — small test helper over the project's own modules:
  *   mftool sign KEYS PAYLOAD [EXPIRES_S]   print a token (KEYS: kid:secret,...)
+ *   mftool verp TAG KEYS ID RCPT           print a VERP token (tags verp, unsubscribe)
  *   mftool put BUS TOPIC KEY FILE|-        produce one record (value from FILE)
  *   mftool put-n BUS TOPIC N FILE          produce N records (keys k0..), one batch
  *   mftool dump BUS TOPIC                  print every value, one per line
@@ -17,6 +18,7 @@
 #include "store.h"
 #include "strbuf.h"
 #include "tokens.h"
+#include "verp.h"
 
 static char *slurp(const char *path, size_t *len)
 {
@@ -51,6 +53,24 @@ int main(int argc, char **argv)
         char *tok = tokens_sign(t, argv[3], strlen(argv[3]), argc > 4 ? atoll(argv[4]) : 0);
         printf("%s\n", tok);
         free(tok);
+        tokens_free(t);
+        free(keys);
+        return 0;
+    }
+    if (argc == 6 && strcmp(argv[1], "verp") == 0) {
+        char *keys = xstrdup(argv[3]), tok[VERP_TOKEN_LEN + 1];
+        const char *v[16];
+        size_t n = 0;
+        for (char *s = NULL, *k = strtok_r(keys, ",", &s); k && n < 16; k = strtok_r(NULL, ",", &s))
+            v[n++] = k;
+        struct tokens *t = tokens_new(v, n, err, sizeof(err));
+        char *key = t ? verp_key_derive(t) : NULL;
+        if (!key || verp_token(key, strlen(key), argv[2], argv[4], argv[5], tok) != 0) {
+            fprintf(stderr, "mftool: cannot make a VERP token\n");
+            return 1;
+        }
+        printf("%s\n", tok);
+        free(key);
         tokens_free(t);
         free(keys);
         return 0;
@@ -142,6 +162,6 @@ int main(int argc, char **argv)
         store_close(s);
         return 0;
     }
-    fprintf(stderr, "usage: mftool sign|put|put-n|dump|commit|store-put ... (see the top of mftool.c)\n");
+    fprintf(stderr, "usage: mftool sign|verp|put|put-n|dump|commit|store-put ... (see the top of mftool.c)\n");
     return 2;
 }

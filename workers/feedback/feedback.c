@@ -34,7 +34,8 @@
 #include "suppression.h"
 #include "timeutil.h"
 #include "tokens.h"
-#include "topic_copy.h"
+#include "suppression_copy.h"
+#include "verp.h"
 
 #include <ctype.h>
 #include <gmime/gmime.h>
@@ -65,7 +66,8 @@ struct feedback {
     struct bus *bus;
     struct store *incoming;
     struct tokens *tokens;
-    struct topic_copy *copy;
+    char *verp_key;
+    struct suppression_copy *copy;
     struct kv *transient, *seen;
     struct bus_consumer *fc, *ec;
     char *api_token;
@@ -154,7 +156,7 @@ static int suppress(struct feedback *f, const char *addr, const char *list, cons
     }
     if (suppression_key(addr, list, key, sizeof(key)) == 0) {
         char *v = suppression_record(addr, list, reason, now_ms(), source, message_id, feedback_id);
-        topic_copy_apply(f->copy, key, strlen(key), v, strlen(v));   /* read-your-writes */
+        suppression_copy_apply(f->copy, key, strlen(key), v, strlen(v));   /* read-your-writes */
         free(v);
     }
     metric_inc(f->m_suppressed);
@@ -248,11 +250,9 @@ static int apply_complaint(struct feedback *f, const char *message_id, const cha
 
 /* ---- tokens ----------------------------------------------------------- */
 
-/* "bounce+TOKEN@domain" -> verified "msgid|rcpt" split into the buffers. */
-static int verp_lookup(struct feedback *f, const char *addr, const char *prefix, char *msgid,
-                       size_t mlen, char *rcpt, size_t rlen)
+/* The token of "prefix+TOKEN@domain" into tok; -1 when addr has no such form. */
+static int token_of(const char *addr, const char *prefix, char *tok, size_t len)
 {
-    char tok[1024];
     const char *a = addr;
     size_t pl = strlen(prefix);
     if (*a == '<')
@@ -260,28 +260,24 @@ static int verp_lookup(struct feedback *f, const char *addr, const char *prefix,
     if (strncasecmp(a, prefix, pl) != 0)
         return -1;
     const char *at = strchr(a + pl, '@');
-    if (!at || (size_t)(at - a - pl) >= sizeof(tok))
+    if (!at || (size_t)(at - a - pl) >= len)
         return -1;
     memcpy(tok, a + pl, (size_t)(at - a - pl));
     tok[at - a - pl] = '\0';
-    char *payload = NULL;
-    size_t len = 0;
-    int64_t exp;
-    if (tokens_verify(f->tokens, tok, now_ms() / 1000, &payload, &len, &exp) != TOKEN_OK)
-        return -1;
-    int rc = -1;
-    char *bar = strchr(payload, '|');
-    if (bar && !strchr(bar + 1, '|') && (size_t)(bar - payload) < mlen) {
-        memcpy(msgid, payload, (size_t)(bar - payload));
-        msgid[bar - payload] = '\0';
-        if (address_normalize(bar + 1, rcpt, rlen) == 0)
-            rc = 0;
-    }
-    free(payload);
-    return rc;
+    return 0;
 }
 
-/* "u|rcpt|list" token -> address, list. */
+/* 0 and the message id when tok is a VERP token (tag) for rcpt. */
+static int verp_for(struct feedback *f, const char *tag, const char *tok, const char *rcpt,
+                    char msgid[VERP_ID_LEN + 1])
+{
+    char a[ADDRESS_BUFSZ];
+    if (!tok[0] || address_normalize(rcpt, a, sizeof(a)) != 0)
+        return -1;
+    return verp_check(f->verp_key, strlen(f->verp_key), tag, tok, a, msgid) == 0 ? 0 : -1;
+}
+
+/* One-click token "u|rcpt|list" -> address, list. */
 static int unsub_lookup(struct feedback *f, const char *tok, char *rcpt, size_t rlen, char *list,
                         size_t llen)
 {
@@ -291,14 +287,12 @@ static int unsub_lookup(struct feedback *f, const char *tok, char *rcpt, size_t 
     if (tokens_verify(f->tokens, tok, now_ms() / 1000, &payload, &len, &exp) != TOKEN_OK)
         return -1;
     int rc = -1;
-    if (strncmp(payload, "u|", 2) == 0) {
-        char *bar = strchr(payload + 2, '|');
-        if (bar) {
-            *bar = '\0';
-            if (address_normalize(payload + 2, rcpt, rlen) == 0 && strlen(bar + 1) < llen) {
-                snprintf(list, llen, "%s", bar + 1);
-                rc = 0;
-            }
+    char *bar = strncmp(payload, "u|", 2) == 0 ? strchr(payload + 2, '|') : NULL;
+    if (bar) {
+        *bar = '\0';
+        if (address_normalize(payload + 2, rcpt, rlen) == 0 && strlen(bar + 1) < llen) {
+            snprintf(list, llen, "%s", bar + 1);
+            rc = 0;
         }
     }
     free(payload);
@@ -337,19 +331,27 @@ static int read_report(struct feedback *f, json_t *rec, struct report *rep, char
     return rc;
 }
 
+/* The first address in a header value ("Name <a@b>, ..." -> a@b). */
+static void first_address(const char *v, char *out, size_t len)
+{
+    const char *lt = strchr(v, '<');
+    const char *s = lt ? lt + 1 : v;
+    size_t n = strcspn(s, lt ? ">" : ", ");
+    while (*s == ' ' && n)
+        s++, n--;
+    snprintf(out, len, "%.*s", (int)n, s);
+}
+
 static int handle_mail_report(struct feedback *f, json_t *rec, const char *fid)
 {
-    char err[256], msgid[256] = "", rcpt[ADDRESS_BUFSZ] = "";
+    char err[256], msgid[VERP_ID_LEN + 1], toks[2][128] = { "", "" };
     json_t *to = json_object_get(json_object_get(rec, "envelope"), "rcpt_to");
     size_t i;
     json_t *v;
-    int have = 0;
     json_array_foreach(to, i, v) {
         const char *a = json_string_value(v);
-        if (a && verp_lookup(f, a, "bounce+", msgid, sizeof(msgid), rcpt, sizeof(rcpt)) == 0) {
-            have = 1;
+        if (a && token_of(a, "bounce+", toks[0], sizeof(toks[0])) == 0)
             break;
-        }
     }
     struct report rep;
     int rc = read_report(f, rec, &rep, err, sizeof(err));
@@ -360,40 +362,43 @@ static int handle_mail_report(struct feedback *f, json_t *rec, const char *fid)
         emit_review(f, fid, "mail to a feedback address that is neither a DSN nor an ARF report");
         return 0;
     }
-    if (!have && rep.orig_return_path[0])
-        have = verp_lookup(f, rep.orig_return_path, "bounce+", msgid, sizeof(msgid), rcpt,
-                           sizeof(rcpt)) == 0;
-    if (!have) {
+    /* ARF reports usually go to a fixed abuse address: the token is then in
+     * the Return-Path of the returned message. */
+    if (rep.orig_return_path[0])
+        token_of(rep.orig_return_path, "bounce+", toks[1], sizeof(toks[1]));
+
+    if (rep.kind == REPORT_ARF) {
+        char to_addr[320] = "";
+        first_address(rep.orig_to, to_addr, sizeof(to_addr));
+        const char *cands[] = { rep.original_rcpt, to_addr };
+        for (size_t k = 0; k < 4; k++)
+            if (cands[k / 2][0] && verp_for(f, "verp", toks[k % 2], cands[k / 2], msgid) == 0) {
+                char a[ADDRESS_BUFSZ];
+                address_normalize(cands[k / 2], a, sizeof(a));
+                return apply_complaint(f, msgid, a, rep.feedback_type, "arf", fid);
+            }
         metric_inc(f->m_forged);
-        log_kv(LOG_WARN, "report without a valid VERP token: nothing suppressed", "feedback_id", fid,
-               "kind", rep.kind == REPORT_DSN ? "dsn" : "arf", NULL);
+        log_kv(LOG_WARN, "ARF report without a token for its recipient: nothing suppressed",
+               "feedback_id", fid, NULL);
         return 0;
     }
-    if (rep.kind == REPORT_ARF) {
-        /* the token names the recipient; Original-Rcpt-To, if present, must agree */
-        if (rep.original_rcpt[0] && strcasecmp(rep.original_rcpt, rcpt) != 0) {
-            metric_inc(f->m_forged);
-            log_kv(LOG_WARN, "ARF recipient differs from the token's: nothing suppressed",
-                   "feedback_id", fid, NULL);
-            return 0;
-        }
-        return apply_complaint(f, msgid, rcpt, rep.feedback_type, "arf", fid);
-    }
-    int named = 0;
+    /* Only recipients the report names AND the token vouches for. */
+    int verified = 0;
     for (size_t k = 0; k < rep.n_rcpt; k++) {
         struct report_recipient *rr = &rep.rcpt[k];
-        if (strcasecmp(rr->address, rcpt) != 0)
-            continue;   /* only the recipient the token vouches for */
-        named = 1;
+        if (!rr->address[0] || (verp_for(f, "verp", toks[0], rr->address, msgid) != 0 &&
+                                verp_for(f, "verp", toks[1], rr->address, msgid) != 0))
+            continue;
+        verified = 1;
         struct bounce_class c;
         if (policy_classify(rr->action, rr->status, rr->diagnostic, &c) != 0)
             continue;   /* delivered / relayed: not a bounce */
-        if (apply_bounce(f, msgid, rcpt, &c, rr, "dsn", fid) != 0)
+        if (apply_bounce(f, msgid, rr->address, &c, rr, "dsn", fid) != 0)
             return -EIO;
     }
-    if (!named) {
+    if (!verified) {
         metric_inc(f->m_forged);
-        log_kv(LOG_WARN, "DSN does not name the token's recipient: nothing suppressed",
+        log_kv(LOG_WARN, "DSN without a valid VERP token for a named recipient: nothing suppressed",
                "feedback_id", fid, NULL);
     }
     return 0;
@@ -421,26 +426,29 @@ static int apply_unsubscribe(struct feedback *f, const char *rcpt, const char *l
 static int handle_unsubscribe(struct feedback *f, json_t *rec, const char *fid)
 {
     json_t *u = json_object_get(rec, "unsubscribe");
-    const char *tok = json_string_value(json_object_get(u, "token"));
     const char *method = json_string_value(json_object_get(u, "method"));
-    char rcpt[ADDRESS_BUFSZ], list[128], tbuf[1024];
-    if (!tok) {  /* mailto without a parsed token: take it from the envelope */
-        json_t *to = json_object_get(json_object_get(rec, "envelope"), "rcpt_to");
-        const char *a = json_string_value(json_array_get(to, 0));
-        const char *plus = a ? strchr(a, '+') : NULL, *at = a ? strchr(a, '@') : NULL;
-        if (plus && at && at > plus && (size_t)(at - plus) < sizeof(tbuf)) {
-            memcpy(tbuf, plus + 1, (size_t)(at - plus - 1));
-            tbuf[at - plus - 1] = '\0';
-            tok = tbuf;
-        }
-        method = "mailto";
+    char rcpt[ADDRESS_BUFSZ], list[128] = "", tok[128] = "", msgid[VERP_ID_LEN + 1];
+    if (method && strcmp(method, "one-click") == 0) {
+        const char *t = json_string_value(json_object_get(u, "token"));
+        if (t && unsub_lookup(f, t, rcpt, sizeof(rcpt), list, sizeof(list)) == 0)
+            return apply_unsubscribe(f, rcpt, list, "one-click", fid);
+    } else {
+        /* mailto: unsubscribe+TOKEN@ from the address that got the mail */
+        json_t *env = json_object_get(rec, "envelope");
+        const char *from = json_string_value(json_object_get(env, "mail_from"));
+        const char *t = json_string_value(json_object_get(u, "token"));
+        if (t)
+            snprintf(tok, sizeof(tok), "%s", t);
+        else
+            token_of(json_string_value(json_array_get(json_object_get(env, "rcpt_to"), 0)) ?: "",
+                     "unsubscribe+", tok, sizeof(tok));
+        if (from && verp_for(f, "unsubscribe", tok, from, msgid) == 0 &&
+            address_normalize(from, rcpt, sizeof(rcpt)) == 0)
+            return apply_unsubscribe(f, rcpt, NULL, "mailto", fid);
     }
-    if (!tok || unsub_lookup(f, tok, rcpt, sizeof(rcpt), list, sizeof(list)) != 0) {
-        metric_inc(f->m_forged);
-        log_kv(LOG_WARN, "unsubscribe with an invalid token ignored", "feedback_id", fid, NULL);
-        return 0;
-    }
-    return apply_unsubscribe(f, rcpt, list, method ? method : "mailto", fid);
+    metric_inc(f->m_forged);
+    log_kv(LOG_WARN, "unsubscribe with an invalid token ignored", "feedback_id", fid, NULL);
+    return 0;
 }
 
 static int handle_sns(struct feedback *f, json_t *rec, const char *fid)
@@ -748,7 +756,7 @@ static void api_list(struct feedback *f, const struct http_request *req, struct 
         start = xrealloc(start, slen + 1);
         start[slen++] = '\0';
     }
-    kv_iter(topic_copy_kv(f->copy), start, slen, page_one, &p);
+    kv_iter(suppression_copy_kv(f->copy), start, slen, page_one, &p);
     free(start);
     json_t *out = json_pack("{s:o}", "SuppressedDestinationSummaries", p.items);
     if (p.more) {
@@ -798,7 +806,7 @@ static void serve_api(void *opaque, const struct http_request *req, struct http_
     if (strcmp(req->method, "GET") == 0) {
         void *v = NULL;
         size_t vl = 0;
-        if (kv_get(topic_copy_kv(f->copy), key, strlen(key), &v, &vl) != 1) {
+        if (kv_get(suppression_copy_kv(f->copy), key, strlen(key), &v, &vl) != 1) {
             api_error(resp, 404, "NotFoundException", "not on the suppression list");
         } else {
             json_t *o = json_loadb(v, vl, 0, NULL);
@@ -822,7 +830,7 @@ static void serve_api(void *opaque, const struct http_request *req, struct http_
             api_error(resp, 503, "ServiceUnavailableException", "cannot record the change");
         } else {
             char *v = suppression_record(addr, NULL, reason, now_ms(), "api", NULL, NULL);
-            topic_copy_apply(f->copy, key, strlen(key), v, strlen(v));
+            suppression_copy_apply(f->copy, key, strlen(key), v, strlen(v));
             free(v);
             api_json(resp, json_object());
         }
@@ -830,7 +838,7 @@ static void serve_api(void *opaque, const struct http_request *req, struct http_
         if (suppression_remove(f->bus, addr, NULL, err, sizeof(err)) != 0) {
             api_error(resp, 503, "ServiceUnavailableException", "cannot record the change");
         } else {
-            topic_copy_apply(f->copy, key, strlen(key), NULL, 0);
+            suppression_copy_apply(f->copy, key, strlen(key), NULL, 0);
             api_json(resp, json_object());
         }
     } else {
@@ -842,7 +850,7 @@ static void serve_api(void *opaque, const struct http_request *req, struct http_
 static int ready(void *opaque, char *why, size_t len)
 {
     struct feedback *f = opaque;
-    if (!topic_copy_caught_up(f->copy)) {
+    if (!suppression_copy_ready(f->copy)) {
         snprintf(why, len, "suppression copy is catching up");
         return 0;
     }
@@ -892,6 +900,7 @@ static int feedback_run(struct worker_env *env)
     f->m_sns_rejected = metric_counter("mailfleet_feedback_sns_rejected_total", "SNS posts rejected.", NULL);
 
     if (!(f->tokens = common_tokens(cfg, err, sizeof(err))) ||
+        !(f->verp_key = verp_key_derive(f->tokens)) ||
         !(f->incoming = common_store(cfg, "store_incoming", err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot start feedback", "error", err, NULL);
         goto out;
@@ -907,11 +916,19 @@ static int feedback_run(struct worker_env *env)
         log_kv(LOG_ERROR, "cannot open feedback state", "error", err, NULL);
         goto out;
     }
-    snprintf(dir, sizeof(dir), "%s/feedback-suppression", config_str(cfg, "mailfleet", "state_dir"));
-    f->copy = topic_copy_start(f->bus, SUPPRESSION_TOPIC, "feedback-suppression", dir, "suppression",
-                               err, sizeof(err));
+    snprintf(dir, sizeof(dir), "%s/feedback/suppression", config_str(cfg, "mailfleet", "state_dir"));
+    /* the copy is rebuilt from the topic at each start: its group never
+     * commits, and is per host so pods don't share one */
+    char host[128] = "local", group[256];
+    gethostname(host, sizeof(host) - 1);
+    snprintf(group, sizeof(group), "feedback.suppression.%s", host);
+    if (!(f->copy = suppression_copy_open(dir, err, sizeof(err))) ||
+        suppression_copy_start(f->copy, f->bus, group, env->stop, err, sizeof(err)) != 0) {
+        log_kv(LOG_ERROR, "cannot follow the suppression list", "error", err, NULL);
+        goto out;
+    }
     const char *ft[] = { "mailfleet.feedback", NULL }, *et[] = { "mailfleet.events", NULL };
-    if (!f->copy || !(f->fc = bus_consumer_new(f->bus, "feedback", ft, 1, err, sizeof(err))) ||
+    if (!(f->fc = bus_consumer_new(f->bus, "feedback", ft, 1, err, sizeof(err))) ||
         !(f->ec = bus_consumer_new(f->bus, "feedback-events", et, 1, err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot consume", "error", err, NULL);
         goto out;
@@ -937,22 +954,23 @@ static int feedback_run(struct worker_env *env)
     }
     rc = 0;
 out:
-    /* The HTTP servers outlive the worker only until the process exits; keep
-     * f's HTTP-visible parts (tokens, bus, copy) alive when routes exist. */
+    /* no handler may run on f once it is freed */
+    http_route_remove(env->public_http, "/u/", f);
+    http_route_remove(env->public_http, "/sns", f);
+    http_route_remove(env->public_http, "/v2/email/suppression/", f);
+    http_ready_remove(env->http, "feedback", f);
     bus_consumer_free(f->fc);
     bus_consumer_free(f->ec);
-    f->fc = f->ec = NULL;
-    if (rc != 0) {
-        topic_copy_stop(f->copy);
-        kv_close(f->transient);
-        kv_close(f->seen);
-        store_close(f->incoming);
-        tokens_free(f->tokens);
-        bus_close(f->bus);
-        config_list_free(f->arns, f->n_arns);
-        free(f->api_token);
-        free(f);
-    }
+    suppression_copy_free(f->copy);
+    kv_close(f->transient);
+    kv_close(f->seen);
+    store_close(f->incoming);
+    tokens_free(f->tokens);
+    free(f->verp_key);
+    bus_close(f->bus);
+    config_list_free(f->arns, f->n_arns);
+    free(f->api_token);
+    free(f);
     log_kv(LOG_INFO, "feedback stopped", NULL);
     return rc;
 }

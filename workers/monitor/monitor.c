@@ -530,15 +530,17 @@ static int monitor_run(struct worker_env *env)
     }
     rc = 0;
 out:
-    /* the HTTP server may still route /alarms to m: it stops before we are freed
-     * only in single-worker mode; in `run` the process exits right after. */
+    http_route_remove(env->http, "/alarms", m);   /* waits for a running /alarms */
     bus_consumer_free(m->events);
     bus_close(m->bus);
-    if (rc != 0) {
-        for (size_t i = 0; i < m->n_alarms; i++)
-            alarm_free(m->alarms[i]);
-        free(m);
+    for (size_t i = 0; i < m->n_alarms; i++)
+        alarm_free(m->alarms[i]);
+    for (size_t i = 0; i < m->n_watch; i++) {
+        free(m->watch[i].topic);
+        free(m->watch[i].group);
     }
+    pthread_mutex_destroy(&m->lock);
+    free(m);
     log_kv(LOG_INFO, "monitor stopped", NULL);
     return rc;
 }

@@ -1,0 +1,145 @@
+/* verp — see verp.h for the token layout and why it is not a tokens.h token. */
+#include "verp.h"
+#include "tokens.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <string.h>
+
+#define VERP_MAC_LEN 10
+#define VERP_RAW_LEN (16 + VERP_MAC_LEN)
+
+static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* "0190f3a2-xxxx-..." (36 chars, hyphens at 8,13,18,23) -> 16 bytes. */
+static int uuid_parse(const char *s, unsigned char out[16])
+{
+    if (strlen(s) != 36)
+        return -EINVAL;
+    size_t o = 0;
+    for (size_t i = 0; i < 36;) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return -EINVAL;
+            i++;
+            continue;
+        }
+        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        if (hi < 0 || lo < 0)
+            return -EINVAL;
+        out[o++] = (unsigned char)(hi << 4 | lo);
+        i += 2;
+    }
+    return 0;
+}
+
+static void uuid_format(const unsigned char in[16], char out[VERP_ID_LEN + 1])
+{
+    static const char hx[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hx[in[i] >> 4];
+        out[o++] = hx[in[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+static void mac(const void *key, size_t keylen, const char *tag, const unsigned char id[16],
+                const char *rcpt, unsigned char out[VERP_MAC_LEN])
+{
+    unsigned char full[EVP_MAX_MD_SIZE];
+    unsigned int flen = 0;
+    size_t tl = strlen(tag), rl = strlen(rcpt);
+    unsigned char buf[512];
+    if (tl + rl + 18 > sizeof(buf)) {
+        /* Addresses are <= 254 and tags short; anything longer cannot be a
+         * valid recipient, so it simply gets a MAC that never verifies. */
+        memset(out, 0, VERP_MAC_LEN);
+        return;
+    }
+    size_t n = 0;
+    memcpy(buf + n, tag, tl), n += tl;
+    buf[n++] = '|';
+    memcpy(buf + n, id, 16), n += 16;
+    buf[n++] = '|';
+    memcpy(buf + n, rcpt, rl), n += rl;
+    HMAC(EVP_sha256(), key, (int)keylen, buf, n, full, &flen);
+    memcpy(out, full, VERP_MAC_LEN);
+}
+
+int verp_token(const void *key, size_t keylen, const char *tag, const char *id, const char *rcpt,
+               char out[VERP_TOKEN_LEN + 1])
+{
+    unsigned char raw[VERP_RAW_LEN];
+    if (uuid_parse(id, raw) != 0)
+        return -EINVAL;
+    mac(key, keylen, tag, raw, rcpt, raw + 16);
+    /* 26 bytes = 208 bits -> 42 groups of 5 (the last padded with zeros). */
+    size_t o = 0;
+    unsigned int acc = 0, bits = 0;
+    for (size_t i = 0; i < VERP_RAW_LEN; i++) {
+        acc = (acc << 8) | raw[i];
+        bits += 8;
+        while (bits >= 5) {
+            out[o++] = b32[(acc >> (bits - 5)) & 31];
+            bits -= 5;
+        }
+    }
+    if (bits > 0)
+        out[o++] = b32[(acc << (5 - bits)) & 31];
+    out[o] = '\0';
+    return 0;
+}
+
+int verp_check(const void *key, size_t keylen, const char *tag, const char *token, const char *rcpt,
+               char id_out[VERP_ID_LEN + 1])
+{
+    if (strlen(token) != VERP_TOKEN_LEN)
+        return -EINVAL;
+    unsigned char raw[VERP_RAW_LEN + 1];
+    size_t o = 0;
+    unsigned int acc = 0, bits = 0;
+    for (size_t i = 0; i < VERP_TOKEN_LEN; i++) {
+        char c = token[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');   /* a relay may have changed case */
+        const char *p = c ? strchr(b32, c) : NULL;
+        if (!p)
+            return -EINVAL;
+        acc = (acc << 5) | (unsigned int)(p - b32);
+        bits += 5;
+        if (bits >= 8) {
+            raw[o++] = (unsigned char)(acc >> (bits - 8));
+            bits -= 8;
+        }
+    }
+    if (o != VERP_RAW_LEN || (acc & ((1u << bits) - 1)) != 0)
+        return -EINVAL;
+    unsigned char want[VERP_MAC_LEN];
+    mac(key, keylen, tag, raw, rcpt, want);
+    if (CRYPTO_memcmp(want, raw + 16, VERP_MAC_LEN) != 0)
+        return -EINVAL;
+    uuid_format(raw, id_out);
+    return 0;
+}
+
+char *verp_key_derive(struct tokens *t)
+{
+    static const char label[] = "mailfleet.verp.key.v1";
+    return tokens_sign(t, label, sizeof(label) - 1, 0);
+}

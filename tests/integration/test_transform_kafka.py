@@ -1,0 +1,71 @@
+"""The transform worker against Kafka (librdkafka's mock cluster in its own
+process): outbound and fallback produced with the input commit, bad records
+to the DLQ with their headers, `mailfleet dlq list|replay`, the worker still
+up.  Output topics are read through consumer groups (read_committed)."""
+import json
+import os
+import re
+
+import subprocess
+
+import harness
+from test_transform import TOOL, Pipeline, corpus, validate
+
+TOPICS = ("mailfleet.inbound", "mailfleet.outbound", "mailfleet.fallback", "mailfleet.inbound.dlq",
+          "mailfleet.events", "mailfleet.revocations")
+
+
+class TransformKafkaTest(harness.TestCase, Pipeline):
+    def setUp(self):
+        super().setUp()
+        # kafka_mock prints its bootstrap list (kernel-chosen ports) first.
+        args = [os.path.join(harness.TOOLS, "kafka_mock"), "--brokers", "1"]
+        for t in TOPICS:
+            args += ["--topic", t]
+        mock = self.start(args, "kafka_mock")
+        bootstrap = harness.wait_for(
+            lambda: (re.search(r"^(127\.0\.0\.1:\d+(,127\.0\.0\.1:\d+)*)$", mock.output(), re.M) or [None, None])[1],
+            timeout=20, what="kafka_mock bootstrap")
+        self.setup_pipeline(bus="kafka:" + bootstrap)
+        self.start_transform()
+
+    def read(self, topic):
+        """Through a fresh group: read_committed, as a downstream worker sees it."""
+        self.groups = getattr(self, "groups", 0) + 1
+        r = subprocess.run([TOOL, "consume", self.bus, topic, "test-%d" % self.groups, "1500"],
+                           capture_output=True, check=True, timeout=60)
+        return [json.loads(l) for l in r.stdout.decode().splitlines()]
+
+    def test_outbound_fallback_dlq(self):
+        iid = self.submit(corpus("demo"))
+        nm = self.submit(corpus("no_marker"))
+        ob = self.outbound_for(iid)
+        validate("outbound", ob)
+        self.assertEqual(ob["recipients"], ["a@x.com", "b@y.org"])
+        fb = self.fallbacks_for(nm)[0]
+        self.assertEqual(fb["reason"], "no_recipients")
+        self.publish("mailfleet.inbound", "junk-k", b"[]")
+        dlq = self.wait_records("mailfleet.inbound.dlq", lambda r: r["key"] == "junk-k", timeout=60)
+        self.assertEqual(dlq[0]["value"], "[]")
+        self.assertEqual(dlq[0]["headers"]["mf.error.class"], "parse")
+        self.assertEqual(dlq[0]["headers"]["mf.source.topic"], "mailfleet.inbound")
+        # dlq list / replay through group-less reads and explicit group offsets.
+        listed = self.mailfleet("dlq", "list", "-c", self.cfg, timeout=60).stdout.splitlines()
+        self.assertEqual([json.loads(l)["key"] for l in listed], ["junk-k"])
+        out = self.mailfleet("dlq", "replay", "-c", self.cfg, timeout=60).stdout
+        self.assertIn("replayed mailfleet.inbound.dlq:0:0 -> mailfleet.inbound", out)
+        self.wait_records("mailfleet.inbound", lambda r: r["key"] == "junk-k" and r["value"] == "[]"
+                          and not r["headers"], timeout=60)
+        # Good mail after bad still flows.
+        iid2 = self.submit(corpus("html_only"))
+        self.assertEqual(self.outbound_for(iid2)["recipients"], ["ops@plant.example", "night@plant.example"])
+        self.assertTrue(self.transform.alive())
+
+    def test_links_revocation_on_kafka(self):
+        from test_links import get
+        self.start_links()
+        iid = self.submit(corpus("demo"))
+        url = self.outbound_for(iid)["links"][0]["url"]
+        harness.wait_for(lambda: get(url)[0] == 200, timeout=30, what="link served")
+        self.mailfleet("links", "revoke", "--message", iid, "-c", self.cfg, timeout=60)
+        harness.wait_for(lambda: get(url)[0] == 403, timeout=15, what="revoked on kafka")

@@ -1,0 +1,275 @@
+/* send: the pure pieces — VERP tokens, SMTP reply parsing, the token bucket,
+ * event shapes, the suppression copy's apply/check rules, the outbox writer. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "send/events.h"
+#include "send/ratelimit.h"
+#include "send/suppression_copy.h"
+#include "send/transport.h"
+#include "verp.h"
+#include "tokens.h"
+
+static const char key[] = "0123456789abcdef0123456789abcdef";
+static const char id[] = "019ac0f2-4000-7123-a456-fedcba987654";
+
+static void test_verp_roundtrip(void **state)
+{
+    static const struct { const char *rcpt; } rows[] = {
+        { "a@x.com" }, { "Very.Long+tag@sub.example.org" }, { "x@y.zz" },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char tok[VERP_TOKEN_LEN + 1], back[VERP_ID_LEN + 1];
+        assert_int_equal(verp_token(key, strlen(key), "verp", id, rows[i].rcpt, tok), 0);
+        assert_int_equal(strlen(tok), VERP_TOKEN_LEN);
+        assert_int_equal(strspn(tok, "abcdefghijklmnopqrstuvwxyz234567"), VERP_TOKEN_LEN);
+        /* "bounce+" + token fits an SMTP local part (<= 64). */
+        assert_true(strlen("bounce+") + strlen(tok) <= 64);
+        assert_int_equal(verp_check(key, strlen(key), "verp", tok, rows[i].rcpt, back), 0);
+        assert_string_equal(back, id);
+        /* Relays may upper-case a local part. */
+        for (char *p = tok; *p; p++)
+            if (*p >= 'a' && *p <= 'z')
+                *p = (char)(*p - 32);
+        assert_int_equal(verp_check(key, strlen(key), "verp", tok, rows[i].rcpt, back), 0);
+    }
+}
+
+static void test_verp_rejects(void **state)
+{
+    char tok[VERP_TOKEN_LEN + 1], back[VERP_ID_LEN + 1];
+    assert_int_equal(verp_token(key, strlen(key), "verp", "not-a-uuid", "a@x.com", tok), -EINVAL);
+    assert_int_equal(verp_token(key, strlen(key), "verp", id, "a@x.com", tok), 0);
+    /* other recipient, other tag, other key, tampered, truncated */
+    assert_int_equal(verp_check(key, strlen(key), "verp", tok, "b@x.com", back), -EINVAL);
+    assert_int_equal(verp_check(key, strlen(key), "unsubscribe", tok, "a@x.com", back), -EINVAL);
+    assert_int_equal(verp_check("another key 12345678", 20, "verp", tok, "a@x.com", back), -EINVAL);
+    char bad[VERP_TOKEN_LEN + 1];
+    strcpy(bad, tok);
+    bad[5] = bad[5] == 'a' ? 'b' : 'a';
+    assert_int_equal(verp_check(key, strlen(key), "verp", bad, "a@x.com", back), -EINVAL);
+    bad[5] = '!';
+    assert_int_equal(verp_check(key, strlen(key), "verp", bad, "a@x.com", back), -EINVAL);
+    tok[VERP_TOKEN_LEN - 1] = '\0';
+    assert_int_equal(verp_check(key, strlen(key), "verp", tok, "a@x.com", back), -EINVAL);
+}
+
+static void test_verp_key_derive(void **state)
+{
+    const char *keys[] = { "k1:6d61696c666c6565742d6465762d6b65792d6f6e65" };
+    char err[128];
+    struct tokens *t = tokens_new(keys, 1, err, sizeof(err));
+    assert_non_null(t);
+    char *a = verp_key_derive(t), *b = verp_key_derive(t);
+    assert_string_equal(a, b);   /* deterministic: feedback derives the same */
+    assert_true(strlen(a) > 32);
+    free(a);
+    free(b);
+    tokens_free(t);
+}
+
+static void test_parse_reply(void **state)
+{
+    static const struct { const char *line; int code; const char *status; } rows[] = {
+        { "250 2.0.0 Ok: queued as 4F1", 250, "2.0.0" },
+        { "550 5.1.1 <x@y.z>: Recipient address rejected: User unknown", 550, "5.1.1" },
+        { "450 4.2.0 busy", 450, "4.2.0" },
+        { "421 Service not available", 421, "4.0.0" },
+        { "554 no enhanced", 554, "5.0.0" },
+        { "250-2.1.5 continued", 250, "2.1.5" },
+        { "550 5.1.", 550, "5.0.0" },
+        { "550 9.1.1 wrong class", 550, "5.0.0" },
+        { "garbage", 0, "4.0.0" },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        int code;
+        char status[16];
+        transport_parse_reply(rows[i].line, &code, status);
+        assert_int_equal(code, rows[i].code);
+        assert_string_equal(status, rows[i].status);
+    }
+}
+
+static void test_ratelimit(void **state)
+{
+    struct ratelimit *rl = ratelimit_new(10, 3);   /* 10/s, burst 3 */
+    int64_t t = 1000000;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ratelimit_take(rl, t), 0);
+    int64_t w = ratelimit_take(rl, t);
+    assert_true(w > 90000 && w <= 100001);          /* one token every 100 ms */
+    assert_int_equal(ratelimit_take(rl, t + 100000), 0);
+    assert_true(ratelimit_take(rl, t + 100000) > 0);
+    /* refill caps at the burst */
+    assert_true(ratelimit_tokens(rl, t + 10000000) <= 3.0);
+    assert_true(ratelimit_tokens(rl, t + 10000000) >= 2.99);
+    ratelimit_free(rl);
+    struct ratelimit *none = ratelimit_new(0, 1);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(ratelimit_take(none, t), 0);
+    ratelimit_free(none);
+}
+
+static json_t *parse(char *s)
+{
+    json_t *j = json_loads(s, 0, NULL);
+    free(s);
+    assert_non_null(j);
+    return j;
+}
+
+static void test_events_shapes(void **state)
+{
+    const char *dest[] = { "a@x.com", "b@y.org" };
+    struct events_mail m = { id, "019ac0f2-3b4c-7d5e-8f60-1a2b3c4d5e6f", "noreply@iot.localhost", "Hi",
+                             1764151200456LL, dest, 2 };
+    size_t len;
+    json_t *j = parse(events_delivery(&m, "a@x.com", "250 2.0.0 Ok", 12, "relay", 1764151201000LL, &len));
+    assert_string_equal(json_string_value(json_object_get(j, "eventType")), "Delivery");
+    assert_string_equal(json_string_value(json_object_get(j, "schema")), "mailfleet.event.v1");
+    assert_string_equal(json_string_value(json_object_get(j, "inbound_id")), m.inbound_id);
+    json_t *mail = json_object_get(j, "mail");
+    assert_string_equal(json_string_value(json_object_get(mail, "messageId")), id);
+    assert_string_equal(json_string_value(json_object_get(mail, "timestamp")), "2025-11-26T10:00:00.456Z");
+    assert_int_equal(json_array_size(json_object_get(mail, "destination")), 2);
+    json_t *d = json_object_get(j, "delivery");
+    assert_string_equal(json_string_value(json_object_get(d, "smtpResponse")), "250 2.0.0 Ok");
+    assert_int_equal(json_integer_value(json_object_get(d, "processingTimeMillis")), 12);
+    json_decref(j);
+
+    j = parse(events_bounce(&m, "b@y.org", "Permanent", "NoEmail", "5.1.1", "smtp; 550 5.1.1 unknown \"x\"",
+                            "relay", 1764151201000LL, &len));
+    json_t *br = json_array_get(json_object_get(json_object_get(j, "bounce"), "bouncedRecipients"), 0);
+    assert_string_equal(json_string_value(json_object_get(br, "status")), "5.1.1");
+    assert_string_equal(json_string_value(json_object_get(br, "diagnosticCode")), "smtp; 550 5.1.1 unknown \"x\"");
+    assert_null(json_object_get(json_object_get(j, "bounce"), "feedbackId"));
+    json_decref(j);
+
+    j = parse(events_delay(&m, "b@y.org", "4.2.0", "smtp; 450 busy", 1764237600456LL, "relay", 1764151201000LL, &len));
+    json_t *dd = json_object_get(j, "deliveryDelay");
+    assert_string_equal(json_string_value(json_object_get(dd, "expirationTime")), "2025-11-27T10:00:00.456Z");
+    json_decref(j);
+
+    j = parse(events_suppressed(&m, "a@x.com", "weird", "alerts", 1764151201000LL, &len));
+    json_t *sr = json_array_get(json_object_get(json_object_get(j, "suppressed"), "suppressedRecipients"), 0);
+    assert_string_equal(json_string_value(json_object_get(sr, "reason")), "MANUAL");
+    assert_string_equal(json_string_value(json_object_get(sr, "list")), "alerts");
+    json_decref(j);
+
+    /* Invalid UTF-8 from a server reply still gives valid JSON. */
+    char *s = events_delivery(&m, "a@x.com", "250 \xff\xfe ok", 1, "relay", 1764151201000LL, &len);
+    j = parse(s);
+    json_decref(j);
+}
+
+static void test_suppression_copy(void **state)
+{
+    char dir[] = "/tmp/mf-supp-XXXXXX", err[256], reason[64];
+    assert_non_null(mkdtemp(dir));
+    struct suppression_copy *s = suppression_copy_open(dir, err, sizeof(err));
+    assert_non_null(s);
+    const char *bounce = "{\"schema\":\"mailfleet.suppression.v1\",\"emailAddress\":\"a@x.com\",\"reason\":\"BOUNCE\"}";
+    const char *unsub = "{\"schema\":\"mailfleet.suppression.v1\",\"emailAddress\":\"b@x.com\",\"reason\":\"UNSUBSCRIBE\",\"list\":\"alerts\"}";
+    assert_int_equal(suppression_copy_apply(s, "a@X.COM", 7, bounce, strlen(bounce)), 0);
+    assert_int_equal(suppression_copy_apply(s, "b@x.com|alerts", 14, unsub, strlen(unsub)), 0);
+    assert_int_equal(suppression_copy_apply(s, "not an address", 14, bounce, strlen(bounce)), 0);
+    int per_list = -1;
+    static const struct { const char *addr, *list; int want, per_list; const char *reason; } rows[] = {
+        { "a@x.com", NULL, 1, 0, "BOUNCE" },
+        { "a@x.com", "alerts", 1, 0, "BOUNCE" },
+        { "b@x.com", NULL, 0, 0, "" },
+        { "b@x.com", "alerts", 1, 1, "UNSUBSCRIBE" },
+        { "B@X.com", "alerts", 1, 1, "UNSUBSCRIBE" },   /* keys are lower-cased */
+        { "b@x.com", "other", 0, 0, "" },
+        { "c@x.com", "alerts", 0, 0, "" },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        reason[0] = '\0';
+        per_list = 0;
+        assert_int_equal(suppression_copy_check(s, rows[i].addr, rows[i].list, reason, sizeof(reason), &per_list),
+                         rows[i].want);
+        if (rows[i].want) {
+            assert_string_equal(reason, rows[i].reason);
+            assert_int_equal(per_list, rows[i].per_list);
+        }
+    }
+    /* tombstone removes; later write wins */
+    assert_int_equal(suppression_copy_apply(s, "a@x.com", 7, NULL, 0), 0);
+    assert_int_equal(suppression_copy_check(s, "a@x.com", NULL, reason, sizeof(reason), NULL), 0);
+    suppression_copy_free(s);
+    /* reopening starts empty: the topic is re-read from its start */
+    s = suppression_copy_open(dir, err, sizeof(err));
+    assert_non_null(s);
+    assert_int_equal(suppression_copy_check(s, "b@x.com", "alerts", reason, sizeof(reason), NULL), 0);
+    suppression_copy_free(s);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void done_count(void *opaque, struct transport_job *job)
+{
+    (*(int *)opaque)++;
+}
+
+static void test_outbox(void **state)
+{
+    char dir[] = "/tmp/mf-outbox-XXXXXX", err[256], uri[128], path[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(uri, sizeof(uri), "outbox:%s", dir);
+    struct transport_config tc = { .connections = 1, .per_domain = 1 };
+    struct transport *t = transport_open(uri, &tc, err, sizeof(err));
+    assert_non_null(t);
+    int done = 0;
+    struct transport_job jobs[2] = {
+        { .id = id, .mail_from = "b@x.com", .rcpt = "a/b@x.com", .prefix = "X-A: 1\r\n", .prefix_len = 8,
+          .body = "S: x\r\n\r\nbody\r\n", .body_len = 14, .opaque = &done },
+        { .id = id, .mail_from = "b@x.com", .rcpt = "c@x.com", .prefix = "", .prefix_len = 0,
+          .body = "S: x\r\n\r\nbody\r\n", .body_len = 14, .opaque = &done },
+    };
+    volatile sig_atomic_t stop = 0;
+    assert_int_equal(transport_send(t, jobs, 2, NULL, done_count, &stop), 0);
+    assert_int_equal(done, 2);
+    assert_int_equal(jobs[0].result, TRANSPORT_OK);
+    snprintf(path, sizeof(path), "%s/a%%2Fb@x.com/%s.eml", dir, id);   /* '/' escaped: one dir */
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    char buf[64] = "";
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    assert_int_equal(n, 22);
+    assert_memory_equal(buf, "X-A: 1\r\nS: x\r\n\r\nbody\r\n", 22);
+    transport_free(t);
+    assert_null(transport_open("ftp://x", &tc, err, sizeof(err)));
+    assert_null(transport_open("smtp://h:25/path", &tc, err, sizeof(err)));
+    assert_null(transport_open("ses:BAD REGION", &tc, err, sizeof(err)));
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_verp_roundtrip),
+        cmocka_unit_test(test_verp_rejects),
+        cmocka_unit_test(test_verp_key_derive),
+        cmocka_unit_test(test_parse_reply),
+        cmocka_unit_test(test_ratelimit),
+        cmocka_unit_test(test_events_shapes),
+        cmocka_unit_test(test_suppression_copy),
+        cmocka_unit_test(test_outbox),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

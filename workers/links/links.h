@@ -1,0 +1,26 @@
+/* links — the attachment link gateway worker and its admin verb. */
+#ifndef MF_LINKS_H
+#define MF_LINKS_H
+#include <stddef.h>
+#include <stdint.h>
+#include "admin.h"
+#include "worker.h"
+
+struct strbuf;
+
+extern const struct worker_def links_worker;
+extern const struct admin_verb links_verb;   /* mailfleet links revoke ... */
+extern const struct config_key links_config_keys[];
+
+/* Range header against an object of size bytes: 0 = none (serve all),
+ * 1 = one satisfiable range (offset in off, length in len), -1 = not
+ * satisfiable (416). */
+int links_parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *len);
+
+/* attachment; filename="ascii"; filename* as UTF-8 percent-encoded (RFC 8187) */
+void links_content_disposition(const char *name, struct strbuf *out);
+
+/* LMDB key of a revocation: kind ('l' link / 'm' message) + SHA-256 hex. */
+void links_revocation_key(char kind, const char *target, size_t len, char out[66]);
+
+#endif
