@@ -192,7 +192,9 @@ class IngestClientsTest(harness.TestCase):
     def test_metrics_and_readyz(self):
         with smtplib.SMTP("127.0.0.1", self.ing.port, timeout=10) as s:
             s.sendmail("dev@example.com", ["alerts@iot.localhost"], b"Subject: m\r\n\r\nx\r\n")
-        m = self.ing.metrics()
+        # a session is counted when its socket is closed, just after the 221
+        m = harness.wait_for(lambda: (lambda t: t if 'sessions_total{outcome="quit"} 1' in t else None)(
+            self.ing.metrics()), 5, what="session counted")
         # wait_port's probe is a connection too
         self.assertRegex(m, r"mailfleet_ingest_connections_total [12]\n")
         self.assertIn('mailfleet_ingest_sessions_total{outcome="quit"} 1', m)
@@ -238,6 +240,24 @@ class IngestClientsTest(harness.TestCase):
         with smtplib.SMTP("127.0.0.1", cfg_ing.port, timeout=10) as s:
             s.starttls(context=ssl._create_unverified_context())
             s.login("carol", "pw-carol")
+
+    def test_sighup_reloads_certificate(self):
+        def served_cert():
+            import socket as sk
+            ctx = ssl._create_unverified_context()
+            with sk.create_connection(("127.0.0.1", self.ing.tls_port), timeout=5) as raw:
+                with ctx.wrap_socket(raw) as t:
+                    return t.getpeercert(binary_form=True)
+        before = served_cert()
+        cert, key = self.path("tls", "cert.pem"), self.path("tls", "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", key + ".new", "-out", cert + ".new", "-days", "2", "-subj",
+                        "/CN=reloaded.test"], check=True, capture_output=True, timeout=30)
+        os.rename(key + ".new", key)
+        os.rename(cert + ".new", cert)
+        self.ing.proc.signal(1)   # SIGHUP
+        harness.wait_for(lambda: served_cert() != before, 5, what="new certificate served")
+        self.assertIn("TLS certificate reloaded", self.ing.proc.output())
 
 
 if __name__ == "__main__":

@@ -153,6 +153,7 @@ class DefensesTest(harness.TestCase):
                                      (b"RCPT TO:<someone@gmail.example>\r\n", 550),
                                      (b"RCPT TO:<nobody@iot.localhost>\r\n", 550),
                                      (b"RCPT TO:<blocked@iot.localhost>\r\n", 550),
+                                     (b"RCPT TO:<unsubscribe+no-token@iot.localhost>\r\n", 550),
                                      (b"RCPT TO:<alerts@iot.localhost>\r\n", 250)])
 
     def test_rule_require_tls_auth_and_senders(self):

@@ -102,11 +102,37 @@ static void test_bad_specs(void **state)
     }
 }
 
+static void test_unsubscribe_token(void **state)
+{
+    static const struct { const char *addr; int rc; const char *token; } rows[] = {
+        { "unsubscribe+abc.def@iot.localhost", 0, "abc.def" },
+        { "unsubscribe+A-b_1.x-Y_2@iot.localhost", 0, "A-b_1.x-Y_2" },
+        { "u+a+b.c@iot.localhost", -22, NULL },   /* '+' is not token text */
+        { "unsubscribe+abc@iot.localhost", -22, NULL },
+        { "unsubscribe+.abc@iot.localhost", -22, NULL },
+        { "unsubscribe+abc.@iot.localhost", -22, NULL },
+        { "unsubscribe+a.b.c@iot.localhost", -22, NULL },
+        { "unsubscribe@iot.localhost", -22, NULL },
+        { "unsubscribe+@iot.localhost", -22, NULL },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char tok[256] = "";
+        int rc = rules_unsubscribe_token(rows[i].addr, tok, sizeof(tok));
+        if (rc != rows[i].rc)
+            fail_msg("%s: %d, expected %d", rows[i].addr, rc, rows[i].rc);
+        if (rows[i].token)
+            assert_string_equal(tok, rows[i].token);
+    }
+    char small[4];
+    assert_int_equal(rules_unsubscribe_token("unsubscribe+abc.def@iot.localhost", small, sizeof(small)), -22);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_check),
         cmocka_unit_test(test_bad_specs),
+        cmocka_unit_test(test_unsubscribe_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

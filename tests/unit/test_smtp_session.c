@@ -398,6 +398,35 @@ static void test_received_header(void **state)
     rules_free(r);
 }
 
+/* All sessions together hold at most max_buffered bytes; the count returns
+ * to zero whatever happens to a message. */
+static void test_memory_cap(void **state)
+{
+    struct rules *r = test_rules();
+    struct smtp_session_conf conf = base_conf(r);
+    long buffered = 0;
+    conf.buffered = &buffered;
+    conf.max_buffered = 300;
+    struct strbuf big;
+    strbuf_init(&big);
+    strbuf_append(&big, EHLO ENV);
+    for (int i = 0; i < 10; i++)
+        strbuf_append(&big, "0123456789012345678901234567890123456789\r\n");
+    strbuf_append(&big, ".\r\n" ENV "small\r\n.\r\n");
+    const char *chunks[] = { big.data, NULL };
+    struct tt t;
+    char got[256];
+    run(&t, &conf, 0, chunks, 0);
+    codes(&t, got, sizeof(got));
+    assert_string_equal(got, "220 250 250 250 354 452 250 250 354 250");
+    assert_int_equal(t.n_msgs, 1);
+    assert_int_equal(buffered, 0);
+    /* a message held while queueing counts until it is answered */
+    tt_free(&t);
+    strbuf_free(&big);
+    rules_free(r);
+}
+
 int main(void)
 {
     log_init("test", LOG_WARN);
@@ -407,6 +436,7 @@ int main(void)
         cmocka_unit_test(test_long_lines),
         cmocka_unit_test(test_smuggling),
         cmocka_unit_test(test_received_header),
+        cmocka_unit_test(test_memory_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

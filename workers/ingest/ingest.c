@@ -58,6 +58,8 @@ static const struct config_key ingest_keys[] = {
     { "ingest", "max_message_size", CONFIG_SIZE, "40M", "SIZE limit (552 5.3.4)" },
     { "ingest", "max_line_length", CONFIG_INT, "1000", "bytes per line including CRLF" },
     { "ingest", "max_header_size", CONFIG_SIZE, "64K", "bytes of the header block" },
+    { "ingest", "max_buffered", CONFIG_SIZE, "512M",
+      "mail held in memory by all sessions together; past it DATA gets 452 4.3.1" },
     { "ingest", "max_recipients", CONFIG_INT, "100", "recipients per message (452 4.5.3)" },
     { "ingest", "max_connections", CONFIG_INT, "1000", "connections in all (421 4.7.0)" },
     { "ingest", "max_connections_per_ip", CONFIG_INT, "50", "connections per client address" },
@@ -106,6 +108,7 @@ struct ingest {
     int draining;
     int64_t drain_deadline;
     unsigned inflight;
+    long buffered;   /* smtp_session_conf.buffered */
     struct metric *m_accepted, *m_duplicate, *m_tempfail, *m_bytes, *m_latency;
 };
 
@@ -309,6 +312,8 @@ static void session_conf(struct ingest *in, struct smtp_session_conf *sc)
     sc->allow_plaintext_auth = config_bool(cfg, "ingest", "allow_plaintext_auth");
     sc->max_errors = (unsigned)config_int(cfg, "ingest", "max_errors");
     sc->rules = in->rules;
+    sc->buffered = &in->buffered;
+    sc->max_buffered = (long)config_size(cfg, "ingest", "max_buffered");
 }
 
 static int check_config(const struct config *cfg, char *err, size_t errlen)

@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "rules.h"
 #include "timeutil.h"
 
@@ -39,7 +40,7 @@ static const char *const state_names[] = {
 };
 
 /* Message errors found inside DATA, answered once the message ends. */
-enum data_error { DE_NONE, DE_SIZE, DE_LINE, DE_HEADER, DE_BARE_CR, DE_BARE_LF };
+enum data_error { DE_NONE, DE_SIZE, DE_LINE, DE_HEADER, DE_BARE_CR, DE_BARE_LF, DE_MEMORY };
 
 #define IN_BUFFER_MAX  (64 * 1024)   /* pipelined input kept while busy */
 
@@ -77,6 +78,7 @@ struct smtp_session {
     size_t header_bytes;
     uint64_t body_bytes;
     enum data_error derr;
+    long accounted;              /* bytes counted in conf->buffered */
 };
 
 /* ---- output ---------------------------------------------------------- */
@@ -128,8 +130,11 @@ static void message_free(struct smtp_message *m)
     free(m);
 }
 
+static void buffered_add(struct smtp_session *s, long delta);
+
 static void transaction_reset(struct smtp_session *s)
 {
+    buffered_add(s, -s->accounted);
     s->mail_from[0] = 0;
     s->declared_size = 0;
     s->n_rcpts = 0;
@@ -811,12 +816,20 @@ static void command(struct smtp_session *s, char *line)
 
 /* ---- DATA ------------------------------------------------------------------ */
 
+static void buffered_add(struct smtp_session *s, long delta)
+{
+    if (s->conf->buffered)
+        __atomic_add_fetch(s->conf->buffered, delta, __ATOMIC_RELAXED);
+    s->accounted += delta;
+}
+
 static void data_fail(struct smtp_session *s, enum data_error e)
 {
     if (s->derr == DE_NONE)
         s->derr = e;
     /* Nothing more will be stored: give the memory back now. */
     strbuf_free(&s->msg->data);
+    buffered_add(s, -s->accounted);
 }
 
 static void data_end(struct smtp_session *s)
@@ -831,15 +844,19 @@ static void data_end(struct smtp_session *s)
     if (s->derr == DE_NONE && rule_max && s->body_bytes > rule_max)
         s->derr = DE_SIZE;
     if (s->derr != DE_NONE) {
-        static const struct { int code; const char *text; } answers[] = {
-            [DE_SIZE] = { 552, "5.3.4 Message size exceeds fixed limit" },
-            [DE_LINE] = { 550, "5.6.0 Message line too long" },
-            [DE_HEADER] = { 550, "5.6.0 Message header block too large" },
-            [DE_BARE_CR] = { 550, "5.5.2 Error: bare <CR> received" },
-            [DE_BARE_LF] = { 550, "5.5.2 Error: bare <LF> received" },
+        static const struct { int code; const char *text, *reason; } answers[] = {
+            [DE_SIZE] = { 552, "5.3.4 Message size exceeds fixed limit", "size" },
+            [DE_LINE] = { 550, "5.6.0 Message line too long", "line_length" },
+            [DE_HEADER] = { 550, "5.6.0 Message header block too large", "header_size" },
+            [DE_BARE_CR] = { 550, "5.5.2 Error: bare <CR> received", "bare_cr" },
+            [DE_BARE_LF] = { 550, "5.5.2 Error: bare <LF> received", "bare_lf" },
+            [DE_MEMORY] = { 452, "4.3.1 Insufficient system storage, try again later", "memory" },
         };
+        char labels[96];
+        snprintf(labels, sizeof(labels), "result=\"refused\",reason=\"%s\"", answers[s->derr].reason);
+        metric_inc(metric_counter("mailfleet_ingest_messages_total", "messages by result", labels));
         log_kv(LOG_INFO, "message refused", "client", s->client_ip, "id", m->id, "reason",
-               answers[s->derr].text + 6, NULL);
+               answers[s->derr].reason, NULL);
         reply(s, answers[s->derr].code, "%s", answers[s->derr].text);
         transaction_reset(s);
         smtp_enter_state(s, S_HELO);
@@ -886,9 +903,15 @@ static void data_line(struct smtp_session *s, int crlf)
     s->body_bytes += len + 2;
     if (s->body_bytes > s->conf->max_size)
         data_fail(s, DE_SIZE);
+    /* All sessions together keep at most max_buffered bytes of mail in
+     * memory; past that a message is refused with a 4xx (retry later). */
+    if (s->derr == DE_NONE && s->conf->buffered && s->conf->max_buffered &&
+        __atomic_load_n(s->conf->buffered, __ATOMIC_RELAXED) + (long)len + 2 > s->conf->max_buffered)
+        data_fail(s, DE_MEMORY);
     if (s->derr == DE_NONE) {
         strbuf_append_n(&s->msg->data, l, len);
         strbuf_append_n(&s->msg->data, "\r\n", 2);
+        buffered_add(s, (long)len + 2);
     }
     strbuf_reset(&s->line);
     s->line_len = 0;

@@ -36,6 +36,8 @@ struct smtp_session_conf {
     int tls_available;             /* STARTTLS offered */
     unsigned max_errors;           /* bad commands before 421 */
     const struct rules *rules;
+    long *buffered;                /* mail bytes held by all sessions (atomic), or NULL */
+    long max_buffered;             /* past it DATA gets 452 4.3.1; 0 = no cap */
 };
 
 struct smtp_rcpt {

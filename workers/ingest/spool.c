@@ -30,8 +30,11 @@
  * markers are written by one thread behind the 250 instead of before it, and
  * looked up here until they are on disk.  A crash in between only loses the
  * dedupe of messages already acknowledged, which clients do not retry. */
+#define MARK_BUCKETS 4096
+
 struct pending_mark {
-    struct pending_mark *next;
+    struct pending_mark *next;      /* FIFO, in write order */
+    struct pending_mark *chain;     /* same bucket */
     char key[65];
     char id[ID_LEN + 1];
     int64_t expires_ms;
@@ -52,8 +55,18 @@ struct spool {
     pthread_mutex_t mlock;
     pthread_cond_t mcond;
     struct pending_mark *mhead, *mtail;
+    struct pending_mark *buckets[MARK_BUCKETS];
     size_t n_pending;
 };
+
+/* The key is hex SHA-256: its first digits are already uniform. */
+static size_t mark_bucket(const char *key)
+{
+    size_t h = 0;
+    for (int i = 0; i < 3; i++)
+        h = h * 16 + (size_t)(key[i] <= '9' ? key[i] - '0' : key[i] - 'a' + 10);
+    return h % MARK_BUCKETS;
+}
 
 static void *marker_main(void *arg)
 {
@@ -74,6 +87,10 @@ static void *marker_main(void *arg)
         sp->mhead = e->next;
         if (!sp->mhead)
             sp->mtail = NULL;
+        struct pending_mark **pp = &sp->buckets[mark_bucket(e->key)];
+        while (*pp != e)
+            pp = &(*pp)->chain;
+        *pp = e->chain;
         sp->n_pending--;
         free(e);
     }
@@ -100,6 +117,9 @@ static void mark_add(struct spool *sp, const char *key, const char *id, int64_t 
     else
         sp->mhead = e;
     sp->mtail = e;
+    size_t b = mark_bucket(key);
+    e->chain = sp->buckets[b];
+    sp->buckets[b] = e;
     sp->n_pending++;
     pthread_cond_signal(&sp->mcond);
     pthread_mutex_unlock(&sp->mlock);
@@ -110,7 +130,7 @@ static int mark_find(struct spool *sp, const char *key, char id[ID_LEN + 1])
 {
     int found = 0;
     pthread_mutex_lock(&sp->mlock);
-    for (struct pending_mark *e = sp->mhead; e; e = e->next)
+    for (struct pending_mark *e = sp->buckets[mark_bucket(key)]; e && !found; e = e->chain)
         if (memcmp(e->key, key, 64) == 0) {
             memcpy(id, e->id, ID_LEN + 1);
             found = 1;
@@ -129,11 +149,6 @@ static int mark_find(struct spool *sp, const char *key, char id[ID_LEN + 1])
     return found;
 }
 
-static struct bus *open_bus(const char *uri, const struct bus_options *opt, char *err, size_t errlen)
-{
-    return bus_open(uri, opt, err, errlen);
-}
-
 static void *forwarder_main(void *arg);
 
 struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen)
@@ -142,7 +157,7 @@ struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen
     sp->conf = *conf;
     pthread_mutex_init(&sp->mlock, NULL);
     pthread_cond_init(&sp->mcond, NULL);
-    sp->bus = open_bus(conf->bus_uri, conf->bus_opt, err, errlen);
+    sp->bus = bus_open(conf->bus_uri, conf->bus_opt, err, errlen);
     if (!sp->bus)
         goto fail;
     sp->store = store_open(conf->store_uri, conf->store_opt, err, errlen);
@@ -154,7 +169,7 @@ struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen
             goto fail;
         }
         struct bus_options o = { .client_id = "mailfleet-ingest-spool" };
-        sp->spool_bus = open_bus(conf->spool_uri, &o, err, errlen);
+        sp->spool_bus = bus_open(conf->spool_uri, &o, err, errlen);
         if (!sp->spool_bus)
             goto fail;
         sp->spool_store = store_open(conf->spool_store_uri, NULL, err, errlen);
@@ -469,7 +484,7 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
                                      .partition = -1 };
         if (sp->spool_bus) {
             hdrs[i][0] = (struct bus_header){ "mf.topic", recs[i].topic, strlen(recs[i].topic) };
-            hdrs[i][1] = (struct bus_header){ "mf.raw", spooled ? "spool" : "store", spooled ? 5 : 5 };
+            hdrs[i][1] = (struct bus_header){ "mf.raw", spooled ? "spool" : "store", 5 };
             hdrs[i][2] = (struct bus_header){ "mf.raw.key", skey, strlen(skey) };
             br[i].topic = SPOOL_TOPIC;
             br[i].headers = hdrs[i];
