@@ -177,6 +177,57 @@ transport = outbox:{test.path("outbox")}
     return text + extra
 
 
+def start_private_postfix(test, main_cf):
+    """A private Postfix instance (Debian's postfix, see
+    ../shared/notes/postfix-private-instance.md) listening on 127.0.0.1:port,
+    chroot off, logging to <dir>/maillog.  main_cf: what this instance is
+    for (mydestination, maps, transports); "{d}" in it is the instance dir.
+    Returns (dir, port); it is aborted at cleanup."""
+    # unix socket paths must stay short: the instance lives in its own /tmp dir
+    d = tempfile.mkdtemp(prefix="mfpf-", dir="/tmp")
+    os.chmod(d, 0o755)
+    test.addCleanup(shutil.rmtree, d, True)
+    os.makedirs(d + "/queue")
+    os.makedirs(d + "/data")
+    subprocess.run(["chown", "postfix", d + "/data"], check=True)
+    port = free_port()
+    out = []
+    with open("/etc/postfix/master.cf") as f:
+        for line in f:
+            fields = line.split()
+            if line[0] not in "# \t\n" and len(fields) >= 8:
+                if fields[0] == "smtp" and fields[1] == "inet":
+                    fields[0] = "127.0.0.1:%d" % port
+                fields[4] = "n"   # no chroot
+                line = "  ".join(fields) + "\n"
+            out.append(line)
+    with open(d + "/master.cf", "w") as f:
+        f.write("".join(out))
+    with open(d + "/main.cf", "w") as f:
+        f.write("""compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+mail_owner = postfix
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+maillog_file = {d}/maillog
+maillog_file_prefixes = /var, {d}
+""".format(d=d) + main_cf.replace("{d}", d))
+    r = subprocess.run(["postfix", "-c", d, "start"], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        # Postfix explains itself only on a terminal
+        chk = subprocess.run(["script", "-qc", "postfix -c %s check" % d, "/dev/null"],
+                             capture_output=True, text=True, timeout=60)
+        test.fail("postfix did not start: %s%s%s" % (r.stdout, r.stderr, chk.stdout))
+    test.addCleanup(lambda: subprocess.run(["postfix", "-c", d, "abort"], capture_output=True, timeout=60))
+    wait_port(port)
+    return d, port
+
+
 def start_mock_kafka(test, brokers=1, topics=()):
     """Starts tests/tools/kafka_mock (librdkafka's mock cluster in its own
     process); returns (Proc, bootstrap).  topics: "name" or "name:partitions".

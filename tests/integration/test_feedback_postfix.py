@@ -12,10 +12,8 @@ Suppressed event on mailfleet.events and never reaches Postfix."""
 import json
 import os
 import re
-import shutil
 import smtplib
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,42 +35,12 @@ class FeedbackPostfixTest(harness.TestCase):
     def start_postfix(self, ingest_port):
         """Accepts any local user at RCPT; local(8) bounces unknown users; every
         non-local destination (the bounce domain) goes to [127.0.0.1]:ingest."""
-        d = tempfile.mkdtemp(prefix="mfpf-", dir="/tmp")   # unix socket paths must stay short
-        os.chmod(d, 0o755)
-        self.addCleanup(shutil.rmtree, d, True)
-        os.makedirs(d + "/queue")
-        os.makedirs(d + "/data")
-        subprocess.run(["chown", "postfix", d + "/data"], check=True)
-        port = harness.free_port()
-        out = []
-        with open("/etc/postfix/master.cf") as f:
-            for line in f:
-                fields = line.split()
-                if line[0] not in "# \t\n" and len(fields) >= 8:
-                    if fields[0] == "smtp" and fields[1] == "inet":
-                        fields[0] = "127.0.0.1:%d" % port
-                    fields[4] = "n"   # no chroot
-                    line = "  ".join(fields) + "\n"
-                out.append(line)
-        with open(d + "/master.cf", "w") as f:
-            f.write("".join(out))
-        with open(d + "/main.cf", "w") as f:
-            f.write(f"""compatibility_level = 3.6
-queue_directory = {d}/queue
-data_directory = {d}/data
-mail_owner = postfix
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-myhostname = mx.{DOMAIN}
+        d, port = harness.start_private_postfix(self, f"""myhostname = mx.{DOMAIN}
 mydomain = {DOMAIN}
 myorigin = {DOMAIN}
 mydestination = {DOMAIN}
-mynetworks = 127.0.0.0/8
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
 # accept every local part at SMTP time: the failure comes later, as a DSN
 local_recipient_maps =
-alias_maps =
-alias_database =
 local_transport = local
 relayhost = [127.0.0.1]:{ingest_port}
 default_transport = smtp
@@ -81,16 +49,7 @@ smtp_connect_timeout = 5s
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
-maillog_file = {d}/maillog
-maillog_file_prefixes = /var, {d}
 """)
-        r = subprocess.run(["postfix", "-c", d, "start"], capture_output=True, text=True, timeout=60)
-        if r.returncode != 0:
-            chk = subprocess.run(["script", "-qc", "postfix -c %s check" % d, "/dev/null"],
-                                 capture_output=True, text=True, timeout=60)
-            self.fail("postfix did not start: %s%s%s" % (r.stdout, r.stderr, chk.stdout))
-        self.addCleanup(lambda: subprocess.run(["postfix", "-c", d, "abort"], capture_output=True, timeout=60))
-        harness.wait_port(port)
         self.pf = d
         return port
 

@@ -381,57 +381,16 @@ timeout = 10s
         self.assertEqual(sum(len(m["rcpts"]) for m in SinkDir(d2).messages()), 1)
 
     def start_postfix(self, extra_main=""):
-        """A private Postfix on 127.0.0.1 that knows one local user (alice)
-        and discards what it accepts.  Returns (dir, port)."""
-        # unix socket paths are short: the instance lives in its own /tmp dir
-        import shutil
-        import tempfile
-        d = tempfile.mkdtemp(prefix="mfpf-", dir="/tmp")
-        os.chmod(d, 0o755)
-        self.addCleanup(shutil.rmtree, d, True)
-        os.makedirs(d + "/queue")
-        os.makedirs(d + "/data")
-        subprocess.run(["chown", "postfix", d + "/data"], check=True)
-        port = harness.free_port()
-        out = []
-        with open("/etc/postfix/master.cf") as f:
-            for line in f:
-                fields = line.split()
-                if line[0] not in "# \t\n" and len(fields) >= 8:
-                    if fields[0] == "smtp" and fields[1] == "inet":
-                        fields[0] = "127.0.0.1:%d" % port
-                    fields[4] = "n"
-                    line = "  ".join(fields) + "\n"
-                out.append(line)
-        with open(d + "/master.cf", "w") as f:
-            f.write("".join(out))
-        with open(d + "/users", "w") as f:
-            f.write("alice x\n")
-        with open(d + "/main.cf", "w") as f:
-            f.write("""compatibility_level = 3.6
-queue_directory = {d}/queue
-data_directory = {d}/data
-mail_owner = postfix
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-myhostname = pf.localhost
+        """A private Postfix that knows one local user (alice) and discards
+        what it accepts.  Returns (dir, port)."""
+        users = self.write("pf-users", "alice x\n")
+        return harness.start_private_postfix(self, """myhostname = pf.localhost
 mydomain = localhost
 mydestination = known.localhost
-mynetworks = 127.0.0.0/8
-local_recipient_maps = texthash:{d}/users
-alias_maps =
-alias_database =
+local_recipient_maps = texthash:%s
 local_transport = discard
 default_transport = discard
-maillog_file = {d}/maillog
-maillog_file_prefixes = /var, {d}
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
-""".format(d=d) + extra_main.format(d=d))
-        r = subprocess.run(["postfix", "-c", d, "start"], capture_output=True, text=True, timeout=60)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.addCleanup(lambda: subprocess.run(["postfix", "-c", d, "abort"], capture_output=True, timeout=60))
-        harness.wait_port(port)
-        return d, port
+""" % users + extra_main)
 
     def test_postfix_unknown_user_is_bounce_permanent_known_user_delivered(self):
         d, port = self.start_postfix()
