@@ -1,4 +1,4 @@
-/* dlq — `mailfleet dlq list|replay [--topic mailfleet.inbound.dlq]`.
+/* dlq — `mailfleet dlq list|replay|ack [--topic mailfleet.inbound.dlq]`.
  *
  * A DLQ record is the original record plus mf.error.* / mf.source.* /
  * mf.attempts headers (schemas/README.md).  "Pending" means past the
@@ -22,7 +22,7 @@
 
 static int dlq_usage(void)
 {
-    fprintf(stderr, "usage: mailfleet dlq list|replay [--topic mailfleet.inbound.dlq] [-c FILE]\n");
+    fprintf(stderr, "usage: mailfleet dlq list|replay|ack [--topic mailfleet.inbound.dlq] [-c FILE]\n");
     return 2;
 }
 
@@ -90,8 +90,8 @@ static int dlq_main(int argc, char **argv)
 {
     if (argc < 2)
         return dlq_usage();
-    int replay = strcmp(argv[1], "replay") == 0;
-    if (!replay && strcmp(argv[1], "list") != 0)
+    int replay = strcmp(argv[1], "replay") == 0, ack = strcmp(argv[1], "ack") == 0;
+    if (!replay && !ack && strcmp(argv[1], "list") != 0)
         return dlq_usage();
     const char *topic = "mailfleet.inbound.dlq";
     for (int i = 2; i < argc; i++) {
@@ -118,7 +118,19 @@ static int dlq_main(int argc, char **argv)
     int rc = 0;
     if (np < 0)
         np = 0;   /* no such topic yet: nothing dead-lettered */
-    for (int p = 0; p < np && rc == 0; p++) {
+    for (int p = 0; ack && p < np && rc == 0; p++) {
+        /* ack: the operator has looked; the depth (and its alarm) goes to 0 */
+        int64_t from = st[p].committed >= 0 ? st[p].committed : st[p].low;
+        if (st[p].high > from) {
+            rc = bus_group_set_offset(b, DLQ_GROUP, topic, st[p].partition, st[p].high, err, sizeof(err)) ? 1 : 0;
+            if (rc)
+                fprintf(stderr, "mailfleet dlq ack: %s\n", err);
+            else
+                printf("acknowledged %lld records of %s:%d\n", (long long)(st[p].high - from), topic,
+                       st[p].partition);
+        }
+    }
+    for (int p = 0; !ack && p < np && rc == 0; p++) {
         int64_t from = st[p].committed >= 0 ? st[p].committed : st[p].low;
         if (from < st[p].low)
             from = st[p].low;
@@ -146,5 +158,5 @@ static int dlq_main(int argc, char **argv)
     return rc;
 }
 
-const struct admin_verb dlq_verb = { "dlq", "list|replay [--topic T]: dead-lettered records", NULL,
+const struct admin_verb dlq_verb = { "dlq", "list|replay|ack [--topic T]: dead-lettered records", NULL,
                                      dlq_main };
