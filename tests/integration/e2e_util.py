@@ -248,21 +248,24 @@ class Sink:
         harness.wait_port(self.port, proc=self.proc.p)
         self._cache = {}
 
-    def transactions(self):
-        """[(recipients, message bytes)], one per dumped transaction."""
+    def transactions(self, with_mtime=False):
+        """[(recipients, message bytes)], one per dumped transaction; with
+        with_mtime, (recipients, message, when the sink wrote it)."""
         out = []
         for name in sorted(os.listdir(self.dir)):
             got = self._cache.get(name)
             if got is None:
-                with open(os.path.join(self.dir, name), "rb") as f:
+                path = os.path.join(self.dir, name)
+                with open(path, "rb") as f:
                     data = f.read()
+                mtime = os.stat(path).st_mtime
                 m = re.search(rb"\nReceived: [^\n]*\n\t[^\n]*\n\t[^\n]*\n", data)
                 if not m or not data.endswith(b"\n"):
                     continue    # still being written
                 rcpts = [r.decode() for r in re.findall(rb"^X-Rcpt-Args: <([^>]*)>", data[:m.start() + 1], re.M)]
-                got = (rcpts, data[m.end():])
+                got = (rcpts, data[m.end():], mtime)
                 self._cache[name] = got
-            out.append(got)
+            out.append(got if with_mtime else got[:2])
         return out
 
     def mail_for(self, rcpt):
