@@ -20,6 +20,7 @@ import os
 import random
 import re
 import smtplib
+import subprocess
 import threading
 import time
 
@@ -235,3 +236,38 @@ class ChaosTest(harness.TestCase):
             self.assertEqual(fallback.get(s), "no_recipients", s)
         self.assertEqual({s for s, _ in c} & no_code, set())
         self.assertTrue(fleet.alive(), fleet.logs())
+
+
+class IngestCrashDedupeTest(harness.TestCase):
+    """What the chaos test found: ingest committed a message's records, died
+    before the client read its 250 and before the dedupe marker (written
+    behind the 250 by a thread) reached the disk; the client's retry was
+    enqueued a second time, and both copies were delivered.  Here the marker
+    write is made to fail (its LMDB file immutable, `chattr +i`, which stops
+    root too) and ingest is killed: the retry must still be recognised."""
+
+    def test_retry_after_crash_before_the_dedupe_marker_is_not_enqueued_twice(self):
+        fleet = Fleet(self, "local", per_worker=True, workers=("ingest",))
+        fleet.start()
+        data = self.path("state", "ingest", "data.mdb")
+        subject, rcpts, raw = chaos_mail(7)
+
+        def submit():
+            with smtplib.SMTP("127.0.0.1", fleet.smtp_port, local_hostname="retry.test", timeout=15) as s:
+                s.sendmail("sensor7@devices.example", [CAPTURE], raw)
+        subprocess.check_call(["chattr", "+i", data])
+        try:
+            submit()
+            harness.wait_for(lambda: "dedupe marker not written" in fleet.procs["ingest"].output(), timeout=10,
+                             what="the failed marker write")
+            fleet.procs["ingest"].kill9()
+        finally:
+            subprocess.check_call(["chattr", "-i", data])
+        fleet.start_worker("ingest")
+        submit()     # the client's retry of the same mail
+        time.sleep(0.5)
+        inbound = fleet.docs("mailfleet.inbound", "inbound")
+        self.assertEqual(len(inbound), 1, [d["id"] for d in inbound])
+        self.assertIn('result="duplicate",reason="dedupe"} 1',
+                      subprocess.run(["curl", "-s", "http://127.0.0.1:%d/metrics" % fleet.metrics["ingest"]],
+                                     capture_output=True, text=True).stdout)
