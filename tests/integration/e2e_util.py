@@ -462,6 +462,16 @@ class Scenarios:
         inbound = self.f.wait_inbound()
         self.assertEqual(len(inbound), 1)
         self.assertEqual(inbound[0]["envelope"]["rcpt_to"], [CAPTURE])
+        if self.MODE == "kafka":
+            # ingest made it durable in its local spool first, then forwarded it
+            spool = "local:" + self.path("state", "spool")
+            out = subprocess.run([MFTOOL, "dump", spool, "ingest.spool"], capture_output=True, text=True,
+                                 timeout=30).stdout
+            self.assertEqual([validate("inbound", json.loads(v))["id"] for v in out.splitlines()],
+                             [inbound[0]["id"]])
+            url = "http://127.0.0.1:%d/metrics" % self.f.metrics["ingest"]
+            harness.wait_for(lambda: b"\nmailfleet_spool_backlog_records 0\n" in urllib.request.urlopen(
+                url, timeout=5).read(), timeout=10, what="ingest's spool forwarded")
         self.check_reference_delivery(REFERENCE_RCPTS, subject, attachment)
         self.assertEqual(self.f.read("mailfleet.fallback"), [])
         self.assertTrue(self.f.alive(), self.f.logs())
