@@ -170,14 +170,14 @@ class ChaosTest(harness.TestCase):
             return c
 
         def dead_letters():
-            """Subjects of mails in either DLQ, with their error class."""
+            """{subject: where and why} of mails in either DLQ."""
             out = {}
+            why = {d["key"]: d["headers"].get("mf.error.class", "?") for d in fleet.dlq_list()}
             for rec in fleet.read("mailfleet.inbound.dlq"):
                 d = validate("inbound", json.loads(rec["value"]))
-                path = os.path.join(self.path("store", "incoming"), d["store"]["key"])
-                with open(path, "rb") as f:
+                with open(os.path.join(self.path("store", "incoming"), d["store"]["key"]), "rb") as f:
                     m = SUBJECT_RE.search(f.read())
-                out[m.group(1).decode() if m else d["id"]] = "inbound.dlq"
+                out[m.group(1).decode() if m else d["id"]] = "inbound.dlq: " + why.get(d["id"], "?")
             for rec in fleet.read("mailfleet.outbound.dlq"):
                 d = json.loads(rec["value"])
                 out[d.get("subject", "?")] = "outbound.dlq"
@@ -222,10 +222,11 @@ class ChaosTest(harness.TestCase):
         busy_send_kills = sum(1 for t in kill_times["send"] if any(t - 1 <= v <= t for v in first.values()))
         unexpected = sorted(k for k in c if k not in want)
         fallback = {d["subject"]: d["reason"] for d in fleet.docs("mailfleet.fallback", "fallback")}
-        report = ("accepted %d, client retries %d %s, kills %s, sink pairs %d of %d, missing %d %s, "
-                  "doubled %d %s (in the send-kill gap: %d), send kills while delivering %d, unexpected %d %s, dlq %s" % (
+        report = ("accepted %d, client retries %d %s, kills %s, sink pairs %d of %d, missing %d %s, doubled %d %s "
+                  "(in the send-kill gap: %d), send kills while delivering %d, unexpected %d %s, dlq %s" % (
                       len(gen.accepted), gen.retries, dict(gen.errors), dict(kills), len(c), len(want),
-                      len(missing), missing[:5], len(doubled), doubled[:5], len(doubled) - len(unexplained), busy_send_kills, len(unexpected), unexpected[:5], dlq))
+                      len(missing), missing[:5], len(doubled), doubled[:5], len(doubled) - len(unexplained),
+                      busy_send_kills, len(unexpected), unexpected[:5], dlq))
         print("chaos:", report, "load done at %.1fs, delivered at %.1fs, runtime %.1fs" % (
             t_gen, t_settled, time.time() - t_start))
         self.assertEqual(missing, [], report)
