@@ -22,14 +22,19 @@
 #include "timeutil.h"
 
 #define SPOOL_TOPIC  "ingest.spool"
+#define DEDUPE_TOPIC "ingest.dedupe"
 #define SPOOL_GROUP  "ingest-forwarder"
 #define MAX_RECORDS  64
 #define DEDUPE_PENDING_MAX 20000
 
 /* Dedupe markers waiting to be written: a kv put is an fsync of its own, so
  * markers are written by one thread behind the 250 instead of before it, and
- * looked up here until they are on disk.  A crash in between only loses the
- * dedupe of messages already acknowledged, which clients do not retry. */
+ * looked up here until they are on disk.  A crash in between would lose the
+ * marker of a message whose 250 the client may never have read (it then
+ * retries), so on a local queue (the local bus, or the spool in front of
+ * Kafka) each marker also travels as a record on ingest.dedupe in the same
+ * transaction as the message's records, and spool_open puts the markers of
+ * the newest such records back (dedupe_recover). */
 #define MARK_BUCKETS 4096
 
 struct pending_mark {
@@ -151,6 +156,52 @@ static int mark_find(struct spool *sp, const char *key, char id[ID_LEN + 1])
 
 static void *forwarder_main(void *arg);
 
+/* The local queue the message records go to, where a marker record commits
+ * with them; NULL with Kafka and no spool (markers are then kv-only). */
+static struct bus *dedupe_bus(const struct spool *sp)
+{
+    if (sp->spool_bus)
+        return sp->spool_bus;
+    return strncmp(sp->conf.bus_uri, "local:", 6) == 0 ? sp->bus : NULL;
+}
+
+/* Markers still pending at a crash are among the newest DEDUPE_PENDING_MAX
+ * records of ingest.dedupe (beyond that, mark_add writes synchronously). */
+static void dedupe_recover(struct spool *sp)
+{
+    struct bus *b = dedupe_bus(sp);
+    struct bus_partition_stats st;
+    char err[256];
+    if (!b || bus_topic_stats(b, DEDUPE_TOPIC, NULL, &st, 1, err, sizeof(err)) < 1)
+        return;
+    int64_t from = st.high - DEDUPE_PENDING_MAX - MAX_RECORDS;
+    if (from < st.low)
+        from = st.low;
+    int64_t now = now_ms();
+    long restored = 0;
+    for (int64_t off = from; off < st.high; off++) {
+        struct bus_record *r = NULL;
+        if (bus_read_at(b, DEDUPE_TOPIC, 0, off, &r, 1000) != 1)
+            continue;
+        char val[ID_LEN + 32];
+        long long expires = 0;
+        size_t vl = r->value_len < sizeof(val) - 1 ? r->value_len : sizeof(val) - 1;
+        memcpy(val, r->value ? r->value : "", vl);
+        val[vl] = '\0';
+        if (r->key_len == 64 && vl > ID_LEN && val[ID_LEN] == ' ' &&
+            (expires = strtoll(val + ID_LEN + 1, NULL, 10)) > now &&
+            kv_get(sp->dedupe, r->key, 64, NULL, NULL) != 1 &&
+            kv_put(sp->dedupe, r->key, 64, val, ID_LEN, expires) == 0)
+            restored++;
+        bus_record_free(r);
+    }
+    if (restored) {
+        char n[32];
+        snprintf(n, sizeof(n), "%ld", restored);
+        log_kv(LOG_INFO, "dedupe markers restored from the queue", "count", n, NULL);
+    }
+}
+
 struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen)
 {
     struct spool *sp = xcalloc(1, sizeof(*sp));
@@ -183,6 +234,7 @@ struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen
         if (!sp->dedupe)
             goto fail;
         kv_expire(sp->dedupe, now_ms());
+        dedupe_recover(sp);
         if (pthread_create(&sp->marker, NULL, marker_main, sp) != 0) {
             snprintf(err, errlen, "cannot start the dedupe marker thread");
             goto fail;
@@ -476,7 +528,7 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
 
     struct out_record recs[MAX_RECORDS];
     size_t n = build_records(m, rules, skey, sha, spooled, recs);
-    struct bus_record br[MAX_RECORDS];
+    struct bus_record br[MAX_RECORDS + 1];
     struct bus_header hdrs[MAX_RECORDS][3];
     for (size_t i = 0; i < n; i++) {
         br[i] = (struct bus_record){ .topic = recs[i].topic, .key = recs[i].key, .key_len = ID_LEN,
@@ -491,7 +543,15 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
             br[i].n_headers = 3;
         }
     }
-    int rc = n ? bus_produce(sp->spool_bus ? sp->spool_bus : sp->bus, br, n, sp->conf.produce_timeout_ms, err,
+    int64_t expires_ms = now_ms() + sp->conf.dedupe_ttl_ms;
+    char dval[ID_LEN + 32];
+    size_t nb = n;
+    if (n && sp->dedupe && dedupe_bus(sp)) {
+        int dl = snprintf(dval, sizeof(dval), "%s %lld", m->id, (long long)expires_ms);
+        br[nb++] = (struct bus_record){ .topic = DEDUPE_TOPIC, .key = dkey, .key_len = 64, .value = dval,
+                                        .value_len = (size_t)dl, .partition = -1 };
+    }
+    int rc = n ? bus_produce(sp->spool_bus ? sp->spool_bus : sp->bus, br, nb, sp->conf.produce_timeout_ms, err,
                              sizeof(err))
                : 0;
     for (size_t i = 0; i < n; i++)
@@ -501,7 +561,7 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
         return;
     }
     if (sp->dedupe)
-        mark_add(sp, dkey, m->id, now_ms() + sp->conf.dedupe_ttl_ms);
+        mark_add(sp, dkey, m->id, expires_ms);
     res->code = 250;
     snprintf(res->text, sizeof(res->text), "2.0.0 Ok: queued as %s", m->id);
 }
