@@ -218,3 +218,5 @@ void bus_record_free(struct bus_record *r)
 {
     free(r);
 }
+
+const char *const bus_compacted_topics[] = { "mailfleet.suppression", "mailfleet.revocations", NULL };

@@ -22,6 +22,11 @@
 struct bus;
 struct bus_consumer;
 
+/* Topics that are compacted by definition (DESIGN.md §5): the local queue
+ * compacts them for every producer; Kafka topics are created with
+ * cleanup.policy=compact (ops/k8s).  NULL-terminated. */
+extern const char *const bus_compacted_topics[];
+
 struct bus_header {
     const char *name;
     const void *value;

@@ -329,6 +329,12 @@ static MDB_val compact_key(const struct local_env *e, unsigned char *buf, const 
 
 static int topic_compacted(const struct local_bus *lb, const char *topic)
 {
+    /* mailfleet's compacted topics are compacted whoever writes them (the
+     * CLI, feedback, send): a producer that did not say so must not leave an
+     * old value behind a tombstone for retention to resurrect. */
+    for (const char *const *t = bus_compacted_topics; *t; t++)
+        if (strcmp(*t, topic) == 0)
+            return 1;
     for (size_t i = 0; i < lb->n_compacted; i++)
         if (strcmp(lb->compacted[i], topic) == 0)
             return 1;

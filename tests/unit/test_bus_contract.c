@@ -665,6 +665,32 @@ static void test_local_blocking_reads(void **state)
     bus_consumer_free(c);
 }
 
+/* mailfleet.suppression is compacted even for a producer that did not say
+ * so: an older value never outlives the tombstone that removed it (else
+ * retention, which keeps live values of compacted topics, would bring a
+ * removed suppression back). */
+static void test_local_well_known_topics_compact(void **state)
+{
+    char err[256] = "";
+    struct bus *b = bus_open(g_uri, NULL, err, sizeof err);   /* no compacted_topics */
+    assert_non_null(b);
+    struct bus_partition_stats st;
+    int64_t base = bus_topic_stats(b, "mailfleet.suppression", NULL, &st, 1, err, sizeof err) == 1 ? st.high : 0;
+    struct bus_record recs[] = {
+        { .topic = "mailfleet.suppression", .key = "x@example.com", .key_len = 13, .value = "{}",
+          .value_len = 2, .partition = -1 },
+        { .topic = "mailfleet.suppression", .key = "x@example.com", .key_len = 13, .value = NULL,
+          .partition = -1 },
+    };
+    assert_int_equal(bus_produce(b, recs, 2, 1000, err, sizeof err), 0);
+    struct bus_record *r = NULL;
+    assert_int_equal(bus_read_at(b, "mailfleet.suppression", 0, base, &r, 0), 0);   /* value gone */
+    assert_int_equal(bus_read_at(b, "mailfleet.suppression", 0, base + 1, &r, 0), 1);
+    assert_null(r->value);                                                     /* tombstone kept */
+    bus_record_free(r);
+    bus_close(b);
+}
+
 /* Keys too long for an LMDB key are indexed by hash; compaction still
  * works per key and tells different long keys apart. */
 static void test_local_compaction_long_keys(void **state)
@@ -808,6 +834,7 @@ int main(void)
         cmocka_unit_test(test_local_blocking_reads),
         cmocka_unit_test(test_local_retention),
         cmocka_unit_test(test_local_compaction_long_keys),
+        cmocka_unit_test(test_local_well_known_topics_compact),
     };
     int failed = cmocka_run_group_tests_name("bus contract", contract, NULL, NULL);
     if (g_local)
