@@ -438,6 +438,19 @@ default_transport = discard
         log = harness.wait_for(maillog, what="TLS in the Postfix log")
         self.assertIn("from localhost[127.0.0.1]", log)
 
+    def test_duplicate_record_in_one_batch_is_sent_once(self):
+        """At-least-once redelivery can put one outbound record twice into a
+        batch: each recipient still gets one copy."""
+        _, port, sink = self.start_sink()
+        cfg = self.config("smtp://127.0.0.1:%d" % port)
+        rec = outbound(["twice@example.com", "other@example.com"])
+        self.produce_outbound([rec, rec])
+        self.start_send(cfg)
+        self.wait_events(lambda ev: len([e for e in ev if e["eventType"] == "Delivery"]) >= 2)
+        time.sleep(1.0)
+        rcpts = sorted(r for m in sink.messages() for r in m["rcpts"])
+        self.assertEqual(rcpts, ["other@example.com", "twice@example.com"])
+
     def test_kill9_mid_batch_then_restart_delivers_each_recipient_once(self):
         # -w 1: every transfer waits a second before DATA is answered, so the
         # kill lands while transfers are in flight (not inside the tiny window

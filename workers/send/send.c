@@ -629,6 +629,16 @@ static size_t plan_jobs(struct lane *l, struct rec_ctx *rcs, size_t n_rcs, struc
             struct job_ctx *j = &jcs[n_jobs];
             size_t len;
             snprintf(j->rcpt, sizeof(j->rcpt), "%s", rc->rcpts[k]);
+            /* The same outbound record twice in one batch (a redelivery under
+             * at-least-once): its markers are not written yet, so only this
+             * batch knows the recipient is already planned. */
+            int planned = 0;
+            for (size_t x = 0; x < n_jobs && !planned; x++)
+                planned = strcmp(jcs[x].rc->id, rc->id) == 0 && strcmp(jcs[x].rcpt, j->rcpt) == 0;
+            if (planned) {
+                log_kv(LOG_INFO, "duplicate in this batch; sent once", "id", rc->id, NULL);
+                continue;
+            }
             char mk[ADDRESS_BUFSZ + 64];
             marker_key(rc->id, j->rcpt, mk, sizeof(mk));
             void *prev = NULL;
