@@ -55,6 +55,7 @@ struct smtp_conn {
     int refs;                   /* pending auth / submit */
     int handles;                /* open libuv handles */
     int closing, shutting, reading;
+    int throttled;              /* reading stopped: the client does not read replies */
     const char *outcome;
     /* auth in flight */
     char auth_user[257], auth_pass[513];
@@ -122,13 +123,29 @@ static void ip_sweep(struct smtp_server *s)
 struct write_req {
     uv_write_t req;
     char *buf;
+    struct smtp_conn *c;
 };
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+/* Replies a client does not read pile up in the write queue: above this,
+ * stop reading its commands until the queue drains (pipelined NOOPs can't
+ * grow memory without bound). */
+#define WRITE_QUEUE_MAX (256 * 1024)
 
 static void on_write(uv_write_t *req, int status)
 {
     struct write_req *w = (struct write_req *)req;
+    struct smtp_conn *c = w->c;
     free(w->buf);
     free(w);
+    if (c->throttled && !c->closing && !c->shutting &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITE_QUEUE_MAX / 2) {
+        c->throttled = 0;
+        if (c->reading)
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
 }
 
 static void raw_write(struct smtp_conn *c, struct strbuf *b)
@@ -137,11 +154,17 @@ static void raw_write(struct smtp_conn *c, struct strbuf *b)
         return;
     struct write_req *w = xmalloc(sizeof(*w));
     size_t len;
+    w->c = c;
     w->buf = strbuf_detach(b, &len);
     uv_buf_t ub = uv_buf_init(w->buf, (unsigned)len);
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, on_write) != 0) {
         free(w->buf);
         free(w);
+        return;
+    }
+    if (!c->throttled && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > WRITE_QUEUE_MAX) {
+        c->throttled = 1;
+        uv_read_stop((uv_stream_t *)&c->tcp);
     }
 }
 
@@ -185,7 +208,9 @@ static void conn_flush(struct smtp_conn *c)
         if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
             free(req);
             conn_close(c);
+            return;
         }
+        conn_restart_timer(c);   /* a peer that never reads gets closed hard */
         return;
     }
     conn_restart_timer(c);
@@ -330,9 +355,9 @@ static void io_flow(void *o, int reading)
     if (c->closing || c->shutting)
         return;
     c->reading = reading;
-    if (reading)
+    if (reading && !c->throttled)
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    else
+    else if (!reading)
         uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
@@ -412,6 +437,12 @@ static void conn_close(struct smtp_conn *c)
 static void on_timeout(uv_timer_t *t)
 {
     struct smtp_conn *c = t->data;
+    if (c->shutting) {
+        /* the goodbye was never read (the write queue does not drain): the
+         * shutdown would wait forever, so close hard */
+        conn_close(c);
+        return;
+    }
     if (smtp_session_busy(c->sess)) {
         conn_restart_timer(c);   /* the client waits for us, not the other way */
         return;
