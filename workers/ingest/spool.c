@@ -24,7 +24,7 @@
 #define SPOOL_TOPIC  "ingest.spool"
 #define DEDUPE_TOPIC "ingest.dedupe"
 #define SPOOL_GROUP  "ingest-forwarder"
-#define MAX_RECORDS  64
+#define MAX_RECORDS  64   /* records one message usually makes: dedupe_recover's look-back */
 #define DEDUPE_PENDING_MAX 20000
 
 /* Dedupe markers waiting to be written: a kv put is an fsync of its own, so
@@ -444,7 +444,7 @@ static size_t build_records(const struct smtp_message *m, const struct rules *ru
         strbuf_append(&r->value, "}");
     }
     /* Each unsubscribe address carries its own token: one record each. */
-    for (size_t i = 0; i < m->n_rcpts && n < MAX_RECORDS; i++) {
+    for (size_t i = 0; i < m->n_rcpts; i++) {   /* out holds n_rcpts + 2 */
         char token[ADDRESS_BUFSZ];
         if (rules_action(rules, m->rcpts[i].rule) != RULE_UNSUBSCRIBE ||
             rules_unsubscribe_token(m->rcpts[i].addr, token, sizeof(token)) != 0)
@@ -526,10 +526,12 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
         spooled = 1;
     }
 
-    struct out_record recs[MAX_RECORDS];
+    /* one capture record, one feedback record, one per unsubscribe address,
+     * and the dedupe marker: sized from the message, never truncated */
+    struct out_record *recs = xcalloc(m->n_rcpts + 2, sizeof(*recs));
     size_t n = build_records(m, rules, skey, sha, spooled, recs);
-    struct bus_record br[MAX_RECORDS + 1];
-    struct bus_header hdrs[MAX_RECORDS][3];
+    struct bus_record *br = xcalloc(n + 1, sizeof(*br));
+    struct bus_header (*hdrs)[3] = xcalloc(n ? n : 1, sizeof(*hdrs));
     for (size_t i = 0; i < n; i++) {
         br[i] = (struct bus_record){ .topic = recs[i].topic, .key = recs[i].key, .key_len = ID_LEN,
                                      .value = recs[i].value.data, .value_len = recs[i].value.len,
@@ -556,6 +558,9 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
                : 0;
     for (size_t i = 0; i < n; i++)
         strbuf_free(&recs[i].value);
+    free(recs);
+    free(br);
+    free(hdrs);
     if (rc != 0) {
         fail451(res, sp->spool_bus ? "spool queue" : "bus", err);
         return;
