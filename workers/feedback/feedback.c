@@ -165,13 +165,28 @@ static int suppress(struct feedback *f, const char *addr, const char *list, cons
     return 0;
 }
 
-/* 1 the first time (message, recipient, what) is seen; 0 for a duplicate. */
+static void seen_key(char *key, size_t len, const char *message_id, const char *rcpt, const char *what)
+{
+    snprintf(key, len, "%s|%s|%s", message_id ? message_id : "", rcpt, what);
+}
+
+/* 1 the first time (message, recipient, what) is seen; 0 for a duplicate.
+ * A caller whose outputs then fail calls forget(), so the retry of the same
+ * record is not mistaken for a duplicate. */
 static int first_time(struct feedback *f, const char *message_id, const char *rcpt, const char *what)
 {
     char key[900];
-    snprintf(key, sizeof(key), "%s|%s|%s", message_id ? message_id : "", rcpt, what);
+    seen_key(key, sizeof(key), message_id, rcpt, what);
     int rc = kv_put_new(f->seen, key, strlen(key), "", 0, now_ms() + 30LL * 86400000);
     return rc != 0;   /* on error, process (at-least-once) */
+}
+
+static int forget(struct feedback *f, const char *message_id, const char *rcpt, const char *what)
+{
+    char key[900];
+    seen_key(key, sizeof(key), message_id, rcpt, what);
+    kv_del(f->seen, key, strlen(key));
+    return -EIO;
 }
 
 /* Counts a transient bounce; returns 1 when the threshold is reached. */
@@ -210,12 +225,14 @@ static int apply_bounce(struct feedback *f, const char *message_id, const char *
     switch (policy_for_bounce(c)) {
     case VERDICT_SUPPRESS:
         if (suppress(f, rcpt, NULL, "BOUNCE", source, message_id, feedback_id) != 0)
-            return -EIO;
+            return forget(f, message_id, rcpt, status);
         break;
     case VERDICT_COUNT:
+        /* after a failed suppress the retry counts this bounce again: at
+         * worst one suppression a little early, never a lost one */
         if (count_transient(f, rcpt) &&
             suppress(f, rcpt, NULL, "BOUNCE", source, message_id, feedback_id) != 0)
-            return -EIO;
+            return forget(f, message_id, rcpt, status);
         break;
     case VERDICT_REVIEW:
         emit_review(f, feedback_id ? feedback_id : message_id, "bounce of undetermined type");
@@ -224,7 +241,7 @@ static int apply_bounce(struct feedback *f, const char *message_id, const char *
         break;
     }
     if (strcmp(source, "send") != 0 && emit_bounce(f, message_id, rcpt, c, rr, err, sizeof(err)) != 0)
-        return -EIO;
+        return forget(f, message_id, rcpt, status);
     return 0;
 }
 
@@ -238,14 +255,16 @@ static int apply_complaint(struct feedback *f, const char *message_id, const cha
     if (policy_for_complaint(feedback_type) == VERDICT_SUPPRESS &&
         config_bool(f->cfg, "feedback", "suppress_on_complaint") &&
         suppress(f, rcpt, NULL, "COMPLAINT", source, message_id, feedback_id) != 0)
-        return -EIO;
+        return forget(f, message_id, rcpt, "complaint");
     json_t *ev = json_pack("{s:s, s:o, s:{s:[{s:s}], s:s}}", "eventType", "Complaint", "mail",
                            mail_obj(message_id, rcpt), "complaint", "complainedRecipients",
                            "emailAddress", rcpt, "timestamp", rfc3339_ms(now_ms(), ts, sizeof(ts)));
     if (feedback_type && *feedback_type)
         json_object_set_new(json_object_get(ev, "complaint"), "complaintFeedbackType",
                             json_string(feedback_type));
-    return emit_event(f, ev, message_id && *message_id ? message_id : rcpt, err, sizeof(err)) ? -EIO : 0;
+    if (emit_event(f, ev, message_id && *message_id ? message_id : rcpt, err, sizeof(err)) != 0)
+        return forget(f, message_id, rcpt, "complaint");
+    return 0;
 }
 
 /* ---- tokens ----------------------------------------------------------- */
@@ -411,7 +430,7 @@ static int apply_unsubscribe(struct feedback *f, const char *rcpt, const char *l
     if (!first_time(f, fid, rcpt, "unsubscribe"))
         return 0;
     if (suppress(f, rcpt, list, "UNSUBSCRIBE", "unsubscribe", NULL, fid) != 0)
-        return -EIO;
+        return forget(f, fid, rcpt, "unsubscribe");
     metric_inc(f->m_unsub);
     json_t *u = json_pack("{s:s, s:s, s:s}", "timestamp", rfc3339_ms(now_ms(), ts, sizeof(ts)),
                           "emailAddress", rcpt, "method", method);
@@ -420,7 +439,9 @@ static int apply_unsubscribe(struct feedback *f, const char *rcpt, const char *l
     if (id_valid(fid))
         json_object_set_new(u, "feedbackId", json_string(fid));
     json_t *ev = json_pack("{s:s, s:o}", "eventType", "Unsubscribe", "unsubscribe", u);
-    return emit_event(f, ev, rcpt, err, sizeof(err)) ? -EIO : 0;
+    if (emit_event(f, ev, rcpt, err, sizeof(err)) != 0)
+        return forget(f, fid, rcpt, "unsubscribe");
+    return 0;
 }
 
 static int handle_unsubscribe(struct feedback *f, json_t *rec, const char *fid)

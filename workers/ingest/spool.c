@@ -46,6 +46,7 @@ struct pending_mark {
 };
 
 struct spool {
+    int64_t next_expire_ms;    /* marker_main's next kv_expire sweep */
     struct spool_conf conf;
     struct bus *bus;            /* the real bus */
     struct store *store;        /* store_incoming */
@@ -88,6 +89,12 @@ static void *marker_main(void *arg)
         pthread_mutex_unlock(&sp->mlock);
         if (kv_put(sp->dedupe, e->key, 64, e->id, ID_LEN, e->expires_ms) < 0)
             log_kv(LOG_WARN, "dedupe marker not written", "id", e->id, NULL);
+        /* Expired markers would otherwise fill the LMDB map after some
+         * million messages, and dedupe would stop: sweep once a minute. */
+        if (mono_ms() >= sp->next_expire_ms) {
+            kv_expire(sp->dedupe, now_ms());
+            sp->next_expire_ms = mono_ms() + 60000;
+        }
         pthread_mutex_lock(&sp->mlock);
         sp->mhead = e->next;
         if (!sp->mhead)
