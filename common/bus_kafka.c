@@ -899,6 +899,8 @@ static int kafka_read_at(void *impl, const char *topic, int32_t partition, int64
     struct bus_record *r = NULL;
     int rc = kafka_reader_fetch(rk, topic, partition, offset, &r, timeout_ms);
     kafka_reader_free(rk);
+    if (rc == 0)
+        return -ETIMEDOUT;   /* nothing came back: not "no record there" */
     if (rc == 1 && r->offset != offset) {
         /* Nothing at that exact offset (a transaction marker, an aborted or
          * compacted record): the next one is not what was asked for. */

@@ -149,6 +149,14 @@ static void *follow(void *arg)
         if (!c) {
             int n = bus_topic_stats(s->bus, SUPPRESSION_TOPIC, s->group, st, SUPPRESSION_MAX_PARTITIONS,
                                     err, sizeof(err));
+            if (n < 0 && n != -ENOENT) {
+                /* Not knowing how much there is to read, the copy must not
+                 * call itself ready: an empty copy would let send deliver to
+                 * suppressed addresses.  Only a missing topic means "empty". */
+                log_kv(LOG_WARN, "suppression copy: cannot read the topic's offsets; retrying", "error", err, NULL);
+                sleep(1);
+                continue;
+            }
             have_stats = n >= 0;
             prog.n = n > 0 ? n : 0;
             for (int i = 0; i < prog.n; i++) {

@@ -38,6 +38,7 @@ metrics_listen = 127.0.0.1:{self.met}
 public_listen = 127.0.0.1:{self.pub}
 api_token = test-api-token
 sns_topic_arns = arn:aws:sns:us-east-1:123456789012:ses-feedback
+sns_allow_unsigned = true
 """)
         self.proc = self.start([harness.MAILFLEET, "feedback", "-c", self.cfg], "feedback")
         harness.wait_port(self.pub, proc=self.proc.p)
@@ -215,6 +216,19 @@ sns_topic_arns = arn:aws:sns:us-east-1:123456789012:ses-feedback
         self.assertEqual(st, 400)
         time.sleep(0.5)
         self.assertIsNone(self.suppressed("other@example.com"))
+
+    def test_sns_unsigned_refused_by_default(self):
+        cfg = open(self.cfg).read().replace("sns_allow_unsigned = true\n", "")
+        pub, met = harness.free_port(), harness.free_port()
+        cfg = cfg.replace("127.0.0.1:%d" % self.pub, "127.0.0.1:%d" % pub).replace(
+            "127.0.0.1:%d" % self.met, "127.0.0.1:%d" % met).replace(self.path("state"), self.path("state2"))
+        self.proc.stop()
+        p = self.start([harness.MAILFLEET, "feedback", "-c", self.write("strict.ini", cfg)], "strict")
+        harness.wait_port(pub, proc=p.p)
+        self.pub = pub
+        st, _ = self.sns(self.sns_bounce("unsigned@example.com"))
+        self.assertEqual(st, 403)
+        self.assertIn("signatures cannot be checked", p.output())
 
     def test_sns_subscription_confirmation_is_not_fetched(self):
         hits = []

@@ -54,7 +54,10 @@ const struct config_key feedback_config_keys[] = {
       "bearer token of the suppression API (/v2/email/suppression/...); unset = API off" },
     { "feedback", "sns_topic_arns", CONFIG_LIST, NULL, "SNS topics allowed to post to /sns; unset = none" },
     { "feedback", "sns_cert_file", CONFIG_STR, NULL,
-      "PEM certificate that signs SNS messages; when set, signatures are required" },
+      "PEM certificate that signs SNS messages (from the SigningCertURL, fetched by the operator)" },
+    { "feedback", "sns_allow_unsigned", CONFIG_BOOL, "false",
+      "accept SNS posts without checking signatures (tests only: anyone who knows the topic ARN "
+      "could suppress any address)" },
     { "feedback", "transient_threshold", CONFIG_INT, "3", "suppress after this many transient bounces" },
     { "feedback", "transient_window", CONFIG_DURATION, "7d", "... within this window" },
     { "feedback", "suppress_on_complaint", CONFIG_BOOL, "true", "complaints (except not-spam) suppress" },
@@ -649,6 +652,8 @@ static void serve_sns(void *opaque, const struct http_request *req, struct http_
     const char *why = NULL;
     if (!allowed)
         why = "topic not allowed";
+    else if (!f->cert_file && !config_bool(f->cfg, "feedback", "sns_allow_unsigned"))
+        why = "no sns_cert_file configured: signatures cannot be checked";
     else if (f->cert_file && !sns_cert_url_ok(m.signing_cert_url))
         why = "signing certificate URL is not an SNS address";
     else if (f->cert_file && sns_verify(&m, f->cert_file, err, sizeof(err)) != 0)

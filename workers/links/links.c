@@ -117,8 +117,11 @@ static void *revocation_reader(void *arg)
         struct bus_partition_stats st[64];
         char err[256];
         int np = bus_topic_stats(l->bus, REVOCATIONS_TOPIC, NULL, st, 64, err, sizeof(err));
+        /* Fail closed: only a complete, error-free pass makes the gateway
+         * ready; a missing topic means nothing was ever revoked. */
+        int complete = np >= 0 || np == -ENOENT;
         if (np < 0)
-            np = 0;   /* no topic yet: nothing revoked */
+            np = 0;
         for (int i = 0; i < np; i++) {
             int p = st[i].partition;
             if (p < 0 || p >= 64)
@@ -128,8 +131,10 @@ static void *revocation_reader(void *arg)
             while (next[p] < st[i].high && !*l->stop) {
                 struct bus_record *r = NULL;
                 int rc = bus_read_at(l->bus, REVOCATIONS_TOPIC, p, next[p], &r, 1000);
-                if (rc < 0)
+                if (rc < 0) {
+                    complete = 0;   /* read it again next pass */
                     break;
+                }
                 if (rc == 1) {
                     apply_revocation(l, r);
                     bus_record_free(r);
@@ -137,7 +142,8 @@ static void *revocation_reader(void *arg)
                 next[p]++;
             }
         }
-        atomic_store(&l->loaded, 1);
+        if (complete)
+            atomic_store(&l->loaded, 1);
         for (int64_t w = 0; w < l->poll_ms && !*l->stop; w += 50)
             usleep(50 * 1000);
     }

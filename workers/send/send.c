@@ -90,8 +90,6 @@ const struct config_key send_config_keys[] = {
     { "send", "ses_session_token", CONFIG_SECRET, NULL, "default: AWS_SESSION_TOKEN" },
     { "send", "bounce_domain", CONFIG_STR, "iot.localhost", "VERP return path domain" },
     { "send", "bounce_prefix", CONFIG_STR, "bounce", "VERP local part: <prefix>+<token>" },
-    { "send", "verp_format", CONFIG_STR, "compact",
-      "compact (42-char HMAC token, local part <= 64) or token (tokens.h token, longer than RFC 5321 allows)" },
     { "send", "list_unsubscribe", CONFIG_BOOL, "false", "add one-click List-Unsubscribe headers per recipient" },
     { "send", "unsubscribe_url", CONFIG_STR, NULL, "base URL of /u/<token> (default [mailfleet] public_base_url)" },
     { "send", "unsubscribe_domain", CONFIG_STR, "iot.localhost", "domain of unsubscribe+<token>@" },
@@ -122,7 +120,6 @@ struct sender {
     int64_t marker_ttl_ms, max_age_ms, unsub_ttl_ms;
     size_t batch_max;
     bool list_unsubscribe;
-    bool verp_long;                /* verp_format = token */
     char **tiers;
     int64_t *tier_ms;
     size_t n_tiers;
@@ -168,7 +165,7 @@ struct job_ctx {
     struct lane *lane;
     struct rec_ctx *rc;
     char rcpt[ADDRESS_BUFSZ];
-    char mail_from[1024];          /* verp_format = token exceeds ADDRESS_MAX */
+    char mail_from[ADDRESS_BUFSZ + 64];
     char *prefix;
     size_t prefix_len;
     int64_t done_ms;               /* when the transport finished it */
@@ -389,23 +386,14 @@ static int parse_record(struct lane *l, struct rec_ctx *rc)
  * part.  token: a tokens.h token of "<id>|<rcpt>" / "u|<rcpt>|<list>", which
  * feedback verifies today but which makes the local part ~150 characters.
  * malloc'd; only [A-Za-z0-9._-] either way. */
+/* The compact VERP token (common/verp) of a message and recipient; use
+ * "verp" for the return path, anything else for the mailto unsubscribe. */
 static char *verp_local_token(struct sender *w, const char *id, const char *rcpt, const char *use)
 {
     int unsub = strcmp(use, "verp") != 0;
-    if (!w->verp_long) {
-        char *tok = xmalloc(VERP_TOKEN_LEN + 1);
-        if (verp_token(w->verp_key, strlen(w->verp_key), unsub ? "unsubscribe" : "verp", id, rcpt, tok) != 0)
-            panic("%s: verp_token refused a checked id", __func__);
-        return tok;
-    }
-    struct strbuf b;
-    strbuf_init(&b);
-    if (unsub)
-        strbuf_appendf(&b, "u|%s|%s", rcpt, use);
-    else
-        strbuf_appendf(&b, "%s|%s", id, rcpt);
-    char *tok = tokens_sign(w->tokens, b.data, b.len, 0);
-    strbuf_free(&b);
+    char *tok = xmalloc(VERP_TOKEN_LEN + 1);
+    if (verp_token(w->verp_key, strlen(w->verp_key), unsub ? "unsubscribe" : "verp", id, rcpt, tok) != 0)
+        panic("%s: verp_token refused a checked id", __func__);
     return tok;
 }
 
@@ -821,17 +809,15 @@ static int64_t not_before(const struct bus_record *r)
 }
 
 /* Waits until r is due; 0 = go, -1 = stopping or paused (put it back). */
-static int wait_due(struct sender *w, const struct bus_record *r)
+/* 1 when r's not_before has come; otherwise waits up to a second first. */
+static int due(struct sender *w, const struct bus_record *r)
 {
-    int64_t nb = not_before(r);
-    for (;;) {
-        if (stopping(w) || paused(w))
-            return -1;
-        int64_t d = nb - now_ms();
-        if (d <= 0)
-            return 0;
-        usleep((useconds_t)(d < 200 ? d : 200) * 1000);
-    }
+    int64_t d = not_before(r) - now_ms();
+    if (d <= 0)
+        return 1;
+    for (int64_t slept = 0; slept < 1000 && slept < d && !stopping(w); slept += 100)
+        usleep(100 * 1000);
+    return not_before(r) <= now_ms() && !paused(w);
 }
 
 static void *lane_main(void *arg)
@@ -877,7 +863,10 @@ static void *lane_main(void *arg)
         }
         if (rc == 0)
             continue;
-        if (l->tier >= 0 && wait_due(w, r) != 0) {
+        if (l->tier >= 0 && !due(w, r)) {
+            /* Not due yet: put it back and poll again within a second, so a
+             * 30 m or 2 h tier never outlasts Kafka's max.poll.interval.ms
+             * (the group would expel us and redeliver early). */
             bus_consumer_seek(l->c, r);
             bus_record_free(r);
             continue;
@@ -964,12 +953,6 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     if (!w->tokens)
         return -EINVAL;
     w->verp_key = verp_key_derive(w->tokens);
-    const char *vf = config_str(cfg, "send", "verp_format");
-    if (strcmp(vf, "compact") != 0 && strcmp(vf, "token") != 0) {
-        snprintf(err, errlen, "[send] verp_format = %s: expected compact or token", vf);
-        return -EINVAL;
-    }
-    w->verp_long = strcmp(vf, "token") == 0;
     /* These end up in MAIL FROM and headers: check them like data. */
     char addr_probe[ADDRESS_BUFSZ];
     snprintf(addr_probe, sizeof(addr_probe), "%s+x@%s", config_str(cfg, "send", "bounce_prefix"),

@@ -144,9 +144,8 @@ static size_t smtp_reply(char *buf, size_t size, size_t nitems, void *opaque)
 }
 
 /* The envelope sender is built by send from a validated prefix, domain and a
- * token of [A-Za-z0-9._-]; with verp_format = token its local part is longer
- * than address_normalize accepts, so the check here is the one that matters
- * for the SMTP command: atext, one '@', nothing that could end the line. */
+ * token of [a-z2-7]; checked once more here because it goes into the SMTP
+ * command: atext, one '@', nothing that could end the line. */
 static int envelope_sender_safe(const char *a)
 {
     const char *at = strchr(a, '@');
