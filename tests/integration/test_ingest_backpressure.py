@@ -60,3 +60,37 @@ class BackpressureTest(harness.TestCase):
         t0 = time.time()
         self.assertEqual(ing.proc.stop(20), 0)
         self.assertLess(time.time() - t0, 10, "SIGTERM drain took too long")
+
+
+class ErrorLimitTest(harness.TestCase):
+    def test_refused_recipients_count_toward_max_errors(self):
+        """Relay probing (RCPT after RCPT refused with 550) ends the session
+        at max_errors, like unknown commands do."""
+        ing = Ingest(self, max_errors=5).start()
+        s = socket.create_connection(("127.0.0.1", ing.port), timeout=10)
+        f = s.makefile("rb")
+
+        def reply():
+            lines = []
+            while True:
+                line = f.readline().decode()
+                lines.append(line)
+                if len(line) < 4 or line[3] != "-":
+                    return lines
+
+        reply()
+        s.sendall(b"EHLO probe.test\r\n")
+        reply()
+        s.sendall(b"MAIL FROM:<probe@example.com>\r\n")
+        self.assertTrue(reply()[-1].startswith("250"))
+        codes = []
+        for i in range(6):
+            s.sendall(b"RCPT TO:<victim%d@elsewhere.example>\r\n" % i)
+            r = reply()
+            codes += [l[:3] for l in r]
+            if "421" in codes:
+                break
+        self.assertEqual(codes[:5], ["550"] * 5)
+        self.assertIn("421", codes)
+        self.assertEqual(f.read(), b"")   # closed
+        s.close()

@@ -1,5 +1,6 @@
 /* rules — ordered receipt rules; first match decides (see rules.h). */
 #include "rules.h"
+#include "verp.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -276,9 +277,11 @@ int rules_unsubscribe_token(const char *addr, char *out, size_t outlen)
             return -EINVAL;
         }
     }
-    /* send writes compact VERP tokens (base32, no dot, common/verp); a
-     * tokens.h token has one dot.  feedback verifies either kind. */
-    if (n == 0 || n + 1 > outlen)
+    /* a tokens.h token has one dot; send's mailto tokens are compact VERP
+     * tokens (common/verp: VERP_TOKEN_LEN chars of base32).  feedback
+     * verifies them; this only refuses what cannot be one. */
+    int compact = dots == 0 && n == VERP_TOKEN_LEN && strspn(plus + 1, "abcdefghijklmnopqrstuvwxyz234567") >= n;
+    if ((dots != 1 && !compact) || n + 1 > outlen)
         return -EINVAL;
     memcpy(out, plus + 1, n);
     out[n] = 0;

@@ -110,6 +110,8 @@ static void smtp_enter_state(struct smtp_session *s, enum smtp_state st)
     s->state = st;
 }
 
+static void count_error(struct smtp_session *s);
+
 static void session_close(struct smtp_session *s)
 {
     if (s->closing)
@@ -649,6 +651,8 @@ static void proceed_rcpt(struct smtp_session *s, const char *args)
     }
     if (v.code != 250) {
         reply(s, v.code, "%s", v.text);
+        if (v.code >= 500)
+            count_error(s);
         return;
     }
     char token[ADDRESS_BUFSZ];
@@ -783,13 +787,20 @@ static const struct smtp_verb smtp_verbs[] = {
     { NULL, NULL, NULL },
 };
 
-static void bad_command(struct smtp_session *s, int code, const char *text)
+/* Every refused command counts, whatever refused it: out-of-sequence
+ * commands and refused recipients (relay probing) end the session too. */
+static void count_error(struct smtp_session *s)
 {
-    reply(s, code, "%s", text);
     if (++s->errors >= s->conf->max_errors) {
         reply(s, 421, "4.7.0 %s Error: too many errors", s->conf->hostname);
         session_close(s);
     }
+}
+
+static void bad_command(struct smtp_session *s, int code, const char *text)
+{
+    reply(s, code, "%s", text);
+    count_error(s);
 }
 
 static void command(struct smtp_session *s, char *line)
@@ -808,7 +819,7 @@ static void command(struct smtp_session *s, char *line)
         if (v->check(s, args) == 0)
             v->proceed(s, args);
         else
-            s->errors++;
+            count_error(s);
         return;
     }
     bad_command(s, 500, "5.5.2 Error: command not recognized");
