@@ -899,8 +899,16 @@ static int kafka_read_at(void *impl, const char *topic, int32_t partition, int64
     struct bus_record *r = NULL;
     int rc = kafka_reader_fetch(rk, topic, partition, offset, &r, timeout_ms);
     kafka_reader_free(rk);
-    if (rc == 0)
-        return -ETIMEDOUT;   /* nothing came back: not "no record there" */
+    if (rc == 0) {
+        /* Nothing came back: "no record" only past the end; below it, a slow
+         * fetch is an error for the caller to retry, never a skipped record. */
+        int64_t lo = 0, hi = 0;
+        if (rd_kafka_query_watermark_offsets(kb->producer, topic, partition, &lo, &hi,
+                                             KAFKA_ADMIN_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            offset >= hi)
+            return 0;
+        return -ETIMEDOUT;
+    }
     if (rc == 1 && r->offset != offset) {
         /* Nothing at that exact offset (a transaction marker, an aborted or
          * compacted record): the next one is not what was asked for. */
