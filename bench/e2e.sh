@@ -145,24 +145,30 @@ one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
   "$build/bench/loadgen" "127.0.0.1:$SMTP_PORT" -s 4 -m 20 -t "warm$i" >/dev/null
   $py bench/sinkcount.py wait "$dump" 60 --timeout 120 --stall 60 >/dev/null ||
     { echo "$mode run $i: warm-up mails did not all arrive (see $dir)" >&2; KEEP=1; return 1; }
-  local c0 c1 lg rep
+  local c0 c1 lg rep per0=() per=() k
   c0=$(cpu_ticks "${wpids[@]}")
+  for k in "${wpids[@]}"; do per0+=("$(cpu_ticks "$k")"); done
   lg=$("$build/bench/loadgen" "127.0.0.1:$SMTP_PORT" -s "$SESSIONS" -m "$MSGS" -r "$RATE" -t "run$i" -o "$dir/records.tsv") ||
     echo "$mode run $i: loadgen: $lg" >&2
   $py bench/sinkcount.py wait "$dump" $((60 + 3 * MSGS)) --timeout 600 --stall 30 >/dev/null ||
     echo "$mode run $i: not every mail reached the sink" >&2
   c1=$(cpu_ticks "${wpids[@]}")
+  for k in "${!wpids[@]}"; do per+=("$(( $(cpu_ticks "${wpids[$k]}") - per0[k] ))"); done
   rep=$($py bench/sinkcount.py report "$dump" "$dir/records.tsv" "run$i" "$(json "$lg" t0_us)")
   stop_all
-  $py - "$lg" "$rep" "$(( c1 - c0 ))" "$hz" "$MSGS" <<'PY'
+  $py - "$lg" "$rep" "$(( c1 - c0 ))" "$hz" "$MSGS" "${per[*]}" <<'PY'
 import json, sys
 lg, rep = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-cpu = int(sys.argv[3]) / int(sys.argv[4])
+hz, msgs = int(sys.argv[4]), int(sys.argv[5])
+cpu = int(sys.argv[3]) / hz
+per = [int(x) / hz / msgs * 1000 for x in sys.argv[6].split()]
+names = ["ingest", "transform", "send", "links", "feedback", "monitor"] if len(per) > 1 else ["all"]
 print(json.dumps({"ingest_msgs_per_s": lg["msgs_per_s"], "data_250_p99_ms": lg["p99_ms"], "ingest_errors": lg["errors"],
                   "e2e_msgs_per_s": rep["msgs_per_s"], "complete": rep["messages_complete"],
                   "duplicates": rep["duplicates"], "missing": rep["missing_deliveries"],
                   "lat_p50_ms": rep["p50_ms"], "lat_p99_ms": rep["p99_ms"], "lat_max_ms": rep["max_ms"],
-                  "cpu_s_per_1000": round(cpu / int(sys.argv[5]) * 1000, 3)}))
+                  "cpu_s_per_1000": round(cpu / msgs * 1000, 3),
+                  "cpu_s_per_1000_by_worker": {n: round(c, 3) for n, c in zip(names, per)}}))
 PY
   [ -n "${KEEP:-}" ] || rm -rf "$dump" "$dir/queue" "$dir/store" "$dir/state"
 }
