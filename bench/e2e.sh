@@ -4,6 +4,7 @@
 #
 #   bench/e2e.sh [local|kafka|both]        (default both)
 #   MSGS=5000 SESSIONS=16 RUNS=5 RATE=0 SEND_CONNECTIONS=16 bench/e2e.sh local
+#   EXTRA_INI=$'[kafka]\nlinger.ms = 0' bench/e2e.sh kafka    (config appended)
 #
 # local: `mailfleet run` (every worker in one process, local queue).
 # kafka: tests/tools/kafka_mock (librdkafka's mock cluster, own process) and one
@@ -96,6 +97,7 @@ public_listen = 127.0.0.1:$(free_port)
 [monitor]
 metrics_listen = 127.0.0.1:$(free_port)
 retention_interval = 0
+sample_interval = 1s
 [send]
 metrics_listen = 127.0.0.1:$(free_port)
 transport = smtp://127.0.0.1:$SINK_PORT
@@ -104,6 +106,8 @@ connections = $SEND_CONNECTIONS
 per_domain = $SEND_CONNECTIONS
 batch_max = 256
 EOF
+  # EXTRA_INI: more config for a diagnostic run, e.g. $'[kafka]\nlinger.ms = 0'
+  [ -z "${EXTRA_INI:-}" ] || printf '%s\n' "$EXTRA_INI"
 }
 ini_port() { awk -v s="[$2]" -v k="$3" '$0==s{f=1;next} /^\[/{f=0} f && $1==k {sub(/.*:/,"",$3); print $3}' "$1"; }
 
@@ -112,7 +116,7 @@ mailfleet.events mailfleet.feedback mailfleet.suppression mailfleet.revocations 
 mailfleet.outbound.retry.1m mailfleet.outbound.retry.5m mailfleet.outbound.retry.30m mailfleet.outbound.retry.2h"
 
 one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
-  local mode=$1 i=$2 dir="$out/$1-$2" dump="$shm/$1-$2" bus ready=() wpids=()
+  local mode=$1 i=$2 dir="$out/$1-$2" dump="$shm/$1-$2" bus ready=() wpids=() mport
   mkdir -p "$dir" "$dump"
   chmod 777 "$dump"
   SMTP_PORT=$(free_port); SINK_PORT=$(free_port)
@@ -125,6 +129,7 @@ one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
     "$BIN" run -c "$dir/bench.ini" 2>"$dir/mailfleet.log" &
     pids+=($!); wpids+=($!)
     ready=("$(ini_port "$dir/bench.ini" mailfleet http_listen)")
+    mport=${ready[0]}
   else
     local targs=()
     for t in $TOPICS; do targs+=(--topic "$t"); done
@@ -138,6 +143,7 @@ one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
       pids+=($!); wpids+=($!)
       ready+=("$(ini_port "$dir/bench.ini" "$w" metrics_listen)")
     done
+    mport=$(ini_port "$dir/bench.ini" monitor metrics_listen)
   fi
   wait_port "$SMTP_PORT"
   for p in "${ready[@]}"; do wait_ready "$p"; done
@@ -150,25 +156,35 @@ one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
   for k in "${wpids[@]}"; do per0+=("$(cpu_ticks "$k")"); done
   lg=$("$build/bench/loadgen" "127.0.0.1:$SMTP_PORT" -s "$SESSIONS" -m "$MSGS" -r "$RATE" -t "run$i" -o "$dir/records.tsv") ||
     echo "$mode run $i: loadgen: $lg" >&2
+  # where the backlog sits when the last 250 went out (monitor samples every 1 s)
+  sleep 1.2
+  curl -fs "http://127.0.0.1:$mport/metrics" | grep '^mailfleet_topic_backlog_records' >"$dir/backlog.txt" || true
   $py bench/sinkcount.py wait "$dump" $((60 + 3 * MSGS)) --timeout 600 --stall 30 >/dev/null ||
     echo "$mode run $i: not every mail reached the sink" >&2
   c1=$(cpu_ticks "${wpids[@]}")
   for k in "${!wpids[@]}"; do per+=("$(( $(cpu_ticks "${wpids[$k]}") - per0[k] ))"); done
   rep=$($py bench/sinkcount.py report "$dump" "$dir/records.tsv" "run$i" "$(json "$lg" t0_us)")
   stop_all
-  $py - "$lg" "$rep" "$(( c1 - c0 ))" "$hz" "$MSGS" "${per[*]}" <<'PY'
+  $py - "$lg" "$rep" "$(( c1 - c0 ))" "$hz" "$MSGS" "${per[*]}" "$dir/backlog.txt" <<'PY'
 import json, sys
 lg, rep = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 hz, msgs = int(sys.argv[4]), int(sys.argv[5])
 cpu = int(sys.argv[3]) / hz
 per = [int(x) / hz / msgs * 1000 for x in sys.argv[6].split()]
+backlog = {}
+for line in open(sys.argv[7]):
+    import re
+    m = re.match(r'mailfleet_topic_backlog_records\{topic="mailfleet\.(inbound|outbound)",group="(transform|send)"\} (\S+)', line)
+    if m:
+        backlog[m.group(1)] = int(float(m.group(3)))
 names = ["ingest", "transform", "send", "links", "feedback", "monitor"] if len(per) > 1 else ["all"]
 print(json.dumps({"ingest_msgs_per_s": lg["msgs_per_s"], "data_250_p99_ms": lg["p99_ms"], "ingest_errors": lg["errors"],
                   "e2e_msgs_per_s": rep["msgs_per_s"], "complete": rep["messages_complete"],
                   "duplicates": rep["duplicates"], "missing": rep["missing_deliveries"],
                   "lat_p50_ms": rep["p50_ms"], "lat_p99_ms": rep["p99_ms"], "lat_max_ms": rep["max_ms"],
                   "cpu_s_per_1000": round(cpu / msgs * 1000, 3),
-                  "cpu_s_per_1000_by_worker": {n: round(c, 3) for n, c in zip(names, per)}}))
+                  "cpu_s_per_1000_by_worker": {n: round(c, 3) for n, c in zip(names, per)},
+                  "backlog_after_last_250": backlog}))
 PY
   [ -n "${KEEP:-}" ] || rm -rf "$dump" "$dir/queue" "$dir/store" "$dir/state"
 }
