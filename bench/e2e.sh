@@ -191,6 +191,7 @@ PY
 
 echo "== e2e $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg); $MSGS msgs x $RUNS runs," \
      "$SESSIONS sessions, rate ${RATE} (0 = closed loop), send connections $SEND_CONNECTIONS"
+bench/machine.sh "$out" | sed 's/^/  /'   # the limits beside the figures
 for mode in $modes; do
   : >"$out/$mode.jsonl"
   for i in $(seq "$RUNS"); do

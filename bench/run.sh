@@ -2,7 +2,7 @@
 # bench/run.sh — `make bench`: every bench of DESIGN.md §8, one after the
 # other, each with RUNS (>= 5) runs and medians, the machine's limits first
 # and last (the machine is shared: load changes during a run).
-#   bench/run.sh [bench...]     benches: machine bus ingest transform send e2e e2e-paced (default all)
+#   bench/run.sh [bench...]     benches: machine bus ingest transform memory send e2e e2e-paced (default all)
 #   RUNS=5 INGEST_MSGS=20000 E2E_MSGS=5000 SEND_MSGS=2000 BUS_RECORDS=20000
 #   E2E_RATE_LOCAL=250 E2E_RATE_KAFKA=60  (msgs/s of the paced e2e latency runs)
 # The full log goes to bench/out/run-<UTC time>/, one file per bench;
@@ -11,7 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 [ "$RUNS" -ge 5 ] || echo "note: RUNS=$RUNS (< 5): not a result for RESULTS.md" >&2
-benches=${*:-machine bus ingest transform send e2e e2e-paced}
+benches=${*:-machine bus ingest transform memory send e2e e2e-paced}
 log=bench/out/run-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$log"
 make --no-print-directory all >/dev/null || exit 2
@@ -29,6 +29,7 @@ for b in $benches; do
     bus)       run bus bench/bus.sh "${BUS_RECORDS:-20000}" "$RUNS" ;;
     ingest)    run ingest env MSGS="${INGEST_MSGS:-20000}" SESSIONS=50 SIZE=10240 RUNS="$RUNS" bench/ingest.sh ;;
     transform) run transform env RUNS="$RUNS" bench/transform.sh ;;
+    memory)    run memory env RUNS="$RUNS" bench/memory.sh ;;
     send)      run send bench/send.sh "${SEND_MSGS:-2000}" "$RUNS" ;;
     e2e)       run e2e env MSGS="${E2E_MSGS:-5000}" RUNS="$RUNS" bench/e2e.sh both ;;
     e2e-paced) # latency below saturation: paced at about half the closed-loop rate
