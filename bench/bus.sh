@@ -25,14 +25,15 @@ echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cpus, $(uname -r)"
 "$build/bench/bus" "local:$dir/queue" "$n" "$runs"
 
 if [ -x "$build/tools/kafka_mock" ]; then
-  port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$build/tools/kafka_mock" --brokers 1 --port "$port" >"$dir/kafka_mock.log" 2>&1 &
+  # the mock picks its own port and prints the bootstrap list first
+  "$build/tools/kafka_mock" --brokers 1 >"$dir/kafka_mock.out" 2>"$dir/kafka_mock.log" &
   mock_pid=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
+  for _ in $(seq 200); do
+    grep -qE '^127\.0\.0\.1:[0-9]+' "$dir/kafka_mock.out" && break
+    sleep 0.05
   done
-  "$build/bench/bus" "kafka:127.0.0.1:$port" "$n" "$runs"
+  bootstrap=$(head -1 "$dir/kafka_mock.out")
+  "$build/bench/bus" "kafka:$bootstrap" "$n" "$runs"
 else
   echo "kafka: skipped ($build/tools/kafka_mock not built yet)"
 fi
