@@ -4,6 +4,7 @@
 #include "strbuf.h"
 #include "tokens.h"
 #include "store.h"
+#include "bus.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,4 +66,28 @@ struct store *common_store(const struct config *cfg, const char *key, char *err,
     free(sk);
     free(st);
     return s;
+}
+
+const char **common_kafka_conf(const struct config *cfg)
+{
+    const char **kv = NULL;
+    size_t n = config_section_keys(cfg, "kafka", &kv);   /* key, value, ... */
+    const char **out = xcalloc(2 * n + 1, sizeof(char *));
+    if (n)
+        memcpy(out, kv, 2 * n * sizeof(char *));
+    free(kv);
+    return out;
+}
+
+struct bus *common_bus(const struct config *cfg, struct bus_options *opt, char *err, size_t errlen)
+{
+    struct bus_options o = opt ? *opt : (struct bus_options){ 0 };
+    const char **kconf = NULL;
+    if (!o.kafka_conf)
+        o.kafka_conf = kconf = common_kafka_conf(cfg);
+    if (!o.retention_ms)
+        o.retention_ms = config_duration_ms(cfg, "mailfleet", "queue_retention");
+    struct bus *b = bus_open(config_str(cfg, "mailfleet", "bus"), &o, err, errlen);
+    free(kconf);
+    return b;
 }

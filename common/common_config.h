@@ -15,4 +15,13 @@ struct store;
  * store_attachments) with the [s3] credentials. */
 struct store *common_store(const struct config *cfg, const char *key, char *err, size_t errlen);
 
+struct bus;
+struct bus_options;
+/* Opens [mailfleet] bus with every [kafka] property (TLS, SASL, tuning) and
+ * the queue retention; opt (may be NULL) gives the rest (client id, ...). */
+struct bus *common_bus(const struct config *cfg, struct bus_options *opt, char *err, size_t errlen);
+/* The [kafka] properties as name, value, ..., NULL (malloc'd array; the
+ * strings stay owned by cfg). */
+const char **common_kafka_conf(const struct config *cfg);
+
 #endif

@@ -63,3 +63,20 @@ class CliTest(harness.TestCase):
         r = self.mailfleet("config", "check", "-c", path, check=False)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("secret_key_file", r.stderr)
+
+    def test_kafka_properties_reach_every_worker(self):
+        """[kafka] is handed to librdkafka by every worker and admin verb (TLS
+        and SASL settings must reach them all): a bogus property is refused
+        by name before any broker is contacted."""
+        cfg = self.write("k.ini", "[mailfleet]\nbus = kafka:127.0.0.1:9\ntoken_keys = k1:%s\n"
+                         "state_dir = %s\n[kafka]\nno.such.property = 1\n" % ("ab" * 32, self.path("state")))
+        for w in ("transform", "send", "feedback", "monitor", "links"):
+            port = harness.free_port()
+            env = {"MAILFLEET__%s__METRICS_LISTEN" % w.upper(): "127.0.0.1:%d" % port}
+            if w in ("feedback", "links"):
+                env["MAILFLEET__%s__PUBLIC_LISTEN" % w.upper()] = "127.0.0.1:%d" % harness.free_port()
+            r = self.mailfleet(w, "-c", cfg, check=False, env=env, timeout=60)
+            self.assertNotEqual(r.returncode, 0, w)
+            self.assertIn("no.such.property", r.stderr, w)
+        r = self.mailfleet("alarms", "-c", cfg, check=False)
+        self.assertIn("no.such.property", r.stderr)

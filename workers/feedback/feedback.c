@@ -932,7 +932,7 @@ static int feedback_run(struct worker_env *env)
         goto out;
     }
     struct bus_options bo = { .client_id = "mailfleet-feedback" };
-    if (!(f->bus = bus_open(config_str(cfg, "mailfleet", "bus"), &bo, err, sizeof(err)))) {
+    if (!(f->bus = common_bus(cfg, &bo, err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot open the bus", "error", err, NULL);
         goto out;
     }

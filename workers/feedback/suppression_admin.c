@@ -7,6 +7,7 @@
  *   export [--format json|csv] | import FILE (lines "address[,reason]") */
 #include "feedback.h"
 #include "bus.h"
+#include "common_config.h"
 #include "strbuf.h"
 #include "suppression.h"
 #include "timeutil.h"
@@ -238,7 +239,7 @@ static int cmd_suppression(int argc, char **argv)
     if (!cfg)
         return 2;
     struct bus_options bo = { .client_id = "mailfleet-suppression-cli" };
-    struct bus *b = bus_open(config_str(cfg, "mailfleet", "bus"), &bo, err, sizeof(err));
+    struct bus *b = common_bus(cfg, &bo, err, sizeof(err));
     if (!b) {
         fprintf(stderr, "mailfleet suppression: %s\n", err);
         config_free(cfg);

@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "bus.h"
+#include "common_config.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -332,18 +333,6 @@ static int check_config(const struct config *cfg, char *err, size_t errlen)
     return 0;
 }
 
-/* librdkafka properties from [kafka], as the bus wants them. */
-static const char **kafka_conf(const struct config *cfg)
-{
-    const char **kv = NULL;
-    size_t n = config_section_keys(cfg, "kafka", &kv);
-    const char **out = xcalloc(2 * n + 1, sizeof(char *));
-    for (size_t i = 0; i < 2 * n; i++)
-        out[i] = kv[i];
-    free(kv);
-    return out;
-}
-
 static int ingest_run(struct worker_env *env)
 {
     const struct config *cfg = env->cfg;
@@ -383,7 +372,7 @@ static int ingest_run(struct worker_env *env)
         snprintf(spool_store, sizeof(spool_store), "%s", config_str(cfg, "ingest", "spool_store"));
     else
         snprintf(spool_store, sizeof(spool_store), "file:%s/spool-store", state_dir);
-    const char **kconf = kafka_conf(cfg);
+    const char **kconf = common_kafka_conf(cfg);
     struct bus_options bopt = { .client_id = "mailfleet-ingest", .kafka_conf = kconf };
     char *ak = config_secret(cfg, "s3", "access_key");
     char *sk = config_secret(cfg, "s3", "secret_key");

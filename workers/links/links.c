@@ -531,7 +531,7 @@ static int links_run(struct worker_env *env)
         l.kv = kv_open_flags(dir, "revocations", 0, KV_VOLATILE, err, sizeof(err));
     struct bus_options bo = { .client_id = "mailfleet-links" };
     if (l.kv)
-        l.bus = bus_open(config_str(env->cfg, "mailfleet", "bus"), &bo, err, sizeof(err));
+        l.bus = common_bus(env->cfg, &bo, err, sizeof(err));
     if (!l.bus) {
         log_kv(LOG_ERROR, "links cannot start", "error", err, NULL);
         links_close(lp);

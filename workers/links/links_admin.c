@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "bus.h"
+#include "common_config.h"
 #include "config.h"
 #include "ids.h"
 #include "links.h"
@@ -64,7 +65,7 @@ static int links_main(int argc, char **argv)
         return 2;
     char err[256], ts[32];
     struct bus_options bo = { .client_id = "mailfleet-links-admin" };
-    struct bus *b = bus_open(config_str(cfg, "mailfleet", "bus"), &bo, err, sizeof(err));
+    struct bus *b = common_bus(cfg, &bo, err, sizeof(err));
     if (!b) {
         fprintf(stderr, "mailfleet links: %s\n", err);
         config_free(cfg);

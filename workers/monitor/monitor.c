@@ -12,6 +12,7 @@
 #include "monitor.h"
 #include "alarms.h"
 #include "bus.h"
+#include "common_config.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -484,7 +485,7 @@ static int monitor_run(struct worker_env *env)
     }
 
     struct bus_options bo = { .client_id = "mailfleet-monitor" };
-    m->bus = bus_open(config_str(cfg, "mailfleet", "bus"), &bo, err, sizeof(err));
+    m->bus = common_bus(cfg, &bo, err, sizeof(err));
     if (!m->bus) {
         log_kv(LOG_ERROR, "cannot open the bus", "error", err, NULL);
         goto out;

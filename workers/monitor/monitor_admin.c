@@ -3,6 +3,7 @@
  * `mailfleet retention` (the S3 lifecycle rule equal to file-store retention). */
 #include "monitor.h"
 #include "bus.h"
+#include "common_config.h"
 #include "log.h"
 #include "strbuf.h"
 
@@ -27,7 +28,7 @@ static int cmd_alarms(int argc, char **argv)
     if (!cfg)
         return 2;
     struct bus_options bo = { .client_id = "mailfleet-alarms-cli" };
-    struct bus *b = bus_open(config_str(cfg, "mailfleet", "bus"), &bo, err, sizeof(err));
+    struct bus *b = common_bus(cfg, &bo, err, sizeof(err));
     if (!b) {
         fprintf(stderr, "mailfleet alarms: %s\n", err);
         config_free(cfg);

@@ -1020,22 +1020,10 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
         return -EINVAL;
     transport_free(probe);
 
-    struct bus_options bo = { .client_id = "mailfleet-send",
-                              .retention_ms = config_duration_ms(cfg, "mailfleet", "queue_retention") };
+    struct bus_options bo = { .client_id = "mailfleet-send" };
     const char *compacted[] = { SUPPRESSION_TOPIC, NULL };
     bo.compacted_topics = compacted;
-    size_t nkc = 0;
-    const char **kc = NULL;
-    nkc = config_section_keys(cfg, "kafka", &kc);
-    const char **kconf = NULL;
-    if (nkc) {
-        kconf = xcalloc(2 * nkc + 1, sizeof(char *));
-        memcpy(kconf, kc, 2 * nkc * sizeof(char *));
-        bo.kafka_conf = kconf;
-    }
-    w->bus = bus_open(config_str(cfg, "mailfleet", "bus"), &bo, err, errlen);
-    free(kconf);
-    free(kc);
+    w->bus = common_bus(cfg, &bo, err, errlen);
     if (!w->bus)
         return -EIO;
 

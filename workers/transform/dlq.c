@@ -14,6 +14,7 @@
 
 #include "admin.h"
 #include "bus.h"
+#include "common_config.h"
 #include "config.h"
 #include "strbuf.h"
 #include "transform_worker.h"
@@ -107,7 +108,7 @@ static int dlq_main(int argc, char **argv)
         return 2;
     char err[256];
     struct bus_options bo = { .client_id = "mailfleet-dlq" };
-    struct bus *b = bus_open(config_str(cfg, "mailfleet", "bus"), &bo, err, sizeof(err));
+    struct bus *b = common_bus(cfg, &bo, err, sizeof(err));
     if (!b) {
         fprintf(stderr, "mailfleet dlq: %s\n", err);
         config_free(cfg);

@@ -463,7 +463,7 @@ static int transform_run(struct worker_env *env)
     struct bus_options bo = { .client_id = "mailfleet-transform" };
     if (strcmp(config_str(env->cfg, "mailfleet", "commit_mode"), "transactional") == 0)
         bo.transactional_id = "mailfleet-transform";
-    w.bus = bus_open(config_str(env->cfg, "mailfleet", "bus"), &bo, err, sizeof(err));
+    w.bus = common_bus(env->cfg, &bo, err, sizeof(err));
     const char *topics[] = { "mailfleet.inbound", NULL };
     if (w.bus)
         w.cons = bus_consumer_new(w.bus, "transform", topics, 1, err, sizeof(err));
