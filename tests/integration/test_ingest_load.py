@@ -173,6 +173,8 @@ class SpoolTest(harness.TestCase):
             ids.append(re.search(rb"queued as ([0-9a-f-]{36})", text).group(1).decode())
         time.sleep(1.0)
         self.assertEqual(len(ing.records()), 1)   # held back: raw mail not uploadable yet
+        # the store was tried once; the next mails went straight to the spool
+        self.assertEqual(ing.proc.output().count("incoming store failed"), 1)
         m = ing.metrics()
         backlog = int(re.search(r"mailfleet_spool_backlog_records (\d+)", m).group(1))
         self.assertEqual(backlog, 3)

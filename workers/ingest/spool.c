@@ -24,6 +24,7 @@
 #define SPOOL_TOPIC  "ingest.spool"
 #define DEDUPE_TOPIC "ingest.dedupe"
 #define SPOOL_GROUP  "ingest-forwarder"
+#define STORE_RETRY_MS 10000   /* after a store failure, spool directly this long */
 #define MAX_RECORDS  64   /* records one message usually makes: dedupe_recover's look-back */
 #define DEDUPE_PENDING_MAX 20000
 
@@ -47,6 +48,7 @@ struct pending_mark {
 
 struct spool {
     int64_t next_expire_ms;    /* marker_main's next kv_expire sweep */
+    int64_t store_down_until_ms;  /* mono: spool directly until then */
     struct spool_conf conf;
     struct bus *bus;            /* the real bus */
     struct store *store;        /* store_incoming */
@@ -519,12 +521,21 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
              tm.tm_mday % 100, m->id);
 
     int spooled = 0;
-    if (store_put_buf(sp->store, skey, m->data.data, m->data.len, "message/rfc822", NULL, err, sizeof(err)) != 0) {
+    /* After a store failure, mail goes straight to the spool for a while: a
+     * down S3 endpoint costs a connect timeout per message, which would
+     * starve the worker threads (AUTH checks share them).  The forwarder
+     * uploads spooled mail once the store answers again. */
+    int skip_store = sp->spool_store && mono_ms() < __atomic_load_n(&sp->store_down_until_ms, __ATOMIC_RELAXED);
+    if (skip_store ||
+        store_put_buf(sp->store, skey, m->data.data, m->data.len, "message/rfc822", NULL, err, sizeof(err)) != 0) {
         if (!sp->spool_store) {
             fail451(res, "store", err);
             return;
         }
-        log_kv(LOG_WARN, "incoming store failed: raw mail kept in the spool", "id", m->id, "error", err, NULL);
+        if (!skip_store) {
+            __atomic_store_n(&sp->store_down_until_ms, mono_ms() + STORE_RETRY_MS, __ATOMIC_RELAXED);
+            log_kv(LOG_WARN, "incoming store failed: raw mail kept in the spool", "id", m->id, "error", err, NULL);
+        }
         if (store_put_buf(sp->spool_store, skey, m->data.data, m->data.len, "message/rfc822", NULL, err,
                           sizeof(err)) != 0) {
             fail451(res, "spool store", err);
