@@ -1,6 +1,8 @@
 /* ids — UUIDv7: 48-bit ms timestamp, then a counter seeded randomly each ms so
  * ids from one process sort in creation order. */
 #include "ids.h"
+
+#include <errno.h>
 #include "log.h"
 
 #include <openssl/rand.h>
@@ -39,10 +41,44 @@ char *id_new(char out[ID_LEN + 1])
     b[6] = (unsigned char)(0x70 | ((s >> 8) & 0x0f));
     b[7] = (unsigned char)(s & 0xff);
     b[8] = (unsigned char)(0x80 | (b[8] & 0x3f));
-    snprintf(out, ID_LEN + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-             b[13], b[14], b[15]);
+    return id_from_bytes(b, out);
+}
+
+static int hyphen_at(int i)
+{
+    return i == 8 || i == 13 || i == 18 || i == 23;
+}
+
+int id_to_bytes(const char *s, unsigned char out[16])
+{
+    if (strlen(s) != ID_LEN)
+        return -EINVAL;
+    size_t o = 0;
+    for (int i = 0; i < ID_LEN;) {
+        if (hyphen_at(i)) {
+            if (s[i++] != '-')
+                return -EINVAL;
+            continue;
+        }
+        int hi = hex_digit(s[i]), lo = hex_digit(s[i + 1]);
+        if (hi < 0 || lo < 0)
+            return -EINVAL;
+        out[o++] = (unsigned char)(hi << 4 | lo);
+        i += 2;
+    }
+    return 0;
+}
+
+char *id_from_bytes(const unsigned char in[16], char out[ID_LEN + 1])
+{
+    size_t o = 0;
+    for (size_t i = 0; i < 16; i++) {
+        if (hyphen_at((int)o))
+            out[o++] = '-';
+        hex_encode(&in[i], 1, out + o);
+        o += 2;
+    }
+    out[o] = '\0';
     return out;
 }
 
@@ -51,7 +87,7 @@ int id_valid(const char *s)
     if (strlen(s) != ID_LEN)
         return 0;
     for (int i = 0; i < ID_LEN; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
+        if (hyphen_at(i)) {
             if (s[i] != '-')
                 return 0;
         } else if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
@@ -86,7 +122,7 @@ void hex_encode(const unsigned char *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hexval(int c)
+int hex_digit(int c)
 {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -100,7 +136,7 @@ int hex_decode(const char *in, unsigned char *out, size_t outlen)
     if (n % 2 || n / 2 > outlen)
         return -1;
     for (size_t i = 0; i < n / 2; i++) {
-        int h = hexval(in[2 * i]), l = hexval(in[2 * i + 1]);
+        int h = hex_digit(in[2 * i]), l = hex_digit(in[2 * i + 1]);
         if (h < 0 || l < 0)
             return -1;
         out[i] = (unsigned char)(h << 4 | l);

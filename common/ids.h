@@ -13,6 +13,12 @@ char *id_new(char out[ID_LEN + 1]);
 int64_t id_time_ms(const char *s);
 int id_valid(const char *s);
 
+/* Any hyphenated UUID (either case) <-> its 16 bytes; to_bytes returns 0 or
+ * -EINVAL, from_bytes writes lower-case and returns out. */
+int   id_to_bytes(const char *s, unsigned char out[16]);
+char *id_from_bytes(const unsigned char in[16], char out[ID_LEN + 1]);
+
+int  hex_digit(int c);   /* 0..15, or -1 */
 void hex_encode(const unsigned char *in, size_t n, char *out); /* out: 2n+1 */
 int  hex_decode(const char *in, unsigned char *out, size_t outlen); /* bytes or -1 */
 

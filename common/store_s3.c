@@ -19,6 +19,7 @@
  * status and S3's <Code> in err; transport failures -ECONNREFUSED,
  * -ETIMEDOUT or -EIO with curl's reason. */
 #include "store_backend.h"
+#include "ids.h"
 #include "log.h"
 #include "sigv4.h"
 #include "strbuf.h"
@@ -896,11 +897,6 @@ static const struct store_ops s3_ops = {
 
 /* ---- open: parse the URI ---- */
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 /* URI option values may be percent-encoded (endpoint=http%3A%2F%2F...). */
 static char *url_decode(const char *s, size_t n)
 {
@@ -909,8 +905,8 @@ static char *url_decode(const char *s, size_t n)
     strbuf_init(&b);
     strbuf_append(&b, "");
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            char c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+        if (s[i] == '%' && i + 2 < n && hex_digit(s[i + 1]) >= 0 && hex_digit(s[i + 2]) >= 0) {
+            char c = (char)(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
             strbuf_append_n(&b, &c, 1);
             i += 2;
         } else {

@@ -1,5 +1,6 @@
 /* verp — see verp.h for the token layout and why it is not a tokens.h token. */
 #include "verp.h"
+#include "ids.h"
 #include "tokens.h"
 
 #include <errno.h>
@@ -13,51 +14,6 @@
 
 static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* "0190f3a2-xxxx-..." (36 chars, hyphens at 8,13,18,23) -> 16 bytes. */
-static int uuid_parse(const char *s, unsigned char out[16])
-{
-    if (strlen(s) != 36)
-        return -EINVAL;
-    size_t o = 0;
-    for (size_t i = 0; i < 36;) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-')
-                return -EINVAL;
-            i++;
-            continue;
-        }
-        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
-        if (hi < 0 || lo < 0)
-            return -EINVAL;
-        out[o++] = (unsigned char)(hi << 4 | lo);
-        i += 2;
-    }
-    return 0;
-}
-
-static void uuid_format(const unsigned char in[16], char out[VERP_ID_LEN + 1])
-{
-    static const char hx[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hx[in[i] >> 4];
-        out[o++] = hx[in[i] & 15];
-    }
-    out[o] = '\0';
-}
 
 static void mac(const void *key, size_t keylen, const char *tag, const unsigned char id[16],
                 const char *rcpt, unsigned char out[VERP_MAC_LEN])
@@ -86,7 +42,7 @@ int verp_token(const void *key, size_t keylen, const char *tag, const char *id, 
                char out[VERP_TOKEN_LEN + 1])
 {
     unsigned char raw[VERP_RAW_LEN];
-    if (uuid_parse(id, raw) != 0)
+    if (id_to_bytes(id, raw) != 0)
         return -EINVAL;
     mac(key, keylen, tag, raw, rcpt, raw + 16);
     /* 26 bytes = 208 bits -> 42 groups of 5 (the last padded with zeros). */
@@ -134,7 +90,7 @@ int verp_check(const void *key, size_t keylen, const char *tag, const char *toke
     mac(key, keylen, tag, raw, rcpt, want);
     if (CRYPTO_memcmp(want, raw + 16, VERP_MAC_LEN) != 0)
         return -EINVAL;
-    uuid_format(raw, id_out);
+    id_from_bytes(raw, id_out);
     return 0;
 }
 

@@ -145,6 +145,30 @@ static void test_hex_table(void **state)
     assert_int_equal(hex_decode("0011223344", b, sizeof(b)), -1); /* does not fit */
 }
 
+/* Any hyphenated UUID <-> bytes (VERP tokens carry ids as 16 bytes). */
+static void test_bytes_round_trip(void **state)
+{
+    static const struct { const char *in; int rc; const char *out; } rows[] = {
+        { "0190f3a2-1234-7abc-8def-0123456789ab", 0, "0190f3a2-1234-7abc-8def-0123456789ab" },
+        { "0190F3A2-1234-4ABC-8DEF-0123456789AB", 0, "0190f3a2-1234-4abc-8def-0123456789ab" },
+        { "0190f3a2-1234-7abc-8def-0123456789a", -22, NULL },     /* short */
+        { "0190f3a2x1234-7abc-8def-0123456789ab", -22, NULL },    /* hyphen missing */
+        { "0190f3a2-1234-7abc-8def-0123456789ag", -22, NULL },    /* not hex */
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        unsigned char b[16];
+        char out[ID_LEN + 1];
+        assert_int_equal(id_to_bytes(rows[i].in, b), rows[i].rc);
+        if (rows[i].rc == 0)
+            assert_string_equal(id_from_bytes(b, out), rows[i].out);
+    }
+    char id[ID_LEN + 1], back[ID_LEN + 1];
+    unsigned char b[16];
+    id_new(id);
+    assert_int_equal(id_to_bytes(id, b), 0);
+    assert_string_equal(id_from_bytes(b, back), id);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -153,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_threads_unique),
         cmocka_unit_test(test_valid_table),
         cmocka_unit_test(test_hex_table),
+        cmocka_unit_test(test_bytes_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
