@@ -219,4 +219,25 @@ void bus_record_free(struct bus_record *r)
     free(r);
 }
 
+long bus_scan(struct bus *b, const char *topic, bus_scan_cb cb, void *opaque, char *err, size_t errlen)
+{
+    struct bus_partition_stats st[64];
+    int n = bus_topic_stats(b, topic, NULL, st, 64, err, errlen);
+    if (n < 0)
+        return n;
+    long seen = 0;
+    for (int p = 0; p < n; p++)
+        for (int64_t off = st[p].low; off < st[p].high; off++) {
+            struct bus_record *r = NULL;
+            if (bus_read_at(b, topic, st[p].partition, off, &r, 5000) != 1)
+                continue;   /* compacted away, or a transaction marker */
+            seen++;
+            int stop = cb(opaque, r);
+            bus_record_free(r);
+            if (stop)
+                return seen;
+        }
+    return seen;
+}
+
 const char *const bus_compacted_topics[] = { "mailfleet.suppression", "mailfleet.revocations", NULL };

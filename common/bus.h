@@ -105,4 +105,10 @@ int bus_group_set_offset(struct bus *b, const char *group, const char *topic, in
 int bus_read_at(struct bus *b, const char *topic, int32_t partition, int64_t offset,
                 struct bus_record **out, int timeout_ms);
 
+/* Calls cb for every record still kept in topic, partition by partition in
+ * offset order, without a group (admin reads of compacted or small topics).
+ * cb returns non-zero to stop.  Returns records seen, or <0 with err. */
+typedef int (*bus_scan_cb)(void *opaque, const struct bus_record *r);
+long bus_scan(struct bus *b, const char *topic, bus_scan_cb cb, void *opaque, char *err, size_t errlen);
+
 #endif

@@ -36,6 +36,13 @@ static char *slurp(const char *path, size_t *len)
     return strbuf_detach(&b, len);
 }
 
+static int print_value(void *opaque, const struct bus_record *r)
+{
+    if (r->value)
+        printf("%.*s\n", (int)r->value_len, (const char *)r->value);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     char err[512];
@@ -119,21 +126,10 @@ int main(int argc, char **argv)
     }
     if (argc == 4 && strcmp(argv[1], "dump") == 0) {
         struct bus *b = bus_open(argv[2], NULL, err, sizeof(err));
-        struct bus_partition_stats st[64];
-        int n = b ? bus_topic_stats(b, argv[3], NULL, st, 64, err, sizeof(err)) : -1;
-        if (n < 0) {
+        if (!b || bus_scan(b, argv[3], print_value, NULL, err, sizeof(err)) < 0) {
             fprintf(stderr, "mftool: %s\n", err);
             return 1;
         }
-        for (int p = 0; p < n; p++)
-            for (int64_t off = st[p].low; off < st[p].high; off++) {
-                struct bus_record *r = NULL;
-                if (bus_read_at(b, argv[3], st[p].partition, off, &r, 5000) != 1)
-                    continue;
-                if (r->value)
-                    printf("%.*s\n", (int)r->value_len, (const char *)r->value);
-                bus_record_free(r);
-            }
         bus_close(b);
         return 0;
     }

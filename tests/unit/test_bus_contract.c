@@ -665,6 +665,23 @@ static void test_local_blocking_reads(void **state)
     bus_consumer_free(c);
 }
 
+static int count_cb(void *opaque, const struct bus_record *r)
+{
+    int *n = opaque;
+    return ++*n == 2;   /* stop after the second */
+}
+
+/* bus_scan: every kept record, no group; the callback can stop it. */
+static void test_scan(void **state)
+{
+    char topic[128], err[256] = "";
+    name(topic, sizeof topic, "scan");
+    produce_seq(topic, "k", 0, 3, 0);
+    int n = 0;
+    assert_int_equal(bus_scan(g_bus, topic, count_cb, &n, err, sizeof err), 2);
+    assert_int_equal(n, 2);
+}
+
 /* mailfleet.suppression is compacted even for a producer that did not say
  * so: an older value never outlives the tombstone that removed it (else
  * retention, which keeps live values of compacted topics, would bring a
@@ -826,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_group_set_offset),
         cmocka_unit_test(test_second_consumer_in_group),
         cmocka_unit_test(test_concurrent_producers),
+        cmocka_unit_test(test_scan),
     };
     const struct CMUnitTest local_only[] = {
         cmocka_unit_test(test_local_bad_uris),

@@ -41,28 +41,28 @@ static const char *arg(int argc, char **argv, int n)
     return NULL;
 }
 
+/* Applies one record in topic order: last write per key wins, a tombstone
+ * deletes. */
+static int apply_record(void *opaque, const struct bus_record *r)
+{
+    char *key = xstrndup(r->key ? r->key : "", r->key_len);
+    json_t *v = r->value ? json_loadb(r->value, r->value_len, 0, NULL) : NULL;
+    if (v)
+        json_object_set_new(opaque, key, v);
+    else
+        json_object_del(opaque, key);
+    free(key);
+    return 0;
+}
+
 /* The current list: an object key -> record, built from the topic. */
 static json_t *load_list(struct bus *b, char *err, size_t errlen)
 {
-    struct bus_partition_stats st[64];
-    int n = bus_topic_stats(b, SUPPRESSION_TOPIC, NULL, st, 64, err, errlen);
-    if (n < 0)
-        return NULL;
     json_t *all = json_object();
-    for (int p = 0; p < n; p++)
-        for (int64_t off = st[p].low; off < st[p].high; off++) {
-            struct bus_record *r = NULL;
-            if (bus_read_at(b, SUPPRESSION_TOPIC, st[p].partition, off, &r, 5000) != 1)
-                continue;
-            char *key = xstrndup(r->key ? r->key : "", r->key_len);
-            json_t *v = r->value ? json_loadb(r->value, r->value_len, 0, NULL) : NULL;
-            if (v)
-                json_object_set_new(all, key, v);
-            else
-                json_object_del(all, key);
-            free(key);
-            bus_record_free(r);
-        }
+    if (bus_scan(b, SUPPRESSION_TOPIC, apply_record, all, err, errlen) < 0) {
+        json_decref(all);
+        return NULL;
+    }
     return all;
 }
 

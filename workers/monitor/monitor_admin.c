@@ -12,10 +12,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct latest {
-    char *name;
-    json_t *rec;
-};
+/* Last record per AlarmName (the topic is keyed by it), in first-seen order. */
+static int keep_latest(void *opaque, const struct bus_record *r)
+{
+    json_t *o = r->value ? json_loadb(r->value, r->value_len, 0, NULL) : NULL;
+    const char *name = json_string_value(json_object_get(o, "AlarmName"));
+    if (name)
+        json_object_set(opaque, name, o);
+    json_decref(o);
+    return 0;
+}
 
 static int cmd_alarms(int argc, char **argv)
 {
@@ -34,56 +40,31 @@ static int cmd_alarms(int argc, char **argv)
         config_free(cfg);
         return 1;
     }
-    struct bus_partition_stats st[64];
-    int n = bus_topic_stats(b, "mailfleet.alarms", NULL, st, 64, err, sizeof(err));
-    struct latest *l = NULL;
-    size_t nl = 0;
-    for (int p = 0; p < n; p++)
-        for (int64_t off = st[p].low; off < st[p].high; off++) {
-            struct bus_record *r = NULL;
-            if (bus_read_at(b, "mailfleet.alarms", st[p].partition, off, &r, 5000) != 1)
-                continue;
-            json_t *o = r->value ? json_loadb(r->value, r->value_len, 0, NULL) : NULL;
-            const char *name = o ? json_string_value(json_object_get(o, "AlarmName")) : NULL;
-            if (name) {
-                size_t i;
-                for (i = 0; i < nl; i++)
-                    if (strcmp(l[i].name, name) == 0)
-                        break;
-                if (i == nl) {
-                    l = xrealloc(l, (nl + 1) * sizeof(*l));
-                    l[nl++] = (struct latest){ xstrdup(name), NULL };
-                }
-                json_decref(l[i].rec);
-                l[i].rec = o;
-                o = NULL;
-            }
-            json_decref(o);
-            bus_record_free(r);
-        }
+    json_t *latest = json_object();
+    long n = bus_scan(b, "mailfleet.alarms", keep_latest, latest, err, sizeof(err));
+    if (n < 0)
+        fprintf(stderr, "mailfleet alarms: %s\n", err);
+    const char *name;
+    json_t *rec;
     if (as_json) {
         json_t *arr = json_array();
-        for (size_t i = 0; i < nl; i++)
-            json_array_append(arr, l[i].rec);
+        json_object_foreach(latest, name, rec)
+            json_array_append(arr, rec);
         char *s = json_dumps(arr, JSON_INDENT(2));
         printf("%s\n", s);
         free(s);
         json_decref(arr);
     } else {
         printf("%-28s %-18s %-25s %s\n", "ALARM", "STATE", "SINCE", "REASON");
-        for (size_t i = 0; i < nl; i++)
-            printf("%-28s %-18s %-25s %s\n", l[i].name,
-                   json_string_value(json_object_get(l[i].rec, "NewStateValue")),
-                   json_string_value(json_object_get(l[i].rec, "StateChangeTime")),
-                   json_string_value(json_object_get(l[i].rec, "NewStateReason")));
-        if (nl == 0)
+        json_object_foreach(latest, name, rec)
+            printf("%-28s %-18s %-25s %s\n", name,
+                   json_string_value(json_object_get(rec, "NewStateValue")),
+                   json_string_value(json_object_get(rec, "StateChangeTime")),
+                   json_string_value(json_object_get(rec, "NewStateReason")));
+        if (json_object_size(latest) == 0)
             printf("(no alarm has changed state yet)\n");
     }
-    for (size_t i = 0; i < nl; i++) {
-        free(l[i].name);
-        json_decref(l[i].rec);
-    }
-    free(l);
+    json_decref(latest);
     bus_close(b);
     config_free(cfg);
     return n < 0 ? 1 : 0;
