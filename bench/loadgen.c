@@ -207,7 +207,7 @@ static void lg_send(struct lg_session *s, const char *data, size_t len, char *ow
 static void lg_cmd(struct lg_session *s, const char *fmt, long n)
 {
     char *c = malloc(256);
-    int l = snprintf(c, 256, fmt, n, n);
+    int l = snprintf(c, 256, fmt, n);
     lg_send(s, c, (size_t)l, c);
 }
 

@@ -14,7 +14,7 @@ build_pkgs="gcc make pkg-config openssl libssl-dev libuv1-dev liblmdb-dev lmdb-u
 # make run also prints a swaks line for the first mail
 run_pkgs="swaks curl"
 test_pkgs="libcmocka-dev kcat swaks libnet-ssleay-perl postfix python3 python3-botocore python3-jsonschema
- python3-dkim prometheus yamllint curl nodejs npm kubernetes-client binutils python3-yaml"
+ python3-dkim prometheus yamllint cppcheck curl nodejs npm kubernetes-client binutils python3-yaml"
 
 want="$build_pkgs $run_pkgs"
 [ "$mode" = test ] && want="$build_pkgs $test_pkgs"

@@ -40,8 +40,10 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     strcpy(f->dir, "/tmp/mf-config-XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (!mkdtemp(f->dir)) {
+        free(f);
         return -1;
+    }
     snprintf(f->path, sizeof(f->path), "%s/test.ini", f->dir);
     *state = f;
     return 0;

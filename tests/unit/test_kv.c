@@ -31,8 +31,10 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     strcpy(f->dir, "/tmp/mf-kv-XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (!mkdtemp(f->dir)) {
+        free(f);
         return -1;
+    }
     *state = f;
     return 0;
 }

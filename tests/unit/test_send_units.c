@@ -184,7 +184,7 @@ static void test_suppression_copy(void **state)
     assert_int_equal(suppression_copy_apply(s, "a@X.COM", 7, bounce, strlen(bounce)), 0);
     assert_int_equal(suppression_copy_apply(s, "b@x.com|alerts", 14, unsub, strlen(unsub)), 0);
     assert_int_equal(suppression_copy_apply(s, "not an address", 14, bounce, strlen(bounce)), 0);
-    int per_list = -1;
+    int per_list;
     static const struct { const char *addr, *list; int want, per_list; const char *reason; } rows[] = {
         { "a@x.com", NULL, 1, 0, "BOUNCE" },
         { "a@x.com", "alerts", 1, 0, "BOUNCE" },

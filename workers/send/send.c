@@ -1090,10 +1090,10 @@ static int send_run(struct worker_env *env)
         }
         started++;
     }
-    if (rc == 0)
+    if (rc == 0) {
         worker_started(env);
-    if (rc == 0)
         log_kv(LOG_INFO, "send running", "transport", transport_name(lanes[0].t), NULL);
+    }
     for (size_t i = 0; i < started; i++) {
         pthread_join(lanes[i].tid, NULL);
         rc |= lanes[i].rc;

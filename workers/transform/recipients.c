@@ -120,6 +120,7 @@ void recipients_parse(const char *text, size_t len, const char *marker, size_t m
         while (e > s && is_wrapper((unsigned char)e[-1]))
             e--;
         /* "mailto:" from an HTML link's text is not part of the address. */
+        // cppcheck-suppress knownConditionTrueFalse ; false positive: e - s is not 0 after the trimming loops
         if (e - s > 7 && strncasecmp(s, "mailto:", 7) == 0)
             s += 7;
         if (e > s)
@@ -262,10 +263,8 @@ char *recipients_html_to_text(const char *html, size_t len)
                 continue;
             }
             const char *gt = memchr(p, '>', (size_t)(end - p));
-            if (!gt) {
-                p = end;
+            if (!gt)
                 break;
-            }
             const char *t = p + 1;
             size_t tn = (size_t)(gt - t);
             int skip = 0;
@@ -282,10 +281,8 @@ char *recipients_html_to_text(const char *html, size_t len)
                         c = q;
                         break;
                     }
-                if (!c) {
-                    p = end;
+                if (!c)
                     break;
-                }
                 const char *g2 = memchr(c, '>', (size_t)(end - c));
                 p = g2 ? g2 + 1 : end;
                 continue;

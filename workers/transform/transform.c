@@ -323,6 +323,7 @@ static enum handle_result handle(struct tw *w, const struct bus_record *rec, cha
         const char *reason = transform_reason_name(bit, r.n_invalid);
         int dup = 0;
         for (size_t i = 0; i < nd; i++)
+            // cppcheck-suppress uninitvar ; done[i] is read only for i < nd, all set below
             dup |= strcmp(done[i], reason) == 0;
         if (dup)
             continue;

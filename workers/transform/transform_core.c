@@ -798,6 +798,7 @@ void transform_result_json(const struct transform_result *r, struct strbuf *b)
         const char *name = transform_reason_name(bit, r->n_invalid);
         int dup = 0;
         for (size_t i = 0; i < ns; i++)
+            // cppcheck-suppress uninitvar ; seen[i] is read only for i < ns, all set below
             dup |= strcmp(seen[i], name) == 0;
         if (dup)
             continue;
