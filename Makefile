@@ -84,7 +84,7 @@ bench: deps-test all
 	@bench/run.sh
 
 # Static checks; any finding fails (make test runs this first).  yamllint
-# (strict, .yamllint) on our YAML; cppcheck on our C without the system
+# (strict, ops/.yamllint) on our YAML (all of it lives in ops/); cppcheck on our C without the system
 # headers (tests/lint/cppcheck.h spells out the library macros that matter,
 # tests/lint/cppcheck.supp lists the checks we do not use, each with why).
 # A false positive is suppressed inline: // cppcheck-suppress <id> ; <why>.
@@ -94,7 +94,7 @@ CPPCHECK_FLAGS := -q -j2 --std=c11 -D_GNU_SOURCE -Icommon -Iworkers \
                   --template='{file}:{line}: {severity}: {message} [{id}]'
 lint:
 	@echo "  LINT yamllint"
-	@yamllint -s ops/ .yamllint
+	@yamllint -s -c ops/.yamllint ops/
 	@echo "  LINT cppcheck"
 	@cppcheck $(CPPCHECK_FLAGS) common/ workers/ tests/unit/ tests/tools/ bench/
 
