@@ -49,7 +49,7 @@ EOF
 "$BIN" ingest -c "$out/ingest.ini" 2>"$out/ingest.log" &
 MF_PID=$!
 
-# ---- private Postfix (see shared/notes/postfix-private-instance.md) -----------
+# ---- private Postfix (DESIGN.md §7 "Private Postfix") -----------------------
 pf=$out/postfix
 mkdir -p "$pf/queue" "$pf/data"
 chown postfix "$pf/data" 2>/dev/null || true

@@ -30,7 +30,7 @@ char *suppression_record(const char *addr, const char *list, const char *reason,
                          const char *source, const char *message_id, const char *feedback_id);
 
 /* 1 if addr is suppressed account-wide or for list (list may be NULL),
- * 0 if not, <0 on error.  copy: a topic_copy's kv. */
+ * 0 if not, <0 on error.  copy: suppression_copy_kv() of a suppression_copy. */
 int suppression_check(struct kv *copy, const char *addr, const char *list);
 
 #endif

@@ -8,10 +8,10 @@
  * state_dir can never hide a suppression; senders wait until it has caught up
  * with what the topic held at start (suppression_copy_ready).
  *
- * Why not common/topic_copy: it resumes from the group's committed offset,
- * which under Kafka lives in the broker while the copy lives on the pod's
- * disk; a pod that lost its disk would resume at the end with an empty copy
- * and send to suppressed addresses.  Re-reading costs one pass over a
+ * Why not resume from a committed group offset: under Kafka the offset lives
+ * in the broker while the copy lives on the pod's disk; a pod that lost its
+ * disk would resume at the end with an empty copy and send to suppressed
+ * addresses.  Re-reading costs one pass over a
  * compacted topic at startup. */
 #ifndef MF_SUPPRESSION_COPY_H
 #define MF_SUPPRESSION_COPY_H

@@ -4,7 +4,7 @@
 Each case states what transform must decide (recipients, fallback reasons,
 text that must / must not be in the outgoing body).  The attachments part of
 each expectation is not written by hand: it is what Python's email package
-(the lenient yardstick of DESIGN.md "Leniency") decodes from the same bytes,
+(the lenient yardstick of DESIGN.md §4.2 "Leniency") decodes from the same bytes,
 so a difference between GMime-based transform and Python shows up as a
 failing golden test.  Embedded messages (message/rfc822) have no decoded
 payload in Python; their expectation is the exact bytes embedded.

@@ -395,7 +395,7 @@ REFERENCE_RCPTS = ["a@x.example.com", "b@y.example.org", "c@z.example.net"]
 
 
 class Scenarios:
-    """The scenarios of DESIGN.md issue 8, shared by the local and the Kafka
+    """The end-to-end scenarios (DESIGN.md §6, §7), shared by the local and the Kafka
     test classes (MODE, PER_WORKER; SINK: deliver into smtp-sink instead of
     the outbox dir)."""
     MODE = "local"

@@ -178,9 +178,9 @@ transport = outbox:{test.path("outbox")}
 
 
 def start_private_postfix(test, main_cf):
-    """A private Postfix instance (Debian's postfix, see
-    ../shared/notes/postfix-private-instance.md) listening on 127.0.0.1:port,
-    chroot off, logging to <dir>/maillog.  main_cf: what this instance is
+    """A private Postfix instance (Debian's postfix; DESIGN.md §7 "Private
+    Postfix" has the recipe and how to debug a failed start) listening on
+    127.0.0.1:port, chroot off, logging to <dir>/maillog.  main_cf: what this instance is
     for (mydestination, maps, transports); "{d}" in it is the instance dir.
     Returns (dir, port); it is aborted at cleanup."""
     # unix socket paths must stay short: the instance lives in its own /tmp dir

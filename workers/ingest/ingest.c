@@ -1,4 +1,4 @@
-/* ingest — the SMTP front door (DESIGN.md §4 ingest, §6, §9).
+/* ingest — the SMTP front door (DESIGN.md §4.1, §6, §9).
  *
  * Consumes: SMTP from devices and applications (plain + STARTTLS, implicit
  * TLS).  Produces: raw mail in store:incoming, mailfleet.inbound records

@@ -1,4 +1,4 @@
-/* send — the worker that delivers outbound messages (DESIGN.md §4 send). */
+/* send — the worker that delivers outbound messages (DESIGN.md §4.3). */
 #ifndef MF_SEND_SEND_H
 #define MF_SEND_SEND_H
 #include "admin.h"
