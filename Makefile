@@ -84,10 +84,11 @@ bench: deps-test all
 	@bench/run.sh
 
 # Static checks; any finding fails (make test runs this first).  yamllint
-# (strict, ops/.yamllint) on our YAML (all of it lives in ops/); cppcheck on our C without the system
-# headers (tests/lint/cppcheck.h spells out the library macros that matter,
-# tests/lint/cppcheck.supp lists the checks we do not use, each with why).
-# A false positive is suppressed inline: // cppcheck-suppress <id> ; <why>.
+# (strict, ops/.yamllint) on our YAML, all of which lives in ops/; cppcheck
+# on our C without the system headers (tests/lint/cppcheck.h spells out the
+# library macros that matter, tests/lint/cppcheck.supp lists the checks we do
+# not use, each with why).  A false positive is suppressed inline:
+# // cppcheck-suppress <id> ; <why>.
 CPPCHECK_FLAGS := -q -j2 --std=c11 -D_GNU_SOURCE -Icommon -Iworkers \
                   --include=tests/lint/cppcheck.h --enable=warning,portability,performance,style \
                   --inline-suppr --suppressions-list=tests/lint/cppcheck.supp --error-exitcode=1 \
@@ -96,6 +97,7 @@ lint:
 	@echo "  LINT yamllint"
 	@yamllint -s -c ops/.yamllint ops/
 	@echo "  LINT cppcheck"
+	@command -v cppcheck >/dev/null || { echo "lint: cppcheck is missing (ops/deps.sh test installs it)" >&2; exit 1; }
 	@cppcheck $(CPPCHECK_FLAGS) common/ workers/ tests/unit/ tests/tools/ bench/
 
 clean:

@@ -37,7 +37,6 @@ struct transform {
     char *marker, *sender, *link_mode, *links_url, *tmp_dir;
     char **defaults;   size_t n_defaults;
     char **blocked;    size_t n_blocked;
-    const char **defaults_v;
     char sender_domain[256];
     struct store *st;
     struct tokens *tok;
