@@ -4,14 +4,46 @@
 
 PKGS     := libuv lmdb rdkafka gmime-3.0 libcurl openssl jansson inih libmicrohttpd libcrypt opendkim
 CC       ?= cc
+BUILD    ?= build
 CFLAGS   ?= -O2 -g
 override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
-            -D_GNU_SOURCE -Icommon -Iworkers $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+            -D_GNU_SOURCE
 override LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
+pkg_cflags = $(shell pkg-config --cflags $1 2>/dev/null)
+pkg_libs   = $(shell pkg-config --libs $1 2>/dev/null)
 
-BUILD    ?= build
+# common/ is built in layers.  Each layer sees only its own headers and those
+# of the layers below it, and links only its own libraries: build/layers/<l>
+# links a layer with everything below it and nothing else, so an include or a
+# call that points up (or a library used in the wrong layer) fails the build.
+#   base     logging, strings, time, ids, config, JSON, metrics, HTTP, kv
+#   bus      topics and the bus over LMDB or Kafka
+#   store    objects in files or S3 (SigV4)
+#   mail     addresses, VERP, tokens, suppression, the record families
+#   runtime  what a worker process is made of: config-built bus/store/tokens,
+#            the batch loop, process-wide setup
+LAYERS        := base bus store mail runtime
+below_base    :=
+below_bus     := base
+below_store   := base
+below_mail    := base bus store
+below_runtime := base bus store mail
+pkgs_base     := jansson inih libmicrohttpd lmdb openssl
+pkgs_bus      := rdkafka lmdb openssl
+pkgs_store    := libcurl openssl
+pkgs_mail     := jansson openssl
+pkgs_runtime  := $(PKGS)
+layer_dirs     = $(foreach l,$1 $(below_$1),common/$l)
+layer_pkgs     = $(sort $(foreach l,$1 $(below_$1),$(pkgs_$l)))
+ALL_INC       := $(foreach l,$(LAYERS),-Icommon/$l) -Iworkers
+
+# Workers, tests and benches see every layer; objects of common/<layer>/ see
+# only their own layer and those below (set per pattern below).
+INC := $(ALL_INC) $(call pkg_cflags,$(PKGS))
+$(foreach l,$(LAYERS),$(eval $$(BUILD)/common/$l/%.o: INC := $(foreach d,$(call layer_dirs,$l),-I$d) $(call pkg_cflags,$(call layer_pkgs,$l))))
+
 ASAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-COMMON_SRC  := $(sort $(wildcard common/*.c))
+COMMON_SRC  := $(sort $(wildcard common/*/*.c))
 WORKER_SRC  := $(sort $(wildcard workers/*/*.c))
 MAIN_SRC    := workers/mailfleet.c
 UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
@@ -25,9 +57,22 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_BIN    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps deps-test run test test-unit test-integration check-asan bench clean lint
+.PHONY: all layers deps deps-test run test test-unit test-integration check-asan bench clean lint
 
-all: $(BUILD)/mailfleet $(TOOL_BIN) $(BENCH_BIN)
+all: $(BUILD)/mailfleet $(TOOL_BIN) $(BENCH_BIN) layers
+
+# build/layers/<l>: the layer and those below it linked alone, with their own
+# libraries only (every symbol must resolve there).
+layers: $(LAYERS:%=$(BUILD)/layers/%)
+$(BUILD)/layers/main.o:
+	@mkdir -p $(dir $@)
+	@echo 'int main(void) { return 0; }' | $(CC) $(CFLAGS) -x c -c - -o $@
+define layer_rule
+$$(BUILD)/layers/$1: $$(BUILD)/layers/main.o $$(filter $$(foreach d,$$(call layer_dirs,$1),$$(BUILD)/$$d/%),$$(COMMON_OBJ))
+	@echo "  LAYER $1"
+	@$$(CC) $$(CFLAGS) -o $$@ $$^ $$(call pkg_libs,$$(call layer_pkgs,$1)) -lm -lpthread
+endef
+$(foreach l,$(LAYERS),$(eval $(call layer_rule,$l)))
 
 deps:
 	@ops/deps.sh run
@@ -37,7 +82,7 @@ deps-test:
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC  $<"
-	@$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	@$(CC) $(CFLAGS) $(INC) -MMD -MP -c $< -o $@
 
 $(BUILD)/libmfcommon.a: $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -48,23 +93,23 @@ $(BUILD)/libmfworkers.a: $(WORKER_OBJ)
 
 $(BUILD)/mailfleet: $(MAIN_OBJ) $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@echo "  LD  $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(CFLAGS) $(INC) -o $@ $^ $(LDLIBS)
 
 # Unit tests link against the worker and common libraries; cmocka only here.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	@$(CC) $(CFLAGS) $(INC) -o $@ $^ $(LDLIBS) -lcmocka
 
 $(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(CFLAGS) $(INC) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
-	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(CFLAGS) $(INC) -o $@ $^ $(LDLIBS)
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -89,7 +134,7 @@ bench: deps-test all
 # library macros that matter, tests/lint/cppcheck.supp lists the checks we do
 # not use, each with why).  A false positive is suppressed inline:
 # // cppcheck-suppress <id> ; <why>.
-CPPCHECK_FLAGS := -q -j2 --std=c11 -D_GNU_SOURCE -Icommon -Iworkers \
+CPPCHECK_FLAGS := -q -j2 --std=c11 -D_GNU_SOURCE $(ALL_INC) \
                   --include=tests/lint/cppcheck.h --enable=warning,portability,performance,style \
                   --inline-suppr --suppressions-list=tests/lint/cppcheck.supp --error-exitcode=1 \
                   --template='{file}:{line}: {severity}: {message} [{id}]'

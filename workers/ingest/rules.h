@@ -13,7 +13,7 @@
  *                    require_auth to force authentication).
  *   max_recipients   recipients of one message accepted by this rule
  *   max_size         message size (declared SIZE= at RCPT, actual at DATA end)
- * Patterns are common/address.h patterns. */
+ * Patterns are common/mail/address.h patterns. */
 #ifndef MF_INGEST_RULES_H
 #define MF_INGEST_RULES_H
 #include <stddef.h>
