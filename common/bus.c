@@ -5,6 +5,7 @@
  * consumed-record layout (one allocation, freed by bus_record_free) is here
  * because both backends build records the same way. */
 #include "bus_impl.h"
+#include "topics.h"
 #include "strbuf.h"
 
 #include <errno.h>
@@ -240,4 +241,4 @@ long bus_scan(struct bus *b, const char *topic, bus_scan_cb cb, void *opaque, ch
     return seen;
 }
 
-const char *const bus_compacted_topics[] = { "mailfleet.suppression", "mailfleet.revocations", NULL };
+const char *const bus_compacted_topics[] = { TOPIC_SUPPRESSION, TOPIC_REVOCATIONS, NULL };

@@ -1,5 +1,6 @@
 /* suppression — keys and records of the suppression list. */
 #include "suppression.h"
+#include "topics.h"
 #include "address.h"
 #include "bus.h"
 #include "kv.h"
@@ -50,7 +51,7 @@ char *suppression_record(const char *addr, const char *list, const char *reason,
     if (suppression_key(addr, NULL, key, sizeof(key)) != 0)
         return NULL;
     rfc3339_ms(ts_ms, ts, sizeof(ts));
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "schema", "mailfleet.suppression.v1",
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "schema", SCHEMA_SUPPRESSION,
                           "emailAddress", key, "reason", reason, "lastUpdateTime", ts);
     if (list && list[0])
         json_object_set_new(o, "list", json_string(list));
@@ -67,7 +68,7 @@ char *suppression_record(const char *addr, const char *list, const char *reason,
 
 static int produce(struct bus *b, const char *key, const char *value, char *err, size_t errlen)
 {
-    struct bus_record r = { .topic = SUPPRESSION_TOPIC, .key = key, .key_len = strlen(key),
+    struct bus_record r = { .topic = TOPIC_SUPPRESSION, .key = key, .key_len = strlen(key),
                             .value = value, .value_len = value ? strlen(value) : 0, .partition = -1 };
     return bus_produce(b, &r, 1, 30000, err, errlen);
 }

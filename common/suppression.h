@@ -12,8 +12,6 @@
 struct bus;
 struct kv;
 
-#define SUPPRESSION_TOPIC "mailfleet.suppression"
-
 /* Normalizes addr (common/address) and lower-cases it; list may be NULL.
  * Returns 0 or -EINVAL. */
 int suppression_key(const char *addr, const char *list, char *out, size_t outlen);

@@ -11,6 +11,7 @@
  *
  * Values are single-line JSON in these tests, so a line is a record. */
 #include "bus.h"
+#include "topics.h"
 #include "strbuf.h"
 
 #include <jansson.h>
@@ -124,7 +125,7 @@ int main(int argc, char **argv)
     }
     char err[256];
     struct bus_options opt = { .client_id = "send_tool" };
-    const char *compacted[] = { "mailfleet.suppression", NULL };
+    const char *compacted[] = { TOPIC_SUPPRESSION, NULL };
     opt.compacted_topics = compacted;
     struct bus *b = bus_open(argv[2], &opt, err, sizeof(err));
     if (!b) {

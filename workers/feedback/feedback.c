@@ -17,6 +17,7 @@
  * Security: GET /u/ never unsubscribes; SNS certificate URLs are never
  * fetched; the API compares its token in constant time. */
 #include "feedback.h"
+#include "topics.h"
 #include "policy.h"
 #include "reports.h"
 #include "sns.h"
@@ -90,11 +91,11 @@ static const struct bus_header producer_hdr = { "mf.producer", "feedback", 8 };
 static int emit_event(struct feedback *f, json_t *ev, const char *key, char *err, size_t errlen)
 {
     char id[ID_LEN + 1];
-    json_object_set_new(ev, "schema", json_string("mailfleet.event.v1"));
+    json_object_set_new(ev, "schema", json_string(SCHEMA_EVENT));
     json_object_set_new(ev, "id", json_string(id_new(id)));
     char *v = json_dumps(ev, JSON_COMPACT);
     json_decref(ev);
-    struct bus_record r = { .topic = "mailfleet.events", .key = key, .key_len = strlen(key),
+    struct bus_record r = { .topic = TOPIC_EVENTS, .key = key, .key_len = strlen(key),
                             .value = v, .value_len = strlen(v), .headers = &producer_hdr,
                             .n_headers = 1, .partition = -1 };
     int rc = bus_produce(f->bus, &r, 1, 30000, err, errlen);
@@ -132,13 +133,13 @@ static int emit_review(struct feedback *f, const char *feedback_id, const char *
 {
     char id[ID_LEN + 1], ts[32], err[256];
     /* fallback.v1 wants an inbound id; the feedback id stands in for it */
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "schema", "mailfleet.fallback.v1",
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "schema", SCHEMA_FALLBACK,
                           "id", id_new(id), "inbound_id", feedback_id, "created_at",
                           rfc3339_ms(now_ms(), ts, sizeof(ts)), "reason", "undetermined_bounce",
                           "details", "message", why);
     char *v = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    struct bus_record r = { .topic = "mailfleet.fallback", .key = feedback_id,
+    struct bus_record r = { .topic = TOPIC_FALLBACK, .key = feedback_id,
                             .key_len = strlen(feedback_id), .value = v, .value_len = strlen(v),
                             .partition = -1 };
     int rc = bus_produce(f->bus, &r, 1, 30000, err, sizeof(err));
@@ -580,12 +581,12 @@ static int publish_feedback(struct feedback *f, json_t *rec, char *idbuf)
 {
     char err[256], ts[32];
     id_new(idbuf);
-    json_object_set_new(rec, "schema", json_string("mailfleet.feedback.v1"));
+    json_object_set_new(rec, "schema", json_string(SCHEMA_FEEDBACK));
     json_object_set_new(rec, "id", json_string(idbuf));
     json_object_set_new(rec, "received_at", json_string(rfc3339_ms(now_ms(), ts, sizeof(ts))));
     char *v = json_dumps(rec, JSON_COMPACT);
     json_decref(rec);
-    struct bus_record r = { .topic = "mailfleet.feedback", .key = idbuf, .key_len = strlen(idbuf),
+    struct bus_record r = { .topic = TOPIC_FEEDBACK, .key = idbuf, .key_len = strlen(idbuf),
                             .value = v, .value_len = strlen(v), .partition = -1 };
     int rc = bus_produce(f->bus, &r, 1, 30000, err, sizeof(err));
     if (rc != 0)
@@ -953,9 +954,9 @@ static int feedback_run(struct worker_env *env)
         log_kv(LOG_ERROR, "cannot follow the suppression list", "error", err, NULL);
         goto out;
     }
-    const char *ft[] = { "mailfleet.feedback", NULL }, *et[] = { "mailfleet.events", NULL };
-    if (!(f->fc = bus_consumer_new(f->bus, "feedback", ft, 1, err, sizeof(err))) ||
-        !(f->ec = bus_consumer_new(f->bus, "feedback-events", et, 1, err, sizeof(err)))) {
+    const char *ft[] = { TOPIC_FEEDBACK, NULL }, *et[] = { TOPIC_EVENTS, NULL };
+    if (!(f->fc = bus_consumer_new(f->bus, GROUP_FEEDBACK, ft, 1, err, sizeof(err))) ||
+        !(f->ec = bus_consumer_new(f->bus, GROUP_FEEDBACK_EVENTS, et, 1, err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot consume", "error", err, NULL);
         goto out;
     }

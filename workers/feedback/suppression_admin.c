@@ -10,6 +10,7 @@
 #include "common_config.h"
 #include "strbuf.h"
 #include "suppression.h"
+#include "topics.h"
 #include "timeutil.h"
 #include "tokens.h"
 
@@ -59,7 +60,7 @@ static int apply_record(void *opaque, const struct bus_record *r)
 static json_t *load_list(struct bus *b, char *err, size_t errlen)
 {
     json_t *all = json_object();
-    if (bus_scan(b, SUPPRESSION_TOPIC, apply_record, all, err, errlen) < 0) {
+    if (bus_scan(b, TOPIC_SUPPRESSION, apply_record, all, err, errlen) < 0) {
         json_decref(all);
         return NULL;
     }
@@ -201,7 +202,7 @@ static int cmd_import(struct bus *b, const char *path)
             }
             keys[n] = xstrdup(key);
             vals[n] = suppression_record(line, NULL, reason, now_ms(), "cli", NULL, NULL);
-            batch[n] = (struct bus_record){ .topic = SUPPRESSION_TOPIC, .key = keys[n],
+            batch[n] = (struct bus_record){ .topic = TOPIC_SUPPRESSION, .key = keys[n],
                                             .key_len = strlen(keys[n]), .value = vals[n],
                                             .value_len = strlen(vals[n]), .partition = -1 };
             n++;

@@ -1,5 +1,6 @@
 /* spool — store + bus before 250, the forwarder, dedupe (see spool.h). */
 #include "spool.h"
+#include "topics.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -21,9 +22,6 @@
 #include "strbuf.h"
 #include "timeutil.h"
 
-#define SPOOL_TOPIC  "ingest.spool"
-#define DEDUPE_TOPIC "ingest.dedupe"
-#define SPOOL_GROUP  "ingest-forwarder"
 #define STORE_RETRY_MS 10000   /* after a store failure, spool directly this long */
 #define MAX_RECORDS  64   /* records one message usually makes: dedupe_recover's look-back */
 #define DEDUPE_PENDING_MAX 20000
@@ -181,7 +179,7 @@ static void dedupe_recover(struct spool *sp)
     struct bus *b = dedupe_bus(sp);
     struct bus_partition_stats st;
     char err[256];
-    if (!b || bus_topic_stats(b, DEDUPE_TOPIC, NULL, &st, 1, err, sizeof(err)) < 1)
+    if (!b || bus_topic_stats(b, TOPIC_INGEST_DEDUPE, NULL, &st, 1, err, sizeof(err)) < 1)
         return;
     int64_t from = st.high - DEDUPE_PENDING_MAX - MAX_RECORDS;
     if (from < st.low)
@@ -190,7 +188,7 @@ static void dedupe_recover(struct spool *sp)
     long restored = 0;
     for (int64_t off = from; off < st.high; off++) {
         struct bus_record *r = NULL;
-        if (bus_read_at(b, DEDUPE_TOPIC, 0, off, &r, 1000) != 1)
+        if (bus_read_at(b, TOPIC_INGEST_DEDUPE, 0, off, &r, 1000) != 1)
             continue;
         char val[ID_LEN + 32];
         long long expires = 0;
@@ -300,7 +298,7 @@ int spool_backlog(struct spool *sp, int64_t *records, double *oldest_age_s)
         return 0;
     struct bus_partition_stats st[8];
     char err[256];
-    int n = bus_topic_stats(sp->spool_bus, SPOOL_TOPIC, SPOOL_GROUP, st, 8, err, sizeof(err));
+    int n = bus_topic_stats(sp->spool_bus, TOPIC_INGEST_SPOOL, GROUP_INGEST_FORWARD, st, 8, err, sizeof(err));
     if (n < 0)
         return n;
     int64_t now = now_ms();
@@ -415,7 +413,7 @@ static size_t build_records(const struct smtp_message *m, const struct rules *ru
     int cap = first_with(m, rules, RULE_CAPTURE);
     if (cap >= 0) {
         struct out_record *r = &out[n++];
-        r->topic = "mailfleet.inbound";
+        r->topic = TOPIC_INBOUND;
         memcpy(r->key, m->id, sizeof(r->key));
         strbuf_init(&r->value);
         strbuf_appendf(&r->value, "{\"schema\":\"mailfleet.inbound.v1\",\"id\":\"%s\",\"received_at\":\"%s\",\"rule\":",
@@ -440,7 +438,7 @@ static size_t build_records(const struct smtp_message *m, const struct rules *ru
     int fb = first_with(m, rules, RULE_FEEDBACK);
     if (fb >= 0) {
         struct out_record *r = &out[n++];
-        r->topic = "mailfleet.feedback";
+        r->topic = TOPIC_FEEDBACK;
         memcpy(r->key, m->id, sizeof(r->key));
         strbuf_init(&r->value);
         strbuf_appendf(&r->value, "{\"schema\":\"mailfleet.feedback.v1\",\"id\":\"%s\",\"kind\":\"dsn\",\"received_at\":\"%s\",\"rule\":",
@@ -459,7 +457,7 @@ static size_t build_records(const struct smtp_message *m, const struct rules *ru
             rules_unsubscribe_token(m->rcpts[i].addr, token, sizeof(token)) != 0)
             continue;
         struct out_record *r = &out[n++];
-        r->topic = "mailfleet.feedback";
+        r->topic = TOPIC_FEEDBACK;
         id_new(r->key);
         strbuf_init(&r->value);
         strbuf_appendf(&r->value, "{\"schema\":\"mailfleet.feedback.v1\",\"id\":\"%s\",\"kind\":\"unsubscribe\",\"received_at\":\"%s\",\"rule\":",
@@ -558,7 +556,7 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
             hdrs[i][0] = (struct bus_header){ "mf.topic", recs[i].topic, strlen(recs[i].topic) };
             hdrs[i][1] = (struct bus_header){ "mf.raw", spooled ? "spool" : "store", 5 };
             hdrs[i][2] = (struct bus_header){ "mf.raw.key", skey, strlen(skey) };
-            br[i].topic = SPOOL_TOPIC;
+            br[i].topic = TOPIC_INGEST_SPOOL;
             br[i].headers = hdrs[i];
             br[i].n_headers = 3;
         }
@@ -568,7 +566,7 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
     size_t nb = n;
     if (n && sp->dedupe && dedupe_bus(sp)) {
         int dl = snprintf(dval, sizeof(dval), "%s %lld", m->id, (long long)expires_ms);
-        br[nb++] = (struct bus_record){ .topic = DEDUPE_TOPIC, .key = dkey, .key_len = 64, .value = dval,
+        br[nb++] = (struct bus_record){ .topic = TOPIC_INGEST_DEDUPE, .key = dkey, .key_len = 64, .value = dval,
                                         .value_len = (size_t)dl, .partition = -1 };
     }
     int rc = n ? bus_produce(sp->spool_bus ? sp->spool_bus : sp->bus, br, nb, sp->conf.produce_timeout_ms, err,
@@ -654,12 +652,12 @@ static void *forwarder_main(void *arg)
 {
     struct spool *sp = arg;
     char err[512];
-    const char *topics[] = { SPOOL_TOPIC, NULL };
+    const char *topics[] = { TOPIC_INGEST_SPOOL, NULL };
     log_set_worker("ingest");
     struct bus_consumer *c = NULL;
     int delay = 100;
     while (!sp->stop && !c) {
-        c = bus_consumer_new(sp->spool_bus, SPOOL_GROUP, topics, 1, err, sizeof(err));
+        c = bus_consumer_new(sp->spool_bus, GROUP_INGEST_FORWARD, topics, 1, err, sizeof(err));
         if (!c) {
             log_kv(LOG_ERROR, "spool forwarder cannot consume", "error", err, NULL);
             backoff_sleep(sp, &delay);

@@ -31,6 +31,7 @@
 #include <openssl/evp.h>
 
 #include "admin.h"
+#include "topics.h"
 #include "bus.h"
 #include "common_config.h"
 #include "http.h"
@@ -44,9 +45,6 @@
 #include "timeutil.h"
 #include "tokens.h"
 #include "worker.h"
-
-#define REVOCATIONS_TOPIC "mailfleet.revocations"
-#define EVENTS_TOPIC "mailfleet.events"
 
 const struct config_key links_config_keys[] = {
     { "links", "metrics_listen", CONFIG_STR, "127.0.0.1:9106", "metrics/health when run alone" },
@@ -116,7 +114,7 @@ static void *revocation_reader(void *arg)
     while (!*l->stop) {
         struct bus_partition_stats st[64];
         char err[256];
-        int np = bus_topic_stats(l->bus, REVOCATIONS_TOPIC, NULL, st, 64, err, sizeof(err));
+        int np = bus_topic_stats(l->bus, TOPIC_REVOCATIONS, NULL, st, 64, err, sizeof(err));
         /* Fail closed: only a complete, error-free pass makes the gateway
          * ready; a missing topic means nothing was ever revoked. */
         int complete = np >= 0 || np == -ENOENT;
@@ -130,7 +128,7 @@ static void *revocation_reader(void *arg)
                 next[p] = st[i].low;
             while (next[p] < st[i].high && !*l->stop) {
                 struct bus_record *r = NULL;
-                int rc = bus_read_at(l->bus, REVOCATIONS_TOPIC, p, next[p], &r, 1000);
+                int rc = bus_read_at(l->bus, TOPIC_REVOCATIONS, p, next[p], &r, 1000);
                 if (rc < 0) {
                     complete = 0;   /* read it again next pass */
                     break;
@@ -300,7 +298,7 @@ static void download_event(struct links *l, const struct http_request *req, cons
 {
     char id[ID_LEN + 1], ts[32];
     json_t *o = json_object();
-    json_object_set_new(o, "schema", json_string("mailfleet.event.v1"));
+    json_object_set_new(o, "schema", json_string(SCHEMA_EVENT));
     json_object_set_new(o, "id", json_string(id_new(id)));
     json_object_set_new(o, "eventType", json_string("Download"));
     if (id_valid(inbound_id))
@@ -324,7 +322,7 @@ static void download_event(struct links *l, const struct http_request *req, cons
     json_object_set_new(o, "download", d);
     char *v = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    struct bus_record r = { .topic = EVENTS_TOPIC, .key = inbound_id, .key_len = strlen(inbound_id),
+    struct bus_record r = { .topic = TOPIC_EVENTS, .key = inbound_id, .key_len = strlen(inbound_id),
                             .value = v, .value_len = v ? strlen(v) : 0, .partition = -1 };
     char err[256];
     if (!v || bus_produce(l->bus, &r, 1, 5000, err, sizeof(err)) != 0)

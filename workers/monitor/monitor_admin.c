@@ -2,6 +2,7 @@
  * on mailfleet.alarms, the same records an SRE dashboard reads) and
  * `mailfleet retention` (the S3 lifecycle rule equal to file-store retention). */
 #include "monitor.h"
+#include "topics.h"
 #include "bus.h"
 #include "common_config.h"
 #include "log.h"
@@ -41,7 +42,7 @@ static int cmd_alarms(int argc, char **argv)
         return 1;
     }
     json_t *latest = json_object();
-    long n = bus_scan(b, "mailfleet.alarms", keep_latest, latest, err, sizeof(err));
+    long n = bus_scan(b, TOPIC_ALARMS, keep_latest, latest, err, sizeof(err));
     if (n < 0)
         fprintf(stderr, "mailfleet alarms: %s\n", err);
     const char *name;

@@ -1,6 +1,7 @@
 /* events — builds event.v1 JSON with jansson (never by hand: server replies
  * and diagnostics are untrusted text and must be escaped). */
 #include "events.h"
+#include "topics.h"
 #include "ids.h"
 #include "log.h"
 #include "strbuf.h"
@@ -36,7 +37,7 @@ static json_t *event_new(const char *type, const struct events_mail *m, int64_t 
 {
     char id[ID_LEN + 1];
     json_t *ev = json_object();
-    json_object_set_new(ev, "schema", json_string("mailfleet.event.v1"));
+    json_object_set_new(ev, "schema", json_string(SCHEMA_EVENT));
     json_object_set_new(ev, "id", json_string(id_new(id)));
     json_object_set_new(ev, "eventType", json_string(type));
     if (m->inbound_id)

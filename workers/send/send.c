@@ -24,6 +24,7 @@
  * dot-stuffs).  Never logs message bodies, passwords or keys.  Writes files
  * only under the outbox directory and state_dir. */
 #include "send.h"
+#include "topics.h"
 #include "address.h"
 #include "bus.h"
 #include "common_config.h"
@@ -57,17 +58,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define OUTBOUND_TOPIC "mailfleet.outbound"
-#define RETRY_TOPIC_PREFIX "mailfleet.outbound.retry."
-#define DLQ_TOPIC "mailfleet.outbound.dlq"
-#define EVENTS_TOPIC "mailfleet.events"
 #define PRODUCE_TIMEOUT_MS 30000
 
 const struct config_key send_config_keys[] = {
     { "send", "metrics_listen", CONFIG_STR, "127.0.0.1:9103", "metrics/health when run alone" },
     { "send", "transport", CONFIG_STR, "outbox:var/outbox",
       "outbox:<dir>, smtp://host:port, smtps://host:port or ses:<region>" },
-    { "send", "group", CONFIG_STR, "send", "consumer group (tiers add .retry.<delay>)" },
+    { "send", "group", CONFIG_STR, GROUP_SEND, "consumer group (tiers add .retry.<delay>)" },
     { "send", "retry_tiers", CONFIG_LIST, "1m,5m,30m,2h",
       "delays of the retry topics mailfleet.outbound.retry.<delay>, in order" },
     { "send", "max_retry_age", CONFIG_DURATION, "24h", "after this a deferred recipient bounces (Transient)" },
@@ -336,7 +333,7 @@ static int parse_record(struct lane *l, struct rec_ctx *rc)
     if (!json_is_object(rc->doc))
         return dead(rc, "parse", "not a JSON object: %s", je.text);
     const char *schema = json_string_value(json_object_get(rc->doc, "schema"));
-    if (!schema || strcmp(schema, "mailfleet.outbound.v1") != 0)
+    if (!schema || strcmp(schema, SCHEMA_OUTBOUND) != 0)
         return dead(rc, "parse", "schema is not mailfleet.outbound.v1%s", NULL);
     rc->id = json_string_value(json_object_get(rc->doc, "id"));
     if (!rc->id || !id_valid(rc->id))
@@ -476,7 +473,7 @@ static const char *bounce_subtype(const char *status)
 
 static void add_event(struct outputs *o, struct rec_ctx *rc, char *ev, size_t len)
 {
-    out_add(o, EVENTS_TOPIC, rc->id, ev, len, NULL, 0);
+    out_add(o, TOPIC_EVENTS, rc->id, ev, len, NULL, 0);
 }
 
 /* The original record unchanged (key, value, headers) plus the mf.* error
@@ -520,7 +517,7 @@ static void add_dlq(struct lane *l, struct outputs *o, struct rec_ctx *rc)
     own(o, v);
     own(o, hs);
     o->recs[o->n++] = (struct bus_record){
-        .topic = DLQ_TOPIC, .key = r->key, .key_len = r->key_len, .value = v,
+        .topic = TOPIC_OUTBOUND_DLQ, .key = r->key, .key_len = r->key_len, .value = v,
         .value_len = r->value ? r->value_len : 0, .headers = hs, .n_headers = nh, .partition = -1,
     };
     metric_inc(l->w->m.dead);
@@ -556,8 +553,8 @@ static void add_retry(struct lane *l, struct outputs *o, struct rec_ctx *rc)
     char *nbs = own(o, xmalloc(24));
     snprintf(nbs, 24, "%lld", (long long)nb);
     hs[0] = (struct bus_header){ "mf.not_before", nbs, strlen(nbs) };
-    char *topic = own(o, xmalloc(strlen(RETRY_TOPIC_PREFIX) + strlen(w->tiers[tier]) + 1));
-    sprintf(topic, "%s%s", RETRY_TOPIC_PREFIX, w->tiers[tier]);
+    char *topic = own(o, xmalloc(strlen(TOPIC_OUTBOUND_RETRY) + strlen(w->tiers[tier]) + 1));
+    sprintf(topic, "%s%s", TOPIC_OUTBOUND_RETRY, w->tiers[tier]);
     char *key = rc->r->key ? own(o, xstrndup(rc->r->key, rc->r->key_len))
                            : (char *)(rc->inbound_id ? rc->inbound_id : rc->id);
     out_add(o, topic, key, v, strlen(v), hs, 1);
@@ -1021,7 +1018,7 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     transport_free(probe);
 
     struct bus_options bo = { .client_id = "mailfleet-send" };
-    const char *compacted[] = { SUPPRESSION_TOPIC, NULL };
+    const char *compacted[] = { TOPIC_SUPPRESSION, NULL };
     bo.compacted_topics = compacted;
     w->bus = common_bus(cfg, &bo, err, errlen);
     if (!w->bus)
@@ -1072,10 +1069,10 @@ static int send_run(struct worker_env *env)
         l->w = &w;
         l->tier = (int)i - 1;
         if (i == 0) {
-            snprintf(l->topic, sizeof(l->topic), "%s", OUTBOUND_TOPIC);
+            snprintf(l->topic, sizeof(l->topic), "%s", TOPIC_OUTBOUND);
             snprintf(l->group, sizeof(l->group), "%s", config_str(env->cfg, "send", "group"));
         } else {
-            snprintf(l->topic, sizeof(l->topic), "%s%s", RETRY_TOPIC_PREFIX, w.tiers[i - 1]);
+            snprintf(l->topic, sizeof(l->topic), "%s%s", TOPIC_OUTBOUND_RETRY, w.tiers[i - 1]);
             snprintf(l->group, sizeof(l->group), "%s.retry.%s", config_str(env->cfg, "send", "group"),
                      w.tiers[i - 1]);
         }

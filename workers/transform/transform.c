@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include "address.h"
+#include "topics.h"
 #include "bus.h"
 #include "common_config.h"
 #include "log.h"
@@ -116,7 +117,7 @@ static int inbound_parse(const struct bus_record *rec, struct inbound_rec *in, c
     json_t *env = json_object_get(in->root, "envelope");
     in->mail_from = json_string_value(json_object_get(env, "mail_from"));
     in->key = json_string_value(json_object_get(json_object_get(in->root, "store"), "key"));
-    if (!schema || strcmp(schema, "mailfleet.inbound.v1") != 0 || !in->id || !in->key) {
+    if (!schema || strcmp(schema, SCHEMA_INBOUND) != 0 || !in->id || !in->key) {
         snprintf(err, errlen, "not a mailfleet.inbound.v1 record");
         return -EINVAL;
     }
@@ -133,7 +134,7 @@ static json_t *fallback_json(const struct inbound_rec *in, const struct transfor
     snprintf(salt, sizeof(salt), "fallback|%s", reason);
     transform_derive_id(in->id, salt, id);
     json_t *o = json_object();
-    json_set_str(o, "schema", "mailfleet.fallback.v1");
+    json_set_str(o, "schema", SCHEMA_FALLBACK);
     json_set_str(o, "id", id);
     json_set_str(o, "inbound_id", in->id);
     json_set_str(o, "created_at", rfc3339_ms(now_ms(), ts, sizeof(ts)));
@@ -181,7 +182,7 @@ static json_t *outbound_json(struct tw *w, const struct inbound_rec *in,
     char id[ID_LEN + 1], ts[32], mid[400];
     transform_derive_id(in->id, "outbound", id);
     json_t *o = json_object();
-    json_set_str(o, "schema", "mailfleet.outbound.v1");
+    json_set_str(o, "schema", SCHEMA_OUTBOUND);
     json_set_str(o, "id", id);
     json_set_str(o, "inbound_id", in->id);
     json_set_str(o, "created_at", rfc3339_ms(now_ms(), ts, sizeof(ts)));
@@ -313,7 +314,7 @@ static enum handle_result handle(struct tw *w, const struct bus_record *rec, cha
             return HANDLE_RETRY;
         }
         docs[n] = ob;
-        topics[n++] = "mailfleet.outbound";
+        topics[n++] = TOPIC_OUTBOUND;
     }
     const char *done[8];
     size_t nd = 0;
@@ -328,7 +329,7 @@ static enum handle_result handle(struct tw *w, const struct bus_record *rec, cha
             continue;
         done[nd++] = reason;
         docs[n] = fallback_json(&in, &r, bit, reason, sent);
-        topics[n++] = "mailfleet.fallback";
+        topics[n++] = TOPIC_FALLBACK;
     }
     strcpy(stage, "transform.produce");
     strcpy(cls, "bus");
@@ -386,7 +387,7 @@ static int send_to_dlq(struct tw *w, const struct bus_record *rec, const char *s
     h[nh++] = (struct bus_header){ "mf.source.partition", part, strlen(part) };
     h[nh++] = (struct bus_header){ "mf.source.offset", off, strlen(off) };
     h[nh++] = (struct bus_header){ "mf.attempts", att, strlen(att) };
-    struct bus_record out = { .topic = "mailfleet.inbound.dlq", .key = rec->key,
+    struct bus_record out = { .topic = TOPIC_INBOUND_DLQ, .key = rec->key,
                               .key_len = rec->key_len, .value = rec->value,
                               .value_len = rec->value_len, .headers = h, .n_headers = nh,
                               .partition = -1 };
@@ -464,9 +465,9 @@ static int transform_run(struct worker_env *env)
     if (strcmp(config_str(env->cfg, "mailfleet", "commit_mode"), "transactional") == 0)
         bo.transactional_id = "mailfleet-transform";
     w.bus = common_bus(env->cfg, &bo, err, sizeof(err));
-    const char *topics[] = { "mailfleet.inbound", NULL };
+    const char *topics[] = { TOPIC_INBOUND, NULL };
     if (w.bus)
-        w.cons = bus_consumer_new(w.bus, "transform", topics, 1, err, sizeof(err));
+        w.cons = bus_consumer_new(w.bus, GROUP_TRANSFORM, topics, 1, err, sizeof(err));
     if (!w.cons) {
         log_kv(LOG_ERROR, "cannot consume mailfleet.inbound", "error", err, NULL);
         tw_close(&w);
