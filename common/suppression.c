@@ -3,6 +3,7 @@
 #include "topics.h"
 #include "address.h"
 #include "bus.h"
+#include "jsonx.h"
 #include "kv.h"
 #include "strbuf.h"
 #include "timeutil.h"
@@ -51,8 +52,10 @@ char *suppression_record(const char *addr, const char *list, const char *reason,
     if (suppression_key(addr, NULL, key, sizeof(key)) != 0)
         return NULL;
     rfc3339_ms(ts_ms, ts, sizeof(ts));
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "schema", SCHEMA_SUPPRESSION,
-                          "emailAddress", key, "reason", reason, "lastUpdateTime", ts);
+    json_t *o = jsonx_record_new(SCHEMA_SUPPRESSION);
+    json_object_set_new(o, "emailAddress", json_string(key));
+    json_object_set_new(o, "reason", json_string(reason));
+    json_object_set_new(o, "lastUpdateTime", json_string(ts));
     if (list && list[0])
         json_object_set_new(o, "list", json_string(list));
     if (source && source[0])
@@ -64,6 +67,20 @@ char *suppression_record(const char *addr, const char *list, const char *reason,
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
+}
+
+json_t *suppression_record_parse(const void *buf, size_t len, char *err, size_t errlen)
+{
+    json_t *o = jsonx_record_parse(buf, len, SCHEMA_SUPPRESSION, err, errlen);
+    const char *s;
+    if (o && (jsonx_want_str(o, "emailAddress", 1, &s, err, errlen) != 0 ||
+              jsonx_want_str(o, "reason", 1, &s, err, errlen) != 0 ||
+              jsonx_want_str(o, "lastUpdateTime", 1, &s, err, errlen) != 0 ||
+              jsonx_want_str(o, "list", 0, &s, err, errlen) != 0)) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 static int produce(struct bus *b, const char *key, const char *value, char *err, size_t errlen)

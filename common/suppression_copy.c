@@ -106,7 +106,8 @@ int suppression_copy_check(struct suppression_copy *s, const char *addr, const c
         if (rc < 0)
             return rc;
         if (rc == 1) {
-            json_t *j = v ? json_loadb(v, vl, 0, NULL) : NULL;
+            char perr[128];
+            json_t *j = v ? suppression_record_parse(v, vl, perr, sizeof(perr)) : NULL;
             const char *r = json_string_value(json_object_get(j, "reason"));
             snprintf(reason, rlen, "%s", r ? r : "");
             json_decref(j);

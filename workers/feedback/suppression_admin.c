@@ -46,10 +46,12 @@ static const char *arg(int argc, char **argv, int n)
  * deletes. */
 static int apply_record(void *opaque, const struct bus_record *r)
 {
-    char *key = xstrndup(r->key ? r->key : "", r->key_len);
-    json_t *v = r->value ? json_loadb(r->value, r->value_len, 0, NULL) : NULL;
+    char *key = xstrndup(r->key ? r->key : "", r->key_len), err[256];
+    json_t *v = r->value ? suppression_record_parse(r->value, r->value_len, err, sizeof(err)) : NULL;
     if (v)
         json_object_set_new(opaque, key, v);
+    else if (r->value)
+        fprintf(stderr, "mailfleet suppression: record %s skipped: %s\n", key, err);
     else
         json_object_del(opaque, key);
     free(key);

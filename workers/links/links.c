@@ -35,7 +35,9 @@
 #include "bus.h"
 #include "common_config.h"
 #include "http.h"
+#include "event_record.h"
 #include "ids.h"
+#include "jsonx.h"
 #include "kv.h"
 #include "links.h"
 #include "log.h"
@@ -92,15 +94,16 @@ static void apply_revocation(struct links *l, const struct bus_record *r)
         kv_del(l->kv, k, 65);
         return;
     }
-    json_error_t je;
-    json_t *o = json_loadb(r->value, r->value_len, 0, &je);
-    const char *kind = json_string_value(json_object_get(o, "kind"));
-    const char *target = json_string_value(json_object_get(o, "target"));
-    if (kind && target && (strcmp(kind, "link") == 0 || strcmp(kind, "message") == 0)) {
+    char err[256] = "kind is neither link nor message";
+    const char *kind = NULL, *target = NULL;
+    json_t *o = jsonx_record_parse(r->value, r->value_len, SCHEMA_REVOCATION, err, sizeof(err));
+    if (o && jsonx_want_str(o, "kind", 1, &kind, err, sizeof(err)) == 0 &&
+        jsonx_want_str(o, "target", 1, &target, err, sizeof(err)) == 0 &&
+        (strcmp(kind, "link") == 0 || strcmp(kind, "message") == 0)) {
         links_revocation_key(kind[0] == 'l' ? 'l' : 'm', target, strlen(target), k);
         kv_put(l->kv, k, 65, "", 0, 0);
     } else {
-        log_kv(LOG_WARN, "ignoring a malformed revocation record", NULL);
+        log_kv(LOG_WARN, "ignoring a malformed revocation record", "error", err, NULL);
     }
     json_decref(o);
 }
@@ -296,36 +299,14 @@ static int open_object(struct links *l, const char *key, uint64_t off, uint64_t 
 static void download_event(struct links *l, const struct http_request *req, const char *inbound_id,
                            const char *key, const char *name, int status, uint64_t bytes)
 {
-    char id[ID_LEN + 1], ts[32];
-    json_t *o = json_object();
-    json_object_set_new(o, "schema", json_string(SCHEMA_EVENT));
-    json_object_set_new(o, "id", json_string(id_new(id)));
-    json_object_set_new(o, "eventType", json_string("Download"));
-    if (id_valid(inbound_id))
-        json_object_set_new(o, "inbound_id", json_string(inbound_id));
-    json_object_set_new(o, "mail", json_pack("{s:s}", "messageId", inbound_id));
-    json_t *d = json_object();
-    json_object_set_new(d, "timestamp", json_string(rfc3339_ms(now_ms(), ts, sizeof(ts))));
-    json_object_set_new(d, "ipAddress", json_string(req->client_ip ? req->client_ip : ""));
-    const char *ua = http_header(req, "User-Agent");
-    if (ua) {
-        char u[1025];
-        snprintf(u, sizeof(u), "%s", ua);
-        json_t *js = json_string(u);
-        if (js)
-            json_object_set_new(d, "userAgent", js);
-    }
-    json_object_set_new(d, "name", json_string(name));
-    json_object_set_new(d, "key", json_string(key));
-    json_object_set_new(d, "status", json_integer(status));
-    json_object_set_new(d, "bytes", json_integer((json_int_t)bytes));
-    json_object_set_new(o, "download", d);
-    char *v = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
+    struct event_mail m = { .message_id = inbound_id, .inbound_id = id_valid(inbound_id) ? inbound_id : NULL };
+    size_t len;
+    char *v = event_record_download(&m, req->client_ip ? req->client_ip : "", http_header(req, "User-Agent"),
+                                    name, key, status, bytes, now_ms(), &len);
     struct bus_record r = { .topic = TOPIC_EVENTS, .key = inbound_id, .key_len = strlen(inbound_id),
-                            .value = v, .value_len = v ? strlen(v) : 0, .partition = -1 };
+                            .value = v, .value_len = len, .partition = -1 };
     char err[256];
-    if (!v || bus_produce(l->bus, &r, 1, 5000, err, sizeof(err)) != 0)
+    if (bus_produce(l->bus, &r, 1, 5000, err, sizeof(err)) != 0)
         log_kv(LOG_WARN, "cannot publish the download event", NULL);
     free(v);
 }

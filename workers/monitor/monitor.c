@@ -14,6 +14,7 @@
 #include "alarms.h"
 #include "bus.h"
 #include "common_config.h"
+#include "event_record.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -274,10 +275,10 @@ static struct watch *add_watch(struct monitor *m, const char *topic, const char 
 
 static void count_event(struct monitor *m, const struct bus_record *r)
 {
-    json_error_t je;
-    json_t *o = json_loadb(r->value, r->value_len, 0, &je);
+    char err[256];
+    json_t *o = r->value ? event_record_parse(r->value, r->value_len, err, sizeof(err)) : NULL;
     if (!o)
-        return;
+        return;   /* not counted: feedback logs unreadable events */
     const char *type = json_string_value(json_object_get(o, "eventType"));
     int64_t minute = r->timestamp_ms / 60000;
     int idx = (int)(minute % RATE_BUCKETS);

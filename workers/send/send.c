@@ -30,7 +30,8 @@
 #include "common_config.h"
 #include "config.h"
 #include "dkim_signer.h"
-#include "events.h"
+#include "event_record.h"
+#include "jsonx.h"
 #include "http.h"
 #include "ids.h"
 #include "kv.h"
@@ -152,7 +153,7 @@ struct rec_ctx {
     size_t body_len;
     int64_t created_ms, first_ms;
     int attempt;
-    struct events_mail mail;
+    struct event_mail mail;
     json_t *retry;                 /* recipients for the next tier */
     const char *dead_class;
     char dead_msg[256];
@@ -328,13 +329,10 @@ static int parse_record(struct lane *l, struct rec_ctx *rc)
     struct bus_record *r = rc->r;
     if (!r->value)
         return dead(rc, "parse", "empty record%s", NULL);
-    json_error_t je;
-    rc->doc = json_loadb(r->value, r->value_len, 0, &je);
-    if (!json_is_object(rc->doc))
-        return dead(rc, "parse", "not a JSON object: %s", je.text);
-    const char *schema = json_string_value(json_object_get(rc->doc, "schema"));
-    if (!schema || strcmp(schema, SCHEMA_OUTBOUND) != 0)
-        return dead(rc, "parse", "schema is not mailfleet.outbound.v1%s", NULL);
+    char perr[256];
+    rc->doc = jsonx_record_parse(r->value, r->value_len, SCHEMA_OUTBOUND, perr, sizeof(perr));
+    if (!rc->doc)
+        return dead(rc, "parse", "%s", perr);
     rc->id = json_string_value(json_object_get(rc->doc, "id"));
     if (!rc->id || !id_valid(rc->id))
         return dead(rc, "parse", "id missing or not a UUIDv7%s", NULL);
@@ -370,8 +368,8 @@ static int parse_record(struct lane *l, struct rec_ctx *rc)
     rc->first_ms = json_time(rc->doc, "first_attempt_at");
     if (rc->first_ms < 0)
         rc->first_ms = now_ms();
-    rc->mail = (struct events_mail){ rc->id, rc->inbound_id, rc->from_addr, rc->subject,
-                                     rc->created_ms, (const char *const *)rc->rcpts, rc->n_rcpts };
+    rc->mail = (struct event_mail){ rc->id, rc->inbound_id, rc->from_addr, rc->subject,
+                                    rc->created_ms, (const char *const *)rc->rcpts, rc->n_rcpts };
     return load_message(l, rc);
 }
 
@@ -635,15 +633,16 @@ static size_t plan_jobs(struct lane *l, struct rec_ctx *rcs, size_t n_rcs, struc
                 char resp[512];
                 snprintf(resp, sizeof(resp), "%.*s", (int)prevlen, prev ? (char *)prev : "");
                 free(prev);
-                char *ev = events_delivery(&rc->mail, j->rcpt, resp, now - rc->created_ms, transport_peer(l->t),
-                                           now, &len);
+                char *ev = event_record_delivery(&rc->mail, j->rcpt, resp, now - rc->created_ms,
+                                                 transport_peer(l->t), now, &len);
                 add_event(o, rc, ev, len);
                 log_kv(LOG_INFO, "already delivered; not sent again", "id", rc->id, NULL);
                 continue;
             }
             int per_list = 0;
             if (suppression_copy_check(w->supp, j->rcpt, rc->list, reason, sizeof(reason), &per_list) == 1) {
-                char *ev = events_suppressed(&rc->mail, j->rcpt, reason, per_list ? rc->list : NULL, now, &len);
+                char *ev = event_record_suppressed(&rc->mail, j->rcpt, reason, per_list ? rc->list : NULL, now,
+                                                   &len);
                 add_event(o, rc, ev, len);
                 metric_inc(w->m.suppressed);
                 metric_inc(w->m.suppressed_res);
@@ -690,21 +689,22 @@ static int report_outcomes(struct lane *l, struct transport_job *jobs, struct jo
         size_t len = 0;
         char *ev = NULL, diag[600];
         snprintf(diag, sizeof(diag), "smtp; %s", job->response);
+        struct event_recipient er = { job->rcpt, "failed", job->status, diag };
         if (job->result == TRANSPORT_OK) {
-            ev = events_delivery(&rc->mail, job->rcpt, job->response, jcs[i].done_ms - rc->created_ms, peer,
-                                 jcs[i].done_ms, &len);
+            ev = event_record_delivery(&rc->mail, job->rcpt, job->response, jcs[i].done_ms - rc->created_ms,
+                                       peer, jcs[i].done_ms, &len);
             metric_inc(w->m.delivered);
         } else if (job->result == TRANSPORT_PERM) {
-            ev = events_bounce(&rc->mail, job->rcpt, "Permanent", bounce_subtype(job->status), job->status, diag,
-                               peer, now, &len);
+            ev = event_record_bounce(&rc->mail, &er, "Permanent", bounce_subtype(job->status), peer, now, &len);
             metric_inc(w->m.bounced_perm);
         } else {
             int64_t expires = rc->first_ms + w->max_age_ms;
             if (now + w->tier_ms[tier_for(w, rc->attempt)] > expires) {
-                ev = events_bounce(&rc->mail, job->rcpt, "Transient", "General", job->status, diag, peer, now, &len);
+                ev = event_record_bounce(&rc->mail, &er, "Transient", "General", peer, now, &len);
                 metric_inc(w->m.bounced_trans);
             } else {
-                ev = events_delay(&rc->mail, job->rcpt, job->status, diag, expires, peer, now, &len);
+                er.action = NULL;   /* not failed (yet) */
+                ev = event_record_delay(&rc->mail, &er, expires, peer, now, &len);
                 json_array_append_new(rc->retry, json_string(job->rcpt));
                 metric_inc(w->m.deferred);
             }
