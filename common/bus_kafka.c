@@ -23,10 +23,10 @@
  * short-lived handles: they run rarely, and a handle of their own never
  * disturbs a worker's group membership. */
 #include "bus_impl.h"
-#include "topics.h"
 #include "log.h"
 #include "strbuf.h"
 #include "timeutil.h"
+#include "topics.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -1,12 +1,12 @@
 /* suppression — keys and records of the suppression list. */
 #include "suppression.h"
-#include "topics.h"
 #include "address.h"
 #include "bus.h"
 #include "jsonx.h"
 #include "kv.h"
 #include "strbuf.h"
 #include "timeutil.h"
+#include "topics.h"
 
 #include <ctype.h>
 #include <errno.h>

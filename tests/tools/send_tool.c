@@ -11,8 +11,8 @@
  *
  * Values are single-line JSON in these tests, so a line is a record. */
 #include "bus.h"
-#include "topics.h"
 #include "strbuf.h"
+#include "topics.h"
 
 #include <jansson.h>
 #include <stdio.h>

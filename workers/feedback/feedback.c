@@ -17,7 +17,6 @@
  * Security: GET /u/ never unsubscribes; SNS certificate URLs are never
  * fetched; the API compares its token in constant time. */
 #include "feedback.h"
-#include "topics.h"
 #include "policy.h"
 #include "reports.h"
 #include "sns.h"
@@ -40,6 +39,7 @@
 #include "timeutil.h"
 #include "tokens.h"
 #include "suppression_copy.h"
+#include "topics.h"
 #include "verp.h"
 
 #include <ctype.h>

@@ -10,9 +10,9 @@
 #include "common_config.h"
 #include "strbuf.h"
 #include "suppression.h"
-#include "topics.h"
 #include "timeutil.h"
 #include "tokens.h"
+#include "topics.h"
 
 #include <jansson.h>
 #include <stdio.h>

@@ -1,6 +1,5 @@
 /* spool — store + bus before 250, the forwarder, dedupe (see spool.h). */
 #include "spool.h"
-#include "topics.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -23,6 +22,7 @@
 #include "store.h"
 #include "strbuf.h"
 #include "timeutil.h"
+#include "topics.h"
 
 #define STORE_RETRY_MS 10000   /* after a store failure, spool directly this long */
 #define MAX_RECORDS  64   /* records one message usually makes: dedupe_recover's look-back */
@@ -175,14 +175,16 @@ static struct bus *dedupe_bus(const struct spool *sp)
 }
 
 /* Markers still pending at a crash are among the newest DEDUPE_PENDING_MAX
- * records of ingest.dedupe (beyond that, mark_add writes synchronously). */
-static void dedupe_recover(struct spool *sp)
+ * records of ingest.dedupe (beyond that, mark_add writes synchronously).
+ * A record that cannot be read is an error, not a gap: skipping it would
+ * forget a marker and accept the client's retry as a new message. */
+static int dedupe_recover(struct spool *sp, char *err, size_t errlen)
 {
     struct bus *b = dedupe_bus(sp);
     struct bus_partition_stats st;
-    char err[256];
-    if (!b || bus_topic_stats(b, TOPIC_INGEST_DEDUPE, NULL, &st, 1, err, sizeof(err)) < 1)
-        return;
+    int np = b ? bus_topic_stats(b, TOPIC_INGEST_DEDUPE, NULL, &st, 1, err, errlen) : 0;
+    if (np <= 0)
+        return np;
     int64_t from = st.high - DEDUPE_PENDING_MAX - MAX_RECORDS;
     if (from < st.low)
         from = st.low;
@@ -190,8 +192,14 @@ static void dedupe_recover(struct spool *sp)
     long restored = 0;
     for (int64_t off = from; off < st.high; off++) {
         struct bus_record *r = NULL;
-        if (bus_read_at(b, TOPIC_INGEST_DEDUPE, 0, off, &r, 1000) != 1)
-            continue;
+        int rc = bus_read_at(b, TOPIC_INGEST_DEDUPE, 0, off, &r, 1000);
+        if (rc == 0)
+            continue;   /* expired by retention */
+        if (rc < 0) {
+            snprintf(err, errlen, "%s offset %lld: read failed (%s)", TOPIC_INGEST_DEDUPE, (long long)off,
+                     strerror(-rc));
+            return rc;
+        }
         char val[ID_LEN + 32];
         long long expires = 0;
         size_t vl = r->value_len < sizeof(val) - 1 ? r->value_len : sizeof(val) - 1;
@@ -209,6 +217,7 @@ static void dedupe_recover(struct spool *sp)
         snprintf(n, sizeof(n), "%ld", restored);
         log_kv(LOG_INFO, "dedupe markers restored from the queue", "count", n, NULL);
     }
+    return 0;
 }
 
 struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen)
@@ -243,7 +252,11 @@ struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen
         if (!sp->dedupe)
             goto fail;
         kv_expire(sp->dedupe, now_ms());
-        dedupe_recover(sp);
+        char rerr[256];
+        if (dedupe_recover(sp, rerr, sizeof(rerr)) != 0) {
+            snprintf(err, errlen, "cannot restore dedupe markers: %s", rerr);
+            goto fail;
+        }
         if (pthread_create(&sp->marker, NULL, marker_main, sp) != 0) {
             snprintf(err, errlen, "cannot start the dedupe marker thread");
             goto fail;

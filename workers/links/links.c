@@ -31,7 +31,6 @@
 #include <openssl/evp.h>
 
 #include "admin.h"
-#include "topics.h"
 #include "bus.h"
 #include "common_config.h"
 #include "http.h"
@@ -46,6 +45,7 @@
 #include "strbuf.h"
 #include "timeutil.h"
 #include "tokens.h"
+#include "topics.h"
 #include "worker.h"
 
 const struct config_key links_config_keys[] = {

@@ -8,12 +8,12 @@
 #include <jansson.h>
 
 #include "bus.h"
-#include "topics.h"
 #include "common_config.h"
 #include "config.h"
 #include "ids.h"
 #include "links.h"
 #include "timeutil.h"
+#include "topics.h"
 
 static int links_usage(void)
 {

@@ -2,11 +2,11 @@
  * (M out of N datapoints, treat-missing-data), producing notification records
  * that existing CloudWatch/SNS consumers can parse. */
 #include "alarms.h"
-#include "topics.h"
 #include "ids.h"
 #include "log.h"
 #include "strbuf.h"
 #include "timeutil.h"
+#include "topics.h"
 
 #include <jansson.h>
 #include <math.h>

@@ -10,7 +10,6 @@
  * Security: opens no listener of its own besides the shared HTTP server;
  * deletes only store objects older than the retention. */
 #include "monitor.h"
-#include "topics.h"
 #include "alarms.h"
 #include "bus.h"
 #include "common_config.h"
@@ -21,6 +20,7 @@
 #include "store.h"
 #include "strbuf.h"
 #include "timeutil.h"
+#include "topics.h"
 
 #include <jansson.h>
 #include <pthread.h>

@@ -2,12 +2,12 @@
  * on mailfleet.alarms, the same records an SRE dashboard reads) and
  * `mailfleet retention` (the S3 lifecycle rule equal to file-store retention). */
 #include "monitor.h"
-#include "topics.h"
 #include "bus.h"
 #include "common_config.h"
 #include "jsonx.h"
 #include "log.h"
 #include "strbuf.h"
+#include "topics.h"
 
 #include <jansson.h>
 #include <stdio.h>

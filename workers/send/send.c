@@ -24,16 +24,15 @@
  * dot-stuffs).  Never logs message bodies, passwords or keys.  Writes files
  * only under the outbox directory and state_dir. */
 #include "send.h"
-#include "topics.h"
 #include "address.h"
 #include "bus.h"
 #include "common_config.h"
 #include "config.h"
 #include "dkim_signer.h"
 #include "event_record.h"
-#include "jsonx.h"
 #include "http.h"
 #include "ids.h"
+#include "jsonx.h"
 #include "kv.h"
 #include "log.h"
 #include "metrics.h"
@@ -43,6 +42,7 @@
 #include "suppression_copy.h"
 #include "timeutil.h"
 #include "tokens.h"
+#include "topics.h"
 #include "transport.h"
 #include "verp.h"
 

@@ -26,7 +26,6 @@
 #include <jansson.h>
 
 #include "address.h"
-#include "topics.h"
 #include "bus.h"
 #include "common_config.h"
 #include "fallback_record.h"
@@ -39,6 +38,7 @@
 #include "timeutil.h"
 #include "tokens.h"
 #include "transform.h"
+#include "topics.h"
 #include "transform_worker.h"
 #include "worker.h"
 

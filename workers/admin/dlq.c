@@ -1,5 +1,8 @@
 /* dlq — `mailfleet dlq list|replay|ack [--topic mailfleet.inbound.dlq]`.
  *
+ * Fleet-wide: transform dead-letters to mailfleet.inbound.dlq and send to
+ * mailfleet.outbound.dlq, so the verb belongs to no worker.
+ *
  * A DLQ record is the original record plus mf.error.* / mf.source.* /
  * mf.attempts headers (schemas/README.md).  "Pending" means past the
  * committed offset of the operator group "dlq-operator" (the monitor's DLQ
@@ -13,16 +16,16 @@
 #include <string.h>
 
 #include "admin.h"
-#include "topics.h"
 #include "bus.h"
 #include "common_config.h"
 #include "config.h"
 #include "strbuf.h"
-#include "transform_worker.h"
+#include "topics.h"
 
 static int dlq_usage(void)
 {
-    fprintf(stderr, "usage: mailfleet dlq list|replay|ack [--topic mailfleet.inbound.dlq] [-c FILE]\n");
+    fprintf(stderr, "usage: mailfleet dlq list|replay|ack [--topic " TOPIC_INBOUND_DLQ "|" TOPIC_OUTBOUND_DLQ
+                    "] [-c FILE]\n");
     return 2;
 }
 
