@@ -158,16 +158,6 @@ int jsonx_set_time(json_t *obj, const char *key, int64_t ms)
     return 0;
 }
 
-int jsonx_set_str(json_t *obj, const char *key, const char *s)
-{
-    json_t *j = json_string(s);   /* NULL for invalid UTF-8 */
-    if (!j)
-        return -EINVAL;
-    if (json_object_set_new(obj, key, j) != 0)
-        panic("%s: cannot set %s", __func__, key);
-    return 0;
-}
-
 json_t *jsonx_text(const char *s)
 {
     json_t *j = json_string(s ? s : "");

@@ -43,8 +43,6 @@ int64_t jsonx_time_ms(const json_t *v, const char *path);
 
 /* obj[key] = "2026-11-26T10:00:00.123Z" for ms.  Returns 0. */
 int jsonx_set_time(json_t *obj, const char *key, int64_t ms);
-/* obj[key] = s (copied); s must be valid UTF-8 or it is -EINVAL. */
-int jsonx_set_str(json_t *obj, const char *key, const char *s);
 /* A JSON string for text from outside (server replies, headers): invalid
  * UTF-8 bytes become '?' rather than the field being dropped; NULL -> "". */
 json_t *jsonx_text(const char *s);

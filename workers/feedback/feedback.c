@@ -315,7 +315,7 @@ static int unsub_lookup(struct feedback *f, const char *tok, char *rcpt, size_t 
 
 static int read_report(struct feedback *f, json_t *rec, struct report *rep, char *err, size_t errlen)
 {
-    const char *key = json_string_value(json_object_get(json_object_get(rec, "store"), "key"));
+    const char *key = jsonx_str(rec, "store.key");
     if (!key) {
         snprintf(err, errlen, "feedback record has no store key");
         return -EINVAL;
@@ -494,8 +494,7 @@ static int handle_feedback(struct feedback *f, const struct bus_record *r)
 {
     char err[256];
     json_t *rec = feedback_record_parse(r->value, r->value_len, err, sizeof(err));
-    const char *kind = rec ? json_string_value(json_object_get(rec, "kind")) : NULL;
-    const char *fid = rec ? json_string_value(json_object_get(rec, "id")) : NULL;
+    const char *kind = jsonx_str(rec, "kind"), *fid = jsonx_str(rec, "id");
     int rc = 0;
     if (!rec) {
         log_kv(LOG_WARN, "malformed feedback record skipped", "error", err, NULL);

@@ -318,12 +318,6 @@ static int load_message(struct lane *l, struct rec_ctx *rc)
     return 0;
 }
 
-static int64_t json_time(json_t *doc, const char *name)
-{
-    const char *s = json_string_value(json_object_get(doc, name));
-    return s ? rfc3339_parse(s) : -1;
-}
-
 static int parse_record(struct lane *l, struct rec_ctx *rc)
 {
     struct bus_record *r = rc->r;
@@ -333,22 +327,25 @@ static int parse_record(struct lane *l, struct rec_ctx *rc)
     rc->doc = jsonx_record_parse(r->value, r->value_len, SCHEMA_OUTBOUND, perr, sizeof(perr));
     if (!rc->doc)
         return dead(rc, "parse", "%s", perr);
-    rc->id = json_string_value(json_object_get(rc->doc, "id"));
-    if (!rc->id || !id_valid(rc->id))
-        return dead(rc, "parse", "id missing or not a UUIDv7%s", NULL);
-    rc->inbound_id = json_string_value(json_object_get(rc->doc, "inbound_id"));
-    rc->subject = json_string_value(json_object_get(rc->doc, "subject"));
-    rc->list = json_string_value(json_object_get(rc->doc, "list"));
+    const char *from;
+    const json_t *rs;
+    if (jsonx_want_str(rc->doc, "id", 1, &rc->id, perr, sizeof(perr)) != 0 ||
+        jsonx_want_str(rc->doc, "inbound_id", 0, &rc->inbound_id, perr, sizeof(perr)) != 0 ||
+        jsonx_want_str(rc->doc, "subject", 0, &rc->subject, perr, sizeof(perr)) != 0 ||
+        jsonx_want_str(rc->doc, "list", 0, &rc->list, perr, sizeof(perr)) != 0 ||
+        jsonx_want_str(rc->doc, "from", 1, &from, perr, sizeof(perr)) != 0 ||
+        jsonx_want_array(rc->doc, "recipients", 1, &rs, perr, sizeof(perr)) != 0)
+        return dead(rc, "parse", "%s", perr);
+    if (!id_valid(rc->id))
+        return dead(rc, "parse", "id is not a UUIDv7%s", NULL);
     if (rc->list && (!*rc->list || strlen(rc->list) > 64 ||
                      strspn(rc->list, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") !=
                          strlen(rc->list)))
         return dead(rc, "parse", "list is not a name%s", NULL);
-    const char *from = json_string_value(json_object_get(rc->doc, "from"));
-    if (!from || address_normalize(from, rc->from_addr, sizeof(rc->from_addr)) != 0)
-        return dead(rc, "parse", "from missing or not an address%s", NULL);
-    json_t *rs = json_object_get(rc->doc, "recipients");
-    if (!json_is_array(rs) || json_array_size(rs) == 0)
-        return dead(rc, "parse", "recipients missing or empty%s", NULL);
+    if (address_normalize(from, rc->from_addr, sizeof(rc->from_addr)) != 0)
+        return dead(rc, "parse", "from is not an address%s", NULL);
+    if (json_array_size(rs) == 0)
+        return dead(rc, "parse", "recipients is empty%s", NULL);
     /* Transform writes normalized addresses (schema); anything else means a
      * record we must not guess about: the whole record goes to the DLQ. */
     rc->n_rcpts = json_array_size(rs);
@@ -360,12 +357,14 @@ static int parse_record(struct lane *l, struct rec_ctx *rc)
             return dead(rc, "parse", "recipients[] holds a value that is not an address%s", NULL);
         rc->rcpts[i] = xstrdup(norm);
     }
-    json_t *a = json_object_get(rc->doc, "attempt");
-    rc->attempt = json_is_integer(a) && json_integer_value(a) > 0 ? (int)json_integer_value(a) : 0;
-    rc->created_ms = json_time(rc->doc, "created_at");
+    int64_t attempt = 0;
+    if (jsonx_path(rc->doc, "attempt") && jsonx_int(rc->doc, "attempt", &attempt) != 0)
+        return dead(rc, "parse", "field attempt is not an integer%s", NULL);
+    rc->attempt = attempt > 0 ? (int)attempt : 0;
+    rc->created_ms = jsonx_time_ms(rc->doc, "created_at");
     if (rc->created_ms < 0)
         rc->created_ms = r->timestamp_ms > 0 ? r->timestamp_ms : now_ms();
-    rc->first_ms = json_time(rc->doc, "first_attempt_at");
+    rc->first_ms = jsonx_time_ms(rc->doc, "first_attempt_at");
     if (rc->first_ms < 0)
         rc->first_ms = now_ms();
     rc->mail = (struct event_mail){ rc->id, rc->inbound_id, rc->from_addr, rc->subject,
