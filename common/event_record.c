@@ -3,19 +3,12 @@
 #include "event_record.h"
 #include "ids.h"
 #include "jsonx.h"
-#include "log.h"
 #include "timeutil.h"
 #include "topics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set(json_t *o, const char *key, json_t *v)
-{
-    if (!v || json_object_set_new(o, key, v) != 0)
-        panic("%s: cannot set %s (out of memory?)", __func__, key);
-}
 
 static json_t *jtime(int64_t ms)
 {
@@ -28,36 +21,36 @@ static json_t *event_new(const char *type, const struct event_mail *m, int64_t n
 {
     char id[ID_LEN + 1];
     json_t *ev = jsonx_record_new(SCHEMA_EVENT);
-    set(ev, "id", json_string(id_new(id)));
-    set(ev, "eventType", json_string(type));
+    jsonx_set(ev, "id", json_string(id_new(id)));
+    jsonx_set(ev, "eventType", json_string(type));
     if (!m)
         return ev;
     if (m->inbound_id)
-        set(ev, "inbound_id", jsonx_text(m->inbound_id));
+        jsonx_set(ev, "inbound_id", jsonx_text(m->inbound_id));
     json_t *mail = json_object();
     if (m->source) {
-        set(mail, "timestamp", jtime(m->sent_ms > 0 ? m->sent_ms : now_ms));
-        set(mail, "messageId", jsonx_text(m->message_id));
-        set(mail, "source", jsonx_text(m->source));
+        jsonx_set(mail, "timestamp", jtime(m->sent_ms > 0 ? m->sent_ms : now_ms));
+        jsonx_set(mail, "messageId", jsonx_text(m->message_id));
+        jsonx_set(mail, "source", jsonx_text(m->source));
         json_t *dest = json_array();
         for (size_t i = 0; i < m->n_destination; i++)
             json_array_append_new(dest, jsonx_text(m->destination[i]));
-        set(mail, "destination", dest);
+        jsonx_set(mail, "destination", dest);
     } else {
-        set(mail, "messageId", jsonx_text(m->message_id));
+        jsonx_set(mail, "messageId", jsonx_text(m->message_id));
     }
     if (m->subject) {
         json_t *ch = json_object();
-        set(ch, "subject", jsonx_text(m->subject));
-        set(mail, "commonHeaders", ch);
+        jsonx_set(ch, "subject", jsonx_text(m->subject));
+        jsonx_set(mail, "commonHeaders", ch);
     }
-    set(ev, "mail", mail);
+    jsonx_set(ev, "mail", mail);
     return ev;
 }
 
 static char *finish(json_t *ev, const char *type_key, json_t *body, size_t *len)
 {
-    set(ev, type_key, body);
+    jsonx_set(ev, type_key, body);
     char *s = jsonx_dumps(ev, len);
     json_decref(ev);
     return s;
@@ -67,13 +60,13 @@ static char *finish(json_t *ev, const char *type_key, json_t *body, size_t *len)
 static json_t *recipient(const struct event_recipient *r)
 {
     json_t *o = json_object();
-    set(o, "emailAddress", jsonx_text(r->address));
+    jsonx_set(o, "emailAddress", jsonx_text(r->address));
     if (r->action)
-        set(o, "action", jsonx_text(r->action));
+        jsonx_set(o, "action", jsonx_text(r->action));
     if (r->status)
-        set(o, "status", jsonx_text(r->status));
+        jsonx_set(o, "status", jsonx_text(r->status));
     if (r->diagnostic)
-        set(o, "diagnosticCode", jsonx_text(r->diagnostic));
+        jsonx_set(o, "diagnosticCode", jsonx_text(r->diagnostic));
     return o;
 }
 
@@ -82,13 +75,13 @@ char *event_record_delivery(const struct event_mail *m, const char *rcpt, const 
 {
     json_t *ev = event_new("Delivery", m, now_ms);
     json_t *d = json_object();
-    set(d, "timestamp", jtime(now_ms));
-    set(d, "processingTimeMillis", json_integer(processing_ms < 0 ? 0 : processing_ms));
+    jsonx_set(d, "timestamp", jtime(now_ms));
+    jsonx_set(d, "processingTimeMillis", json_integer(processing_ms < 0 ? 0 : processing_ms));
     json_t *r = json_array();
     json_array_append_new(r, jsonx_text(rcpt));
-    set(d, "recipients", r);
-    set(d, "smtpResponse", jsonx_text(smtp_response));
-    set(d, "reportingMTA", jsonx_text(reporting_mta));
+    jsonx_set(d, "recipients", r);
+    jsonx_set(d, "smtpResponse", jsonx_text(smtp_response));
+    jsonx_set(d, "reportingMTA", jsonx_text(reporting_mta));
     return finish(ev, "delivery", d, len);
 }
 
@@ -98,14 +91,14 @@ char *event_record_bounce(const struct event_mail *m, const struct event_recipie
 {
     json_t *ev = event_new("Bounce", m, now_ms);
     json_t *b = json_object();
-    set(b, "bounceType", jsonx_text(bounce_type));
-    set(b, "bounceSubType", jsonx_text(sub_type));
+    jsonx_set(b, "bounceType", jsonx_text(bounce_type));
+    jsonx_set(b, "bounceSubType", jsonx_text(sub_type));
     json_t *rs = json_array();
     json_array_append_new(rs, recipient(r));
-    set(b, "bouncedRecipients", rs);
-    set(b, "timestamp", jtime(now_ms));
+    jsonx_set(b, "bouncedRecipients", rs);
+    jsonx_set(b, "timestamp", jtime(now_ms));
     if (reporting_mta)
-        set(b, "reportingMTA", jsonx_text(reporting_mta));
+        jsonx_set(b, "reportingMTA", jsonx_text(reporting_mta));
     return finish(ev, "bounce", b, len);
 }
 
@@ -114,13 +107,13 @@ char *event_record_delay(const struct event_mail *m, const struct event_recipien
 {
     json_t *ev = event_new("DeliveryDelay", m, now_ms);
     json_t *d = json_object();
-    set(d, "timestamp", jtime(now_ms));
-    set(d, "delayType", json_string("TransientCommunicationFailure"));
-    set(d, "expirationTime", jtime(expiration_ms));
-    set(d, "reportingMTA", jsonx_text(reporting_mta));
+    jsonx_set(d, "timestamp", jtime(now_ms));
+    jsonx_set(d, "delayType", json_string("TransientCommunicationFailure"));
+    jsonx_set(d, "expirationTime", jtime(expiration_ms));
+    jsonx_set(d, "reportingMTA", jsonx_text(reporting_mta));
     json_t *rs = json_array();
     json_array_append_new(rs, recipient(r));
-    set(d, "delayedRecipients", rs);
+    jsonx_set(d, "delayedRecipients", rs);
     return finish(ev, "deliveryDelay", d, len);
 }
 
@@ -134,14 +127,14 @@ char *event_record_suppressed(const struct event_mail *m, const char *rcpt, cons
             why = known[i];
     json_t *ev = event_new("Suppressed", m, now_ms);
     json_t *s = json_object();
-    set(s, "timestamp", jtime(now_ms));
+    jsonx_set(s, "timestamp", jtime(now_ms));
     json_t *rs = json_array(), *one = json_object();
-    set(one, "emailAddress", jsonx_text(rcpt));
-    set(one, "reason", json_string(why));
+    jsonx_set(one, "emailAddress", jsonx_text(rcpt));
+    jsonx_set(one, "reason", json_string(why));
     if (list && *list)
-        set(one, "list", jsonx_text(list));
+        jsonx_set(one, "list", jsonx_text(list));
     json_array_append_new(rs, one);
-    set(s, "suppressedRecipients", rs);
+    jsonx_set(s, "suppressedRecipients", rs);
     return finish(ev, "suppressed", s, len);
 }
 
@@ -151,12 +144,12 @@ char *event_record_complaint(const struct event_mail *m, const char *rcpt, const
     json_t *ev = event_new("Complaint", m, now_ms);
     json_t *c = json_object();
     json_t *rs = json_array(), *one = json_object();
-    set(one, "emailAddress", jsonx_text(rcpt));
+    jsonx_set(one, "emailAddress", jsonx_text(rcpt));
     json_array_append_new(rs, one);
-    set(c, "complainedRecipients", rs);
-    set(c, "timestamp", jtime(now_ms));
+    jsonx_set(c, "complainedRecipients", rs);
+    jsonx_set(c, "timestamp", jtime(now_ms));
     if (feedback_type && *feedback_type)
-        set(c, "complaintFeedbackType", jsonx_text(feedback_type));
+        jsonx_set(c, "complaintFeedbackType", jsonx_text(feedback_type));
     return finish(ev, "complaint", c, len);
 }
 
@@ -165,13 +158,13 @@ char *event_record_unsubscribe(const char *rcpt, const char *list, const char *m
 {
     json_t *ev = event_new("Unsubscribe", NULL, now_ms);
     json_t *u = json_object();
-    set(u, "timestamp", jtime(now_ms));
-    set(u, "emailAddress", jsonx_text(rcpt));
-    set(u, "method", jsonx_text(method));
+    jsonx_set(u, "timestamp", jtime(now_ms));
+    jsonx_set(u, "emailAddress", jsonx_text(rcpt));
+    jsonx_set(u, "method", jsonx_text(method));
     if (list && *list)
-        set(u, "list", jsonx_text(list));
+        jsonx_set(u, "list", jsonx_text(list));
     if (feedback_id && id_valid(feedback_id))
-        set(u, "feedbackId", json_string(feedback_id));
+        jsonx_set(u, "feedbackId", json_string(feedback_id));
     return finish(ev, "unsubscribe", u, len);
 }
 
@@ -181,17 +174,17 @@ char *event_record_download(const struct event_mail *m, const char *ip, const ch
 {
     json_t *ev = event_new("Download", m, now_ms);
     json_t *d = json_object();
-    set(d, "timestamp", jtime(now_ms));
-    set(d, "ipAddress", jsonx_text(ip));
+    jsonx_set(d, "timestamp", jtime(now_ms));
+    jsonx_set(d, "ipAddress", jsonx_text(ip));
     if (user_agent) {
         char ua[1025];
         snprintf(ua, sizeof(ua), "%s", user_agent);
-        set(d, "userAgent", jsonx_text(ua));
+        jsonx_set(d, "userAgent", jsonx_text(ua));
     }
-    set(d, "name", jsonx_text(name));
-    set(d, "key", jsonx_text(key));
-    set(d, "status", json_integer(status));
-    set(d, "bytes", json_integer((json_int_t)bytes));
+    jsonx_set(d, "name", jsonx_text(name));
+    jsonx_set(d, "key", jsonx_text(key));
+    jsonx_set(d, "status", json_integer(status));
+    jsonx_set(d, "bytes", json_integer((json_int_t)bytes));
     return finish(ev, "download", d, len);
 }
 

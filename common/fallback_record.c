@@ -2,14 +2,7 @@
 #include "fallback_record.h"
 #include "ids.h"
 #include "jsonx.h"
-#include "log.h"
 #include "topics.h"
-
-static void set(json_t *o, const char *key, json_t *v)
-{
-    if (!v || json_object_set_new(o, key, v) != 0)
-        panic("%s: cannot set %s (out of memory?)", __func__, key);
-}
 
 static json_t *texts(const char *const *l, size_t n)
 {
@@ -23,25 +16,25 @@ json_t *fallback_record_new(const struct fallback_fields *f)
 {
     char id[ID_LEN + 1];
     json_t *o = jsonx_record_new(SCHEMA_FALLBACK);
-    set(o, "id", json_string(f->id ? f->id : id_new(id)));
+    jsonx_set(o, "id", json_string(f->id ? f->id : id_new(id)));
     if (f->inbound_id)
-        set(o, "inbound_id", jsonx_text(f->inbound_id));
+        jsonx_set(o, "inbound_id", jsonx_text(f->inbound_id));
     if (f->feedback_id)
-        set(o, "feedback_id", jsonx_text(f->feedback_id));
+        jsonx_set(o, "feedback_id", jsonx_text(f->feedback_id));
     jsonx_set_time(o, "created_at", f->created_ms);
-    set(o, "reason", jsonx_text(f->reason));
-    set(o, "details", jsonx_text(f->details ? f->details : f->reason));
+    jsonx_set(o, "reason", jsonx_text(f->reason));
+    jsonx_set(o, "details", jsonx_text(f->details ? f->details : f->reason));
     if (f->rule)
-        set(o, "rule", jsonx_text(f->rule));
-    set(o, "sender", jsonx_text(f->sender ? f->sender : ""));
+        jsonx_set(o, "rule", jsonx_text(f->rule));
+    jsonx_set(o, "sender", jsonx_text(f->sender ? f->sender : ""));
     if (f->subject)
-        set(o, "subject", jsonx_text(f->subject));
-    set(o, "found", texts(f->found, f->n_found));
-    set(o, "invalid", texts(f->invalid, f->n_invalid));
+        jsonx_set(o, "subject", jsonx_text(f->subject));
+    jsonx_set(o, "found", texts(f->found, f->n_found));
+    jsonx_set(o, "invalid", texts(f->invalid, f->n_invalid));
     if (f->sent_to)
-        set(o, "sent_to", texts(f->sent_to, f->n_sent_to));
+        jsonx_set(o, "sent_to", texts(f->sent_to, f->n_sent_to));
     if (f->flagged)
-        set(o, "flagged", f->flagged);
-    set(o, "links", f->links ? f->links : json_array());
+        jsonx_set(o, "flagged", f->flagged);
+    jsonx_set(o, "links", f->links ? f->links : json_array());
     return o;
 }

@@ -1,41 +1,34 @@
 /* feedback_record — feedback.v1, one builder for ingest and feedback. */
 #include "feedback_record.h"
 #include "jsonx.h"
-#include "log.h"
 #include "topics.h"
 
 #include <stdio.h>
 
-static void set(json_t *o, const char *key, json_t *v)
-{
-    if (!v || json_object_set_new(o, key, v) != 0)
-        panic("%s: cannot set %s (out of memory?)", __func__, key);
-}
-
 static void set_opt(json_t *o, const char *key, const char *v)
 {
     if (v)
-        set(o, key, jsonx_text(v));
+        jsonx_set(o, key, jsonx_text(v));
 }
 
 char *feedback_record_build(const struct feedback_fields *f, size_t *len)
 {
     json_t *o = jsonx_record_new(SCHEMA_FEEDBACK);
-    set(o, "id", jsonx_text(f->id));
-    set(o, "kind", jsonx_text(f->kind));
+    jsonx_set(o, "id", jsonx_text(f->id));
+    jsonx_set(o, "kind", jsonx_text(f->kind));
     jsonx_set_time(o, "received_at", f->received_ms);
     set_opt(o, "rule", f->rule);
     if (f->envelope)
-        set(o, "envelope", record_envelope_json(f->envelope));
+        jsonx_set(o, "envelope", record_envelope_json(f->envelope));
     if (f->store)
-        set(o, "store", record_store_json(f->store));
+        jsonx_set(o, "store", record_store_json(f->store));
     if (f->sns) {
         json_t *n = json_object();
         set_opt(n, "Type", f->sns->type);
         set_opt(n, "MessageId", f->sns->message_id);
         set_opt(n, "TopicArn", f->sns->topic_arn);
         set_opt(n, "Message", f->sns->message);
-        set(o, "notification", n);
+        jsonx_set(o, "notification", n);
     }
     if (f->unsubscribe) {
         json_t *u = json_object();
@@ -44,8 +37,8 @@ char *feedback_record_build(const struct feedback_fields *f, size_t *len)
         set_opt(u, "address", f->unsubscribe->address);
         set_opt(u, "client_ip", f->unsubscribe->client_ip);
         if (f->unsubscribe->list && *f->unsubscribe->list)
-            set(u, "list", jsonx_text(f->unsubscribe->list));
-        set(o, "unsubscribe", u);
+            jsonx_set(u, "list", jsonx_text(f->unsubscribe->list));
+        jsonx_set(o, "unsubscribe", u);
     }
     char *s = jsonx_dumps(o, len);
     json_decref(o);

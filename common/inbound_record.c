@@ -2,7 +2,6 @@
 #include "inbound_record.h"
 #include "ids.h"
 #include "jsonx.h"
-#include "log.h"
 #include "timeutil.h"
 #include "topics.h"
 
@@ -10,51 +9,45 @@
 #include <stdio.h>
 #include <string.h>
 
-static void set(json_t *o, const char *key, json_t *v)
-{
-    if (!v || json_object_set_new(o, key, v) != 0)
-        panic("%s: cannot set %s (out of memory?)", __func__, key);
-}
-
 json_t *record_envelope_json(const struct record_envelope *e)
 {
     json_t *o = json_object(), *rcpts = json_array();
-    set(o, "mail_from", jsonx_text(e->mail_from));
+    jsonx_set(o, "mail_from", jsonx_text(e->mail_from));
     for (size_t i = 0; i < e->n_rcpt_to; i++)
         json_array_append_new(rcpts, jsonx_text(e->rcpt_to[i]));
-    set(o, "rcpt_to", rcpts);
-    set(o, "helo", jsonx_text(e->helo));
-    set(o, "client_ip", jsonx_text(e->client_ip));
-    set(o, "tls", json_boolean(e->tls));
+    jsonx_set(o, "rcpt_to", rcpts);
+    jsonx_set(o, "helo", jsonx_text(e->helo));
+    jsonx_set(o, "client_ip", jsonx_text(e->client_ip));
+    jsonx_set(o, "tls", json_boolean(e->tls));
     if (e->tls_version) {
-        set(o, "tls_version", jsonx_text(e->tls_version));
-        set(o, "tls_cipher", jsonx_text(e->tls_cipher));
+        jsonx_set(o, "tls_version", jsonx_text(e->tls_version));
+        jsonx_set(o, "tls_cipher", jsonx_text(e->tls_cipher));
     }
-    set(o, "auth_user", e->auth_user ? jsonx_text(e->auth_user) : json_null());
+    jsonx_set(o, "auth_user", e->auth_user ? jsonx_text(e->auth_user) : json_null());
     return o;
 }
 
 json_t *record_store_json(const struct record_store *s)
 {
     json_t *o = json_object();
-    set(o, "key", jsonx_text(s->key));
-    set(o, "size", json_integer((json_int_t)s->size));
-    set(o, "sha256", jsonx_text(s->sha256));
+    jsonx_set(o, "key", jsonx_text(s->key));
+    jsonx_set(o, "size", json_integer((json_int_t)s->size));
+    jsonx_set(o, "sha256", jsonx_text(s->sha256));
     return o;
 }
 
 char *inbound_record_build(const struct inbound_fields *f, size_t *len)
 {
     json_t *o = jsonx_record_new(SCHEMA_INBOUND);
-    set(o, "id", jsonx_text(f->id));
+    jsonx_set(o, "id", jsonx_text(f->id));
     jsonx_set_time(o, "received_at", f->received_ms);
-    set(o, "rule", jsonx_text(f->rule));
-    set(o, "envelope", record_envelope_json(f->envelope));
-    set(o, "store", record_store_json(f->store));
+    jsonx_set(o, "rule", jsonx_text(f->rule));
+    jsonx_set(o, "envelope", record_envelope_json(f->envelope));
+    jsonx_set(o, "store", record_store_json(f->store));
     if (f->message_id)
-        set(o, "message_id", jsonx_text(f->message_id));
+        jsonx_set(o, "message_id", jsonx_text(f->message_id));
     if (f->spooled)
-        set(o, "spooled", json_true());
+        jsonx_set(o, "spooled", json_true());
     char *s = jsonx_dumps(o, len);
     json_decref(o);
     return s;

@@ -149,6 +149,12 @@ int64_t jsonx_time_ms(const json_t *v, const char *path)
     return s ? rfc3339_parse(s) : -1;
 }
 
+void jsonx_set(json_t *obj, const char *key, json_t *v)
+{
+    if (!v || json_object_set_new(obj, key, v) != 0)
+        panic("%s: cannot set %s (out of memory?)", __func__, key);
+}
+
 int jsonx_set_time(json_t *obj, const char *key, int64_t ms)
 {
     char buf[32];

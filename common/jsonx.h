@@ -41,6 +41,9 @@ int jsonx_want_object(const json_t *v, const char *path, int required, const jso
 /* RFC 3339 field -> ms; -1 when absent or malformed. */
 int64_t jsonx_time_ms(const json_t *v, const char *path);
 
+/* obj[key] = v, taking v over (a builder's one line per field); v NULL or
+ * no memory is fatal. */
+void jsonx_set(json_t *obj, const char *key, json_t *v);
 /* obj[key] = "2026-11-26T10:00:00.123Z" for ms.  Returns 0. */
 int jsonx_set_time(json_t *obj, const char *key, int64_t ms);
 /* A JSON string for text from outside (server replies, headers): invalid
