@@ -806,7 +806,8 @@ static void serve_api(void *opaque, const struct http_request *req, struct http_
         return;
     }
     /* PUT /addresses with a JSON body (SES v2) or PUT|GET|DELETE /addresses/<addr> */
-    json_t *body = req->body_len ? json_loadb(req->body, req->body_len, 0, NULL) : NULL;
+    char jerr[160];
+    json_t *body = req->body_len ? jsonx_loads(req->body, req->body_len, jerr, sizeof(jerr)) : NULL;
     const char *addr = *rest ? rest : json_string_value(json_object_get(body, "EmailAddress"));
     if (!addr || suppression_key(addr, NULL, key, sizeof(key)) != 0) {
         api_error(resp, 400, "BadRequestException", "not a valid email address");
