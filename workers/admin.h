@@ -1,6 +1,10 @@
 /* admin — command-line verbs beside the workers (suppression, links, dlq, ...).
  * A verb's main gets argv starting at its own name and returns an exit code;
- * it loads the config with mailfleet_load_config(). */
+ * it loads the config with mailfleet_load_config().
+ *
+ * A verb about one worker's data lives with that worker
+ * (workers/<w>/<w>_admin.c, declared in its header); a verb about the whole
+ * fleet lives in workers/admin/ and is declared here. */
 #ifndef MF_ADMIN_H
 #define MF_ADMIN_H
 #include "config.h"
@@ -15,5 +19,8 @@ struct admin_verb {
 /* Loads -c FILE (or $MAILFLEET_CONFIG) against every table; prints the error
  * and returns NULL on failure. */
 struct config *mailfleet_load_config(int argc, char **argv);
+
+/* Fleet-wide verbs (workers/admin/). */
+extern const struct admin_verb dlq_verb;   /* mailfleet dlq list|replay|ack */
 
 #endif

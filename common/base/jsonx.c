@@ -4,6 +4,7 @@
  * would let two readers see two different values, so it is refused. */
 #include "jsonx.h"
 #include "log.h"
+#include "strbuf.h"
 #include "timeutil.h"
 
 #include <errno.h>
@@ -38,22 +39,29 @@ char *jsonx_dumps(const json_t *v, size_t *len)
     return s;
 }
 
-json_t *jsonx_record_new(const char *name)
+json_t *jsonx_record_parse(const void *buf, size_t len, const char *schema, char *err, size_t errlen)
 {
-    char schema[96];
-    snprintf(schema, sizeof(schema), "mailfleet.%s.v1", name);
+    json_t *v = jsonx_loads(buf, len, err, errlen);
+    if (!v)
+        return NULL;
+    const json_t *s = json_object_get(v, "schema");
+    if (!json_is_string(s)) {
+        snprintf(err, errlen, "record has no \"schema\" string (want %s)", schema);
+    } else if (strcmp(json_string_value(s), schema) != 0) {
+        snprintf(err, errlen, "unknown schema \"%.64s\" (want %s)", json_string_value(s), schema);
+    } else {
+        return v;
+    }
+    json_decref(v);
+    return NULL;
+}
+
+json_t *jsonx_record_new(const char *schema)
+{
     json_t *o = json_object();
     if (!o || json_object_set_new(o, "schema", json_string(schema)) != 0)
         panic("%s: out of memory", __func__);
     return o;
-}
-
-int jsonx_record_check(const json_t *v, const char *name)
-{
-    char schema[96];
-    const char *s = jsonx_str(v, "schema");
-    snprintf(schema, sizeof(schema), "mailfleet.%s.v1", name);
-    return s && strcmp(s, schema) == 0 ? 0 : -EINVAL;
 }
 
 const json_t *jsonx_path(const json_t *v, const char *path)
@@ -91,10 +99,60 @@ int jsonx_int(const json_t *v, const char *path, int64_t *out)
     return 0;
 }
 
+static int want(const json_t *v, const char *path, int required, int (*is)(const json_t *),
+                const char *what, const json_t **out, char *err, size_t errlen)
+{
+    const json_t *f = jsonx_path(v, path);
+    *out = NULL;
+    if (!f && !required)
+        return 0;
+    if (!f) {
+        snprintf(err, errlen, "field %s is missing", path);
+        return -EINVAL;
+    }
+    if (!is(f)) {
+        snprintf(err, errlen, "field %s is not %s", path, what);
+        return -EINVAL;
+    }
+    *out = f;
+    return 0;
+}
+
+static int is_string(const json_t *f) { return json_is_string(f); }
+static int is_array(const json_t *f) { return json_is_array(f); }
+static int is_object(const json_t *f) { return json_is_object(f); }
+
+int jsonx_want_str(const json_t *v, const char *path, int required, const char **out, char *err,
+                   size_t errlen)
+{
+    const json_t *f;
+    int rc = want(v, path, required, is_string, "a string", &f, err, errlen);
+    *out = f ? json_string_value(f) : NULL;
+    return rc;
+}
+
+int jsonx_want_array(const json_t *v, const char *path, int required, const json_t **out, char *err,
+                     size_t errlen)
+{
+    return want(v, path, required, is_array, "an array", out, err, errlen);
+}
+
+int jsonx_want_object(const json_t *v, const char *path, int required, const json_t **out, char *err,
+                      size_t errlen)
+{
+    return want(v, path, required, is_object, "an object", out, err, errlen);
+}
+
 int64_t jsonx_time_ms(const json_t *v, const char *path)
 {
     const char *s = jsonx_str(v, path);
     return s ? rfc3339_parse(s) : -1;
+}
+
+void jsonx_set(json_t *obj, const char *key, json_t *v)
+{
+    if (!v || json_object_set_new(obj, key, v) != 0)
+        panic("%s: cannot set %s (out of memory?)", __func__, key);
 }
 
 int jsonx_set_time(json_t *obj, const char *key, int64_t ms)
@@ -106,12 +164,18 @@ int jsonx_set_time(json_t *obj, const char *key, int64_t ms)
     return 0;
 }
 
-int jsonx_set_str(json_t *obj, const char *key, const char *s)
+json_t *jsonx_text(const char *s)
 {
-    json_t *j = json_string(s);   /* NULL for invalid UTF-8 */
+    json_t *j = json_string(s ? s : "");
+    if (!j) {
+        char *copy = xstrdup(s);
+        for (char *p = copy; *p; p++)
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
+        j = json_string(copy);
+        free(copy);
+    }
     if (!j)
-        return -EINVAL;
-    if (json_object_set_new(obj, key, j) != 0)
-        panic("%s: cannot set %s", __func__, key);
-    return 0;
+        panic("%s: out of memory", __func__);
+    return j;
 }

@@ -107,7 +107,9 @@ int bus_read_at(struct bus *b, const char *topic, int32_t partition, int64_t off
 
 /* Calls cb for every record still kept in topic, partition by partition in
  * offset order, without a group (admin reads of compacted or small topics).
- * cb returns non-zero to stop.  Returns records seen, or <0 with err. */
+ * cb returns non-zero to stop.  Returns records seen, or <0 with err: a
+ * record that cannot be read is an error, only an offset with no record
+ * (compacted away, a transaction marker) is passed over. */
 typedef int (*bus_scan_cb)(void *opaque, const struct bus_record *r);
 long bus_scan(struct bus *b, const char *topic, bus_scan_cb cb, void *opaque, char *err, size_t errlen);
 

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "strbuf.h"
 #include "timeutil.h"
+#include "topics.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -43,8 +44,6 @@
 #define KAFKA_ADMIN_TIMEOUT_MS 10000
 #define KAFKA_SEEK_TIMEOUT_MS  10000
 #define KAFKA_CLOSE_FLUSH_MS   10000
-
-#define KAFKA_READER_GROUP "mailfleet.bus.reader"
 
 struct kafka_bus {
     char *bootstrap;
@@ -191,12 +190,12 @@ static rd_kafka_t *kafka_consumer_handle(const struct kafka_bus *kb, const char 
 
 /* A handle that consumes by assign() only and never commits by itself.
  * librdkafka's assign() needs a group id even though the handle never joins
- * the group: group-less reads use KAFKA_READER_GROUP, never committed to. */
+ * the group: group-less reads use GROUP_BUS_READER, never committed to. */
 static rd_kafka_t *kafka_reader_new(const struct kafka_bus *kb, const char *group, char *err,
                                     size_t errlen)
 {
     const char *const reader[] = {
-        "group.id", group ? group : KAFKA_READER_GROUP,
+        "group.id", group ? group : GROUP_BUS_READER,
         "enable.auto.commit", "false",
         "enable.auto.offset.store", "false",
         "isolation.level", "read_committed",

@@ -43,4 +43,9 @@
 #define SCHEMA_REVOCATION     "mailfleet.revocation.v1"
 #define SCHEMA_ALARM          "mailfleet.alarm.v1"
 
+/* Not a topic: the label the VERP key is derived under (common/verp.c).  It
+ * lives here so every "mailfleet.*" name is in one file; changing one byte
+ * changes the key and invalidates every bounce address already sent. */
+#define VERP_KEY_LABEL        "mailfleet.verp.key.v1"
+
 #endif

@@ -2,9 +2,11 @@
 #include "suppression.h"
 #include "address.h"
 #include "bus.h"
+#include "jsonx.h"
 #include "kv.h"
 #include "strbuf.h"
 #include "timeutil.h"
+#include "topics.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -50,8 +52,10 @@ char *suppression_record(const char *addr, const char *list, const char *reason,
     if (suppression_key(addr, NULL, key, sizeof(key)) != 0)
         return NULL;
     rfc3339_ms(ts_ms, ts, sizeof(ts));
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "schema", "mailfleet.suppression.v1",
-                          "emailAddress", key, "reason", reason, "lastUpdateTime", ts);
+    json_t *o = jsonx_record_new(SCHEMA_SUPPRESSION);
+    json_object_set_new(o, "emailAddress", json_string(key));
+    json_object_set_new(o, "reason", json_string(reason));
+    json_object_set_new(o, "lastUpdateTime", json_string(ts));
     if (list && list[0])
         json_object_set_new(o, "list", json_string(list));
     if (source && source[0])
@@ -65,9 +69,23 @@ char *suppression_record(const char *addr, const char *list, const char *reason,
     return s;
 }
 
+json_t *suppression_record_parse(const void *buf, size_t len, char *err, size_t errlen)
+{
+    json_t *o = jsonx_record_parse(buf, len, SCHEMA_SUPPRESSION, err, errlen);
+    const char *s;
+    if (o && (jsonx_want_str(o, "emailAddress", 1, &s, err, errlen) != 0 ||
+              jsonx_want_str(o, "reason", 1, &s, err, errlen) != 0 ||
+              jsonx_want_str(o, "lastUpdateTime", 1, &s, err, errlen) != 0 ||
+              jsonx_want_str(o, "list", 0, &s, err, errlen) != 0)) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
 static int produce(struct bus *b, const char *key, const char *value, char *err, size_t errlen)
 {
-    struct bus_record r = { .topic = SUPPRESSION_TOPIC, .key = key, .key_len = strlen(key),
+    struct bus_record r = { .topic = TOPIC_SUPPRESSION, .key = key, .key_len = strlen(key),
                             .value = value, .value_len = value ? strlen(value) : 0, .partition = -1 };
     return bus_produce(b, &r, 1, 30000, err, errlen);
 }

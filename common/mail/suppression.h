@@ -8,11 +8,10 @@
 #define MF_SUPPRESSION_H
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 
 struct bus;
 struct kv;
-
-#define SUPPRESSION_TOPIC "mailfleet.suppression"
 
 /* Normalizes addr (common/address) and lower-cases it; list may be NULL.
  * Returns 0 or -EINVAL. */
@@ -28,6 +27,10 @@ int suppression_remove(struct bus *b, const char *addr, const char *list, char *
 /* The JSON value for a key (malloc'd) as written by suppression_publish. */
 char *suppression_record(const char *addr, const char *list, const char *reason, int64_t ts_ms,
                          const char *source, const char *message_id, const char *feedback_id);
+
+/* Parses a suppression.v1 value strictly (jsonx_record_parse): emailAddress,
+ * reason and lastUpdateTime must be strings.  NULL + err on error. */
+json_t *suppression_record_parse(const void *buf, size_t len, char *err, size_t errlen);
 
 /* 1 if addr is suppressed account-wide or for list (list may be NULL),
  * 0 if not, <0 on error.  copy: suppression_copy_kv() of a suppression_copy. */

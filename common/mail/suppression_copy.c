@@ -8,6 +8,7 @@
 #include "log.h"
 #include "strbuf.h"
 #include "suppression.h"
+#include "topics.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -105,7 +106,8 @@ int suppression_copy_check(struct suppression_copy *s, const char *addr, const c
         if (rc < 0)
             return rc;
         if (rc == 1) {
-            json_t *j = v ? json_loadb(v, vl, 0, NULL) : NULL;
+            char perr[128];
+            json_t *j = v ? suppression_record_parse(v, vl, perr, sizeof(perr)) : NULL;
             const char *r = json_string_value(json_object_get(j, "reason"));
             snprintf(reason, rlen, "%s", r ? r : "");
             json_decref(j);
@@ -139,7 +141,7 @@ static void *follow(void *arg)
 {
     struct suppression_copy *s = arg;
     char err[256];
-    const char *topics[] = { SUPPRESSION_TOPIC, NULL };
+    const char *topics[] = { TOPIC_SUPPRESSION, NULL };
     struct bus_consumer *c = NULL;
     struct progress prog = { 0 };
     struct bus_partition_stats st[SUPPRESSION_MAX_PARTITIONS];
@@ -147,7 +149,7 @@ static void *follow(void *arg)
 
     while (!atomic_load(&s->quit) && !*s->stop) {
         if (!c) {
-            int n = bus_topic_stats(s->bus, SUPPRESSION_TOPIC, s->group, st, SUPPRESSION_MAX_PARTITIONS,
+            int n = bus_topic_stats(s->bus, TOPIC_SUPPRESSION, s->group, st, SUPPRESSION_MAX_PARTITIONS,
                                     err, sizeof(err));
             if (n < 0 && n != -ENOENT) {
                 /* Not knowing how much there is to read, the copy must not

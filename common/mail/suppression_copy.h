@@ -21,7 +21,7 @@
 struct bus;
 struct suppression_copy;
 
-#include "suppression.h"   /* SUPPRESSION_TOPIC, suppression_key() */
+#include "suppression.h"   /* suppression_key() */
 
 /* Opens (and empties) the copy under dir. */
 struct suppression_copy *suppression_copy_open(const char *dir, char *err, size_t errlen);

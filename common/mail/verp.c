@@ -2,6 +2,7 @@
 #include "verp.h"
 #include "ids.h"
 #include "tokens.h"
+#include "topics.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -96,6 +97,6 @@ int verp_check(const void *key, size_t keylen, const char *tag, const char *toke
 
 char *verp_key_derive(struct tokens *t)
 {
-    static const char label[] = "mailfleet.verp.key.v1";
+    static const char label[] = VERP_KEY_LABEL;
     return tokens_sign(t, label, sizeof(label) - 1, 0);
 }

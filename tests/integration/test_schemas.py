@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import re
+import subprocess
 import unittest
 
 import harness
@@ -108,6 +109,21 @@ class SchemaTest(unittest.TestCase):
                     "2026-11-26 10:00:00.000Z", "2026-11-26T10:00:00.000z"):
             with self.subTest(ts=bad):
                 self.assertFalse(v.is_valid(dict(good, revoked_at=bad)))
+
+    def test_record_builders_pass_their_schemas(self):
+        # common/'s builders (tests/tools/record_tool prints one record of
+        # each shape they make): what the workers produce, not hand-written
+        # examples.
+        out = subprocess.run([os.path.join(harness.TOOLS, "record_tool")], check=True,
+                             capture_output=True, text=True, timeout=30).stdout
+        seen = set()
+        for n, line in enumerate(out.splitlines()):
+            name, value = line.split(" ", 1)
+            seen.add(name)
+            with self.subTest(line=n, schema=name):
+                errors = [e.message for e in self.validator(name).iter_errors(json.loads(value))]
+                self.assertEqual(errors, [], value[:300])
+        self.assertEqual(seen, {"event", "inbound", "feedback", "fallback", "suppression"})
 
     def test_readme_documents_every_schema_and_dlq_headers(self):
         with open(os.path.join(SCHEMAS, "README.md"), encoding="utf-8") as f:

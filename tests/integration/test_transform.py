@@ -257,6 +257,34 @@ class TransformWorkerTest(harness.TestCase, Pipeline):
         self.assertTrue(all(json.loads(l)["offset"] >= 2 for l in listed))
 
 
+    def test_strict_parsing_dead_letters_with_the_reason(self):
+        # Duplicate keys, another schema version and a wrong type are refused,
+        # never guessed at; mf.error.message says which.
+        good = {"schema": "mailfleet.inbound.v1", "id": uuid7(), "received_at": "2026-11-26T10:00:00.000Z",
+                "rule": "capture", "envelope": {"mail_from": "", "rcpt_to": ["alerts@iot.localhost"],
+                                                "helo": "x", "client_ip": "127.0.0.1", "tls": False},
+                "store": {"key": "incoming/nowhere.eml", "size": 1, "sha256": "0" * 64}}
+        body = json.dumps(good)
+        rows = [
+            ("dup-1", body[:-1] + ', "id": "%s"}' % uuid7(), "duplicate object key"),
+            ("v2-1", body.replace("mailfleet.inbound.v1", "mailfleet.inbound.v2"),
+             'unknown schema "mailfleet.inbound.v2"'),
+            ("type-1", json.dumps(dict(good, id=7)), "field id is not a string"),
+        ]
+        for key, value, _ in rows:
+            self.publish("mailfleet.inbound", key, value.encode())
+        dlq = harness.wait_for(lambda: (lambda d: d if len(d) >= 3 else None)(self.read("mailfleet.inbound.dlq")),
+                               what="three dlq records")
+        for key, value, why in rows:
+            with self.subTest(key=key):
+                rec = [r for r in dlq if r["key"] == key][0]
+                self.assertEqual(rec["value"], value)
+                self.assertEqual(rec["headers"]["mf.error.stage"], "transform.decode")
+                self.assertEqual(rec["headers"]["mf.error.class"], "parse")
+                self.assertIn(why, rec["headers"]["mf.error.message"])
+        self.assertEqual(self.read("mailfleet.outbound"), [])
+
+
 class TransformLargeBodyTest(harness.TestCase, Pipeline):
     def test_large_outbound_goes_to_the_store(self):
         self.setup_pipeline(transform_extra="inline_max = 1K\ndefault_recipients = ops@x.example\n")

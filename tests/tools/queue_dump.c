@@ -35,7 +35,12 @@ int main(int argc, char **argv)
     for (int p = 0; p < np; p++)
         for (int64_t off = st[p].low; off < st[p].high; off++) {
             struct bus_record *r = NULL;
-            if (bus_read_at(b, argv[2], st[p].partition, off, &r, 1000) != 1)
+            int rc = bus_read_at(b, argv[2], st[p].partition, off, &r, 1000);
+            if (rc < 0) {   /* an error, never a record that is not there */
+                fprintf(stderr, "queue_dump: offset %lld: read failed (%d)\n", (long long)off, rc);
+                exit(1);
+            }
+            if (rc == 0)
                 continue;
             char *key = xstrndup(r->key ? r->key : "", r->key ? r->key_len : 0);
             char *val = xstrndup(r->value ? r->value : "", r->value ? r->value_len : 0);

@@ -12,6 +12,7 @@
  * Values are single-line JSON in these tests, so a line is a record. */
 #include "bus.h"
 #include "strbuf.h"
+#include "topics.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -77,7 +78,12 @@ static int dump(struct bus *b, const char *topic)
     for (int p = 0; p < np; p++) {
         for (int64_t off = st[p].low; off < st[p].high; off++) {
             struct bus_record *r = NULL;
-            if (bus_read_at(b, topic, st[p].partition, off, &r, 5000) != 1)
+            int rc = bus_read_at(b, topic, st[p].partition, off, &r, 5000);
+            if (rc < 0) {   /* an error, never a record that is not there */
+                fprintf(stderr, "send_tool: offset %lld: read failed (%d)\n", (long long)off, rc);
+                return 1;
+            }
+            if (rc == 0)
                 continue;
             json_t *o = json_object();
             json_object_set_new(o, "partition", json_integer(r->partition));
@@ -124,7 +130,7 @@ int main(int argc, char **argv)
     }
     char err[256];
     struct bus_options opt = { .client_id = "send_tool" };
-    const char *compacted[] = { "mailfleet.suppression", NULL };
+    const char *compacted[] = { TOPIC_SUPPRESSION, NULL };
     opt.compacted_topics = compacted;
     struct bus *b = bus_open(argv[2], &opt, err, sizeof(err));
     if (!b) {

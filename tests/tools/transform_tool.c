@@ -97,6 +97,12 @@ static void print_record(const struct bus_record *r)
     free(v);
 }
 
+static int print_cb(void *opaque, const struct bus_record *r)
+{
+    print_record(r);
+    return 0;
+}
+
 static int cmd_read(const char *uri, const char *topic)
 {
     char err[256];
@@ -105,18 +111,13 @@ static int cmd_read(const char *uri, const char *topic)
         fprintf(stderr, "bus_open: %s\n", err);
         return 1;
     }
-    struct bus_partition_stats st[64];
-    int np = bus_topic_stats(b, topic, NULL, st, 64, err, sizeof(err));
-    for (int p = 0; p < np; p++)
-        for (int64_t off = st[p].low; off < st[p].high; off++) {
-            struct bus_record *r;
-            if (bus_read_at(b, topic, st[p].partition, off, &r, 1000) != 1)
-                continue;
-            print_record(r);
-            bus_record_free(r);
-        }
+    long n = bus_scan(b, topic, print_cb, NULL, err, sizeof(err));
+    if (n == -ENOENT)
+        n = 0;   /* no such topic yet: nothing in it */
+    if (n < 0)
+        fprintf(stderr, "read %s: %s\n", topic, err);
     bus_close(b);
-    return 0;
+    return n < 0 ? 1 : 0;
 }
 
 /* Everything in the topic through a fresh consumer group (read_committed on

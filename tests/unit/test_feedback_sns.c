@@ -157,6 +157,9 @@ static void test_ses_outcome(void **state)
     assert_int_equal(o.n, 1);
     assert_int_not_equal(sns_ses_outcome("{\"notificationType\":\"Surprise\"}", &o, err, sizeof(err)), 0);
     assert_int_not_equal(sns_ses_outcome("not json", &o, err, sizeof(err)), 0);
+    assert_int_not_equal(sns_ses_outcome("{\"eventType\":\"Delivery\",\"eventType\":\"Bounce\"}", &o, err,
+                                         sizeof(err)), 0);
+    assert_non_null(strstr(err, "duplicate"));
 }
 
 static void test_parse_rejects(void **state)
@@ -165,6 +168,12 @@ static void test_parse_rejects(void **state)
     char err[128];
     assert_int_not_equal(sns_parse("[]", 2, &m, err, sizeof(err)), 0);
     assert_int_not_equal(sns_parse("{\"Type\":\"Notification\"}", 24, &m, err, sizeof(err)), 0);
+    /* a second Message could differ from the one the signature covers */
+    static const char dup[] = "{\"Type\":\"Notification\",\"MessageId\":\"1\",\"TopicArn\":\"t\","
+                              "\"Message\":\"a\",\"Message\":\"b\",\"Timestamp\":\"x\","
+                              "\"SignatureVersion\":\"1\",\"Signature\":\"s\",\"SigningCertURL\":\"u\"}";
+    assert_int_not_equal(sns_parse(dup, sizeof(dup) - 1, &m, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "duplicate"));
 }
 
 int main(void)

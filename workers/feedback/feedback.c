@@ -24,8 +24,12 @@
 #include "address.h"
 #include "bus.h"
 #include "common_config.h"
+#include "event_record.h"
+#include "fallback_record.h"
+#include "feedback_record.h"
 #include "http.h"
 #include "ids.h"
+#include "jsonx.h"
 #include "kv.h"
 #include "log.h"
 #include "metrics.h"
@@ -35,6 +39,7 @@
 #include "timeutil.h"
 #include "tokens.h"
 #include "suppression_copy.h"
+#include "topics.h"
 #include "verp.h"
 
 #include <ctype.h>
@@ -87,59 +92,47 @@ static const struct bus_header producer_hdr = { "mf.producer", "feedback", 8 };
 
 /* ---- outputs ---------------------------------------------------------- */
 
-static int emit_event(struct feedback *f, json_t *ev, const char *key, char *err, size_t errlen)
+static int emit_event(struct feedback *f, char *v, size_t len, const char *key, char *err, size_t errlen)
 {
-    char id[ID_LEN + 1];
-    json_object_set_new(ev, "schema", json_string("mailfleet.event.v1"));
-    json_object_set_new(ev, "id", json_string(id_new(id)));
-    char *v = json_dumps(ev, JSON_COMPACT);
-    json_decref(ev);
-    struct bus_record r = { .topic = "mailfleet.events", .key = key, .key_len = strlen(key),
-                            .value = v, .value_len = strlen(v), .headers = &producer_hdr,
+    struct bus_record r = { .topic = TOPIC_EVENTS, .key = key, .key_len = strlen(key),
+                            .value = v, .value_len = len, .headers = &producer_hdr,
                             .n_headers = 1, .partition = -1 };
     int rc = bus_produce(f->bus, &r, 1, 30000, err, errlen);
     free(v);
     return rc;
 }
 
-static json_t *mail_obj(const char *message_id, const char *rcpt)
+/* The mail a report is about, as far as a report tells. */
+static struct event_mail report_mail(const char *message_id, const char **rcpt)
 {
-    char ts[32];
-    return json_pack("{s:s, s:s, s:s, s:[s]}", "messageId", message_id && *message_id ? message_id : "unknown",
-                     "timestamp", rfc3339_ms(now_ms(), ts, sizeof(ts)), "source", "", "destination", rcpt);
+    return (struct event_mail){ .message_id = message_id && *message_id ? message_id : "unknown",
+                                .source = "", .destination = rcpt, .n_destination = 1 };
 }
 
 static int emit_bounce(struct feedback *f, const char *message_id, const char *rcpt,
                        const struct bounce_class *c, const struct report_recipient *rr,
                        char *err, size_t errlen)
 {
-    char ts[32];
-    json_t *br = json_pack("{s:s}", "emailAddress", rcpt);
-    if (rr && rr->action[0])
-        json_object_set_new(br, "action", json_string(rr->action));
-    if (rr && rr->status[0])
-        json_object_set_new(br, "status", json_string(rr->status));
-    if (rr && rr->diagnostic[0])
-        json_object_set_new(br, "diagnosticCode", json_string(rr->diagnostic));
-    json_t *ev = json_pack("{s:s, s:o, s:{s:s, s:s, s:[o], s:s}}", "eventType", "Bounce",
-                           "mail", mail_obj(message_id, rcpt), "bounce", "bounceType", c->type,
-                           "bounceSubType", c->subtype, "bouncedRecipients", br, "timestamp",
-                           rfc3339_ms(now_ms(), ts, sizeof(ts)));
-    return emit_event(f, ev, message_id && *message_id ? message_id : rcpt, err, errlen);
+    struct event_mail m = report_mail(message_id, &rcpt);
+    struct event_recipient er = { rcpt, rr && rr->action[0] ? rr->action : NULL,
+                                  rr && rr->status[0] ? rr->status : NULL,
+                                  rr && rr->diagnostic[0] ? rr->diagnostic : NULL };
+    size_t len;
+    char *v = event_record_bounce(&m, &er, c->type, c->subtype, NULL, now_ms(), &len);
+    return emit_event(f, v, len, message_id && *message_id ? message_id : rcpt, err, errlen);
 }
 
 static int emit_review(struct feedback *f, const char *feedback_id, const char *why)
 {
-    char id[ID_LEN + 1], ts[32], err[256];
-    /* fallback.v1 wants an inbound id; the feedback id stands in for it */
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}}", "schema", "mailfleet.fallback.v1",
-                          "id", id_new(id), "inbound_id", feedback_id, "created_at",
-                          rfc3339_ms(now_ms(), ts, sizeof(ts)), "reason", "undetermined_bounce",
-                          "details", "message", why);
-    char *v = json_dumps(o, JSON_COMPACT);
+    char err[256];
+    struct fallback_fields ff = { .feedback_id = feedback_id, .created_ms = now_ms(),
+                                  .reason = "undetermined_bounce", .details = why };
+    json_t *o = fallback_record_new(&ff);
+    size_t len;
+    char *v = jsonx_dumps(o, &len);
     json_decref(o);
-    struct bus_record r = { .topic = "mailfleet.fallback", .key = feedback_id,
-                            .key_len = strlen(feedback_id), .value = v, .value_len = strlen(v),
+    struct bus_record r = { .topic = TOPIC_FALLBACK, .key = feedback_id,
+                            .key_len = strlen(feedback_id), .value = v, .value_len = len,
                             .partition = -1 };
     int rc = bus_produce(f->bus, &r, 1, 30000, err, sizeof(err));
     free(v);
@@ -251,7 +244,7 @@ static int apply_bounce(struct feedback *f, const char *message_id, const char *
 static int apply_complaint(struct feedback *f, const char *message_id, const char *rcpt,
                            const char *feedback_type, const char *source, const char *feedback_id)
 {
-    char err[256], ts[32];
+    char err[256];
     if (!first_time(f, message_id, rcpt, "complaint"))
         return 0;
     metric_inc(f->m_complaint);
@@ -259,13 +252,10 @@ static int apply_complaint(struct feedback *f, const char *message_id, const cha
         config_bool(f->cfg, "feedback", "suppress_on_complaint") &&
         suppress(f, rcpt, NULL, "COMPLAINT", source, message_id, feedback_id) != 0)
         return forget(f, message_id, rcpt, "complaint");
-    json_t *ev = json_pack("{s:s, s:o, s:{s:[{s:s}], s:s}}", "eventType", "Complaint", "mail",
-                           mail_obj(message_id, rcpt), "complaint", "complainedRecipients",
-                           "emailAddress", rcpt, "timestamp", rfc3339_ms(now_ms(), ts, sizeof(ts)));
-    if (feedback_type && *feedback_type)
-        json_object_set_new(json_object_get(ev, "complaint"), "complaintFeedbackType",
-                            json_string(feedback_type));
-    if (emit_event(f, ev, message_id && *message_id ? message_id : rcpt, err, sizeof(err)) != 0)
+    struct event_mail m = report_mail(message_id, &rcpt);
+    size_t len;
+    char *v = event_record_complaint(&m, rcpt, feedback_type, now_ms(), &len);
+    if (emit_event(f, v, len, message_id && *message_id ? message_id : rcpt, err, sizeof(err)) != 0)
         return forget(f, message_id, rcpt, "complaint");
     return 0;
 }
@@ -325,7 +315,7 @@ static int unsub_lookup(struct feedback *f, const char *tok, char *rcpt, size_t 
 
 static int read_report(struct feedback *f, json_t *rec, struct report *rep, char *err, size_t errlen)
 {
-    const char *key = json_string_value(json_object_get(json_object_get(rec, "store"), "key"));
+    const char *key = jsonx_str(rec, "store.key");
     if (!key) {
         snprintf(err, errlen, "feedback record has no store key");
         return -EINVAL;
@@ -429,20 +419,15 @@ static int handle_mail_report(struct feedback *f, json_t *rec, const char *fid)
 static int apply_unsubscribe(struct feedback *f, const char *rcpt, const char *list,
                              const char *method, const char *fid)
 {
-    char err[256], ts[32];
+    char err[256];
     if (!first_time(f, fid, rcpt, "unsubscribe"))
         return 0;
     if (suppress(f, rcpt, list, "UNSUBSCRIBE", "unsubscribe", NULL, fid) != 0)
         return forget(f, fid, rcpt, "unsubscribe");
     metric_inc(f->m_unsub);
-    json_t *u = json_pack("{s:s, s:s, s:s}", "timestamp", rfc3339_ms(now_ms(), ts, sizeof(ts)),
-                          "emailAddress", rcpt, "method", method);
-    if (list && *list)
-        json_object_set_new(u, "list", json_string(list));
-    if (id_valid(fid))
-        json_object_set_new(u, "feedbackId", json_string(fid));
-    json_t *ev = json_pack("{s:s, s:o}", "eventType", "Unsubscribe", "unsubscribe", u);
-    if (emit_event(f, ev, rcpt, err, sizeof(err)) != 0)
+    size_t len;
+    char *v = event_record_unsubscribe(rcpt, list, method, fid, now_ms(), &len);
+    if (emit_event(f, v, len, rcpt, err, sizeof(err)) != 0)
         return forget(f, fid, rcpt, "unsubscribe");
     return 0;
 }
@@ -507,13 +492,12 @@ static int handle_sns(struct feedback *f, json_t *rec, const char *fid)
 /* OK = 0, RETRY < 0.  Bad records are logged and skipped, never retried. */
 static int handle_feedback(struct feedback *f, const struct bus_record *r)
 {
-    json_error_t je;
-    json_t *rec = r->value ? json_loadb(r->value, r->value_len, 0, &je) : NULL;
-    const char *kind = rec ? json_string_value(json_object_get(rec, "kind")) : NULL;
-    const char *fid = rec ? json_string_value(json_object_get(rec, "id")) : NULL;
+    char err[256];
+    json_t *rec = feedback_record_parse(r->value, r->value_len, err, sizeof(err));
+    const char *kind = jsonx_str(rec, "kind"), *fid = jsonx_str(rec, "id");
     int rc = 0;
-    if (!kind || !fid) {
-        log_kv(LOG_WARN, "malformed feedback record skipped", NULL);
+    if (!rec) {
+        log_kv(LOG_WARN, "malformed feedback record skipped", "error", err, NULL);
     } else if (strcmp(kind, "dsn") == 0 || strcmp(kind, "arf") == 0) {
         rc = handle_mail_report(f, rec, fid);
     } else if (strcmp(kind, "unsubscribe") == 0) {
@@ -533,9 +517,12 @@ static int handle_event(struct feedback *f, const struct bus_record *r)
     const struct bus_header *h = bus_record_header(r, "mf.producer");
     if (h && h->value_len == 8 && memcmp(h->value, "feedback", 8) == 0)
         return 0;
-    json_t *ev = r->value ? json_loadb(r->value, r->value_len, 0, NULL) : NULL;
+    char err[256];
+    json_t *ev = r->value ? event_record_parse(r->value, r->value_len, err, sizeof(err)) : NULL;
     const char *type = json_string_value(json_object_get(ev, "eventType"));
     int rc = 0;
+    if (r->value && !ev)
+        log_kv(LOG_WARN, "malformed event record skipped", "error", err, NULL);
     if (type && strcmp(type, "Bounce") == 0) {
         json_t *b = json_object_get(ev, "bounce");
         const char *msgid = json_string_value(json_object_get(json_object_get(ev, "mail"), "messageId"));
@@ -576,17 +563,16 @@ static void html(struct http_response *resp, int status, const char *title, cons
     http_response_header(resp, "Cache-Control", "no-store");
 }
 
-static int publish_feedback(struct feedback *f, json_t *rec, char *idbuf)
+/* Publishes a feedback.v1 record of f (id and received_at set here). */
+static int publish_feedback(struct feedback *f, struct feedback_fields *ff, char *idbuf)
 {
-    char err[256], ts[32];
-    id_new(idbuf);
-    json_object_set_new(rec, "schema", json_string("mailfleet.feedback.v1"));
-    json_object_set_new(rec, "id", json_string(idbuf));
-    json_object_set_new(rec, "received_at", json_string(rfc3339_ms(now_ms(), ts, sizeof(ts))));
-    char *v = json_dumps(rec, JSON_COMPACT);
-    json_decref(rec);
-    struct bus_record r = { .topic = "mailfleet.feedback", .key = idbuf, .key_len = strlen(idbuf),
-                            .value = v, .value_len = strlen(v), .partition = -1 };
+    char err[256];
+    ff->id = id_new(idbuf);
+    ff->received_ms = now_ms();
+    size_t len;
+    char *v = feedback_record_build(ff, &len);
+    struct bus_record r = { .topic = TOPIC_FEEDBACK, .key = idbuf, .key_len = strlen(idbuf),
+                            .value = v, .value_len = len, .partition = -1 };
     int rc = bus_produce(f->bus, &r, 1, 30000, err, sizeof(err));
     if (rc != 0)
         log_kv(LOG_ERROR, "cannot publish feedback", "error", err, NULL);
@@ -620,12 +606,10 @@ static void serve_unsubscribe(void *opaque, const struct http_request *req, stru
         html(resp, 400, "Bad request", "<p>Expected List-Unsubscribe=One-Click.</p>");
         return;
     }
-    json_t *u = json_pack("{s:s, s:s, s:s, s:s}", "method", "one-click", "token", tok,
-                          "address", rcpt, "client_ip", req->client_ip);
-    if (list[0])
-        json_object_set_new(u, "list", json_string(list));
-    json_t *rec = json_pack("{s:s, s:o}", "kind", "unsubscribe", "unsubscribe", u);
-    if (publish_feedback(f, rec, id) != 0) {
+    struct feedback_unsubscribe u = { .method = "one-click", .token = tok, .address = rcpt,
+                                      .list = list, .client_ip = req->client_ip };
+    struct feedback_fields ff = { .kind = "unsubscribe", .unsubscribe = &u };
+    if (publish_feedback(f, &ff, id) != 0) {
         html(resp, 503, "Try again later", "<p>We could not record your request.</p>");
         return;
     }
@@ -671,10 +655,9 @@ static void serve_sns(void *opaque, const struct http_request *req, struct http_
                "topic", m.topic_arn, "subscribe_url", m.subscribe_url ? m.subscribe_url : "", NULL);
         http_response_text(resp, 200, NULL, "logged for the operator\n");
     } else if (strcmp(m.type, "Notification") == 0) {
-        json_t *rec = json_pack("{s:s, s:{s:s, s:s, s:s, s:s}}", "kind", "sns", "notification",
-                                "Type", m.type, "MessageId", m.message_id, "TopicArn", m.topic_arn,
-                                "Message", m.message);
-        if (publish_feedback(f, rec, id) != 0)
+        struct feedback_sns n = { m.type, m.message_id, m.topic_arn, m.message };
+        struct feedback_fields ff = { .kind = "sns", .sns = &n };
+        if (publish_feedback(f, &ff, id) != 0)
             http_response_text(resp, 503, NULL, "try again\n");
         else
             http_response_text(resp, 200, NULL, "ok\n");
@@ -719,7 +702,8 @@ static int page_one(void *opaque, const void *key, size_t klen, const void *val,
         p->more = 1;
         return 1;
     }
-    json_t *o = json_loadb(val, vlen, 0, NULL);
+    char err[128];
+    json_t *o = suppression_record_parse(val, vlen, err, sizeof(err));
     if (!o)
         return 0;
     const char *reason = json_string_value(json_object_get(o, "reason"));
@@ -822,7 +806,8 @@ static void serve_api(void *opaque, const struct http_request *req, struct http_
         return;
     }
     /* PUT /addresses with a JSON body (SES v2) or PUT|GET|DELETE /addresses/<addr> */
-    json_t *body = req->body_len ? json_loadb(req->body, req->body_len, 0, NULL) : NULL;
+    char jerr[160];
+    json_t *body = req->body_len ? jsonx_loads(req->body, req->body_len, jerr, sizeof(jerr)) : NULL;
     const char *addr = *rest ? rest : json_string_value(json_object_get(body, "EmailAddress"));
     if (!addr || suppression_key(addr, NULL, key, sizeof(key)) != 0) {
         api_error(resp, 400, "BadRequestException", "not a valid email address");
@@ -835,7 +820,15 @@ static void serve_api(void *opaque, const struct http_request *req, struct http_
         if (kv_get(suppression_copy_kv(f->copy), key, strlen(key), &v, &vl) != 1) {
             api_error(resp, 404, "NotFoundException", "not on the suppression list");
         } else {
-            json_t *o = json_loadb(v, vl, 0, NULL);
+            char perr[128];
+            json_t *o = suppression_record_parse(v, vl, perr, sizeof(perr));
+            if (!o) {
+                log_kv(LOG_ERROR, "unreadable suppression entry", "error", perr, NULL);
+                api_error(resp, 500, "InternalFailure", "unreadable suppression entry");
+                free(v);
+                json_decref(body);
+                return;
+            }
             json_t *attrs = json_object();
             if (json_object_get(o, "messageId"))
                 json_object_set(attrs, "MessageId", json_object_get(o, "messageId"));
@@ -953,9 +946,9 @@ static int feedback_run(struct worker_env *env)
         log_kv(LOG_ERROR, "cannot follow the suppression list", "error", err, NULL);
         goto out;
     }
-    const char *ft[] = { "mailfleet.feedback", NULL }, *et[] = { "mailfleet.events", NULL };
-    if (!(f->fc = bus_consumer_new(f->bus, "feedback", ft, 1, err, sizeof(err))) ||
-        !(f->ec = bus_consumer_new(f->bus, "feedback-events", et, 1, err, sizeof(err)))) {
+    const char *ft[] = { TOPIC_FEEDBACK, NULL }, *et[] = { TOPIC_EVENTS, NULL };
+    if (!(f->fc = bus_consumer_new(f->bus, GROUP_FEEDBACK, ft, 1, err, sizeof(err))) ||
+        !(f->ec = bus_consumer_new(f->bus, GROUP_FEEDBACK_EVENTS, et, 1, err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot consume", "error", err, NULL);
         goto out;
     }

@@ -1,5 +1,6 @@
 /* sns — parse and verify SNS deliveries; read the SES notification inside. */
 #include "sns.h"
+#include "jsonx.h"
 #include "strbuf.h"
 
 #include <errno.h>
@@ -20,12 +21,13 @@ static char *dup_field(json_t *o, const char *name)
 
 int sns_parse(const char *body, size_t len, struct sns_msg *m, char *err, size_t errlen)
 {
-    json_error_t je;
+    char jerr[160];
     memset(m, 0, sizeof(*m));
-    json_t *o = json_loadb(body, len, 0, &je);
-    if (!o || !json_is_object(o)) {
-        snprintf(err, errlen, "not a JSON object: %s", o ? "" : je.text);
-        json_decref(o);
+    /* strict: a duplicate Message or Signature could make the checked value
+     * and the used one differ */
+    json_t *o = jsonx_loads(body, len, jerr, sizeof(jerr));
+    if (!o) {
+        snprintf(err, errlen, "not a JSON object: %s", jerr);
         return -EINVAL;
     }
     m->type = dup_field(o, "Type");
@@ -155,12 +157,11 @@ static void copy(char *dst, size_t n, const char *src)
 
 int sns_ses_outcome(const char *message_json, struct ses_outcome *out, char *err, size_t errlen)
 {
-    json_error_t je;
+    char jerr[160];
     memset(out, 0, sizeof(*out));
-    json_t *o = json_loads(message_json, 0, &je);
-    if (!o || !json_is_object(o)) {
-        snprintf(err, errlen, "SES notification is not JSON");
-        json_decref(o);
+    json_t *o = jsonx_loads(message_json, strlen(message_json), jerr, sizeof(jerr));
+    if (!o) {
+        snprintf(err, errlen, "SES notification is not a JSON object: %s", jerr);
         return -EINVAL;
     }
     /* notifications say notificationType, event publishing says eventType */

@@ -12,6 +12,7 @@
 #include "suppression.h"
 #include "timeutil.h"
 #include "tokens.h"
+#include "topics.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -45,10 +46,12 @@ static const char *arg(int argc, char **argv, int n)
  * deletes. */
 static int apply_record(void *opaque, const struct bus_record *r)
 {
-    char *key = xstrndup(r->key ? r->key : "", r->key_len);
-    json_t *v = r->value ? json_loadb(r->value, r->value_len, 0, NULL) : NULL;
+    char *key = xstrndup(r->key ? r->key : "", r->key_len), err[256];
+    json_t *v = r->value ? suppression_record_parse(r->value, r->value_len, err, sizeof(err)) : NULL;
     if (v)
         json_object_set_new(opaque, key, v);
+    else if (r->value)
+        fprintf(stderr, "mailfleet suppression: record %s skipped: %s\n", key, err);
     else
         json_object_del(opaque, key);
     free(key);
@@ -59,7 +62,7 @@ static int apply_record(void *opaque, const struct bus_record *r)
 static json_t *load_list(struct bus *b, char *err, size_t errlen)
 {
     json_t *all = json_object();
-    if (bus_scan(b, SUPPRESSION_TOPIC, apply_record, all, err, errlen) < 0) {
+    if (bus_scan(b, TOPIC_SUPPRESSION, apply_record, all, err, errlen) < 0) {
         json_decref(all);
         return NULL;
     }
@@ -201,7 +204,7 @@ static int cmd_import(struct bus *b, const char *path)
             }
             keys[n] = xstrdup(key);
             vals[n] = suppression_record(line, NULL, reason, now_ms(), "cli", NULL, NULL);
-            batch[n] = (struct bus_record){ .topic = SUPPRESSION_TOPIC, .key = keys[n],
+            batch[n] = (struct bus_record){ .topic = TOPIC_SUPPRESSION, .key = keys[n],
                                             .key_len = strlen(keys[n]), .value = vals[n],
                                             .value_len = strlen(vals[n]), .partition = -1 };
             n++;

@@ -13,6 +13,8 @@
 #include <openssl/evp.h>
 
 #include "bus.h"
+#include "feedback_record.h"
+#include "inbound_record.h"
 #include "kv.h"
 #include "log.h"
 #include "rules.h"
@@ -20,10 +22,8 @@
 #include "store.h"
 #include "strbuf.h"
 #include "timeutil.h"
+#include "topics.h"
 
-#define SPOOL_TOPIC  "ingest.spool"
-#define DEDUPE_TOPIC "ingest.dedupe"
-#define SPOOL_GROUP  "ingest-forwarder"
 #define STORE_RETRY_MS 10000   /* after a store failure, spool directly this long */
 #define MAX_RECORDS  64   /* records one message usually makes: dedupe_recover's look-back */
 #define DEDUPE_PENDING_MAX 20000
@@ -175,14 +175,16 @@ static struct bus *dedupe_bus(const struct spool *sp)
 }
 
 /* Markers still pending at a crash are among the newest DEDUPE_PENDING_MAX
- * records of ingest.dedupe (beyond that, mark_add writes synchronously). */
-static void dedupe_recover(struct spool *sp)
+ * records of ingest.dedupe (beyond that, mark_add writes synchronously).
+ * A record that cannot be read is an error, not a gap: skipping it would
+ * forget a marker and accept the client's retry as a new message. */
+static int dedupe_recover(struct spool *sp, char *err, size_t errlen)
 {
     struct bus *b = dedupe_bus(sp);
     struct bus_partition_stats st;
-    char err[256];
-    if (!b || bus_topic_stats(b, DEDUPE_TOPIC, NULL, &st, 1, err, sizeof(err)) < 1)
-        return;
+    int np = b ? bus_topic_stats(b, TOPIC_INGEST_DEDUPE, NULL, &st, 1, err, errlen) : 0;
+    if (np <= 0)
+        return np;
     int64_t from = st.high - DEDUPE_PENDING_MAX - MAX_RECORDS;
     if (from < st.low)
         from = st.low;
@@ -190,8 +192,14 @@ static void dedupe_recover(struct spool *sp)
     long restored = 0;
     for (int64_t off = from; off < st.high; off++) {
         struct bus_record *r = NULL;
-        if (bus_read_at(b, DEDUPE_TOPIC, 0, off, &r, 1000) != 1)
-            continue;
+        int rc = bus_read_at(b, TOPIC_INGEST_DEDUPE, 0, off, &r, 1000);
+        if (rc == 0)
+            continue;   /* expired by retention */
+        if (rc < 0) {
+            snprintf(err, errlen, "%s offset %lld: read failed (%s)", TOPIC_INGEST_DEDUPE, (long long)off,
+                     strerror(-rc));
+            return rc;
+        }
         char val[ID_LEN + 32];
         long long expires = 0;
         size_t vl = r->value_len < sizeof(val) - 1 ? r->value_len : sizeof(val) - 1;
@@ -209,6 +217,7 @@ static void dedupe_recover(struct spool *sp)
         snprintf(n, sizeof(n), "%ld", restored);
         log_kv(LOG_INFO, "dedupe markers restored from the queue", "count", n, NULL);
     }
+    return 0;
 }
 
 struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen)
@@ -243,7 +252,11 @@ struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen
         if (!sp->dedupe)
             goto fail;
         kv_expire(sp->dedupe, now_ms());
-        dedupe_recover(sp);
+        char rerr[256];
+        if (dedupe_recover(sp, rerr, sizeof(rerr)) != 0) {
+            snprintf(err, errlen, "cannot restore dedupe markers: %s", rerr);
+            goto fail;
+        }
         if (pthread_create(&sp->marker, NULL, marker_main, sp) != 0) {
             snprintf(err, errlen, "cannot start the dedupe marker thread");
             goto fail;
@@ -300,7 +313,7 @@ int spool_backlog(struct spool *sp, int64_t *records, double *oldest_age_s)
         return 0;
     struct bus_partition_stats st[8];
     char err[256];
-    int n = bus_topic_stats(sp->spool_bus, SPOOL_TOPIC, SPOOL_GROUP, st, 8, err, sizeof(err));
+    int n = bus_topic_stats(sp->spool_bus, TOPIC_INGEST_SPOOL, GROUP_INGEST_FORWARD, st, 8, err, sizeof(err));
     if (n < 0)
         return n;
     int64_t now = now_ms();
@@ -350,51 +363,30 @@ static size_t find_message_id(const char *p, size_t len, const char **out)
     return 0;
 }
 
-static void json_envelope(struct strbuf *b, const struct smtp_message *m, const struct rules *rules,
-                          enum rule_action action, int only, int feedback)
+/* The envelope of the recipients with this action (only >= 0: just that one). */
+static struct record_envelope envelope_of(const struct smtp_message *m, const struct rules *rules,
+                                          enum rule_action action, int only, int with_tls,
+                                          const char **rcpts)
 {
-    strbuf_append(b, "\"envelope\":{\"mail_from\":");
-    strbuf_append_json_string(b, m->mail_from);
-    strbuf_append(b, ",\"rcpt_to\":[");
-    int first = 1;
-    for (size_t i = 0; i < m->n_rcpts; i++) {
-        if (rules_action(rules, m->rcpts[i].rule) != action || (only >= 0 && (size_t)only != i))
-            continue;
-        if (!first)
-            strbuf_append(b, ",");
-        strbuf_append_json_string(b, m->rcpts[i].addr);
-        first = 0;
-    }
-    strbuf_append(b, "],\"helo\":");
-    strbuf_append_json_string(b, m->helo);
-    strbuf_append(b, ",\"client_ip\":");
-    strbuf_append_json_string(b, m->client_ip);
-    strbuf_appendf(b, ",\"tls\":%s", m->tls ? "true" : "false");
-    if (!feedback && m->tls && m->tls_version) {
-        strbuf_append(b, ",\"tls_version\":");
-        strbuf_append_json_string(b, m->tls_version);
-        strbuf_append(b, ",\"tls_cipher\":");
-        strbuf_append_json_string(b, m->tls_cipher ? m->tls_cipher : "");
-    }
-    strbuf_append(b, ",\"auth_user\":");
-    if (m->auth_user)
-        strbuf_append_json_string(b, m->auth_user);
-    else
-        strbuf_append(b, "null");
-    strbuf_append(b, "}");
-}
-
-static void json_store(struct strbuf *b, const char *key, size_t size, const char *sha)
-{
-    strbuf_append(b, "\"store\":{\"key\":");
-    strbuf_append_json_string(b, key);
-    strbuf_appendf(b, ",\"size\":%zu,\"sha256\":\"%s\"}", size, sha);
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_rcpts; i++)
+        if (rules_action(rules, m->rcpts[i].rule) == action && (only < 0 || (size_t)only == i))
+            rcpts[n++] = m->rcpts[i].addr;
+    int tls_details = with_tls && m->tls && m->tls_version;
+    return (struct record_envelope){
+        .mail_from = m->mail_from, .rcpt_to = rcpts, .n_rcpt_to = n, .helo = m->helo,
+        .client_ip = m->client_ip, .tls = m->tls,
+        .tls_version = tls_details ? m->tls_version : NULL,
+        .tls_cipher = tls_details ? (m->tls_cipher ? m->tls_cipher : "") : NULL,
+        .auth_user = m->auth_user,
+    };
 }
 
 struct out_record {
     const char *topic;
     char key[ID_LEN + 1];
-    struct strbuf value;
+    char *value;
+    size_t len;
 };
 
 /* First recipient index with this action, or -1. */
@@ -410,47 +402,34 @@ static size_t build_records(const struct smtp_message *m, const struct rules *ru
                             const char *sha, int spooled, struct out_record *out)
 {
     size_t n = 0;
-    char ts[32];
-    rfc3339_ms(now_ms(), ts, sizeof(ts));
+    int64_t now = now_ms();
+    const char **rcpts = xcalloc(m->n_rcpts + 1, sizeof(*rcpts));
+    struct record_store store = { skey, m->data.len, sha };
     int cap = first_with(m, rules, RULE_CAPTURE);
     if (cap >= 0) {
         struct out_record *r = &out[n++];
-        r->topic = "mailfleet.inbound";
+        r->topic = TOPIC_INBOUND;
         memcpy(r->key, m->id, sizeof(r->key));
-        strbuf_init(&r->value);
-        strbuf_appendf(&r->value, "{\"schema\":\"mailfleet.inbound.v1\",\"id\":\"%s\",\"received_at\":\"%s\",\"rule\":",
-                       m->id, ts);
-        strbuf_append_json_string(&r->value, rules_name(rules, m->rcpts[cap].rule));
-        strbuf_append(&r->value, ",");
-        json_envelope(&r->value, m, rules, RULE_CAPTURE, -1, 0);
-        strbuf_append(&r->value, ",");
-        json_store(&r->value, skey, m->data.len, sha);
+        struct record_envelope env = envelope_of(m, rules, RULE_CAPTURE, -1, 1, rcpts);
         const char *mid = NULL;
         size_t midlen = find_message_id(m->data.data + m->received_len, m->data.len - m->received_len, &mid);
-        if (midlen) {
-            char *tmp = xstrndup(mid, midlen);
-            strbuf_append(&r->value, ",\"message_id\":");
-            strbuf_append_json_string(&r->value, tmp);
-            free(tmp);
-        }
-        if (spooled)
-            strbuf_append(&r->value, ",\"spooled\":true");
-        strbuf_append(&r->value, "}");
+        char *mid_copy = midlen ? xstrndup(mid, midlen) : NULL;
+        struct inbound_fields f = { .id = m->id, .received_ms = now,
+                                    .rule = rules_name(rules, m->rcpts[cap].rule), .envelope = &env,
+                                    .store = &store, .message_id = mid_copy, .spooled = spooled };
+        r->value = inbound_record_build(&f, &r->len);
+        free(mid_copy);
     }
     int fb = first_with(m, rules, RULE_FEEDBACK);
     if (fb >= 0) {
         struct out_record *r = &out[n++];
-        r->topic = "mailfleet.feedback";
+        r->topic = TOPIC_FEEDBACK;
         memcpy(r->key, m->id, sizeof(r->key));
-        strbuf_init(&r->value);
-        strbuf_appendf(&r->value, "{\"schema\":\"mailfleet.feedback.v1\",\"id\":\"%s\",\"kind\":\"dsn\",\"received_at\":\"%s\",\"rule\":",
-                       m->id, ts);
-        strbuf_append_json_string(&r->value, rules_name(rules, m->rcpts[fb].rule));
-        strbuf_append(&r->value, ",");
-        json_envelope(&r->value, m, rules, RULE_FEEDBACK, -1, 1);
-        strbuf_append(&r->value, ",");
-        json_store(&r->value, skey, m->data.len, sha);
-        strbuf_append(&r->value, "}");
+        struct record_envelope env = envelope_of(m, rules, RULE_FEEDBACK, -1, 0, rcpts);
+        struct feedback_fields f = { .id = m->id, .kind = "dsn", .received_ms = now,
+                                     .rule = rules_name(rules, m->rcpts[fb].rule), .envelope = &env,
+                                     .store = &store };
+        r->value = feedback_record_build(&f, &r->len);
     }
     /* Each unsubscribe address carries its own token: one record each. */
     for (size_t i = 0; i < m->n_rcpts; i++) {   /* out holds n_rcpts + 2 */
@@ -459,20 +438,16 @@ static size_t build_records(const struct smtp_message *m, const struct rules *ru
             rules_unsubscribe_token(m->rcpts[i].addr, token, sizeof(token)) != 0)
             continue;
         struct out_record *r = &out[n++];
-        r->topic = "mailfleet.feedback";
+        r->topic = TOPIC_FEEDBACK;
         id_new(r->key);
-        strbuf_init(&r->value);
-        strbuf_appendf(&r->value, "{\"schema\":\"mailfleet.feedback.v1\",\"id\":\"%s\",\"kind\":\"unsubscribe\",\"received_at\":\"%s\",\"rule\":",
-                       r->key, ts);
-        strbuf_append_json_string(&r->value, rules_name(rules, m->rcpts[i].rule));
-        strbuf_append(&r->value, ",");
-        json_envelope(&r->value, m, rules, RULE_UNSUBSCRIBE, (int)i, 1);
-        strbuf_append(&r->value, ",");
-        json_store(&r->value, skey, m->data.len, sha);
-        strbuf_append(&r->value, ",\"unsubscribe\":{\"method\":\"mailto\",\"token\":");
-        strbuf_append_json_string(&r->value, token);
-        strbuf_append(&r->value, "}}");
+        struct record_envelope env = envelope_of(m, rules, RULE_UNSUBSCRIBE, (int)i, 0, rcpts);
+        struct feedback_unsubscribe u = { .method = "mailto", .token = token };
+        struct feedback_fields f = { .id = r->key, .kind = "unsubscribe", .received_ms = now,
+                                     .rule = rules_name(rules, m->rcpts[i].rule), .envelope = &env,
+                                     .store = &store, .unsubscribe = &u };
+        r->value = feedback_record_build(&f, &r->len);
     }
+    free(rcpts);
     return n;
 }
 
@@ -552,13 +527,13 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
     struct bus_header (*hdrs)[3] = xcalloc(n ? n : 1, sizeof(*hdrs));
     for (size_t i = 0; i < n; i++) {
         br[i] = (struct bus_record){ .topic = recs[i].topic, .key = recs[i].key, .key_len = ID_LEN,
-                                     .value = recs[i].value.data, .value_len = recs[i].value.len,
+                                     .value = recs[i].value, .value_len = recs[i].len,
                                      .partition = -1 };
         if (sp->spool_bus) {
             hdrs[i][0] = (struct bus_header){ "mf.topic", recs[i].topic, strlen(recs[i].topic) };
             hdrs[i][1] = (struct bus_header){ "mf.raw", spooled ? "spool" : "store", 5 };
             hdrs[i][2] = (struct bus_header){ "mf.raw.key", skey, strlen(skey) };
-            br[i].topic = SPOOL_TOPIC;
+            br[i].topic = TOPIC_INGEST_SPOOL;
             br[i].headers = hdrs[i];
             br[i].n_headers = 3;
         }
@@ -568,14 +543,14 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
     size_t nb = n;
     if (n && sp->dedupe && dedupe_bus(sp)) {
         int dl = snprintf(dval, sizeof(dval), "%s %lld", m->id, (long long)expires_ms);
-        br[nb++] = (struct bus_record){ .topic = DEDUPE_TOPIC, .key = dkey, .key_len = 64, .value = dval,
+        br[nb++] = (struct bus_record){ .topic = TOPIC_INGEST_DEDUPE, .key = dkey, .key_len = 64, .value = dval,
                                         .value_len = (size_t)dl, .partition = -1 };
     }
     int rc = n ? bus_produce(sp->spool_bus ? sp->spool_bus : sp->bus, br, nb, sp->conf.produce_timeout_ms, err,
                              sizeof(err))
                : 0;
     for (size_t i = 0; i < n; i++)
-        strbuf_free(&recs[i].value);
+        free(recs[i].value);
     free(recs);
     free(br);
     free(hdrs);
@@ -654,12 +629,12 @@ static void *forwarder_main(void *arg)
 {
     struct spool *sp = arg;
     char err[512];
-    const char *topics[] = { SPOOL_TOPIC, NULL };
+    const char *topics[] = { TOPIC_INGEST_SPOOL, NULL };
     log_set_worker("ingest");
     struct bus_consumer *c = NULL;
     int delay = 100;
     while (!sp->stop && !c) {
-        c = bus_consumer_new(sp->spool_bus, SPOOL_GROUP, topics, 1, err, sizeof(err));
+        c = bus_consumer_new(sp->spool_bus, GROUP_INGEST_FORWARD, topics, 1, err, sizeof(err));
         if (!c) {
             log_kv(LOG_ERROR, "spool forwarder cannot consume", "error", err, NULL);
             backoff_sleep(sp, &delay);

@@ -34,7 +34,9 @@
 #include "bus.h"
 #include "common_config.h"
 #include "http.h"
+#include "event_record.h"
 #include "ids.h"
+#include "jsonx.h"
 #include "kv.h"
 #include "links.h"
 #include "log.h"
@@ -43,10 +45,8 @@
 #include "strbuf.h"
 #include "timeutil.h"
 #include "tokens.h"
+#include "topics.h"
 #include "worker.h"
-
-#define REVOCATIONS_TOPIC "mailfleet.revocations"
-#define EVENTS_TOPIC "mailfleet.events"
 
 const struct config_key links_config_keys[] = {
     { "links", "metrics_listen", CONFIG_STR, "127.0.0.1:9106", "metrics/health when run alone" },
@@ -94,15 +94,16 @@ static void apply_revocation(struct links *l, const struct bus_record *r)
         kv_del(l->kv, k, 65);
         return;
     }
-    json_error_t je;
-    json_t *o = json_loadb(r->value, r->value_len, 0, &je);
-    const char *kind = json_string_value(json_object_get(o, "kind"));
-    const char *target = json_string_value(json_object_get(o, "target"));
-    if (kind && target && (strcmp(kind, "link") == 0 || strcmp(kind, "message") == 0)) {
+    char err[256] = "kind is neither link nor message";
+    const char *kind = NULL, *target = NULL;
+    json_t *o = jsonx_record_parse(r->value, r->value_len, SCHEMA_REVOCATION, err, sizeof(err));
+    if (o && jsonx_want_str(o, "kind", 1, &kind, err, sizeof(err)) == 0 &&
+        jsonx_want_str(o, "target", 1, &target, err, sizeof(err)) == 0 &&
+        (strcmp(kind, "link") == 0 || strcmp(kind, "message") == 0)) {
         links_revocation_key(kind[0] == 'l' ? 'l' : 'm', target, strlen(target), k);
         kv_put(l->kv, k, 65, "", 0, 0);
     } else {
-        log_kv(LOG_WARN, "ignoring a malformed revocation record", NULL);
+        log_kv(LOG_WARN, "ignoring a malformed revocation record", "error", err, NULL);
     }
     json_decref(o);
 }
@@ -116,7 +117,7 @@ static void *revocation_reader(void *arg)
     while (!*l->stop) {
         struct bus_partition_stats st[64];
         char err[256];
-        int np = bus_topic_stats(l->bus, REVOCATIONS_TOPIC, NULL, st, 64, err, sizeof(err));
+        int np = bus_topic_stats(l->bus, TOPIC_REVOCATIONS, NULL, st, 64, err, sizeof(err));
         /* Fail closed: only a complete, error-free pass makes the gateway
          * ready; a missing topic means nothing was ever revoked. */
         int complete = np >= 0 || np == -ENOENT;
@@ -130,7 +131,7 @@ static void *revocation_reader(void *arg)
                 next[p] = st[i].low;
             while (next[p] < st[i].high && !*l->stop) {
                 struct bus_record *r = NULL;
-                int rc = bus_read_at(l->bus, REVOCATIONS_TOPIC, p, next[p], &r, 1000);
+                int rc = bus_read_at(l->bus, TOPIC_REVOCATIONS, p, next[p], &r, 1000);
                 if (rc < 0) {
                     complete = 0;   /* read it again next pass */
                     break;
@@ -298,36 +299,14 @@ static int open_object(struct links *l, const char *key, uint64_t off, uint64_t 
 static void download_event(struct links *l, const struct http_request *req, const char *inbound_id,
                            const char *key, const char *name, int status, uint64_t bytes)
 {
-    char id[ID_LEN + 1], ts[32];
-    json_t *o = json_object();
-    json_object_set_new(o, "schema", json_string("mailfleet.event.v1"));
-    json_object_set_new(o, "id", json_string(id_new(id)));
-    json_object_set_new(o, "eventType", json_string("Download"));
-    if (id_valid(inbound_id))
-        json_object_set_new(o, "inbound_id", json_string(inbound_id));
-    json_object_set_new(o, "mail", json_pack("{s:s}", "messageId", inbound_id));
-    json_t *d = json_object();
-    json_object_set_new(d, "timestamp", json_string(rfc3339_ms(now_ms(), ts, sizeof(ts))));
-    json_object_set_new(d, "ipAddress", json_string(req->client_ip ? req->client_ip : ""));
-    const char *ua = http_header(req, "User-Agent");
-    if (ua) {
-        char u[1025];
-        snprintf(u, sizeof(u), "%s", ua);
-        json_t *js = json_string(u);
-        if (js)
-            json_object_set_new(d, "userAgent", js);
-    }
-    json_object_set_new(d, "name", json_string(name));
-    json_object_set_new(d, "key", json_string(key));
-    json_object_set_new(d, "status", json_integer(status));
-    json_object_set_new(d, "bytes", json_integer((json_int_t)bytes));
-    json_object_set_new(o, "download", d);
-    char *v = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    struct bus_record r = { .topic = EVENTS_TOPIC, .key = inbound_id, .key_len = strlen(inbound_id),
-                            .value = v, .value_len = v ? strlen(v) : 0, .partition = -1 };
+    struct event_mail m = { .message_id = inbound_id, .inbound_id = id_valid(inbound_id) ? inbound_id : NULL };
+    size_t len;
+    char *v = event_record_download(&m, req->client_ip ? req->client_ip : "", http_header(req, "User-Agent"),
+                                    name, key, status, bytes, now_ms(), &len);
+    struct bus_record r = { .topic = TOPIC_EVENTS, .key = inbound_id, .key_len = strlen(inbound_id),
+                            .value = v, .value_len = len, .partition = -1 };
     char err[256];
-    if (!v || bus_produce(l->bus, &r, 1, 5000, err, sizeof(err)) != 0)
+    if (bus_produce(l->bus, &r, 1, 5000, err, sizeof(err)) != 0)
         log_kv(LOG_WARN, "cannot publish the download event", NULL);
     free(v);
 }

@@ -13,6 +13,7 @@
 #include "ids.h"
 #include "links.h"
 #include "timeutil.h"
+#include "topics.h"
 
 static int links_usage(void)
 {
@@ -73,7 +74,7 @@ static int links_main(int argc, char **argv)
     }
     char *v = NULL;
     if (!undo) {
-        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "schema", "mailfleet.revocation.v1", "kind", kind,
+        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "schema", SCHEMA_REVOCATION, "kind", kind,
                               "target", target, "revoked_at", rfc3339_ms(now_ms(), ts, sizeof(ts)),
                               "by", "mailfleet links revoke");
         if (reason)
@@ -81,7 +82,7 @@ static int links_main(int argc, char **argv)
         v = json_dumps(o, JSON_COMPACT);
         json_decref(o);
     }
-    struct bus_record r = { .topic = "mailfleet.revocations", .key = target, .key_len = strlen(target),
+    struct bus_record r = { .topic = TOPIC_REVOCATIONS, .key = target, .key_len = strlen(target),
                             .value = v, .value_len = v ? strlen(v) : 0, .partition = -1 };
     int rc = bus_produce(b, &r, 1, 10000, err, sizeof(err));
     free(v);

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "strbuf.h"
 #include "timeutil.h"
+#include "topics.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -211,7 +212,7 @@ static char *record_json(const struct alarm *a, enum alarm_state old, int64_t no
     rfc3339_ms(now_ms, ts, sizeof(ts));
     char id[ID_LEN + 1];
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}",
-                          "schema", "mailfleet.alarm.v1", "id", id_new(id), "AlarmName", a->r.name,
+                          "schema", SCHEMA_ALARM, "id", id_new(id), "AlarmName", a->r.name,
                           "AlarmDescription", a->r.description ? a->r.description : "",
                           "NewStateValue", alarm_state_name(a->state),
                           "OldStateValue", alarm_state_name(old),

@@ -13,12 +13,14 @@
 #include "alarms.h"
 #include "bus.h"
 #include "common_config.h"
+#include "event_record.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
 #include "strbuf.h"
 #include "timeutil.h"
+#include "topics.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -38,8 +40,8 @@ const struct config_key monitor_config_keys[] = {
     { "monitor", "renotify_interval", CONFIG_DURATION, "1h", "re-publish while in ALARM; 0 = never" },
     { "monitor", "default_alarms", CONFIG_BOOL, "true", "install the reference alarms" },
     { "monitor", "watch", CONFIG_LIST,
-      "mailfleet.inbound:transform, mailfleet.outbound:send, mailfleet.inbound.dlq:dlq-operator, "
-      "mailfleet.outbound.dlq:dlq-operator", "topic:group pairs exported as metrics" },
+      TOPIC_INBOUND ":" GROUP_TRANSFORM ", " TOPIC_OUTBOUND ":" GROUP_SEND ", "
+      TOPIC_INBOUND_DLQ ":" GROUP_DLQ_OPERATOR ", " TOPIC_OUTBOUND_DLQ ":" GROUP_DLQ_OPERATOR, "topic:group pairs exported as metrics" },
     { "monitor", "recent_window", CONFIG_DURATION, "5m", "window of Received5m / StaleBacklog" },
     { "monitor", "rate_window", CONFIG_DURATION, "24h", "window of bounce and complaint rates" },
     { "monitor", "retention", CONFIG_DURATION, "14d", "delete file-store objects older than this" },
@@ -95,21 +97,21 @@ static const struct {
     double threshold;
     const char *desc;
 } default_alarms[] = {
-    { "inbound-dlq-depth", "DLQDepth", "mailfleet.inbound.dlq", "dlq-operator", 50,
+    { "inbound-dlq-depth", "DLQDepth", TOPIC_INBOUND_DLQ, GROUP_DLQ_OPERATOR, 50,
       "More than 50 inbound records are waiting in the dead-letter topic." },
-    { "inbound-oldest-age", "OldestAgeSeconds", "mailfleet.inbound", "transform", 180,
+    { "inbound-oldest-age", "OldestAgeSeconds", TOPIC_INBOUND, GROUP_TRANSFORM, 180,
       "The oldest unprocessed inbound record is older than 3 minutes." },
-    { "inbound-received-5m", "Received5m", "mailfleet.inbound", NULL, 180,
+    { "inbound-received-5m", "Received5m", TOPIC_INBOUND, NULL, 180,
       "More than 180 messages were received in 5 minutes." },
-    { "inbound-stale-backlog", "StaleBacklog", "mailfleet.inbound", "transform", 180,
+    { "inbound-stale-backlog", "StaleBacklog", TOPIC_INBOUND, GROUP_TRANSFORM, 180,
       "More than 180 inbound records have waited longer than 5 minutes." },
-    { "outbound-oldest-age", "OldestAgeSeconds", "mailfleet.outbound", "send", 180,
+    { "outbound-oldest-age", "OldestAgeSeconds", TOPIC_OUTBOUND, GROUP_SEND, 180,
       "The oldest unsent outbound record is older than 3 minutes." },
-    { "outbound-dlq-depth", "DLQDepth", "mailfleet.outbound.dlq", "dlq-operator", 50,
+    { "outbound-dlq-depth", "DLQDepth", TOPIC_OUTBOUND_DLQ, GROUP_DLQ_OPERATOR, 50,
       "More than 50 outbound records are waiting in the dead-letter topic." },
-    { "bounce-rate", "BounceRate", "mailfleet.events", NULL, 0.05,
+    { "bounce-rate", "BounceRate", TOPIC_EVENTS, NULL, 0.05,
       "More than 5% of sends bounced." },
-    { "complaint-rate", "ComplaintRate", "mailfleet.events", NULL, 0.001,
+    { "complaint-rate", "ComplaintRate", TOPIC_EVENTS, NULL, 0.001,
       "More than 0.1% of sends drew a complaint." },
 };
 
@@ -262,7 +264,7 @@ static struct watch *add_watch(struct monitor *m, const char *topic, const char 
     w = &m->watch[m->n_watch++];
     char labels[256];
     w->topic = xstrdup(topic);
-    w->group = xstrdup(group ? group : "monitor");
+    w->group = xstrdup(group ? group : GROUP_MONITOR);
     snprintf(labels, sizeof(labels), "topic=\"%s\",group=\"%s\"", w->topic, w->group);
     w->m_backlog = metric_gauge("mailfleet_topic_backlog_records", "Records not yet committed by the group.", labels);
     w->m_age = metric_gauge("mailfleet_topic_oldest_age_seconds", "Age of the oldest record the group has not processed.", labels);
@@ -273,10 +275,10 @@ static struct watch *add_watch(struct monitor *m, const char *topic, const char 
 
 static void count_event(struct monitor *m, const struct bus_record *r)
 {
-    json_error_t je;
-    json_t *o = json_loadb(r->value, r->value_len, 0, &je);
+    char err[256];
+    json_t *o = r->value ? event_record_parse(r->value, r->value_len, err, sizeof(err)) : NULL;
     if (!o)
-        return;
+        return;   /* not counted: feedback logs unreadable events */
     const char *type = json_string_value(json_object_get(o, "eventType"));
     int64_t minute = r->timestamp_ms / 60000;
     int idx = (int)(minute % RATE_BUCKETS);
@@ -337,7 +339,7 @@ static int rule_value(struct monitor *m, const struct alarm_rule *r, int64_t now
 static void publish(struct monitor *m, const char *name, char *record)
 {
     char err[256];
-    struct bus_record r = { .topic = "mailfleet.alarms", .key = name, .key_len = strlen(name),
+    struct bus_record r = { .topic = TOPIC_ALARMS, .key = name, .key_len = strlen(name),
                             .value = record, .value_len = strlen(record), .partition = -1 };
     if (bus_produce(m->bus, &r, 1, 10000, err, sizeof(err)) != 0)
         log_kv(LOG_ERROR, "cannot publish alarm", "alarm", name, "error", err, NULL);
@@ -490,8 +492,8 @@ static int monitor_run(struct worker_env *env)
         log_kv(LOG_ERROR, "cannot open the bus", "error", err, NULL);
         goto out;
     }
-    const char *topics[] = { "mailfleet.events", NULL };
-    m->events = bus_consumer_new(m->bus, "monitor", topics, 1, err, sizeof(err));
+    const char *topics[] = { TOPIC_EVENTS, NULL };
+    m->events = bus_consumer_new(m->bus, GROUP_MONITOR, topics, 1, err, sizeof(err));
     if (!m->events) {
         log_kv(LOG_ERROR, "cannot consume mailfleet.events", "error", err, NULL);
         goto out;

@@ -4,8 +4,10 @@
 #include "monitor.h"
 #include "bus.h"
 #include "common_config.h"
+#include "jsonx.h"
 #include "log.h"
 #include "strbuf.h"
+#include "topics.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -15,8 +17,11 @@
 /* Last record per AlarmName (the topic is keyed by it), in first-seen order. */
 static int keep_latest(void *opaque, const struct bus_record *r)
 {
-    json_t *o = r->value ? json_loadb(r->value, r->value_len, 0, NULL) : NULL;
-    const char *name = json_string_value(json_object_get(o, "AlarmName"));
+    char err[256];
+    json_t *o = r->value ? jsonx_record_parse(r->value, r->value_len, SCHEMA_ALARM, err, sizeof(err)) : NULL;
+    const char *name = NULL;
+    if (r->value && (!o || jsonx_want_str(o, "AlarmName", 1, &name, err, sizeof(err)) != 0))
+        fprintf(stderr, "mailfleet alarms: record at offset %lld skipped: %s\n", (long long)r->offset, err);
     if (name)
         json_object_set(opaque, name, o);
     json_decref(o);
@@ -41,7 +46,7 @@ static int cmd_alarms(int argc, char **argv)
         return 1;
     }
     json_t *latest = json_object();
-    long n = bus_scan(b, "mailfleet.alarms", keep_latest, latest, err, sizeof(err));
+    long n = bus_scan(b, TOPIC_ALARMS, keep_latest, latest, err, sizeof(err));
     if (n < 0)
         fprintf(stderr, "mailfleet alarms: %s\n", err);
     const char *name;

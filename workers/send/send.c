@@ -29,9 +29,10 @@
 #include "common_config.h"
 #include "config.h"
 #include "dkim_signer.h"
-#include "events.h"
+#include "event_record.h"
 #include "http.h"
 #include "ids.h"
+#include "jsonx.h"
 #include "kv.h"
 #include "log.h"
 #include "metrics.h"
@@ -41,6 +42,7 @@
 #include "suppression_copy.h"
 #include "timeutil.h"
 #include "tokens.h"
+#include "topics.h"
 #include "transport.h"
 #include "verp.h"
 
@@ -57,17 +59,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define OUTBOUND_TOPIC "mailfleet.outbound"
-#define RETRY_TOPIC_PREFIX "mailfleet.outbound.retry."
-#define DLQ_TOPIC "mailfleet.outbound.dlq"
-#define EVENTS_TOPIC "mailfleet.events"
 #define PRODUCE_TIMEOUT_MS 30000
 
 const struct config_key send_config_keys[] = {
     { "send", "metrics_listen", CONFIG_STR, "127.0.0.1:9103", "metrics/health when run alone" },
     { "send", "transport", CONFIG_STR, "outbox:var/outbox",
       "outbox:<dir>, smtp://host:port, smtps://host:port or ses:<region>" },
-    { "send", "group", CONFIG_STR, "send", "consumer group (tiers add .retry.<delay>)" },
+    { "send", "group", CONFIG_STR, GROUP_SEND, "consumer group (tiers add .retry.<delay>)" },
     { "send", "retry_tiers", CONFIG_LIST, "1m,5m,30m,2h",
       "delays of the retry topics mailfleet.outbound.retry.<delay>, in order" },
     { "send", "max_retry_age", CONFIG_DURATION, "24h", "after this a deferred recipient bounces (Transient)" },
@@ -155,7 +153,7 @@ struct rec_ctx {
     size_t body_len;
     int64_t created_ms, first_ms;
     int attempt;
-    struct events_mail mail;
+    struct event_mail mail;
     json_t *retry;                 /* recipients for the next tier */
     const char *dead_class;
     char dead_msg[256];
@@ -320,40 +318,34 @@ static int load_message(struct lane *l, struct rec_ctx *rc)
     return 0;
 }
 
-static int64_t json_time(json_t *doc, const char *name)
-{
-    const char *s = json_string_value(json_object_get(doc, name));
-    return s ? rfc3339_parse(s) : -1;
-}
-
 static int parse_record(struct lane *l, struct rec_ctx *rc)
 {
     struct bus_record *r = rc->r;
     if (!r->value)
         return dead(rc, "parse", "empty record%s", NULL);
-    json_error_t je;
-    rc->doc = json_loadb(r->value, r->value_len, 0, &je);
-    if (!json_is_object(rc->doc))
-        return dead(rc, "parse", "not a JSON object: %s", je.text);
-    const char *schema = json_string_value(json_object_get(rc->doc, "schema"));
-    if (!schema || strcmp(schema, "mailfleet.outbound.v1") != 0)
-        return dead(rc, "parse", "schema is not mailfleet.outbound.v1%s", NULL);
-    rc->id = json_string_value(json_object_get(rc->doc, "id"));
-    if (!rc->id || !id_valid(rc->id))
-        return dead(rc, "parse", "id missing or not a UUIDv7%s", NULL);
-    rc->inbound_id = json_string_value(json_object_get(rc->doc, "inbound_id"));
-    rc->subject = json_string_value(json_object_get(rc->doc, "subject"));
-    rc->list = json_string_value(json_object_get(rc->doc, "list"));
+    char perr[256];
+    rc->doc = jsonx_record_parse(r->value, r->value_len, SCHEMA_OUTBOUND, perr, sizeof(perr));
+    if (!rc->doc)
+        return dead(rc, "parse", "%s", perr);
+    const char *from;
+    const json_t *rs;
+    if (jsonx_want_str(rc->doc, "id", 1, &rc->id, perr, sizeof(perr)) != 0 ||
+        jsonx_want_str(rc->doc, "inbound_id", 0, &rc->inbound_id, perr, sizeof(perr)) != 0 ||
+        jsonx_want_str(rc->doc, "subject", 0, &rc->subject, perr, sizeof(perr)) != 0 ||
+        jsonx_want_str(rc->doc, "list", 0, &rc->list, perr, sizeof(perr)) != 0 ||
+        jsonx_want_str(rc->doc, "from", 1, &from, perr, sizeof(perr)) != 0 ||
+        jsonx_want_array(rc->doc, "recipients", 1, &rs, perr, sizeof(perr)) != 0)
+        return dead(rc, "parse", "%s", perr);
+    if (!id_valid(rc->id))
+        return dead(rc, "parse", "id is not a UUIDv7%s", NULL);
     if (rc->list && (!*rc->list || strlen(rc->list) > 64 ||
                      strspn(rc->list, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") !=
                          strlen(rc->list)))
         return dead(rc, "parse", "list is not a name%s", NULL);
-    const char *from = json_string_value(json_object_get(rc->doc, "from"));
-    if (!from || address_normalize(from, rc->from_addr, sizeof(rc->from_addr)) != 0)
-        return dead(rc, "parse", "from missing or not an address%s", NULL);
-    json_t *rs = json_object_get(rc->doc, "recipients");
-    if (!json_is_array(rs) || json_array_size(rs) == 0)
-        return dead(rc, "parse", "recipients missing or empty%s", NULL);
+    if (address_normalize(from, rc->from_addr, sizeof(rc->from_addr)) != 0)
+        return dead(rc, "parse", "from is not an address%s", NULL);
+    if (json_array_size(rs) == 0)
+        return dead(rc, "parse", "recipients is empty%s", NULL);
     /* Transform writes normalized addresses (schema); anything else means a
      * record we must not guess about: the whole record goes to the DLQ. */
     rc->n_rcpts = json_array_size(rs);
@@ -365,16 +357,18 @@ static int parse_record(struct lane *l, struct rec_ctx *rc)
             return dead(rc, "parse", "recipients[] holds a value that is not an address%s", NULL);
         rc->rcpts[i] = xstrdup(norm);
     }
-    json_t *a = json_object_get(rc->doc, "attempt");
-    rc->attempt = json_is_integer(a) && json_integer_value(a) > 0 ? (int)json_integer_value(a) : 0;
-    rc->created_ms = json_time(rc->doc, "created_at");
+    int64_t attempt = 0;
+    if (jsonx_path(rc->doc, "attempt") && jsonx_int(rc->doc, "attempt", &attempt) != 0)
+        return dead(rc, "parse", "field attempt is not an integer%s", NULL);
+    rc->attempt = attempt > 0 ? (int)attempt : 0;
+    rc->created_ms = jsonx_time_ms(rc->doc, "created_at");
     if (rc->created_ms < 0)
         rc->created_ms = r->timestamp_ms > 0 ? r->timestamp_ms : now_ms();
-    rc->first_ms = json_time(rc->doc, "first_attempt_at");
+    rc->first_ms = jsonx_time_ms(rc->doc, "first_attempt_at");
     if (rc->first_ms < 0)
         rc->first_ms = now_ms();
-    rc->mail = (struct events_mail){ rc->id, rc->inbound_id, rc->from_addr, rc->subject,
-                                     rc->created_ms, (const char *const *)rc->rcpts, rc->n_rcpts };
+    rc->mail = (struct event_mail){ rc->id, rc->inbound_id, rc->from_addr, rc->subject,
+                                    rc->created_ms, (const char *const *)rc->rcpts, rc->n_rcpts };
     return load_message(l, rc);
 }
 
@@ -476,7 +470,7 @@ static const char *bounce_subtype(const char *status)
 
 static void add_event(struct outputs *o, struct rec_ctx *rc, char *ev, size_t len)
 {
-    out_add(o, EVENTS_TOPIC, rc->id, ev, len, NULL, 0);
+    out_add(o, TOPIC_EVENTS, rc->id, ev, len, NULL, 0);
 }
 
 /* The original record unchanged (key, value, headers) plus the mf.* error
@@ -520,7 +514,7 @@ static void add_dlq(struct lane *l, struct outputs *o, struct rec_ctx *rc)
     own(o, v);
     own(o, hs);
     o->recs[o->n++] = (struct bus_record){
-        .topic = DLQ_TOPIC, .key = r->key, .key_len = r->key_len, .value = v,
+        .topic = TOPIC_OUTBOUND_DLQ, .key = r->key, .key_len = r->key_len, .value = v,
         .value_len = r->value ? r->value_len : 0, .headers = hs, .n_headers = nh, .partition = -1,
     };
     metric_inc(l->w->m.dead);
@@ -556,8 +550,8 @@ static void add_retry(struct lane *l, struct outputs *o, struct rec_ctx *rc)
     char *nbs = own(o, xmalloc(24));
     snprintf(nbs, 24, "%lld", (long long)nb);
     hs[0] = (struct bus_header){ "mf.not_before", nbs, strlen(nbs) };
-    char *topic = own(o, xmalloc(strlen(RETRY_TOPIC_PREFIX) + strlen(w->tiers[tier]) + 1));
-    sprintf(topic, "%s%s", RETRY_TOPIC_PREFIX, w->tiers[tier]);
+    char *topic = own(o, xmalloc(strlen(TOPIC_OUTBOUND_RETRY) + strlen(w->tiers[tier]) + 1));
+    sprintf(topic, "%s%s", TOPIC_OUTBOUND_RETRY, w->tiers[tier]);
     char *key = rc->r->key ? own(o, xstrndup(rc->r->key, rc->r->key_len))
                            : (char *)(rc->inbound_id ? rc->inbound_id : rc->id);
     out_add(o, topic, key, v, strlen(v), hs, 1);
@@ -638,15 +632,16 @@ static size_t plan_jobs(struct lane *l, struct rec_ctx *rcs, size_t n_rcs, struc
                 char resp[512];
                 snprintf(resp, sizeof(resp), "%.*s", (int)prevlen, prev ? (char *)prev : "");
                 free(prev);
-                char *ev = events_delivery(&rc->mail, j->rcpt, resp, now - rc->created_ms, transport_peer(l->t),
-                                           now, &len);
+                char *ev = event_record_delivery(&rc->mail, j->rcpt, resp, now - rc->created_ms,
+                                                 transport_peer(l->t), now, &len);
                 add_event(o, rc, ev, len);
                 log_kv(LOG_INFO, "already delivered; not sent again", "id", rc->id, NULL);
                 continue;
             }
             int per_list = 0;
             if (suppression_copy_check(w->supp, j->rcpt, rc->list, reason, sizeof(reason), &per_list) == 1) {
-                char *ev = events_suppressed(&rc->mail, j->rcpt, reason, per_list ? rc->list : NULL, now, &len);
+                char *ev = event_record_suppressed(&rc->mail, j->rcpt, reason, per_list ? rc->list : NULL, now,
+                                                   &len);
                 add_event(o, rc, ev, len);
                 metric_inc(w->m.suppressed);
                 metric_inc(w->m.suppressed_res);
@@ -693,21 +688,22 @@ static int report_outcomes(struct lane *l, struct transport_job *jobs, struct jo
         size_t len = 0;
         char *ev = NULL, diag[600];
         snprintf(diag, sizeof(diag), "smtp; %s", job->response);
+        struct event_recipient er = { job->rcpt, "failed", job->status, diag };
         if (job->result == TRANSPORT_OK) {
-            ev = events_delivery(&rc->mail, job->rcpt, job->response, jcs[i].done_ms - rc->created_ms, peer,
-                                 jcs[i].done_ms, &len);
+            ev = event_record_delivery(&rc->mail, job->rcpt, job->response, jcs[i].done_ms - rc->created_ms,
+                                       peer, jcs[i].done_ms, &len);
             metric_inc(w->m.delivered);
         } else if (job->result == TRANSPORT_PERM) {
-            ev = events_bounce(&rc->mail, job->rcpt, "Permanent", bounce_subtype(job->status), job->status, diag,
-                               peer, now, &len);
+            ev = event_record_bounce(&rc->mail, &er, "Permanent", bounce_subtype(job->status), peer, now, &len);
             metric_inc(w->m.bounced_perm);
         } else {
             int64_t expires = rc->first_ms + w->max_age_ms;
             if (now + w->tier_ms[tier_for(w, rc->attempt)] > expires) {
-                ev = events_bounce(&rc->mail, job->rcpt, "Transient", "General", job->status, diag, peer, now, &len);
+                ev = event_record_bounce(&rc->mail, &er, "Transient", "General", peer, now, &len);
                 metric_inc(w->m.bounced_trans);
             } else {
-                ev = events_delay(&rc->mail, job->rcpt, job->status, diag, expires, peer, now, &len);
+                er.action = NULL;   /* not failed (yet) */
+                ev = event_record_delay(&rc->mail, &er, expires, peer, now, &len);
                 json_array_append_new(rc->retry, json_string(job->rcpt));
                 metric_inc(w->m.deferred);
             }
@@ -1021,7 +1017,7 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     transport_free(probe);
 
     struct bus_options bo = { .client_id = "mailfleet-send" };
-    const char *compacted[] = { SUPPRESSION_TOPIC, NULL };
+    const char *compacted[] = { TOPIC_SUPPRESSION, NULL };
     bo.compacted_topics = compacted;
     w->bus = common_bus(cfg, &bo, err, errlen);
     if (!w->bus)
@@ -1072,10 +1068,10 @@ static int send_run(struct worker_env *env)
         l->w = &w;
         l->tier = (int)i - 1;
         if (i == 0) {
-            snprintf(l->topic, sizeof(l->topic), "%s", OUTBOUND_TOPIC);
+            snprintf(l->topic, sizeof(l->topic), "%s", TOPIC_OUTBOUND);
             snprintf(l->group, sizeof(l->group), "%s", config_str(env->cfg, "send", "group"));
         } else {
-            snprintf(l->topic, sizeof(l->topic), "%s%s", RETRY_TOPIC_PREFIX, w.tiers[i - 1]);
+            snprintf(l->topic, sizeof(l->topic), "%s%s", TOPIC_OUTBOUND_RETRY, w.tiers[i - 1]);
             snprintf(l->group, sizeof(l->group), "%s.retry.%s", config_str(env->cfg, "send", "group"),
                      w.tiers[i - 1]);
         }

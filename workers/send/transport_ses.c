@@ -13,6 +13,7 @@
  * are never logged. */
 #include "transport_impl.h"
 #include "address.h"
+#include "jsonx.h"
 #include "log.h"
 #include "sigv4.h"
 #include "strbuf.h"
@@ -233,7 +234,8 @@ static void ses_finish(void *impl, CURL *e, CURLcode rc, struct transport_job *j
     } else {
         /* SES answers {"MessageId": "..."} or {"message": "..."} with an
          * x-amzn-ErrorType header; both are short, untrusted text. */
-        json_t *j = sj->resp.len ? json_loadb(sj->resp.data, sj->resp.len, 0, NULL) : NULL;
+        char jerr[160];
+        json_t *j = sj->resp.len ? jsonx_loads(sj->resp.data, sj->resp.len, jerr, sizeof(jerr)) : NULL;
         const char *mid = j ? json_string_value(json_object_get(j, "MessageId")) : NULL;
         const char *m = j ? json_string_value(json_object_get(j, "message")) : NULL;
         if (!m && j)

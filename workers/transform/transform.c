@@ -28,6 +28,9 @@
 #include "address.h"
 #include "bus.h"
 #include "common_config.h"
+#include "fallback_record.h"
+#include "inbound_record.h"
+#include "jsonx.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -35,6 +38,7 @@
 #include "timeutil.h"
 #include "tokens.h"
 #include "transform.h"
+#include "topics.h"
 #include "transform_worker.h"
 #include "worker.h"
 
@@ -90,56 +94,13 @@ static json_t *str_array(char **l, size_t n)
     return a;
 }
 
-struct inbound_rec {
-    json_t *root;
-    const char *id, *rule, *mail_from, *key;
-    int64_t received_ms;
-};
-
-static int inbound_parse(const struct bus_record *rec, struct inbound_rec *in, char *err, size_t errlen)
-{
-    json_error_t je;
-    memset(in, 0, sizeof(*in));
-    if (!rec->value) {
-        snprintf(err, errlen, "tombstone on mailfleet.inbound");
-        return -EINVAL;
-    }
-    in->root = json_loadb(rec->value, rec->value_len, 0, &je);
-    if (!in->root || !json_is_object(in->root)) {
-        snprintf(err, errlen, "inbound value is not a JSON object: %s", je.text);
-        return -EINVAL;
-    }
-    const char *schema = json_string_value(json_object_get(in->root, "schema"));
-    in->id = json_string_value(json_object_get(in->root, "id"));
-    in->rule = json_string_value(json_object_get(in->root, "rule"));
-    const char *recv = json_string_value(json_object_get(in->root, "received_at"));
-    json_t *env = json_object_get(in->root, "envelope");
-    in->mail_from = json_string_value(json_object_get(env, "mail_from"));
-    in->key = json_string_value(json_object_get(json_object_get(in->root, "store"), "key"));
-    if (!schema || strcmp(schema, "mailfleet.inbound.v1") != 0 || !in->id || !in->key) {
-        snprintf(err, errlen, "not a mailfleet.inbound.v1 record");
-        return -EINVAL;
-    }
-    in->received_ms = recv ? rfc3339_parse(recv) : -1;
-    if (in->received_ms < 0)
-        in->received_ms = id_time_ms(in->id) > 0 ? id_time_ms(in->id) : now_ms();
-    return 0;
-}
-
-static json_t *fallback_json(const struct inbound_rec *in, const struct transform_result *r,
+static json_t *fallback_json(const struct inbound_record *in, const struct transform_result *r,
                              unsigned bit, const char *reason, int sent)
 {
-    char id[ID_LEN + 1], ts[32], salt[64];
+    char id[ID_LEN + 1], salt[64], buf[512];
     snprintf(salt, sizeof(salt), "fallback|%s", reason);
     transform_derive_id(in->id, salt, id);
-    json_t *o = json_object();
-    json_set_str(o, "schema", "mailfleet.fallback.v1");
-    json_set_str(o, "id", id);
-    json_set_str(o, "inbound_id", in->id);
-    json_set_str(o, "created_at", rfc3339_ms(now_ms(), ts, sizeof(ts)));
-    json_set_str(o, "reason", reason);
     const char *details = r->detail;
-    char buf[512];
     if (bit == TR_SOME_INVALID || (bit == TR_NO_RECIPIENT && r->n_invalid)) {
         snprintf(buf, sizeof(buf), "%zu coded address(es) failed validation%s", r->n_invalid,
                  sent ? "; sent to the valid ones" : "");
@@ -147,18 +108,9 @@ static json_t *fallback_json(const struct inbound_rec *in, const struct transfor
     } else if (bit == TR_BLOCKED) {
         details = "an attachment has a blocked file extension and was not linked";
     }
-    json_set_str(o, "details", details ? details : reason);
-    if (in->rule)
-        json_set_str(o, "rule", in->rule);
-    json_set_str(o, "sender", in->mail_from ? in->mail_from : "");
-    if (r->subject)
-        json_set_str(o, "subject", r->subject);
-    json_object_set_new(o, "found", str_array(r->found, r->n_found));
-    json_object_set_new(o, "invalid", str_array(r->invalid, r->n_invalid));
-    if (sent && (bit == TR_SOME_INVALID || bit == TR_BLOCKED))
-        json_object_set_new(o, "sent_to", str_array(r->recipients, r->n_recipients));
+    json_t *flagged = NULL;
     if (bit == TR_BLOCKED) {
-        json_t *fl = json_array();
+        flagged = json_array();
         for (size_t i = 0; i < r->n_links; i++) {
             if (!r->links[i].blocked)
                 continue;
@@ -167,21 +119,27 @@ static json_t *fallback_json(const struct inbound_rec *in, const struct transfor
             json_set_str(f, "why", "blocked_extension");
             json_object_set_new(f, "size", json_integer((json_int_t)r->links[i].size));
             json_set_str(f, "sha256", r->links[i].sha256);
-            json_array_append_new(fl, f);
+            json_array_append_new(flagged, f);
         }
-        json_object_set_new(o, "flagged", fl);
     }
-    json_object_set_new(o, "links", links_json(r));
-    return o;
+    int with_sent = sent && (bit == TR_SOME_INVALID || bit == TR_BLOCKED);
+    struct fallback_fields ff = {
+        .id = id, .inbound_id = in->id, .created_ms = now_ms(), .reason = reason, .details = details,
+        .rule = in->rule, .subject = r->subject, .sender = in->mail_from,
+        .found = (const char *const *)r->found, .n_found = r->n_found,
+        .invalid = (const char *const *)r->invalid, .n_invalid = r->n_invalid,
+        .sent_to = with_sent ? (const char *const *)r->recipients : NULL, .n_sent_to = r->n_recipients,
+        .flagged = flagged, .links = links_json(r),
+    };
+    return fallback_record_new(&ff);
 }
 
-static json_t *outbound_json(struct tw *w, const struct inbound_rec *in,
+static json_t *outbound_json(struct tw *w, const struct inbound_record *in,
                              const struct transform_result *r, char *err, size_t errlen)
 {
     char id[ID_LEN + 1], ts[32], mid[400];
     transform_derive_id(in->id, "outbound", id);
-    json_t *o = json_object();
-    json_set_str(o, "schema", "mailfleet.outbound.v1");
+    json_t *o = jsonx_record_new(SCHEMA_OUTBOUND);
     json_set_str(o, "id", id);
     json_set_str(o, "inbound_id", in->id);
     json_set_str(o, "created_at", rfc3339_ms(now_ms(), ts, sizeof(ts)));
@@ -269,10 +227,10 @@ static char *raw_mail_path(struct tw *w, const char *key, int *is_temp, char *er
 static enum handle_result handle(struct tw *w, const struct bus_record *rec, char *stage, char *cls,
                                  char *err, size_t errlen)
 {
-    struct inbound_rec in;
+    struct inbound_record in;
     strcpy(stage, "transform.decode");
     strcpy(cls, "parse");
-    if (inbound_parse(rec, &in, err, errlen) != 0) {
+    if (inbound_record_parse(rec->value, rec->value_len, &in, err, errlen) != 0) {
         json_decref(in.root);
         return HANDLE_DEAD;
     }
@@ -313,7 +271,7 @@ static enum handle_result handle(struct tw *w, const struct bus_record *rec, cha
             return HANDLE_RETRY;
         }
         docs[n] = ob;
-        topics[n++] = "mailfleet.outbound";
+        topics[n++] = TOPIC_OUTBOUND;
     }
     const char *done[8];
     size_t nd = 0;
@@ -329,7 +287,7 @@ static enum handle_result handle(struct tw *w, const struct bus_record *rec, cha
             continue;
         done[nd++] = reason;
         docs[n] = fallback_json(&in, &r, bit, reason, sent);
-        topics[n++] = "mailfleet.fallback";
+        topics[n++] = TOPIC_FALLBACK;
     }
     strcpy(stage, "transform.produce");
     strcpy(cls, "bus");
@@ -387,7 +345,7 @@ static int send_to_dlq(struct tw *w, const struct bus_record *rec, const char *s
     h[nh++] = (struct bus_header){ "mf.source.partition", part, strlen(part) };
     h[nh++] = (struct bus_header){ "mf.source.offset", off, strlen(off) };
     h[nh++] = (struct bus_header){ "mf.attempts", att, strlen(att) };
-    struct bus_record out = { .topic = "mailfleet.inbound.dlq", .key = rec->key,
+    struct bus_record out = { .topic = TOPIC_INBOUND_DLQ, .key = rec->key,
                               .key_len = rec->key_len, .value = rec->value,
                               .value_len = rec->value_len, .headers = h, .n_headers = nh,
                               .partition = -1 };
@@ -465,9 +423,9 @@ static int transform_run(struct worker_env *env)
     if (strcmp(config_str(env->cfg, "mailfleet", "commit_mode"), "transactional") == 0)
         bo.transactional_id = "mailfleet-transform";
     w.bus = common_bus(env->cfg, &bo, err, sizeof(err));
-    const char *topics[] = { "mailfleet.inbound", NULL };
+    const char *topics[] = { TOPIC_INBOUND, NULL };
     if (w.bus)
-        w.cons = bus_consumer_new(w.bus, "transform", topics, 1, err, sizeof(err));
+        w.cons = bus_consumer_new(w.bus, GROUP_TRANSFORM, topics, 1, err, sizeof(err));
     if (!w.cons) {
         log_kv(LOG_ERROR, "cannot consume mailfleet.inbound", "error", err, NULL);
         tw_close(&w);

@@ -1,5 +1,5 @@
 /* transform_worker — config loading and helpers shared by the transform
- * worker, its admin verb (dlq) and the tools. */
+ * worker and the tools. */
 #ifndef MF_TRANSFORM_WORKER_H
 #define MF_TRANSFORM_WORKER_H
 #include <stddef.h>
@@ -10,10 +10,8 @@
 
 struct tokens;
 struct worker_def;
-struct admin_verb;
 
 extern const struct worker_def transform_worker;
-extern const struct admin_verb dlq_verb;   /* mailfleet dlq list|replay */
 
 struct transform_settings_owned {
     struct transform_settings s;        /* strings borrowed from the config */

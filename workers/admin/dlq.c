@@ -1,5 +1,8 @@
 /* dlq — `mailfleet dlq list|replay|ack [--topic mailfleet.inbound.dlq]`.
  *
+ * Fleet-wide: transform dead-letters to mailfleet.inbound.dlq and send to
+ * mailfleet.outbound.dlq, so the verb belongs to no worker.
+ *
  * A DLQ record is the original record plus mf.error.* / mf.source.* /
  * mf.attempts headers (schemas/README.md).  "Pending" means past the
  * committed offset of the operator group "dlq-operator" (the monitor's DLQ
@@ -17,13 +20,12 @@
 #include "common_config.h"
 #include "config.h"
 #include "strbuf.h"
-#include "transform_worker.h"
-
-#define DLQ_GROUP "dlq-operator"
+#include "topics.h"
 
 static int dlq_usage(void)
 {
-    fprintf(stderr, "usage: mailfleet dlq list|replay|ack [--topic mailfleet.inbound.dlq] [-c FILE]\n");
+    fprintf(stderr, "usage: mailfleet dlq list|replay|ack [--topic " TOPIC_INBOUND_DLQ "|" TOPIC_OUTBOUND_DLQ
+                    "] [-c FILE]\n");
     return 2;
 }
 
@@ -79,8 +81,8 @@ static int replay_one(struct bus *b, const char *topic, const struct bus_record 
         fprintf(stderr, "mailfleet dlq: replay to %s: %s\n", src, err);
         return -1;
     }
-    if (bus_group_set_offset(b, DLQ_GROUP, topic, r->partition, r->offset + 1, err, sizeof(err)) != 0) {
-        fprintf(stderr, "mailfleet dlq: advancing %s: %s\n", DLQ_GROUP, err);
+    if (bus_group_set_offset(b, GROUP_DLQ_OPERATOR, topic, r->partition, r->offset + 1, err, sizeof(err)) != 0) {
+        fprintf(stderr, "mailfleet dlq: advancing %s: %s\n", GROUP_DLQ_OPERATOR, err);
         return -1;
     }
     printf("replayed %s:%d:%lld -> %s\n", topic, r->partition, (long long)r->offset, src);
@@ -94,7 +96,7 @@ static int dlq_main(int argc, char **argv)
     int replay = strcmp(argv[1], "replay") == 0, ack = strcmp(argv[1], "ack") == 0;
     if (!replay && !ack && strcmp(argv[1], "list") != 0)
         return dlq_usage();
-    const char *topic = "mailfleet.inbound.dlq";
+    const char *topic = TOPIC_INBOUND_DLQ;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--topic") == 0 && i + 1 < argc)
             topic = argv[++i];
@@ -115,7 +117,7 @@ static int dlq_main(int argc, char **argv)
         return 1;
     }
     struct bus_partition_stats st[64];
-    int np = bus_topic_stats(b, topic, DLQ_GROUP, st, 64, err, sizeof(err));
+    int np = bus_topic_stats(b, topic, GROUP_DLQ_OPERATOR, st, 64, err, sizeof(err));
     int rc = 0;
     if (np < 0)
         np = 0;   /* no such topic yet: nothing dead-lettered */
@@ -123,7 +125,7 @@ static int dlq_main(int argc, char **argv)
         /* ack: the operator has looked; the depth (and its alarm) goes to 0 */
         int64_t from = st[p].committed >= 0 ? st[p].committed : st[p].low;
         if (st[p].high > from) {
-            rc = bus_group_set_offset(b, DLQ_GROUP, topic, st[p].partition, st[p].high, err, sizeof(err)) ? 1 : 0;
+            rc = bus_group_set_offset(b, GROUP_DLQ_OPERATOR, topic, st[p].partition, st[p].high, err, sizeof(err)) ? 1 : 0;
             if (rc)
                 fprintf(stderr, "mailfleet dlq ack: %s\n", err);
             else
