@@ -237,6 +237,68 @@ class DefensesTest(harness.TestCase):
         self.assertEqual(d.cmd("MAIL FROM:<dev@example.com> RET=FULL")[0], 555)
 
 
+def auth_plain(user, password):
+    import base64
+    return "AUTH PLAIN " + base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
+
+
+GOOD = auth_plain("device", "device-password")
+
+
+class AuthThrottleTest(harness.TestCase):
+    """Failures count when the check ends (not after the back-off), per client
+    IP and per user name; a check in flight counts against the budget."""
+    MAX = 5
+
+    def start_ingest(self, **kw):
+        # Plaintext AUTH keeps 50 connections cheap; the throttle is the same under TLS.
+        return Ingest(self, allow_plaintext_auth="true", auth_max_failures=str(self.MAX), auth_delay="20ms",
+                      auth_delay_max="100ms", max_connections_per_ip="60", **kw).start()
+
+    def greeted(self, port, source=None):
+        d = Dialog(port, source=source)
+        self.addCleanup(d.close)
+        d.expect(220)
+        d.cmd("EHLO client.test", 250)
+        return d
+
+    def test_parallel_wrong_passwords_get_at_most_max_checks(self):
+        ing = self.start_ingest()
+        conns = [self.greeted(ing.port) for _ in range(50)]
+        wrong = auth_plain("device", "wrong")
+        for d in conns:   # all 50 attempts are in before the first check ends
+            d.send(wrong + "\r\n")
+        codes = [d.reply()[0] for d in conns]
+        self.assertEqual(set(codes) - {535, 454}, set(), codes)
+        self.assertLessEqual(codes.count(535), self.MAX, codes)
+        self.assertEqual(codes.count(454), 50 - codes.count(535))
+        # locked out now, the right password included
+        self.assertEqual(self.greeted(ing.port).cmd(GOOD)[0], 454)
+
+    def test_valid_login_does_not_unlock_other_users(self):
+        ing = self.start_ingest()
+        guesser = self.greeted(ing.port)
+        guesses = []
+        for _ in range(self.MAX + 3):
+            # the attacker's own device logs in between guesses at another account
+            self.greeted(ing.port).cmd(GOOD)
+            guesses.append(guesser.cmd(auth_plain("sensor", "guess"))[0])
+        self.assertEqual(guesses, [535] * self.MAX + [454] * 3)
+
+    def test_user_blocked_from_every_address(self):
+        ing = self.start_ingest()
+        d = self.greeted(ing.port, source="127.0.0.2")
+        for _ in range(self.MAX):
+            d.cmd(auth_plain("sensor", "guess"), 535)
+        # another client address: that user name is blocked, other users are not
+        other = self.greeted(ing.port, source="127.0.0.3")
+        lines = other.cmd(auth_plain("sensor", "guess"), 454)[1]
+        self.assertIn("4.7.0", lines[0])
+        self.greeted(ing.port, source="127.0.0.3").cmd(GOOD, 235)
+        self.assertIn("AUTH refused: too many failures", ing.proc.output())
+        self.assertNotIn("guess", ing.proc.output())
+
+
 class TimeoutTest(harness.TestCase):
     def test_command_and_data_timeouts(self):
         ing = Ingest(self, command_timeout="1s", data_timeout="2s").start()

@@ -14,8 +14,8 @@
  * (a recipient no receipt rule takes is refused at RCPT); AUTH only under TLS
  * unless allow_plaintext_auth is set (never in the shipped configs); passwords
  * are checked with crypt(3) in the thread pool and never logged; failed AUTH
- * backs off per client IP; every limit (line, header block, size, recipients,
- * connections, timeouts) answers with an enhanced status code.  The event
+ * backs off per client IP and per user name; every limit (line, header block,
+ * size, recipients, connections, timeouts) answers with an enhanced status code.  The event
  * loop never blocks on disk or network: store and bus writes run in
  * uv_queue_work. */
 #include <errno.h>
@@ -69,9 +69,11 @@ static const struct config_key ingest_keys[] = {
     { "ingest", "data_timeout", CONFIG_DURATION, "10m", "idle time allowed inside DATA" },
     { "ingest", "bare_lf", CONFIG_STR, "normalize",
       "normalize (accept LF-ended lines, store CRLF) or reject (550 5.5.2)" },
-    { "ingest", "auth_delay", CONFIG_DURATION, "1s", "delay before 535, times failures from that IP" },
+    { "ingest", "auth_delay", CONFIG_DURATION, "1s",
+      "delay before 535, times failures from that IP or for that user" },
     { "ingest", "auth_delay_max", CONFIG_DURATION, "30s", "cap of that delay" },
-    { "ingest", "auth_max_failures", CONFIG_INT, "10", "failures after which AUTH gets 454 4.7.0" },
+    { "ingest", "auth_max_failures", CONFIG_INT, "10",
+      "failures (per IP, per user name) after which AUTH gets 454 4.7.0" },
     { "ingest", "auth_block_time", CONFIG_DURATION, "15m", "how long that lasts after the last failure" },
     { "ingest", "dedupe_ttl", CONFIG_DURATION, "10m", "window for retried identical messages (0 = off)" },
     { "ingest", "drain_timeout", CONFIG_DURATION, "10s", "on SIGTERM, time sessions get to finish" },

@@ -25,11 +25,21 @@
 
 #define ACCEPT_PAUSE_MS 250
 
+/* AUTH throttling keeps one entry per client IP and one per user name tried.
+ * A password check in flight counts against both as if it were going to
+ * fail (pending): parallel attempts cannot all start under the old count,
+ * and the number of real checks before the 454 lockout is auth_max_failures
+ * however many connections try at once.  Attempts over that budget wait for
+ * a running check to end instead of being refused, so devices behind one
+ * address that log in together are slowed, not locked out.  A success never
+ * clears the IP's count (it would let a device's own password reopen
+ * guessing against other accounts); it clears only its own user's count. */
 struct ip_entry {
     struct ip_entry *next;
-    char ip[64];
-    unsigned conns;
+    char ip[257];               /* a client IP, or a user name in s->auth_users */
+    unsigned conns;             /* connections (IP) or attempts (user) using it */
     unsigned auth_failures;
+    unsigned auth_pending;      /* password checks running */
     int64_t last_failure_ms;
 };
 
@@ -59,6 +69,8 @@ struct smtp_conn {
     const char *outcome;
     /* auth in flight */
     char auth_user[257], auth_pass[513];
+    struct ip_entry *auth_ue;   /* the user name's entry while checking */
+    int auth_waiting;           /* over the check budget: waits for a check to end */
     int auth_result;
     uv_work_t auth_work;
     uv_timer_t *auth_timer;
@@ -76,6 +88,7 @@ struct smtp_server {
     struct smtp_conn *conns;
     size_t n_conns;
     struct ip_entry *ips;
+    struct ip_entry *auth_users;
     struct metric *m_connections, *m_refused, *m_auth_fail;
 };
 
@@ -90,32 +103,50 @@ static struct metric *session_metric(const char *outcome)
 
 /* ---- per-IP table ------------------------------------------------------------ */
 
-static struct ip_entry *ip_get(struct smtp_server *s, const char *ip)
+static struct ip_entry *entry_get(struct ip_entry **list, const char *key)
 {
-    for (struct ip_entry *e = s->ips; e; e = e->next)
-        if (strcmp(e->ip, ip) == 0)
+    for (struct ip_entry *e = *list; e; e = e->next)
+        if (strcmp(e->ip, key) == 0)
             return e;
     struct ip_entry *e = xcalloc(1, sizeof(*e));
-    snprintf(e->ip, sizeof(e->ip), "%s", ip);
-    e->next = s->ips;
-    s->ips = e;
+    snprintf(e->ip, sizeof(e->ip), "%s", key);
+    e->next = *list;
+    *list = e;
     return e;
 }
 
-/* Forgets IPs with no connection and no recent AUTH failure. */
-static void ip_sweep(struct smtp_server *s)
+static struct ip_entry *ip_get(struct smtp_server *s, const char *ip)
 {
-    int64_t now = mono_ms();
-    struct ip_entry **pp = &s->ips;
+    return entry_get(&s->ips, ip);
+}
+
+/* Failures older than the block time are forgotten. */
+static void entry_expire(const struct smtp_server *s, struct ip_entry *e, int64_t now)
+{
+    if (e->auth_failures && now - e->last_failure_ms > s->conf.auth_block_ms)
+        e->auth_failures = 0;
+}
+
+static void entries_sweep(const struct smtp_server *s, struct ip_entry **pp, int64_t now)
+{
     while (*pp) {
         struct ip_entry *e = *pp;
-        if (e->conns == 0 && (e->auth_failures == 0 || now - e->last_failure_ms > s->conf.auth_block_ms)) {
+        entry_expire(s, e, now);
+        if (e->conns == 0 && e->auth_pending == 0 && e->auth_failures == 0) {
             *pp = e->next;
             free(e);
         } else {
             pp = &e->next;
         }
     }
+}
+
+/* Forgets IPs and user names with no connection and no recent AUTH failure. */
+static void ip_sweep(struct smtp_server *s)
+{
+    int64_t now = mono_ms();
+    entries_sweep(s, &s->ips, now);
+    entries_sweep(s, &s->auth_users, now);
 }
 
 /* ---- output ------------------------------------------------------------------ */
@@ -253,15 +284,6 @@ static void on_auth_timer_close(uv_handle_t *h)
 
 static void auth_answer(struct smtp_conn *c)
 {
-    struct ip_entry *e = c->ipe;
-    if (c->auth_result > 0) {
-        e->auth_failures = 0;
-    } else if (c->auth_result == 0) {
-        e->auth_failures++;
-        e->last_failure_ms = mono_ms();
-        metric_inc(c->srv->m_auth_fail);
-        log_kv(LOG_WARN, "AUTH failed", "client", e->ip, NULL);
-    }
     if (!c->closing) {
         smtp_session_auth_done(c->sess, c->auth_user, c->auth_result);
         conn_flush(c);
@@ -286,15 +308,92 @@ static void auth_work(uv_work_t *req)
     OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
 }
 
+static void auth_after(uv_work_t *req, int status);
+
+static int auth_blocked(const struct smtp_server *s, const struct ip_entry *e)
+{
+    return e->auth_failures >= s->conf.auth_max_failures;
+}
+
+static int auth_budget_full(const struct smtp_server *s, const struct ip_entry *e)
+{
+    return e->auth_failures + e->auth_pending >= s->conf.auth_max_failures;
+}
+
+static void auth_drop_user(struct smtp_conn *c)
+{
+    c->auth_ue->conns--;
+    c->auth_ue = NULL;
+}
+
+/* Starts the password check, waits for a running one to end, or refuses
+ * (454) while the IP or the user name is blocked. */
+static void auth_try(struct smtp_conn *c)
+{
+    struct smtp_server *s = c->srv;
+    struct ip_entry *ip = c->ipe, *user = c->auth_ue;
+    int64_t now = mono_ms();
+    entry_expire(s, ip, now);
+    entry_expire(s, user, now);
+    c->auth_waiting = 0;
+    if (auth_blocked(s, ip) || auth_blocked(s, user)) {
+        log_kv(LOG_WARN, "AUTH refused: too many failures", "client", ip->ip, NULL);
+        OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
+        auth_drop_user(c);
+        c->auth_result = -1;   /* blocked: no hash is even computed */
+        auth_answer(c);
+        return;
+    }
+    if (auth_budget_full(s, ip) || auth_budget_full(s, user)) {
+        c->auth_waiting = 1;
+        return;
+    }
+    ip->auth_pending++;
+    user->auth_pending++;
+    c->auth_work.data = c;
+    if (uv_queue_work(s->loop, &c->auth_work, auth_work, auth_after) != 0) {
+        OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
+        auth_after(&c->auth_work, -1);
+    }
+}
+
+/* A check ended: attempts waiting for the budget may go on (or get 454). */
+static void auth_wake(struct smtp_server *s)
+{
+    for (struct smtp_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->auth_waiting && !c->closing)
+            auth_try(c);
+    }
+}
+
 static void auth_after(uv_work_t *req, int status)
 {
     struct smtp_conn *c = req->data;
     struct smtp_server *s = c->srv;
+    struct ip_entry *ip = c->ipe, *user = c->auth_ue;
     if (status != 0)
         c->auth_result = -1;
+    ip->auth_pending--;
+    user->auth_pending--;
+    if (c->auth_result > 0) {
+        user->auth_failures = 0;   /* this user's only: see the top of the file */
+    } else if (c->auth_result == 0) {
+        /* Counted now, before the back-off: attempts that start meanwhile see it. */
+        int64_t now = mono_ms();
+        ip->auth_failures++;
+        ip->last_failure_ms = now;
+        user->auth_failures++;
+        user->last_failure_ms = now;
+        metric_inc(s->m_auth_fail);
+        log_kv(LOG_WARN, "AUTH failed", "client", ip->ip, NULL);
+    }
+    unsigned failures = ip->auth_failures > user->auth_failures ? ip->auth_failures : user->auth_failures;
+    auth_drop_user(c);
+    auth_wake(s);
     if (c->auth_result == 0 && !c->closing) {
-        /* Back-off: each failure from this IP waits longer before the 535. */
-        int64_t delay = s->conf.auth_delay_ms * (int64_t)(c->ipe->auth_failures + 1);
+        /* Back-off: each failure from this IP or for this user waits longer before the 535. */
+        int64_t delay = s->conf.auth_delay_ms * (int64_t)failures;
         if (delay > s->conf.auth_delay_max_ms)
             delay = s->conf.auth_delay_max_ms;
         if (delay > 0) {
@@ -312,23 +411,12 @@ static void auth_after(uv_work_t *req, int status)
 static void io_auth(void *o, const char *user, const char *pass)
 {
     struct smtp_conn *c = o;
-    struct smtp_server *s = c->srv;
-    struct ip_entry *e = c->ipe;
     snprintf(c->auth_user, sizeof(c->auth_user), "%s", user);
-    c->refs++;
-    if (e->auth_failures >= s->conf.auth_max_failures &&
-        mono_ms() - e->last_failure_ms < s->conf.auth_block_ms) {
-        c->auth_result = -1;   /* blocked: no hash is even computed */
-        auth_answer(c);
-        return;
-    }
     snprintf(c->auth_pass, sizeof(c->auth_pass), "%s", pass);
-    c->auth_work.data = c;
-    if (uv_queue_work(s->loop, &c->auth_work, auth_work, auth_after) != 0) {
-        OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
-        c->auth_result = -1;
-        auth_answer(c);
-    }
+    c->auth_ue = entry_get(&c->srv->auth_users, c->auth_user);
+    c->auth_ue->conns++;
+    c->refs++;
+    auth_try(c);
 }
 
 static void io_submit(void *o, struct smtp_message *m)
@@ -422,6 +510,13 @@ static void conn_close(struct smtp_conn *c)
     s->n_conns--;
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_close);
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_close);
+    if (c->auth_waiting) {
+        /* never started: nothing will answer it */
+        c->auth_waiting = 0;
+        OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
+        auth_drop_user(c);
+        c->refs--;
+    }
     if (c->auth_timer) {
         uv_timer_stop(c->auth_timer);
         /* The delayed answer will never be given: drop its reference now. */
@@ -732,10 +827,12 @@ void smtp_server_free(struct smtp_server *s)
     if (!s)
         return;
     tls_ctx_free(s->tls);
-    while (s->ips) {
-        struct ip_entry *e = s->ips;
-        s->ips = e->next;
-        free(e);
-    }
+    struct ip_entry **lists[] = { &s->ips, &s->auth_users };
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        while (*lists[i]) {
+            struct ip_entry *e = *lists[i];
+            *lists[i] = e->next;
+            free(e);
+        }
     free(s);
 }

@@ -5,9 +5,11 @@
  * with uv_poll, so accepting can pause (descriptor limit) and resume without
  * spinning or dropping the backlog.  Limits: connections total and per client
  * IP (421 4.7.0), command and data timeouts (421 4.4.2), AUTH failure
- * back-off per client IP (a delay growing with each failure; 454 4.7.0 once
- * max_failures is reached, until block_ms passes).  AUTH checks run in the
- * libuv thread pool through hooks->auth_verify. */
+ * back-off per client IP and per user name (a delay growing with each
+ * failure; 454 4.7.0 once max_failures is reached, until block_ms passes;
+ * a check in flight counts until it ends, so parallel attempts get no more
+ * than max_failures checks).  AUTH checks run in the libuv thread pool
+ * through hooks->auth_verify. */
 #ifndef MF_INGEST_SMTP_SERVER_H
 #define MF_INGEST_SMTP_SERVER_H
 #include <stddef.h>
