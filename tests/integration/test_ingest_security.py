@@ -330,6 +330,89 @@ class TimeoutTest(harness.TestCase):
         Dialog(ing.port).expect(220)
 
 
+def trickle_until_reply(d, data, step, interval, limit):
+    """Sends data `step` bytes every `interval` seconds until the server
+    replies; (code, lines, seconds) of that reply, or None after `limit` s."""
+    t0 = time.monotonic()
+    i = 0
+    d.sock.settimeout(interval)
+    while time.monotonic() - t0 < limit:
+        if i < len(data):
+            try:
+                d.send(data[i:i + step])
+            except OSError:
+                d.sock.settimeout(5)   # closed on us: the reply is in the socket buffer
+            i += step
+        try:
+            d._fill()
+        except socket.timeout:
+            continue
+        if b"\r\n" in d.buf:
+            code, lines = d.reply()
+            return code, lines, time.monotonic() - t0
+    return None
+
+
+class SlowClientTest(harness.TestCase):
+    """Slowloris: every read restarts the idle timeouts, so the session
+    deadline, the DATA rate and the junk command limit must end a session."""
+
+    def test_session_deadline_ends_trickled_command(self):
+        ing = Ingest(self, session_timeout="2s", command_timeout="10s").start()
+        d = Dialog(ing.port)
+        self.addCleanup(d.close)
+        d.expect(220)
+        got = trickle_until_reply(d, b"NOOP " + b"x" * 500, 1, 0.1, 10)
+        self.assertIsNotNone(got, "a client sending a byte every 100 ms is never cut off")
+        code, lines, secs = got
+        self.assertEqual(code, 421, lines)
+        self.assertIn("4.4.2", lines[0])
+        self.assertLess(secs, 6)
+        self.assertTrue(d.closed())
+        self.assertIn("session time limit", ing.proc.output())
+
+    def test_min_data_rate_ends_trickled_message(self):
+        ing = Ingest(self, min_data_rate="1000", data_rate_window="1s", data_timeout="10s").start()
+        d = script(self, ing.port, [(EHLO, 250), (ENV, None), (None, 250), (None, 250), (None, 354)])
+        t0 = time.monotonic()
+        got = trickle_until_reply(d, b"Subject: slow\r\n\r\n" + b"y\r\n" * 2000, 10, 0.1, 10)
+        self.assertIsNotNone(got, "100 bytes/s of DATA is never cut off")
+        code, lines, _ = got
+        self.assertEqual((code, lines[0][4:9]), (421, "4.4.2"), lines)
+        self.assertIn("data rate", lines[0])
+        self.assertGreater(time.monotonic() - t0, 0.9)   # the first window is the grace
+        self.assertTrue(d.closed())
+        self.assertEqual(ing.records(), [])
+
+    def test_data_at_a_fair_rate_is_accepted(self):
+        ing = Ingest(self, min_data_rate="1000", data_rate_window="1s", data_timeout="10s").start()
+        d = script(self, ing.port, [(EHLO, 250), (ENV, None), (None, 250), (None, 250), (None, 354)])
+        d.send(b"Subject: steady\r\n\r\n")
+        chunk = (b"z" * 98 + b"\r\n") * 20   # 2000 bytes every 0.2 s: ten times the minimum
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.5:   # several windows
+            d.send(chunk)
+            time.sleep(0.2)
+        d.send(b".\r\n")
+        self.assertEqual(d.reply()[0], 250)
+        wait_records(ing, 1)
+
+    def test_junk_commands_count_as_errors(self):
+        ing = Ingest(self, max_junk_commands="5", max_errors="3").start()
+        d = script(self, ing.port, [(EHLO, 250)])
+        d.send(b"NOOP\r\n" * 20)
+        codes = []
+        while True:
+            code, lines = d.reply()
+            codes.append(code)
+            if code != 250:
+                break
+        # five free, then each is an error: the third ends the session
+        self.assertEqual(codes, [250] * 8 + [421])
+        self.assertIn("4.7.0", lines[0])
+        self.assertTrue(d.closed())
+
+
 class DescriptorLimitTest(harness.TestCase):
     def test_pause_at_emfile_and_resume(self):
         import subprocess

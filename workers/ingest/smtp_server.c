@@ -67,6 +67,12 @@ struct smtp_conn {
     int closing, shutting, reading;
     int throttled;              /* reading stopped: the client does not read replies */
     const char *outcome;
+    /* timers: c->timer fires at the earliest of these */
+    int64_t started_ms;         /* + session_timeout: the session deadline */
+    int64_t idle_at_ms;         /* no input since the last event */
+    int rate_on;                /* in DATA: bytes are counted per window */
+    int64_t window_end_ms;
+    uint64_t window_bytes;
     /* auth in flight */
     char auth_user[257], auth_pass[513];
     struct ip_entry *auth_ue;   /* the user name's entry while checking */
@@ -209,6 +215,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 }
 
 static void conn_restart_timer(struct smtp_conn *c);
+static void on_timeout(uv_timer_t *t);
 
 /* Writes what the session said; finishes a close the session asked for. */
 static void conn_flush(struct smtp_conn *c)
@@ -529,9 +536,55 @@ static void conn_close(struct smtp_conn *c)
         resume_accepting(s);
 }
 
+/* Why three limits: the idle timeouts restart on every read, so a client
+ * sending a byte now and then would hold its connection (and a share of
+ * max_connections) forever.  The session deadline bounds a session whatever
+ * it sends; the DATA rate ends a message trickled in far more slowly than
+ * any device sends, long before that deadline; the junk command limit in
+ * smtp_session ends NOOP loops. */
+static void conn_arm_timer(struct smtp_conn *c, int64_t now)
+{
+    struct smtp_server *s = c->srv;
+    int64_t at = c->idle_at_ms;
+    if (s->conf.session_timeout_ms > 0 && !c->shutting && c->started_ms + s->conf.session_timeout_ms < at)
+        at = c->started_ms + s->conf.session_timeout_ms;
+    if (c->rate_on && c->window_end_ms < at)
+        at = c->window_end_ms;
+    uv_timer_start(&c->timer, on_timeout, (uint64_t)(at > now ? at - now : 1), 0);
+}
+
+static void conn_restart_timer(struct smtp_conn *c)
+{
+    struct smtp_server *s = c->srv;
+    int64_t now = mono_ms();
+    int in_data = smtp_session_in_data(c->sess);
+    int64_t ms = in_data ? s->conf.data_timeout_ms : s->conf.command_timeout_ms;
+    c->idle_at_ms = now + (ms > 0 ? ms : 1);
+    if (!in_data || !s->conf.min_data_rate || s->conf.data_rate_window_ms <= 0) {
+        c->rate_on = 0;
+    } else if (!c->rate_on) {
+        c->rate_on = 1;
+        c->window_end_ms = now + s->conf.data_rate_window_ms;
+        c->window_bytes = 0;
+    }
+    conn_arm_timer(c, now);
+}
+
+static void conn_timed_out(struct smtp_conn *c, const char *why, const char *outcome)
+{
+    log_kv(LOG_INFO, "session timed out", "client", c->ipe->ip, "reason", why, NULL);
+    c->outcome = outcome;
+    if (strcmp(outcome, "too_slow") == 0)
+        smtp_session_too_slow(c->sess);
+    else
+        smtp_session_timeout(c->sess);
+    conn_flush(c);
+}
+
 static void on_timeout(uv_timer_t *t)
 {
     struct smtp_conn *c = t->data;
+    struct smtp_server *s = c->srv;
     if (c->shutting) {
         /* the goodbye was never read (the write queue does not drain): the
          * shutdown would wait forever, so close hard */
@@ -542,16 +595,26 @@ static void on_timeout(uv_timer_t *t)
         conn_restart_timer(c);   /* the client waits for us, not the other way */
         return;
     }
-    log_kv(LOG_INFO, "session timed out", "client", c->ipe->ip, NULL);
-    c->outcome = "timeout";
-    smtp_session_timeout(c->sess);
-    conn_flush(c);
-}
-
-static void conn_restart_timer(struct smtp_conn *c)
-{
-    int64_t ms = smtp_session_in_data(c->sess) ? c->srv->conf.data_timeout_ms : c->srv->conf.command_timeout_ms;
-    uv_timer_start(&c->timer, on_timeout, (uint64_t)(ms > 0 ? ms : 1), 0);
+    int64_t now = mono_ms();
+    if (s->conf.session_timeout_ms > 0 && now >= c->started_ms + s->conf.session_timeout_ms) {
+        conn_timed_out(c, "session time limit", "timeout");
+        return;
+    }
+    if (c->rate_on && now >= c->window_end_ms) {
+        /* Reading stopped on our side (replies not read): not the sender's fault. */
+        if (c->reading && !c->throttled &&
+            c->window_bytes * 1000 < s->conf.min_data_rate * (uint64_t)s->conf.data_rate_window_ms) {
+            conn_timed_out(c, "data rate too low", "too_slow");
+            return;
+        }
+        c->window_end_ms = now + s->conf.data_rate_window_ms;
+        c->window_bytes = 0;
+    }
+    if (now >= c->idle_at_ms) {
+        conn_timed_out(c, "idle", "timeout");
+        return;
+    }
+    conn_arm_timer(c, now);
 }
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
@@ -563,6 +626,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
+    c->window_bytes += (uint64_t)n;
     if (!c->tls) {
         smtp_session_input(c->sess, buf->base, (size_t)n);
         conn_flush(c);
@@ -595,6 +659,7 @@ static void conn_new(struct smtp_server *s, int fd, const char *ip, int implicit
     struct smtp_conn *c = xcalloc(1, sizeof(*c));
     c->srv = s;
     c->outcome = "reset";
+    c->started_ms = mono_ms();
     strbuf_init(&c->out);
     strbuf_init(&c->net);
     strbuf_init(&c->plain);
