@@ -275,6 +275,15 @@ class AuthThrottleTest(harness.TestCase):
         # locked out now, the right password included
         self.assertEqual(self.greeted(ing.port).cmd(GOOD)[0], 454)
 
+    def test_parallel_valid_logins_wait_not_refused(self):
+        # devices behind one address logging in at once: over the check budget
+        # they wait for a running check, none is locked out
+        ing = self.start_ingest()
+        conns = [self.greeted(ing.port) for _ in range(20)]
+        for d in conns:
+            d.send(GOOD + "\r\n")
+        self.assertEqual([d.reply()[0] for d in conns], [235] * 20)
+
     def test_valid_login_does_not_unlock_other_users(self):
         ing = self.start_ingest()
         guesser = self.greeted(ing.port)

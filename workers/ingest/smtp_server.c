@@ -34,9 +34,9 @@
  * address that log in together are slowed, not locked out.  A success never
  * clears the IP's count (it would let a device's own password reopen
  * guessing against other accounts); it clears only its own user's count. */
-struct ip_entry {
-    struct ip_entry *next;
-    char ip[257];               /* a client IP, or a user name in s->auth_users */
+struct limit_entry {
+    struct limit_entry *next;
+    char key[257];              /* a client IP, or a user name in s->auth_users */
     unsigned conns;             /* connections (IP) or attempts (user) using it */
     unsigned auth_failures;
     unsigned auth_pending;      /* password checks running */
@@ -58,7 +58,7 @@ struct smtp_conn {
     uv_timer_t timer;
     struct smtp_session *sess;
     struct tls_conn *tls;
-    struct ip_entry *ipe;
+    struct limit_entry *ipe;
     struct strbuf out;          /* plaintext replies not yet written */
     struct strbuf net;          /* scratch: ciphertext */
     struct strbuf plain;        /* scratch: decrypted input */
@@ -75,7 +75,7 @@ struct smtp_conn {
     uint64_t window_bytes;
     /* auth in flight */
     char auth_user[257], auth_pass[513];
-    struct ip_entry *auth_ue;   /* the user name's entry while checking */
+    struct limit_entry *auth_ue;   /* the user name's entry while checking */
     int auth_waiting;           /* over the check budget: waits for a check to end */
     int auth_result;
     uv_work_t auth_work;
@@ -93,8 +93,8 @@ struct smtp_server {
     int paused, accepting;
     struct smtp_conn *conns;
     size_t n_conns;
-    struct ip_entry *ips;
-    struct ip_entry *auth_users;
+    struct limit_entry *ips;
+    struct limit_entry *auth_users;
     struct metric *m_connections, *m_refused, *m_auth_fail;
 };
 
@@ -107,36 +107,36 @@ static struct metric *session_metric(const char *outcome)
     return metric_counter("mailfleet_ingest_sessions_total", "SMTP sessions by how they ended", labels);
 }
 
-/* ---- per-IP table ------------------------------------------------------------ */
+/* ---- per-IP and per-user tables ------------------------------------------------ */
 
-static struct ip_entry *entry_get(struct ip_entry **list, const char *key)
+static struct limit_entry *entry_get(struct limit_entry **list, const char *key)
 {
-    for (struct ip_entry *e = *list; e; e = e->next)
-        if (strcmp(e->ip, key) == 0)
+    for (struct limit_entry *e = *list; e; e = e->next)
+        if (strcmp(e->key, key) == 0)
             return e;
-    struct ip_entry *e = xcalloc(1, sizeof(*e));
-    snprintf(e->ip, sizeof(e->ip), "%s", key);
+    struct limit_entry *e = xcalloc(1, sizeof(*e));
+    snprintf(e->key, sizeof(e->key), "%s", key);
     e->next = *list;
     *list = e;
     return e;
 }
 
-static struct ip_entry *ip_get(struct smtp_server *s, const char *ip)
+static struct limit_entry *ip_get(struct smtp_server *s, const char *ip)
 {
     return entry_get(&s->ips, ip);
 }
 
 /* Failures older than the block time are forgotten. */
-static void entry_expire(const struct smtp_server *s, struct ip_entry *e, int64_t now)
+static void entry_expire(const struct smtp_server *s, struct limit_entry *e, int64_t now)
 {
     if (e->auth_failures && now - e->last_failure_ms > s->conf.auth_block_ms)
         e->auth_failures = 0;
 }
 
-static void entries_sweep(const struct smtp_server *s, struct ip_entry **pp, int64_t now)
+static void entries_sweep(const struct smtp_server *s, struct limit_entry **pp, int64_t now)
 {
     while (*pp) {
-        struct ip_entry *e = *pp;
+        struct limit_entry *e = *pp;
         entry_expire(s, e, now);
         if (e->conns == 0 && e->auth_pending == 0 && e->auth_failures == 0) {
             *pp = e->next;
@@ -317,12 +317,12 @@ static void auth_work(uv_work_t *req)
 
 static void auth_after(uv_work_t *req, int status);
 
-static int auth_blocked(const struct smtp_server *s, const struct ip_entry *e)
+static int auth_blocked(const struct smtp_server *s, const struct limit_entry *e)
 {
     return e->auth_failures >= s->conf.auth_max_failures;
 }
 
-static int auth_budget_full(const struct smtp_server *s, const struct ip_entry *e)
+static int auth_budget_full(const struct smtp_server *s, const struct limit_entry *e)
 {
     return e->auth_failures + e->auth_pending >= s->conf.auth_max_failures;
 }
@@ -338,13 +338,13 @@ static void auth_drop_user(struct smtp_conn *c)
 static void auth_try(struct smtp_conn *c)
 {
     struct smtp_server *s = c->srv;
-    struct ip_entry *ip = c->ipe, *user = c->auth_ue;
+    struct limit_entry *ip = c->ipe, *user = c->auth_ue;
     int64_t now = mono_ms();
     entry_expire(s, ip, now);
     entry_expire(s, user, now);
     c->auth_waiting = 0;
     if (auth_blocked(s, ip) || auth_blocked(s, user)) {
-        log_kv(LOG_WARN, "AUTH refused: too many failures", "client", ip->ip, NULL);
+        log_kv(LOG_WARN, "AUTH refused: too many failures", "client", ip->key, NULL);
         OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
         auth_drop_user(c);
         c->auth_result = -1;   /* blocked: no hash is even computed */
@@ -378,7 +378,7 @@ static void auth_after(uv_work_t *req, int status)
 {
     struct smtp_conn *c = req->data;
     struct smtp_server *s = c->srv;
-    struct ip_entry *ip = c->ipe, *user = c->auth_ue;
+    struct limit_entry *ip = c->ipe, *user = c->auth_ue;
     if (status != 0)
         c->auth_result = -1;
     ip->auth_pending--;
@@ -393,7 +393,7 @@ static void auth_after(uv_work_t *req, int status)
         user->auth_failures++;
         user->last_failure_ms = now;
         metric_inc(s->m_auth_fail);
-        log_kv(LOG_WARN, "AUTH failed", "client", ip->ip, NULL);
+        log_kv(LOG_WARN, "AUTH failed", "client", ip->key, NULL);
     }
     unsigned failures = ip->auth_failures > user->auth_failures ? ip->auth_failures : user->auth_failures;
     auth_drop_user(c);
@@ -572,7 +572,7 @@ static void conn_restart_timer(struct smtp_conn *c)
 
 static void conn_timed_out(struct smtp_conn *c, const char *why, const char *outcome)
 {
-    log_kv(LOG_INFO, "session timed out", "client", c->ipe->ip, "reason", why, NULL);
+    log_kv(LOG_INFO, "session timed out", "client", c->ipe->key, "reason", why, NULL);
     c->outcome = outcome;
     if (strcmp(outcome, "too_slow") == 0)
         smtp_session_too_slow(c->sess);
@@ -637,7 +637,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     int rc = tls_conn_feed(c->tls, buf->base, (size_t)n, &c->plain, &c->net);
     raw_write(c, &c->net);
     if (rc == -EPROTO) {
-        log_kv(LOG_INFO, "TLS failed", "client", c->ipe->ip, NULL);
+        log_kv(LOG_INFO, "TLS failed", "client", c->ipe->key, NULL);
         c->outcome = "tls_error";
         conn_close(c);
         return;
@@ -649,7 +649,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     if (!was_ready && tls_conn_ready(c->tls))
-        log_kv(LOG_DEBUG, "TLS established", "client", c->ipe->ip, "version", tls_conn_version(c->tls),
+        log_kv(LOG_DEBUG, "TLS established", "client", c->ipe->key, "version", tls_conn_version(c->tls),
                NULL);
     conn_flush(c);
 }
@@ -760,7 +760,7 @@ static void on_listen(uv_poll_t *p, int status, int events)
             inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
         else if (ss.ss_family == AF_INET6)
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
-        struct ip_entry *e = ip_get(s, ip);
+        struct limit_entry *e = ip_get(s, ip);
         if (s->n_conns >= s->conf.max_connections) {
             refuse(s, fd, ip, "too many connections");
             ip_sweep(s);
@@ -892,10 +892,10 @@ void smtp_server_free(struct smtp_server *s)
     if (!s)
         return;
     tls_ctx_free(s->tls);
-    struct ip_entry **lists[] = { &s->ips, &s->auth_users };
+    struct limit_entry **lists[] = { &s->ips, &s->auth_users };
     for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
         while (*lists[i]) {
-            struct ip_entry *e = *lists[i];
+            struct limit_entry *e = *lists[i];
             *lists[i] = e->next;
             free(e);
         }
