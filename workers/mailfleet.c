@@ -152,10 +152,11 @@ static void *run_thread_main(void *arg)
     return NULL;
 }
 
-static struct http_server *start_http(const char *listen, const char *what)
+static struct http_server *start_http(const char *listen, enum http_exposure exposure)
 {
     char err[256];
-    struct http_server *h = http_server_new(listen, 1 << 20, err, sizeof(err));
+    const char *what = exposure == HTTP_PUBLIC ? "public" : "metrics";
+    struct http_server *h = http_server_new(listen, exposure, 1 << 20, err, sizeof(err));
     if (!h || http_server_start(h, err, sizeof(err)) != 0) {
         log_kv(LOG_ERROR, "cannot start an HTTP server", "server", what, "error", err, NULL);
         http_server_free(h);
@@ -174,9 +175,9 @@ static int cmd_run_all(int argc, char **argv)
     size_t n = 0;
     for (; workers[n]; n++)
         want_public |= workers[n]->public_http;
-    struct http_server *http = start_http(config_str(cfg, "mailfleet", "http_listen"), "metrics");
+    struct http_server *http = start_http(config_str(cfg, "mailfleet", "http_listen"), HTTP_INTERNAL);
     struct http_server *pub = want_public && http
-        ? start_http(config_str(cfg, "mailfleet", "public_listen"), "public") : NULL;
+        ? start_http(config_str(cfg, "mailfleet", "public_listen"), HTTP_PUBLIC) : NULL;
     if (!http || (want_public && !pub)) {
         http_server_free(http);
         config_free(cfg);
@@ -213,9 +214,9 @@ static int cmd_worker(const struct worker_def *def, int argc, char **argv)
     if (!cfg)
         return 2;
     log_init(def->name, log_level_parse(config_str(cfg, "mailfleet", "log_level")));
-    struct http_server *http = start_http(config_str(cfg, def->name, "metrics_listen"), "metrics");
+    struct http_server *http = start_http(config_str(cfg, def->name, "metrics_listen"), HTTP_INTERNAL);
     struct http_server *pub = def->public_http && http
-        ? start_http(config_str(cfg, def->name, "public_listen"), "public") : NULL;
+        ? start_http(config_str(cfg, def->name, "public_listen"), HTTP_PUBLIC) : NULL;
     if (!http || (def->public_http && !pub)) {
         http_server_free(http);
         config_free(cfg);

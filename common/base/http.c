@@ -2,7 +2,8 @@
  *
  * Request bodies are collected up to max_body (413 beyond), then the route's
  * handler runs once with the whole body.  Responses are a buffer or a stream
- * callback (downloads).  /metrics, /healthz and /readyz are built in. */
+ * callback (downloads).  /metrics, /healthz and /readyz are built in on
+ * internal servers only (see the header). */
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -253,7 +254,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
-struct http_server *http_server_new(const char *listen, size_t max_body, char *err, size_t errlen)
+struct http_server *http_server_new(const char *listen, enum http_exposure exposure, size_t max_body,
+                                    char *err, size_t errlen)
 {
     char host[64];
     const char *colon = listen ? strrchr(listen, ':') : NULL;
@@ -276,9 +278,11 @@ struct http_server *http_server_new(const char *listen, size_t max_body, char *e
     pthread_cond_init(&s->idle, NULL);
     s->ready_gauge = metric_gauge("mailfleet_ready", "1 when every readiness check passes (/readyz 200)",
                                   NULL);
-    http_route(s, "/metrics", serve_metrics, s);
-    http_route(s, "/healthz", serve_healthz, s);
-    http_route(s, "/readyz", serve_readyz, s);
+    if (exposure == HTTP_INTERNAL) {
+        http_route(s, "/metrics", serve_metrics, s);
+        http_route(s, "/healthz", serve_healthz, s);
+        http_route(s, "/readyz", serve_readyz, s);
+    }
     return s;
 }
 

@@ -1,8 +1,11 @@
 /* http — the HTTP side of every worker (libmicrohttpd, internal thread pool).
  *
- * Always serves /metrics, /healthz (process alive) and /readyz (all readiness
- * checks pass).  Workers add routes by path prefix; a handler gets the parsed
- * request and fills a response.  Bodies are bounded (max_body). */
+ * An internal server also serves /metrics, /healthz (process alive) and
+ * /readyz (all readiness checks pass); a public one (unsubscribe, SNS, link
+ * redirects: reachable from the internet) does not, since those pages tell
+ * anyone queue depths, failure counts and which dependency is down.  Workers
+ * add routes by path prefix; a handler gets the parsed request and fills a
+ * response.  Bodies are bounded (max_body). */
 #ifndef MF_HTTP_H
 #define MF_HTTP_H
 #include <stddef.h>
@@ -43,8 +46,11 @@ void http_response_text(struct http_response *resp, int status, const char *ctyp
 typedef void (*http_handler)(void *opaque, const struct http_request *req, struct http_response *resp);
 typedef int (*http_ready_check)(void *opaque, char *why, size_t whylen);  /* 1 = ready */
 
+enum http_exposure { HTTP_INTERNAL, HTTP_PUBLIC };
+
 /* listen "127.0.0.1:9100". */
-struct http_server *http_server_new(const char *listen, size_t max_body, char *err, size_t errlen);
+struct http_server *http_server_new(const char *listen, enum http_exposure exposure, size_t max_body,
+                                    char *err, size_t errlen);
 void http_route(struct http_server *s, const char *prefix, http_handler h, void *opaque);
 void http_ready_add(struct http_server *s, const char *name, http_ready_check chk, void *opaque);
 /* Stops routing prefix to (h, opaque) and waits for its running handlers:

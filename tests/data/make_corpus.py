@@ -273,10 +273,11 @@ case("long_name", mixed("Long name", [text_part("%s[gg@x.com]%s\r\n" % (M, M)),
 case("garbage", b"\x00\x01\x02binary junk without headers\xff\xfe\r\n", reasons=["unparseable"],
      sent=False, body_not=[])
 
-# 31. CR/LF and quotes in a coded entry never make a header.
+# 31. CR/LF and quotes in a coded entry never make a header, and an entry that
+#     spans a line break is one invalid entry: evil@x.com gets nothing.
 case("injection", hdr("Inject\r\n =?UTF-8?Q?x=0D=0ABcc:_evil@x.com?=", "Content-Type: text/plain\r\n\r\n") +
      "%s[\"hh@x.com\r\nBcc: evil@x.com\", ii@x.com]%s\r\n" % (M, M),
-     reasons=["invalid_recipients"], recipients=["hh@x.com", "evil@x.com", "ii@x.com"], invalid=["Bcc:"])
+     reasons=["invalid_recipients"], recipients=["ii@x.com"], invalid=["hh@x.com?Bcc: evil@x.com"])
 
 
 # --- what Python's email package makes of the attachments ---------------

@@ -106,8 +106,10 @@ class Ingest:
 class Dialog:
     """A raw SMTP client: send exact bytes, read whole replies."""
 
-    def __init__(self, port, timeout=10.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, timeout=10.0, source=None):
+        """source: a local address to connect from (another 127.x client)."""
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buf = b""
 
     def _fill(self):

@@ -237,6 +237,77 @@ class DefensesTest(harness.TestCase):
         self.assertEqual(d.cmd("MAIL FROM:<dev@example.com> RET=FULL")[0], 555)
 
 
+def auth_plain(user, password):
+    import base64
+    return "AUTH PLAIN " + base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
+
+
+GOOD = auth_plain("device", "device-password")
+
+
+class AuthThrottleTest(harness.TestCase):
+    """Failures count when the check ends (not after the back-off), per client
+    IP and per user name; a check in flight counts against the budget."""
+    MAX = 5
+
+    def start_ingest(self, **kw):
+        # Plaintext AUTH keeps 50 connections cheap; the throttle is the same under TLS.
+        return Ingest(self, allow_plaintext_auth="true", auth_max_failures=str(self.MAX), auth_delay="20ms",
+                      auth_delay_max="100ms", max_connections_per_ip="60", **kw).start()
+
+    def greeted(self, port, source=None):
+        d = Dialog(port, source=source)
+        self.addCleanup(d.close)
+        d.expect(220)
+        d.cmd("EHLO client.test", 250)
+        return d
+
+    def test_parallel_wrong_passwords_get_at_most_max_checks(self):
+        ing = self.start_ingest()
+        conns = [self.greeted(ing.port) for _ in range(50)]
+        wrong = auth_plain("device", "wrong")
+        for d in conns:   # all 50 attempts are in before the first check ends
+            d.send(wrong + "\r\n")
+        codes = [d.reply()[0] for d in conns]
+        self.assertEqual(set(codes) - {535, 454}, set(), codes)
+        self.assertLessEqual(codes.count(535), self.MAX, codes)
+        self.assertEqual(codes.count(454), 50 - codes.count(535))
+        # locked out now, the right password included
+        self.assertEqual(self.greeted(ing.port).cmd(GOOD)[0], 454)
+
+    def test_parallel_valid_logins_wait_not_refused(self):
+        # devices behind one address logging in at once: over the check budget
+        # they wait for a running check, none is locked out
+        ing = self.start_ingest()
+        conns = [self.greeted(ing.port) for _ in range(20)]
+        for d in conns:
+            d.send(GOOD + "\r\n")
+        self.assertEqual([d.reply()[0] for d in conns], [235] * 20)
+
+    def test_valid_login_does_not_unlock_other_users(self):
+        ing = self.start_ingest()
+        guesser = self.greeted(ing.port)
+        guesses = []
+        for _ in range(self.MAX + 3):
+            # the attacker's own device logs in between guesses at another account
+            self.greeted(ing.port).cmd(GOOD)
+            guesses.append(guesser.cmd(auth_plain("sensor", "guess"))[0])
+        self.assertEqual(guesses, [535] * self.MAX + [454] * 3)
+
+    def test_user_blocked_from_every_address(self):
+        ing = self.start_ingest()
+        d = self.greeted(ing.port, source="127.0.0.2")
+        for _ in range(self.MAX):
+            d.cmd(auth_plain("sensor", "guess"), 535)
+        # another client address: that user name is blocked, other users are not
+        other = self.greeted(ing.port, source="127.0.0.3")
+        lines = other.cmd(auth_plain("sensor", "guess"), 454)[1]
+        self.assertIn("4.7.0", lines[0])
+        self.greeted(ing.port, source="127.0.0.3").cmd(GOOD, 235)
+        self.assertIn("AUTH refused: too many failures", ing.proc.output())
+        self.assertNotIn("guess", ing.proc.output())
+
+
 class TimeoutTest(harness.TestCase):
     def test_command_and_data_timeouts(self):
         ing = Ingest(self, command_timeout="1s", data_timeout="2s").start()
@@ -266,6 +337,89 @@ class TimeoutTest(harness.TestCase):
         b.expect(421)
         time.sleep(0.3)
         Dialog(ing.port).expect(220)
+
+
+def trickle_until_reply(d, data, step, interval, limit):
+    """Sends data `step` bytes every `interval` seconds until the server
+    replies; (code, lines, seconds) of that reply, or None after `limit` s."""
+    t0 = time.monotonic()
+    i = 0
+    d.sock.settimeout(interval)
+    while time.monotonic() - t0 < limit:
+        if i < len(data):
+            try:
+                d.send(data[i:i + step])
+            except OSError:
+                d.sock.settimeout(5)   # closed on us: the reply is in the socket buffer
+            i += step
+        try:
+            d._fill()
+        except socket.timeout:
+            continue
+        if b"\r\n" in d.buf:
+            code, lines = d.reply()
+            return code, lines, time.monotonic() - t0
+    return None
+
+
+class SlowClientTest(harness.TestCase):
+    """Slowloris: every read restarts the idle timeouts, so the session
+    deadline, the DATA rate and the junk command limit must end a session."""
+
+    def test_session_deadline_ends_trickled_command(self):
+        ing = Ingest(self, session_timeout="2s", command_timeout="10s").start()
+        d = Dialog(ing.port)
+        self.addCleanup(d.close)
+        d.expect(220)
+        got = trickle_until_reply(d, b"NOOP " + b"x" * 500, 1, 0.1, 10)
+        self.assertIsNotNone(got, "a client sending a byte every 100 ms is never cut off")
+        code, lines, secs = got
+        self.assertEqual(code, 421, lines)
+        self.assertIn("4.4.2", lines[0])
+        self.assertLess(secs, 6)
+        self.assertTrue(d.closed())
+        self.assertIn("session time limit", ing.proc.output())
+
+    def test_min_data_rate_ends_trickled_message(self):
+        ing = Ingest(self, min_data_rate="1000", data_rate_window="1s", data_timeout="10s").start()
+        d = script(self, ing.port, [(EHLO, 250), (ENV, None), (None, 250), (None, 250), (None, 354)])
+        t0 = time.monotonic()
+        got = trickle_until_reply(d, b"Subject: slow\r\n\r\n" + b"y\r\n" * 2000, 10, 0.1, 10)
+        self.assertIsNotNone(got, "100 bytes/s of DATA is never cut off")
+        code, lines, _ = got
+        self.assertEqual((code, lines[0][4:9]), (421, "4.4.2"), lines)
+        self.assertIn("data rate", lines[0])
+        self.assertGreater(time.monotonic() - t0, 0.9)   # the first window is the grace
+        self.assertTrue(d.closed())
+        self.assertEqual(ing.records(), [])
+
+    def test_data_at_a_fair_rate_is_accepted(self):
+        ing = Ingest(self, min_data_rate="1000", data_rate_window="1s", data_timeout="10s").start()
+        d = script(self, ing.port, [(EHLO, 250), (ENV, None), (None, 250), (None, 250), (None, 354)])
+        d.send(b"Subject: steady\r\n\r\n")
+        chunk = (b"z" * 98 + b"\r\n") * 20   # 2000 bytes every 0.2 s: ten times the minimum
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.5:   # several windows
+            d.send(chunk)
+            time.sleep(0.2)
+        d.send(b".\r\n")
+        self.assertEqual(d.reply()[0], 250)
+        wait_records(ing, 1)
+
+    def test_junk_commands_count_as_errors(self):
+        ing = Ingest(self, max_junk_commands="5", max_errors="3").start()
+        d = script(self, ing.port, [(EHLO, 250)])
+        d.send(b"NOOP\r\n" * 20)
+        codes = []
+        while True:
+            code, lines = d.reply()
+            codes.append(code)
+            if code != 250:
+                break
+        # five free, then each is an error: the third ends the session
+        self.assertEqual(codes, [250] * 8 + [421])
+        self.assertIn("4.7.0", lines[0])
+        self.assertTrue(d.closed())
 
 
 class DescriptorLimitTest(harness.TestCase):

@@ -162,6 +162,34 @@ static void test_ses_outcome(void **state)
     assert_non_null(strstr(err, "duplicate"));
 }
 
+static void test_timestamp_freshness(void **state)
+{
+    /* now = 2026-11-26T12:00:00Z; window one hour */
+    const int64_t now = 1795694400000LL, hour = 3600 * 1000;
+    static const struct {
+        const char *ts;
+        int ok;
+    } t[] = {
+        { "2026-11-26T12:00:00.000Z", 1 },
+        { "2026-11-26T11:00:00.000Z", 1 },     /* exactly the window */
+        { "2026-11-26T10:59:59.999Z", 0 },     /* a replay past it */
+        { "2026-11-25T12:00:00Z", 0 },
+        { "2026-11-26T12:04:00Z", 1 },         /* clock skew */
+        { "2026-11-26T13:00:00Z", 0 },         /* far in the future */
+        { "2026-11-26T13:00:00+02:00", 1 },    /* 11:00Z */
+        { "yesterday", 0 },
+        { "", 0 },
+        { NULL, 0 },
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct sns_msg m = { .timestamp = (char *)t[i].ts };
+        char err[128] = "";
+        int rc = sns_check_fresh(&m, now, hour, err, sizeof(err));
+        if ((rc == 0) != t[i].ok)
+            fail_msg("%s: rc %d (%s)", t[i].ts ? t[i].ts : "(none)", rc, err);
+    }
+}
+
 static void test_parse_rejects(void **state)
 {
     struct sns_msg m;
@@ -184,6 +212,7 @@ int main(void)
         cmocka_unit_test(test_cert_url),
         cmocka_unit_test(test_ses_outcome),
         cmocka_unit_test(test_parse_rejects),
+        cmocka_unit_test(test_timestamp_freshness),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

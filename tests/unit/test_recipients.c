@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "transform/recipients.h"
@@ -32,7 +33,19 @@ static const struct {
     { M "[a@x.com,b@x.com,c@x.com]" M, 2, 1, "a@x.com,b@x.com", 0, 3, "" },
     { "x" M "[a@x.com]" M "y" M "[b@x.com]" M "z", 50, 1, "a@x.com", 0, 1, "xy" M "[b@x.com]" M "z" },
     { M "[mailto:a@x.com]" M, 50, 1, "a@x.com", 0, 1, "" },
-    { M "[a@x.com\r\nBcc: evil@x.com]" M, 50, 1, "a@x.com,evil@x.com", 1, 2, "" },
+    /* strict lists: group syntax and entries spanning a line break are invalid, never addresses */
+    { M "[a@x.com\r\nBcc: evil@x.com]" M, 50, 1, "a@x.com", 1, 1, "" },
+    { M "[i1@example.org\nBcc: evil@attacker.example, i2@example.org]" M, 50, 1,
+      "i1@example.org,i2@example.org", 1, 2, "" },
+    { M "[\"hh@x.com\r\nBcc: evil@x.com\", ii@x.com]" M, 50, 1, "ii@x.com", 1, 1, "" },
+    { M "[a@x.com\r\nBcc:\r\n evil@x.com, b@x.com]" M, 50, 1, "a@x.com,b@x.com", 1, 2, "" },
+    { M "[team: a@x.com b@x.com; c@x.com]" M, 50, 1, "c@x.com", 1, 1, "" },
+    { M "[\"a@x.com b@y.org\"]" M, 50, 1, "", 1, 0, "" },
+    { M "[ Cc@X.COM ;\r\n dd@y.org,\r\n\tCc@x.com\r\n dd@Y.ORG ]" M, 50, 1, "Cc@x.com,dd@y.org", 0, 2, "" },
+    /* the limit counts distinct addresses, case-insensitively */
+    { M "[User@X.com, user@x.COM, USER@x.com]" M, 50, 1, "User@x.com", 0, 1, "" },
+    { M "[a@x.com,A@X.COM,b@x.com,B@x.com]" M, 2, 1, "a@x.com,b@x.com", 0, 2, "" },
+    { M "[a@x.com,b@x.com,c@x.com,A@x.com]" M, 2, 1, "a@x.com,b@x.com", 0, 3, "" },
 };
 
 static void test_parse_table(void **state)
@@ -86,6 +99,57 @@ static void test_many_addresses(void **state)
     free(t);
 }
 
+/* 50 recipients each written twice with other case: 50, within a limit of 50. */
+static void test_case_variants_within_limit(void **state)
+{
+    (void)state;
+    char t[8192];
+    size_t n = (size_t)sprintf(t, "%s[", M);
+    for (int i = 0; i < 50; i++)
+        n += (size_t)sprintf(t + n, "user%d@example.org, USER%d@Example.ORG, ", i, i);
+    n += (size_t)sprintf(t + n, "]%s", M);
+    struct recipients r;
+    recipients_parse(t, n, M, 50, &r);
+    assert_int_equal(r.n_valid, 50);
+    assert_int_equal(r.n_valid_total, 50);
+    assert_int_equal(r.n_invalid, 0);
+    assert_string_equal(r.valid[49], "user49@example.org");
+    recipients_free(&r);
+}
+
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A 1 MiB list of distinct addresses once cost seconds of CPU per mail (a
+ * quadratic dedupe ran before the limit).  The bound is generous: the parse
+ * now stops at the first address past the limit. */
+static void test_huge_list_cpu(void **state)
+{
+    (void)state;
+    size_t cap = (1 << 20) + 64, n = 0;
+    char *t = malloc(cap + 64);
+    n += (size_t)sprintf(t, "%s[", M);
+    for (int i = 0; n < cap - 64; i++)
+        n += (size_t)sprintf(t + n, "u%06d@x.io,", i);
+    n += (size_t)sprintf(t + n, "]%s", M);
+    double t0 = cpu_seconds();
+    struct recipients r;
+    recipients_parse(t, n, M, 50, &r);
+    double spent = cpu_seconds() - t0;
+    print_message("1 MiB list: %.3f s CPU\n", spent);
+    assert_int_equal(r.found, 1);
+    assert_int_equal(r.n_valid, 50);
+    assert_true(r.n_valid_total > 50);
+    assert_string_equal(r.valid[49], "u000049@x.io");
+    assert_true(spent < 0.2);
+    recipients_free(&r);
+    free(t);
+}
+
 static const struct {
     const char *html, *text;
 } html_cases[] = {
@@ -113,6 +177,8 @@ int main(void)
         cmocka_unit_test(test_parse_table),
         cmocka_unit_test(test_invalid_entries_are_sanitized),
         cmocka_unit_test(test_many_addresses),
+        cmocka_unit_test(test_huge_list_cpu),
+        cmocka_unit_test(test_case_variants_within_limit),
         cmocka_unit_test(test_html_to_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -153,6 +153,7 @@ struct script_case {
     int bare_lf_reject;
     int tls;
     int starttls;              /* io->starttls calls */
+    unsigned max_junk;         /* 0 = no limit */
 };
 
 static const struct script_case cases[] = {
@@ -212,6 +213,17 @@ static const struct script_case cases[] = {
     { "AUTH twice", { EHLO "AUTH PLAIN AGRldmljZQBzZWNyZXQ=\r\nAUTH PLAIN AGRldmljZQBzZWNyZXQ=\r\n" },
       "220 250 235 503", 0, NULL, 0, 1 },
     { "AUTH unknown mech", { EHLO "AUTH CRAM-MD5\r\n" }, "220 250 504", 0, NULL, 0, 1 },
+    /* max_errors is 5: past max_junk each junk command counts as one error */
+    { "junk commands over the limit", { EHLO "NOOP\r\nNOOP\r\nNOOP\r\nRSET\r\nVRFY root\r\nHELP\r\n"
+                                        "EXPN list\r\nNOOP\r\nNOOP\r\n" },
+      "220 250 250 250 250 250 252 214 502 250 421", 0, NULL, 0, 0, 0, 3 },
+    { "junk count reset by a queued message", { EHLO "NOOP\r\nNOOP\r\nNOOP\r\n" ENV "a\r\n.\r\n"
+                                                "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n" },
+      "220 250 250 250 250 250 250 354 250 250 250 250 250 250", 1, "a\r\n", 0, 0, 0, 2 },
+    { "junk count not reset by a refused MAIL", { EHLO "NOOP\r\nNOOP\r\nNOOP\r\n"
+                                                     "MAIL FROM:<a@example.com> SIZE=5000\r\n"
+                                                     "NOOP\r\nNOOP\r\nNOOP\r\nNOOP\r\n" },
+      "220 250 250 250 250 552 250 250 250 250 421", 0, NULL, 0, 0, 0, 2 },
 };
 
 static void check_case(const struct script_case *c, int byte_by_byte)
@@ -219,6 +231,7 @@ static void check_case(const struct script_case *c, int byte_by_byte)
     struct rules *r = test_rules();
     struct smtp_session_conf conf = base_conf(r);
     conf.bare_lf_reject = c->bare_lf_reject;
+    conf.max_junk = c->max_junk;
     struct tt t;
     char got[256];
     run(&t, &conf, c->tls, c->chunks, byte_by_byte);

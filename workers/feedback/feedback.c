@@ -63,6 +63,10 @@ const struct config_key feedback_config_keys[] = {
     { "feedback", "sns_allow_unsigned", CONFIG_BOOL, "false",
       "accept SNS posts without checking signatures (tests only: anyone who knows the topic ARN "
       "could suppress any address)" },
+    { "feedback", "sns_allow_sha1", CONFIG_BOOL, "false",
+      "accept SignatureVersion 1 (SHA1withRSA); SNS signs with SHA256 (version 2) when the topic asks" },
+    { "feedback", "sns_max_age", CONFIG_DURATION, "1h",
+      "refuse signed SNS messages whose Timestamp is older (replays); covers SNS's delivery retries" },
     { "feedback", "transient_threshold", CONFIG_INT, "3", "suppress after this many transient bounces" },
     { "feedback", "transient_window", CONFIG_DURATION, "7d", "... within this window" },
     { "feedback", "suppress_on_complaint", CONFIG_BOOL, "true", "complaints (except not-spam) suppress" },
@@ -631,6 +635,7 @@ static void serve_sns(void *opaque, const struct http_request *req, struct http_
         return;
     }
     int allowed = 0;
+    err[0] = '\0';
     for (size_t i = 0; i < f->n_arns; i++)
         allowed |= strcmp(f->arns[i], m.topic_arn) == 0;
     const char *why = NULL;
@@ -640,11 +645,19 @@ static void serve_sns(void *opaque, const struct http_request *req, struct http_
         why = "no sns_cert_file configured: signatures cannot be checked";
     else if (f->cert_file && !sns_cert_url_ok(m.signing_cert_url))
         why = "signing certificate URL is not an SNS address";
+    else if (f->cert_file && m.signature_version && strcmp(m.signature_version, "1") == 0 &&
+             !config_bool(f->cfg, "feedback", "sns_allow_sha1"))
+        why = "SignatureVersion 1 (SHA1) is not accepted (sns_allow_sha1)";
     else if (f->cert_file && sns_verify(&m, f->cert_file, err, sizeof(err)) != 0)
         why = "signature does not verify";
+    /* Checked only with signatures: unsigned (test) posts can claim any time. */
+    else if (f->cert_file &&
+             sns_check_fresh(&m, now_ms(), config_duration_ms(f->cfg, "feedback", "sns_max_age"), err,
+                             sizeof(err)) != 0)
+        why = "stale Timestamp (a replay?)";
     if (why) {
         metric_inc(f->m_sns_rejected);
-        log_kv(LOG_WARN, "SNS message rejected", "reason", why, "topic", m.topic_arn, NULL);
+        log_kv(LOG_WARN, "SNS message rejected", "reason", why, "detail", err, "topic", m.topic_arn, NULL);
         http_response_text(resp, 403, NULL, "rejected\n");
         sns_msg_clear(&m);
         return;

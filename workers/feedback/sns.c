@@ -2,6 +2,7 @@
 #include "sns.h"
 #include "jsonx.h"
 #include "strbuf.h"
+#include "timeutil.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -70,6 +71,27 @@ int sns_cert_url_ok(const char *url)
     int ok = regexec(&re, url, 0, NULL, 0) == 0;
     regfree(&re);
     return ok;
+}
+
+#define SNS_CLOCK_SKEW_MS (5 * 60 * 1000)   /* our clock may be behind AWS's */
+
+int sns_check_fresh(const struct sns_msg *m, int64_t now_ms, int64_t max_age_ms, char *err, size_t errlen)
+{
+    int64_t ts = m->timestamp ? rfc3339_parse(m->timestamp) : -1;
+    if (ts < 0) {
+        snprintf(err, errlen, "Timestamp is not an RFC 3339 time");
+        return -EPERM;
+    }
+    if (now_ms - ts > max_age_ms) {
+        snprintf(err, errlen, "Timestamp is %lld s old (limit %lld s)", (long long)((now_ms - ts) / 1000),
+                 (long long)(max_age_ms / 1000));
+        return -EPERM;
+    }
+    if (ts - now_ms > SNS_CLOCK_SKEW_MS) {
+        snprintf(err, errlen, "Timestamp is %lld s in the future", (long long)((ts - now_ms) / 1000));
+        return -EPERM;
+    }
+    return 0;
 }
 
 static void kv_line(struct strbuf *b, const char *k, const char *v)

@@ -14,8 +14,8 @@
  * (a recipient no receipt rule takes is refused at RCPT); AUTH only under TLS
  * unless allow_plaintext_auth is set (never in the shipped configs); passwords
  * are checked with crypt(3) in the thread pool and never logged; failed AUTH
- * backs off per client IP; every limit (line, header block, size, recipients,
- * connections, timeouts) answers with an enhanced status code.  The event
+ * backs off per client IP and per user name; every limit (line, header block,
+ * size, recipients, connections, timeouts) answers with an enhanced status code.  The event
  * loop never blocks on disk or network: store and bus writes run in
  * uv_queue_work. */
 #include <errno.h>
@@ -65,13 +65,21 @@ static const struct config_key ingest_keys[] = {
     { "ingest", "max_connections", CONFIG_INT, "1000", "connections in all (421 4.7.0)" },
     { "ingest", "max_connections_per_ip", CONFIG_INT, "50", "connections per client address" },
     { "ingest", "max_errors", CONFIG_INT, "20", "bad commands before 421" },
+    { "ingest", "max_junk_commands", CONFIG_INT, "100",
+      "RSET/NOOP/VRFY/EXPN/HELP before each counts as a bad command (0 = no limit)" },
     { "ingest", "command_timeout", CONFIG_DURATION, "5m", "idle time allowed between commands" },
     { "ingest", "data_timeout", CONFIG_DURATION, "10m", "idle time allowed inside DATA" },
+    { "ingest", "session_timeout", CONFIG_DURATION, "10m",
+      "whole session, however busy the client keeps it (421 4.4.2; 0 = no limit)" },
+    { "ingest", "min_data_rate", CONFIG_SIZE, "500", "bytes/s DATA must average over each window (0 = off)" },
+    { "ingest", "data_rate_window", CONFIG_DURATION, "30s", "that window; the first is the grace" },
     { "ingest", "bare_lf", CONFIG_STR, "normalize",
       "normalize (accept LF-ended lines, store CRLF) or reject (550 5.5.2)" },
-    { "ingest", "auth_delay", CONFIG_DURATION, "1s", "delay before 535, times failures from that IP" },
+    { "ingest", "auth_delay", CONFIG_DURATION, "1s",
+      "delay before 535, times failures from that IP or for that user" },
     { "ingest", "auth_delay_max", CONFIG_DURATION, "30s", "cap of that delay" },
-    { "ingest", "auth_max_failures", CONFIG_INT, "10", "failures after which AUTH gets 454 4.7.0" },
+    { "ingest", "auth_max_failures", CONFIG_INT, "10",
+      "failures (per IP, per user name) after which AUTH gets 454 4.7.0" },
     { "ingest", "auth_block_time", CONFIG_DURATION, "15m", "how long that lasts after the last failure" },
     { "ingest", "dedupe_ttl", CONFIG_DURATION, "10m", "window for retried identical messages (0 = off)" },
     { "ingest", "drain_timeout", CONFIG_DURATION, "10s", "on SIGTERM, time sessions get to finish" },
@@ -312,6 +320,7 @@ static void session_conf(struct ingest *in, struct smtp_session_conf *sc)
     sc->bare_lf_reject = strcmp(config_str(cfg, "ingest", "bare_lf"), "reject") == 0;
     sc->allow_plaintext_auth = config_bool(cfg, "ingest", "allow_plaintext_auth");
     sc->max_errors = (unsigned)config_int(cfg, "ingest", "max_errors");
+    sc->max_junk = (unsigned)config_int(cfg, "ingest", "max_junk_commands");
     sc->rules = in->rules;
     sc->buffered = &in->buffered;
     sc->max_buffered = (long)config_size(cfg, "ingest", "max_buffered");
@@ -328,6 +337,10 @@ static int check_config(const struct config *cfg, char *err, size_t errlen)
         config_int(cfg, "ingest", "max_connections") < 1 || config_int(cfg, "ingest", "max_connections_per_ip") < 1) {
         snprintf(err, errlen, "[ingest] max_line_length >= 80, max_recipients, max_connections and "
                               "max_connections_per_ip >= 1");
+        return -1;
+    }
+    if (config_int(cfg, "ingest", "max_junk_commands") < 0) {
+        snprintf(err, errlen, "[ingest] max_junk_commands >= 0");
         return -1;
     }
     return 0;
@@ -405,6 +418,9 @@ static int ingest_run(struct worker_env *env)
     sc->max_per_ip = (unsigned)config_int(cfg, "ingest", "max_connections_per_ip");
     sc->command_timeout_ms = config_duration_ms(cfg, "ingest", "command_timeout");
     sc->data_timeout_ms = config_duration_ms(cfg, "ingest", "data_timeout");
+    sc->session_timeout_ms = config_duration_ms(cfg, "ingest", "session_timeout");
+    sc->min_data_rate = config_size(cfg, "ingest", "min_data_rate");
+    sc->data_rate_window_ms = config_duration_ms(cfg, "ingest", "data_rate_window");
     sc->auth_delay_ms = config_duration_ms(cfg, "ingest", "auth_delay");
     sc->auth_delay_max_ms = config_duration_ms(cfg, "ingest", "auth_delay_max");
     sc->auth_block_ms = config_duration_ms(cfg, "ingest", "auth_block_time");

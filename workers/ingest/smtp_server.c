@@ -25,11 +25,21 @@
 
 #define ACCEPT_PAUSE_MS 250
 
-struct ip_entry {
-    struct ip_entry *next;
-    char ip[64];
-    unsigned conns;
+/* AUTH throttling keeps one entry per client IP and one per user name tried.
+ * A password check in flight counts against both as if it were going to
+ * fail (pending): parallel attempts cannot all start under the old count,
+ * and the number of real checks before the 454 lockout is auth_max_failures
+ * however many connections try at once.  Attempts over that budget wait for
+ * a running check to end instead of being refused, so devices behind one
+ * address that log in together are slowed, not locked out.  A success never
+ * clears the IP's count (it would let a device's own password reopen
+ * guessing against other accounts); it clears only its own user's count. */
+struct limit_entry {
+    struct limit_entry *next;
+    char key[257];              /* a client IP, or a user name in s->auth_users */
+    unsigned conns;             /* connections (IP) or attempts (user) using it */
     unsigned auth_failures;
+    unsigned auth_pending;      /* password checks running */
     int64_t last_failure_ms;
 };
 
@@ -48,7 +58,7 @@ struct smtp_conn {
     uv_timer_t timer;
     struct smtp_session *sess;
     struct tls_conn *tls;
-    struct ip_entry *ipe;
+    struct limit_entry *ipe;
     struct strbuf out;          /* plaintext replies not yet written */
     struct strbuf net;          /* scratch: ciphertext */
     struct strbuf plain;        /* scratch: decrypted input */
@@ -57,8 +67,16 @@ struct smtp_conn {
     int closing, shutting, reading;
     int throttled;              /* reading stopped: the client does not read replies */
     const char *outcome;
+    /* timers: c->timer fires at the earliest of these */
+    int64_t started_ms;         /* + session_timeout: the session deadline */
+    int64_t idle_at_ms;         /* no input since the last event */
+    int rate_on;                /* in DATA: bytes are counted per window */
+    int64_t window_end_ms;
+    uint64_t window_bytes;
     /* auth in flight */
     char auth_user[257], auth_pass[513];
+    struct limit_entry *auth_ue;   /* the user name's entry while checking */
+    int auth_waiting;           /* over the check budget: waits for a check to end */
     int auth_result;
     uv_work_t auth_work;
     uv_timer_t *auth_timer;
@@ -75,7 +93,8 @@ struct smtp_server {
     int paused, accepting;
     struct smtp_conn *conns;
     size_t n_conns;
-    struct ip_entry *ips;
+    struct limit_entry *ips;
+    struct limit_entry *auth_users;
     struct metric *m_connections, *m_refused, *m_auth_fail;
 };
 
@@ -88,34 +107,52 @@ static struct metric *session_metric(const char *outcome)
     return metric_counter("mailfleet_ingest_sessions_total", "SMTP sessions by how they ended", labels);
 }
 
-/* ---- per-IP table ------------------------------------------------------------ */
+/* ---- per-IP and per-user tables ------------------------------------------------ */
 
-static struct ip_entry *ip_get(struct smtp_server *s, const char *ip)
+static struct limit_entry *entry_get(struct limit_entry **list, const char *key)
 {
-    for (struct ip_entry *e = s->ips; e; e = e->next)
-        if (strcmp(e->ip, ip) == 0)
+    for (struct limit_entry *e = *list; e; e = e->next)
+        if (strcmp(e->key, key) == 0)
             return e;
-    struct ip_entry *e = xcalloc(1, sizeof(*e));
-    snprintf(e->ip, sizeof(e->ip), "%s", ip);
-    e->next = s->ips;
-    s->ips = e;
+    struct limit_entry *e = xcalloc(1, sizeof(*e));
+    snprintf(e->key, sizeof(e->key), "%s", key);
+    e->next = *list;
+    *list = e;
     return e;
 }
 
-/* Forgets IPs with no connection and no recent AUTH failure. */
-static void ip_sweep(struct smtp_server *s)
+static struct limit_entry *ip_get(struct smtp_server *s, const char *ip)
 {
-    int64_t now = mono_ms();
-    struct ip_entry **pp = &s->ips;
+    return entry_get(&s->ips, ip);
+}
+
+/* Failures older than the block time are forgotten. */
+static void entry_expire(const struct smtp_server *s, struct limit_entry *e, int64_t now)
+{
+    if (e->auth_failures && now - e->last_failure_ms > s->conf.auth_block_ms)
+        e->auth_failures = 0;
+}
+
+static void entries_sweep(const struct smtp_server *s, struct limit_entry **pp, int64_t now)
+{
     while (*pp) {
-        struct ip_entry *e = *pp;
-        if (e->conns == 0 && (e->auth_failures == 0 || now - e->last_failure_ms > s->conf.auth_block_ms)) {
+        struct limit_entry *e = *pp;
+        entry_expire(s, e, now);
+        if (e->conns == 0 && e->auth_pending == 0 && e->auth_failures == 0) {
             *pp = e->next;
             free(e);
         } else {
             pp = &e->next;
         }
     }
+}
+
+/* Forgets IPs and user names with no connection and no recent AUTH failure. */
+static void ip_sweep(struct smtp_server *s)
+{
+    int64_t now = mono_ms();
+    entries_sweep(s, &s->ips, now);
+    entries_sweep(s, &s->auth_users, now);
 }
 
 /* ---- output ------------------------------------------------------------------ */
@@ -178,6 +215,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 }
 
 static void conn_restart_timer(struct smtp_conn *c);
+static void on_timeout(uv_timer_t *t);
 
 /* Writes what the session said; finishes a close the session asked for. */
 static void conn_flush(struct smtp_conn *c)
@@ -253,15 +291,6 @@ static void on_auth_timer_close(uv_handle_t *h)
 
 static void auth_answer(struct smtp_conn *c)
 {
-    struct ip_entry *e = c->ipe;
-    if (c->auth_result > 0) {
-        e->auth_failures = 0;
-    } else if (c->auth_result == 0) {
-        e->auth_failures++;
-        e->last_failure_ms = mono_ms();
-        metric_inc(c->srv->m_auth_fail);
-        log_kv(LOG_WARN, "AUTH failed", "client", e->ip, NULL);
-    }
     if (!c->closing) {
         smtp_session_auth_done(c->sess, c->auth_user, c->auth_result);
         conn_flush(c);
@@ -286,15 +315,92 @@ static void auth_work(uv_work_t *req)
     OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
 }
 
+static void auth_after(uv_work_t *req, int status);
+
+static int auth_blocked(const struct smtp_server *s, const struct limit_entry *e)
+{
+    return e->auth_failures >= s->conf.auth_max_failures;
+}
+
+static int auth_budget_full(const struct smtp_server *s, const struct limit_entry *e)
+{
+    return e->auth_failures + e->auth_pending >= s->conf.auth_max_failures;
+}
+
+static void auth_drop_user(struct smtp_conn *c)
+{
+    c->auth_ue->conns--;
+    c->auth_ue = NULL;
+}
+
+/* Starts the password check, waits for a running one to end, or refuses
+ * (454) while the IP or the user name is blocked. */
+static void auth_try(struct smtp_conn *c)
+{
+    struct smtp_server *s = c->srv;
+    struct limit_entry *ip = c->ipe, *user = c->auth_ue;
+    int64_t now = mono_ms();
+    entry_expire(s, ip, now);
+    entry_expire(s, user, now);
+    c->auth_waiting = 0;
+    if (auth_blocked(s, ip) || auth_blocked(s, user)) {
+        log_kv(LOG_WARN, "AUTH refused: too many failures", "client", ip->key, NULL);
+        OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
+        auth_drop_user(c);
+        c->auth_result = -1;   /* blocked: no hash is even computed */
+        auth_answer(c);
+        return;
+    }
+    if (auth_budget_full(s, ip) || auth_budget_full(s, user)) {
+        c->auth_waiting = 1;
+        return;
+    }
+    ip->auth_pending++;
+    user->auth_pending++;
+    c->auth_work.data = c;
+    if (uv_queue_work(s->loop, &c->auth_work, auth_work, auth_after) != 0) {
+        OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
+        auth_after(&c->auth_work, -1);
+    }
+}
+
+/* A check ended: attempts waiting for the budget may go on (or get 454). */
+static void auth_wake(struct smtp_server *s)
+{
+    for (struct smtp_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->auth_waiting && !c->closing)
+            auth_try(c);
+    }
+}
+
 static void auth_after(uv_work_t *req, int status)
 {
     struct smtp_conn *c = req->data;
     struct smtp_server *s = c->srv;
+    struct limit_entry *ip = c->ipe, *user = c->auth_ue;
     if (status != 0)
         c->auth_result = -1;
+    ip->auth_pending--;
+    user->auth_pending--;
+    if (c->auth_result > 0) {
+        user->auth_failures = 0;   /* this user's only: see the top of the file */
+    } else if (c->auth_result == 0) {
+        /* Counted now, before the back-off: attempts that start meanwhile see it. */
+        int64_t now = mono_ms();
+        ip->auth_failures++;
+        ip->last_failure_ms = now;
+        user->auth_failures++;
+        user->last_failure_ms = now;
+        metric_inc(s->m_auth_fail);
+        log_kv(LOG_WARN, "AUTH failed", "client", ip->key, NULL);
+    }
+    unsigned failures = ip->auth_failures > user->auth_failures ? ip->auth_failures : user->auth_failures;
+    auth_drop_user(c);
+    auth_wake(s);
     if (c->auth_result == 0 && !c->closing) {
-        /* Back-off: each failure from this IP waits longer before the 535. */
-        int64_t delay = s->conf.auth_delay_ms * (int64_t)(c->ipe->auth_failures + 1);
+        /* Back-off: each failure from this IP or for this user waits longer before the 535. */
+        int64_t delay = s->conf.auth_delay_ms * (int64_t)failures;
         if (delay > s->conf.auth_delay_max_ms)
             delay = s->conf.auth_delay_max_ms;
         if (delay > 0) {
@@ -312,23 +418,12 @@ static void auth_after(uv_work_t *req, int status)
 static void io_auth(void *o, const char *user, const char *pass)
 {
     struct smtp_conn *c = o;
-    struct smtp_server *s = c->srv;
-    struct ip_entry *e = c->ipe;
     snprintf(c->auth_user, sizeof(c->auth_user), "%s", user);
-    c->refs++;
-    if (e->auth_failures >= s->conf.auth_max_failures &&
-        mono_ms() - e->last_failure_ms < s->conf.auth_block_ms) {
-        c->auth_result = -1;   /* blocked: no hash is even computed */
-        auth_answer(c);
-        return;
-    }
     snprintf(c->auth_pass, sizeof(c->auth_pass), "%s", pass);
-    c->auth_work.data = c;
-    if (uv_queue_work(s->loop, &c->auth_work, auth_work, auth_after) != 0) {
-        OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
-        c->auth_result = -1;
-        auth_answer(c);
-    }
+    c->auth_ue = entry_get(&c->srv->auth_users, c->auth_user);
+    c->auth_ue->conns++;
+    c->refs++;
+    auth_try(c);
 }
 
 static void io_submit(void *o, struct smtp_message *m)
@@ -422,6 +517,13 @@ static void conn_close(struct smtp_conn *c)
     s->n_conns--;
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_close);
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_close);
+    if (c->auth_waiting) {
+        /* never started: nothing will answer it */
+        c->auth_waiting = 0;
+        OPENSSL_cleanse(c->auth_pass, sizeof(c->auth_pass));
+        auth_drop_user(c);
+        c->refs--;
+    }
     if (c->auth_timer) {
         uv_timer_stop(c->auth_timer);
         /* The delayed answer will never be given: drop its reference now. */
@@ -434,9 +536,55 @@ static void conn_close(struct smtp_conn *c)
         resume_accepting(s);
 }
 
+/* Why three limits: the idle timeouts restart on every read, so a client
+ * sending a byte now and then would hold its connection (and a share of
+ * max_connections) forever.  The session deadline bounds a session whatever
+ * it sends; the DATA rate ends a message trickled in far more slowly than
+ * any device sends, long before that deadline; the junk command limit in
+ * smtp_session ends NOOP loops. */
+static void conn_arm_timer(struct smtp_conn *c, int64_t now)
+{
+    struct smtp_server *s = c->srv;
+    int64_t at = c->idle_at_ms;
+    if (s->conf.session_timeout_ms > 0 && !c->shutting && c->started_ms + s->conf.session_timeout_ms < at)
+        at = c->started_ms + s->conf.session_timeout_ms;
+    if (c->rate_on && c->window_end_ms < at)
+        at = c->window_end_ms;
+    uv_timer_start(&c->timer, on_timeout, (uint64_t)(at > now ? at - now : 1), 0);
+}
+
+static void conn_restart_timer(struct smtp_conn *c)
+{
+    struct smtp_server *s = c->srv;
+    int64_t now = mono_ms();
+    int in_data = smtp_session_in_data(c->sess);
+    int64_t ms = in_data ? s->conf.data_timeout_ms : s->conf.command_timeout_ms;
+    c->idle_at_ms = now + (ms > 0 ? ms : 1);
+    if (!in_data || !s->conf.min_data_rate || s->conf.data_rate_window_ms <= 0) {
+        c->rate_on = 0;
+    } else if (!c->rate_on) {
+        c->rate_on = 1;
+        c->window_end_ms = now + s->conf.data_rate_window_ms;
+        c->window_bytes = 0;
+    }
+    conn_arm_timer(c, now);
+}
+
+static void conn_timed_out(struct smtp_conn *c, const char *why, const char *outcome)
+{
+    log_kv(LOG_INFO, "session timed out", "client", c->ipe->key, "reason", why, NULL);
+    c->outcome = outcome;
+    if (strcmp(outcome, "too_slow") == 0)
+        smtp_session_too_slow(c->sess);
+    else
+        smtp_session_timeout(c->sess);
+    conn_flush(c);
+}
+
 static void on_timeout(uv_timer_t *t)
 {
     struct smtp_conn *c = t->data;
+    struct smtp_server *s = c->srv;
     if (c->shutting) {
         /* the goodbye was never read (the write queue does not drain): the
          * shutdown would wait forever, so close hard */
@@ -447,16 +595,26 @@ static void on_timeout(uv_timer_t *t)
         conn_restart_timer(c);   /* the client waits for us, not the other way */
         return;
     }
-    log_kv(LOG_INFO, "session timed out", "client", c->ipe->ip, NULL);
-    c->outcome = "timeout";
-    smtp_session_timeout(c->sess);
-    conn_flush(c);
-}
-
-static void conn_restart_timer(struct smtp_conn *c)
-{
-    int64_t ms = smtp_session_in_data(c->sess) ? c->srv->conf.data_timeout_ms : c->srv->conf.command_timeout_ms;
-    uv_timer_start(&c->timer, on_timeout, (uint64_t)(ms > 0 ? ms : 1), 0);
+    int64_t now = mono_ms();
+    if (s->conf.session_timeout_ms > 0 && now >= c->started_ms + s->conf.session_timeout_ms) {
+        conn_timed_out(c, "session time limit", "timeout");
+        return;
+    }
+    if (c->rate_on && now >= c->window_end_ms) {
+        /* Reading stopped on our side (replies not read): not the sender's fault. */
+        if (c->reading && !c->throttled &&
+            c->window_bytes * 1000 < s->conf.min_data_rate * (uint64_t)s->conf.data_rate_window_ms) {
+            conn_timed_out(c, "data rate too low", "too_slow");
+            return;
+        }
+        c->window_end_ms = now + s->conf.data_rate_window_ms;
+        c->window_bytes = 0;
+    }
+    if (now >= c->idle_at_ms) {
+        conn_timed_out(c, "idle", "timeout");
+        return;
+    }
+    conn_arm_timer(c, now);
 }
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
@@ -468,6 +626,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
+    c->window_bytes += (uint64_t)n;
     if (!c->tls) {
         smtp_session_input(c->sess, buf->base, (size_t)n);
         conn_flush(c);
@@ -478,7 +637,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     int rc = tls_conn_feed(c->tls, buf->base, (size_t)n, &c->plain, &c->net);
     raw_write(c, &c->net);
     if (rc == -EPROTO) {
-        log_kv(LOG_INFO, "TLS failed", "client", c->ipe->ip, NULL);
+        log_kv(LOG_INFO, "TLS failed", "client", c->ipe->key, NULL);
         c->outcome = "tls_error";
         conn_close(c);
         return;
@@ -490,7 +649,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     if (!was_ready && tls_conn_ready(c->tls))
-        log_kv(LOG_DEBUG, "TLS established", "client", c->ipe->ip, "version", tls_conn_version(c->tls),
+        log_kv(LOG_DEBUG, "TLS established", "client", c->ipe->key, "version", tls_conn_version(c->tls),
                NULL);
     conn_flush(c);
 }
@@ -500,6 +659,7 @@ static void conn_new(struct smtp_server *s, int fd, const char *ip, int implicit
     struct smtp_conn *c = xcalloc(1, sizeof(*c));
     c->srv = s;
     c->outcome = "reset";
+    c->started_ms = mono_ms();
     strbuf_init(&c->out);
     strbuf_init(&c->net);
     strbuf_init(&c->plain);
@@ -600,7 +760,7 @@ static void on_listen(uv_poll_t *p, int status, int events)
             inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
         else if (ss.ss_family == AF_INET6)
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
-        struct ip_entry *e = ip_get(s, ip);
+        struct limit_entry *e = ip_get(s, ip);
         if (s->n_conns >= s->conf.max_connections) {
             refuse(s, fd, ip, "too many connections");
             ip_sweep(s);
@@ -732,10 +892,12 @@ void smtp_server_free(struct smtp_server *s)
     if (!s)
         return;
     tls_ctx_free(s->tls);
-    while (s->ips) {
-        struct ip_entry *e = s->ips;
-        s->ips = e->next;
-        free(e);
-    }
+    struct limit_entry **lists[] = { &s->ips, &s->auth_users };
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        while (*lists[i]) {
+            struct limit_entry *e = *lists[i];
+            *lists[i] = e->next;
+            free(e);
+        }
     free(s);
 }

@@ -4,10 +4,13 @@
  * and implicit TLS.  Accepting is done on our own listening sockets watched
  * with uv_poll, so accepting can pause (descriptor limit) and resume without
  * spinning or dropping the backlog.  Limits: connections total and per client
- * IP (421 4.7.0), command and data timeouts (421 4.4.2), AUTH failure
- * back-off per client IP (a delay growing with each failure; 454 4.7.0 once
- * max_failures is reached, until block_ms passes).  AUTH checks run in the
- * libuv thread pool through hooks->auth_verify. */
+ * IP (421 4.7.0), command and data idle timeouts, a whole-session deadline
+ * and a minimum DATA rate (421 4.4.2), AUTH failure
+ * back-off per client IP and per user name (a delay growing with each
+ * failure; 454 4.7.0 once max_failures is reached, until block_ms passes;
+ * a check in flight counts until it ends, so parallel attempts get no more
+ * than max_failures checks).  AUTH checks run in the libuv thread pool
+ * through hooks->auth_verify. */
 #ifndef MF_INGEST_SMTP_SERVER_H
 #define MF_INGEST_SMTP_SERVER_H
 #include <stddef.h>
@@ -24,7 +27,10 @@ struct smtp_server_conf {
     const char *listen;            /* "127.0.0.1:2525" or "" */
     const char *listen_tls;        /* implicit TLS, or "" */
     unsigned max_connections, max_per_ip;
-    int64_t command_timeout_ms, data_timeout_ms;
+    int64_t command_timeout_ms, data_timeout_ms;   /* idle time; every read restarts it */
+    int64_t session_timeout_ms;    /* whole session, whatever the client sends (0 = none) */
+    uint64_t min_data_rate;        /* DATA bytes/s over each window (0 = none) */
+    int64_t data_rate_window_ms;   /* that window; the first one is the grace */
     int64_t auth_delay_ms, auth_delay_max_ms, auth_block_ms;
     unsigned auth_max_failures;
     struct smtp_session_conf session;   /* tls_available is set by the server */

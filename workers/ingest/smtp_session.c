@@ -54,6 +54,7 @@ struct smtp_session {
     char *auth_user;
     char auth_login_user[256];
     unsigned errors;
+    unsigned junk;               /* junk commands since the last message queued */
 
     struct strbuf in;            /* unprocessed input */
     size_t in_pos;
@@ -204,6 +205,14 @@ void smtp_session_timeout(struct smtp_session *s)
     session_close(s);
 }
 
+void smtp_session_too_slow(struct smtp_session *s)
+{
+    if (s->closing)
+        return;
+    reply(s, 421, "4.4.2 %s Error: data rate too low", s->conf->hostname);
+    session_close(s);
+}
+
 void smtp_session_shutdown(struct smtp_session *s)
 {
     if (s->closing)
@@ -268,6 +277,7 @@ struct smtp_verb {
     const char *verb;
     int (*check)(struct smtp_session *s, const char *args);    /* 0 = go on; else replied */
     void (*proceed)(struct smtp_session *s, const char *args);
+    int junk;   /* moves no transaction forward: counted against max_junk */
 };
 
 static int check_any(struct smtp_session *s, const char *args)
@@ -778,12 +788,12 @@ static const struct smtp_verb smtp_verbs[] = {
     { "MAIL", check_mail, proceed_mail },
     { "RCPT", check_rcpt, proceed_rcpt },
     { "DATA", check_data, proceed_data },
-    { "RSET", check_no_args, proceed_rset },
-    { "NOOP", check_any, proceed_noop },
+    { "RSET", check_no_args, proceed_rset, 1 },
+    { "NOOP", check_any, proceed_noop, 1 },
     { "QUIT", check_no_args, proceed_quit },
-    { "VRFY", check_any, proceed_vrfy },
-    { "EXPN", check_any, proceed_expn },
-    { "HELP", check_any, proceed_help },
+    { "VRFY", check_any, proceed_vrfy, 1 },
+    { "EXPN", check_any, proceed_expn, 1 },
+    { "HELP", check_any, proceed_help, 1 },
     { NULL, NULL, NULL },
 };
 
@@ -816,9 +826,15 @@ static void command(struct smtp_session *s, char *line)
     for (const struct smtp_verb *v = smtp_verbs; v->verb; v++) {
         if (strlen(v->verb) != n || strncasecmp(line, v->verb, n) != 0)
             continue;
-        if (v->check(s, args) == 0)
-            v->proceed(s, args);
-        else
+        if (v->check(s, args) != 0) {
+            count_error(s);
+            return;
+        }
+        v->proceed(s, args);
+        /* As Postfix's smtpd_junk_command_limit: past the limit each junk
+         * command is an error too, so a client cannot hold a session open
+         * with NOOPs (or probe with VRFY) until the timeouts end it. */
+        if (v->junk && s->conf->max_junk && ++s->junk > s->conf->max_junk)
             count_error(s);
         return;
     }
@@ -882,6 +898,8 @@ void smtp_session_submit_done(struct smtp_session *s, int code, const char *text
     if (s->state != S_QUEUEING)
         panic("%s: no message queued (state %s)", __func__, state_names[s->state]);
     reply(s, code, "%s", text);
+    if (code / 100 == 2)
+        s->junk = 0;   /* a client that delivers mail is not idling */
     transaction_reset(s);
     smtp_enter_state(s, S_HELO);
     smtp_session_input(s, NULL, 0);

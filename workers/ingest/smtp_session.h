@@ -35,6 +35,9 @@ struct smtp_session_conf {
     int allow_plaintext_auth;
     int tls_available;             /* STARTTLS offered */
     unsigned max_errors;           /* bad commands before 421 */
+    unsigned max_junk;             /* RSET NOOP VRFY EXPN HELP allowed before each
+                                      counts as an error, reset when a message is
+                                      queued (0 = no limit) */
     const struct rules *rules;
     long *buffered;                /* mail bytes held by all sessions (atomic), or NULL */
     long max_buffered;             /* past it DATA gets 452 4.3.1; 0 = no cap */
@@ -84,6 +87,7 @@ void smtp_session_auth_done(struct smtp_session *s, const char *user, int ok);
 void smtp_session_submit_done(struct smtp_session *s, int code, const char *text);
 /* The transport's timer fired / the server drains: 421 and close. */
 void smtp_session_timeout(struct smtp_session *s);
+void smtp_session_too_slow(struct smtp_session *s);   /* DATA under the minimum rate */
 void smtp_session_shutdown(struct smtp_session *s);
 
 int smtp_session_in_data(const struct smtp_session *s);   /* data timeout applies */

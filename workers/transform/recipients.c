@@ -2,7 +2,9 @@
  *
  * The text comes from a device, so every entry is untrusted: an entry that
  * does not normalize is kept only as a sanitized note for the fallback
- * record; nothing from it reaches a header or an SMTP command. */
+ * record; nothing from it reaches a header or an SMTP command.  The cost is
+ * linear in the list and stops at the limit: a 1 MiB list costs no more than
+ * its first max + 1 distinct addresses and the entries between them. */
 #include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,7 +16,6 @@
 
 #define RECIPIENTS_MAX_INVALID 1000
 #define RECIPIENTS_MAX_ENTRY 320     /* longer entries are invalid outright */
-#define RECIPIENTS_MAX_SCAN 4096     /* valid ones remembered for dedupe */
 
 static const char *find_bytes(const char *hay, size_t hlen, const char *needle, size_t nlen)
 {
@@ -50,46 +51,137 @@ static char *sanitize_entry(const char *s, size_t n)
     return o;
 }
 
-static void add_entry(struct recipients *r, const char *s, size_t n, size_t max, size_t *cap_v,
-                      size_t *cap_i)
+/* The distinct valid addresses kept so far, as an open-addressing set of
+ * indexes into r->valid: dedupe costs O(1) per entry however long the list.
+ * Addresses compare ASCII case-insensitively in both parts, the way
+ * suppression keys and receipt rules compare them (address.h), so User@ and
+ * user@ are one recipient; the first spelling seen is the one kept. */
+struct seen {
+    size_t *slot;   /* index + 1; 0 = empty */
+    size_t mask;
+};
+
+static uint64_t addr_hash(const char *a)
 {
+    uint64_t h = 1469598103934665603ULL;   /* FNV-1a */
+    for (; *a; a++) {
+        h ^= (unsigned char)tolower((unsigned char)*a);
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* The slot holding norm, or the empty slot where it belongs.  The set never
+ * fills: it has at least twice as many slots as addresses kept. */
+static size_t *seen_find(struct seen *set, char *const *valid, const char *norm)
+{
+    size_t k = (size_t)addr_hash(norm) & set->mask;
+    while (set->slot[k] && strcasecmp(valid[set->slot[k] - 1], norm) != 0)
+        k = (k + 1) & set->mask;
+    return &set->slot[k];
+}
+
+struct parse {
+    struct recipients *r;
+    size_t max;
+    size_t cap_v, cap_i;
+    struct seen seen;
+};
+
+static void add_invalid(struct parse *ps, const char *s, size_t n)
+{
+    struct recipients *r = ps->r;
+    if (r->n_invalid >= RECIPIENTS_MAX_INVALID)
+        return;
+    if (r->n_invalid == ps->cap_i) {
+        ps->cap_i = ps->cap_i ? ps->cap_i * 2 : 8;
+        r->invalid = xrealloc(r->invalid, ps->cap_i * sizeof(char *));
+    }
+    r->invalid[r->n_invalid++] = sanitize_entry(s, n);
+}
+
+/* Returns 1 once the list holds more distinct addresses than max: the list
+ * is refused as a whole then, so the rest is not even read. */
+static int add_entry(struct parse *ps, const char *s, size_t n, int force_invalid)
+{
+    struct recipients *r = ps->r;
     if (r->n_entries < RECIPIENTS_MAX_INVALID) {
         r->entries = xrealloc(r->entries, (r->n_entries + 1) * sizeof(char *));
         r->entries[r->n_entries++] = sanitize_entry(s, n);
     }
     char norm[RECIPIENTS_MAX_ENTRY + 1];
     char buf[RECIPIENTS_MAX_ENTRY + 1];
-    int ok = 0;
-    if (n <= RECIPIENTS_MAX_ENTRY) {
-        memcpy(buf, s, n);
-        buf[n] = '\0';
-        ok = address_normalize(buf, norm, sizeof(norm)) == 0;
+    if (force_invalid || n > RECIPIENTS_MAX_ENTRY) {
+        add_invalid(ps, s, n);
+        return 0;
     }
-    if (!ok) {
-        if (r->n_invalid < RECIPIENTS_MAX_INVALID) {
-            if (r->n_invalid == *cap_i) {
-                *cap_i = *cap_i ? *cap_i * 2 : 8;
-                r->invalid = xrealloc(r->invalid, *cap_i * sizeof(char *));
-            }
-            r->invalid[r->n_invalid++] = sanitize_entry(s, n);
-        }
-        return;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    if (address_normalize(buf, norm, sizeof(norm)) != 0) {
+        add_invalid(ps, s, n);
+        return 0;
     }
-    for (size_t i = 0; i < r->n_valid; i++)
-        if (strcmp(r->valid[i], norm) == 0)
-            return;
-    /* Past the limit we only count; remembering up to RECIPIENTS_MAX_SCAN
-     * keeps the count of distinct ones honest for a sane list. */
+    size_t *slot = seen_find(&ps->seen, r->valid, norm);
+    if (*slot)
+        return 0;   /* a duplicate */
+    if (r->n_valid >= ps->max) {
+        r->n_valid_total++;
+        return 1;
+    }
+    *slot = r->n_valid + 1;
     r->n_valid_total++;
-    if (r->n_valid >= max && r->n_valid >= RECIPIENTS_MAX_SCAN)
-        return;
-    if (r->n_valid == *cap_v) {
-        *cap_v = *cap_v ? *cap_v * 2 : 8;
-        r->valid = xrealloc(r->valid, *cap_v * sizeof(char *));
+    if (r->n_valid == ps->cap_v) {
+        ps->cap_v = ps->cap_v ? ps->cap_v * 2 : 8;
+        r->valid = xrealloc(r->valid, ps->cap_v * sizeof(char *));
     }
     r->valid[r->n_valid++] = xstrdup(norm);
+    return 0;
 }
 
+static int is_line_break(unsigned char c)
+{
+    return c == '\r' || c == '\n';
+}
+
+/* A word using RFC 5322 group syntax ("Bcc:", "team: a@x"): any ':' that is
+ * not the "mailto:" of an HTML link's text. */
+static int is_group_word(const char *s, const char *e)
+{
+    while (s < e && is_wrapper((unsigned char)*s))
+        s++;
+    // cppcheck-suppress knownConditionTrueFalse ; false positive: the loop above leaves s <= e, not s == e
+    if (e - s > 7 && strncasecmp(s, "mailto:", 7) == 0)
+        s += 7;
+    return memchr(s, ':', (size_t)(e - s)) != NULL;
+}
+
+/* End of a group entry: the next comma or semicolon, or a line break not
+ * followed by a blank (a folded line continues the entry, as in a header). */
+static const char *group_end(const char *q, const char *b)
+{
+    while (q < b && *q != ',' && *q != ';') {
+        if (is_line_break((unsigned char)*q)) {
+            const char *n = q;
+            while (n < b && is_line_break((unsigned char)*n))
+                n++;
+            if (n >= b || (*n != ' ' && *n != '\t'))
+                break;
+            q = n;
+            continue;
+        }
+        q++;
+    }
+    return q;
+}
+
+/* Entries are split at blanks, line breaks, commas and semicolons, with two
+ * exceptions so that a crafted list cannot turn into something a mail
+ * client would read as more (or other) recipients:
+ *  - a quoted entry ("..." or '...') runs to its closing quote; one that holds a line break
+ *    is invalid (it spans a line break: "a@x.com\r\nBcc: evil@y.org");
+ *  - a word with ':' starts an RFC 5322 group ("Bcc: evil@y.org"); the
+ *    group runs to the next comma, semicolon or unfolded line break and is
+ *    one invalid entry, never a list of addresses. */
 void recipients_parse(const char *text, size_t len, const char *marker, size_t max,
                       struct recipients *out)
 {
@@ -106,30 +198,51 @@ void recipients_parse(const char *text, size_t len, const char *marker, size_t m
     out->cut_start = (size_t)(a - text);
     out->cut_end = (size_t)(b - text) + mlen;
 
-    size_t cap_v = 0, cap_i = 0;
+    struct parse ps = { out, max, 0, 0, { NULL, 0 } };
+    size_t slots = 16;
+    while (slots < 2 * max + 2)
+        slots *= 2;
+    ps.seen.slot = xcalloc(slots, sizeof(size_t));
+    ps.seen.mask = slots - 1;
+
     const char *p = list;
     while (p < b) {
         while (p < b && is_separator((unsigned char)*p))
             p++;
+        if (p >= b)
+            break;
         const char *q = p;
+        int bad = 0;
+        const char *w = p;   /* a quote may follow other wrappers: ["a@x.com", ...] */
+        while (w < b && is_wrapper((unsigned char)*w) && *w != '"' && *w != '\'')
+            w++;
+        const char *close = NULL;
+        if (w < b && (*w == '"' || *w == '\''))
+            close = memchr(w + 1, *w, (size_t)(b - w - 1));
+        if (close) {
+            q = close + 1;
+            for (const char *c = p; c < q; c++)
+                bad |= is_line_break((unsigned char)*c);
+        }
         while (q < b && !is_separator((unsigned char)*q))
             q++;
+        if (!close && is_group_word(p, q)) {
+            q = group_end(q, b);
+            bad = 1;
+        }
         const char *s = p, *e = q;
-        while (s < e && is_wrapper((unsigned char)*s))
+        while (s < e && (is_wrapper((unsigned char)*s) || is_separator((unsigned char)*s)))
             s++;
-        while (e > s && is_wrapper((unsigned char)e[-1]))
+        while (e > s && (is_wrapper((unsigned char)e[-1]) || is_separator((unsigned char)e[-1])))
             e--;
         /* "mailto:" from an HTML link's text is not part of the address. */
-        // cppcheck-suppress knownConditionTrueFalse ; false positive: e - s is not 0 after the trimming loops
-        if (e - s > 7 && strncasecmp(s, "mailto:", 7) == 0)
+        if (!bad && e - s > 7 && strncasecmp(s, "mailto:", 7) == 0)
             s += 7;
-        if (e > s)
-            add_entry(out, s, (size_t)(e - s), max, &cap_v, &cap_i);
+        if (e > s && add_entry(&ps, s, (size_t)(e - s), bad))
+            break;
         p = q;
     }
-    /* Keep at most max; the count past it is the "too many" signal. */
-    while (out->n_valid > max)
-        free(out->valid[--out->n_valid]);
+    free(ps.seen.slot);
 }
 
 void recipients_free(struct recipients *r)

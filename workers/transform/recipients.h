@@ -5,7 +5,12 @@
  * The list is what lies between the first two markers.  Brackets, angle
  * brackets, quotes, whitespace, newlines, commas and semicolons separate or
  * wrap entries; each entry is parsed strictly (address_normalize), domains
- * lower-cased, duplicates dropped in first-seen order. */
+ * lower-cased, duplicates (compared case-insensitively, as suppression keys
+ * are) dropped in first-seen order.  Strict lists: a quoted entry that spans
+ * a line break, and an entry using RFC 5322 group syntax ("Bcc: a@x.com",
+ * running to the next comma, semicolon or unfolded line break) are invalid
+ * entries, never addresses.  Parsing stops at the first distinct address
+ * past max: the list is then too long whatever follows. */
 #ifndef MF_RECIPIENTS_H
 #define MF_RECIPIENTS_H
 #include <stddef.h>
@@ -13,9 +18,9 @@
 struct recipients {
     int found;                /* both markers present */
     char **valid;   size_t n_valid;     /* normalized, unique, at most max kept */
-    size_t n_valid_total;     /* unique valid seen (may exceed max) */
+    size_t n_valid_total;     /* unique valid seen; max + 1 means "more than max" */
     char **invalid; size_t n_invalid;   /* sanitized as written, at most 1000 kept */
-    char **entries; size_t n_entries;     /* every entry as written (sanitized), at most 1000 */
+    char **entries; size_t n_entries;     /* every entry read, as written (sanitized), at most 1000 */
     size_t cut_start, cut_end;          /* byte range removed from the text */
 };
 

@@ -622,8 +622,7 @@ static void choose_recipients(struct transform *t, struct transform_result *r,
         set_detail(r, TR_NO_RECIPIENT, "no recipient list between two %s markers", t->marker);
         return;
     } else if (rc->n_valid_total > t->s.max_recipients) {
-        set_detail(r, TR_TOO_MANY, "%zu recipients (limit %zu)", rc->n_valid_total,
-                   t->s.max_recipients);
+        set_detail(r, TR_TOO_MANY, "more than %zu recipients", t->s.max_recipients);
         return;
     } else if (rc->n_valid == 0) {
         set_detail(r, TR_NO_RECIPIENT, "no valid address in the recipient list");
