@@ -70,12 +70,19 @@ CASES = {}
 
 
 def case(name, raw, reasons=(), recipients=(), invalid=None, body_has=(), body_not=(M,), sent=None,
-         subject=None):
+         subject=None, embedded=b"", not_python=None):
+    """embedded: the exact bytes of the mail's message/rfc822 attachments
+    (Python keeps no raw bytes for them).  not_python: {attachment index:
+    bytes} where transform knowingly reads the part differently from
+    Python; each such case says why."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogateescape")
+    if isinstance(embedded, str):
+        embedded = embedded.encode()
     CASES[name] = dict(raw=raw, reasons=sorted(reasons), recipients=list(recipients), invalid=invalid,
                        body_has=list(body_has), body_not=list(body_not),
-                       sent=bool(recipients) if sent is None else sent, subject=subject)
+                       sent=bool(recipients) if sent is None else sent, subject=subject,
+                       embedded=embedded, not_python=not_python or {})
 
 
 # 1. The reference demo: multipart/mixed, coded list, one base64 attachment.
@@ -106,7 +113,7 @@ inner = mixed("Inner report", [text_part("inner text\r\n"), att_part("inner.bin"
 case("rfc822_attachment", mixed("Forwarded", [
     text_part("See the attached mail. %s[e@x.com]%s\r\n" % (M, M)),
     'Content-Type: message/rfc822\r\nContent-Disposition: attachment; filename="original.eml"\r\n\r\n' + inner]),
-    recipients=["e@x.com"], body_has=["See the attached mail."])
+    recipients=["e@x.com"], body_has=["See the attached mail."], embedded=inner)
 
 # 5. RFC 2231 name with continuations and a charset.
 case("rfc2231_continuation", mixed("RFC 2231", [
@@ -279,6 +286,35 @@ case("injection", hdr("Inject\r\n =?UTF-8?Q?x=0D=0ABcc:_evil@x.com?=", "Content-
      reasons=["invalid_recipients"], recipients=["hh@x.com", "evil@x.com", "ii@x.com"], invalid=["Bcc:"])
 
 
+# --- MIME fidelity: mails from other parsers' test suites that once stored
+# wrong bytes (issue 15), one crafted mail per cause -------------------------
+
+# 32. A forwarded mail whose first headers are Content-* and MIME-Version, and
+# which forwards another mail in turn: the stored .eml is the embedded bytes
+# exactly, so the nested message/rfc822 stays one.  The innermost boundary has
+# the outer one as a prefix.
+innermost = ('MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="FWD-2"\r\n'
+             "From: meter@plant.example\r\nSubject: reading\r\n\r\n--FWD-2\r\n" +
+             text_part("reading 42\r\n") + "\r\n--FWD-2\r\n" + att_part("reading.bin", blob("fwd", 300)) +
+             "\r\n--FWD-2--\r\n")
+forwarded = ("Content-Type: message/rfc822\r\nContent-Disposition: inline\r\nMIME-Version: 1.0\r\n"
+             "From: gateway@plant.example\r\nSubject: Fwd: reading\r\n\r\n" + innermost)
+case("forwarded_content_headers_first", mixed("Forwarded twice", [
+    text_part("%s[jj@x.com]%s\r\n" % (M, M)),
+    'Content-Type: message/rfc822; name="fwd.eml"\r\n\r\n' + forwarded], boundary="FWD"),
+    recipients=["jj@x.com"], embedded=forwarded)
+
+# 33. A delivery report whose message/rfc822 part has no headers, only a line
+# of text, as DSNs often carry.  (No message/delivery-status part: Python
+# reads one as a list of header blocks, transform as an attachment.)
+dsn_placeholder = "[original message not included]"
+case("dsn_headerless_rfc822", hdr("Undelivered", 'Content-Type: multipart/report; report-type=delivery-status; '
+                                  'boundary="DSN"\r\n\r\n') +
+     "--DSN\r\n" + text_part("Delivery failed. %s[kk@x.com]%s\r\n" % (M, M)) +
+     "\r\n--DSN\r\nContent-Type: message/rfc822\r\n\r\n" + dsn_placeholder + "\r\n--DSN--\r\n",
+     recipients=["kk@x.com"], embedded=dsn_placeholder)
+
+
 # --- what Python's email package makes of the attachments ---------------
 
 def display_name(raw, fallback):
@@ -343,12 +379,20 @@ def python_attachments(raw, embedded):
     return out
 
 
+def expected_attachments(c):
+    if "unparseable" in c["reasons"]:
+        return []
+    atts = python_attachments(c["raw"], c["embedded"])
+    for i, data in c["not_python"].items():
+        atts[i].update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    return atts
+
+
 def main():
     for name, c in sorted(CASES.items()):
         with open(os.path.join(HERE, name + ".eml"), "wb") as f:
             f.write(c["raw"])
-        embedded = inner.encode() if name == "rfc822_attachment" else b""
-        atts = [] if "unparseable" in c["reasons"] else python_attachments(c["raw"], embedded)
+        atts = expected_attachments(c)
         exp = {k: c[k] for k in ("reasons", "recipients", "body_has", "body_not", "sent")}
         if c["invalid"] is not None:
             exp["invalid"] = c["invalid"]

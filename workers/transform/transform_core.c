@@ -261,12 +261,38 @@ struct walk {
     GArray *atts;                 /* struct att_ref */
     int crlf;
     GMimeStream *fs;              /* the raw mail, for repairs */
+    GMimeMessage *top;            /* the mail itself */
 };
 
 static void add_att(struct walk *w, GMimeObject *obj, int64_t start, int64_t end)
 {
     struct att_ref a = { obj, start, end };
     g_array_append_val(w->atts, a);
+}
+
+enum { NOT_BOUNDARY, OPEN_BOUNDARY, CLOSE_BOUNDARY };
+
+/* What the line at q is for a multipart with this boundary: "--b" or
+ * "--b--" followed only by blanks, as Python's email package reads them (a
+ * longer boundary that merely starts with b is another multipart's).  A
+ * closing line with extra dashes ("--b-----") closes too: it is meant as
+ * the close, and the text after it is not the last part's content. */
+static int boundary_line(const char *q, const char *end, const char *boundary, size_t bl)
+{
+    if ((size_t)(end - q) < bl + 2 || q[0] != '-' || q[1] != '-' || memcmp(q + 2, boundary, bl) != 0)
+        return NOT_BOUNDARY;
+    q += bl + 2;
+    int kind = OPEN_BOUNDARY;
+    if (end - q >= 2 && q[0] == '-' && q[1] == '-') {
+        kind = CLOSE_BOUNDARY;
+        while (q < end && *q == '-')
+            q++;
+    }
+    while (q < end && (*q == ' ' || *q == '\t'))
+        q++;
+    if (q < end && *q == '\r')
+        q++;
+    return q == end || *q == '\n' ? kind : NOT_BOUNDARY;
 }
 
 /* Where an embedded message ends: before the line break that precedes the
@@ -287,8 +313,7 @@ static int64_t raw_end_of(struct walk *w, int64_t start, const char *boundary)
         if (!nl)
             break;
         const char *q = nl + 1;
-        if ((size_t)(end - q) >= bl + 2 && q[0] == '-' && q[1] == '-' &&
-            memcmp(q + 2, boundary, bl) == 0) {
+        if (boundary_line(q, end, boundary, bl) != NOT_BOUNDARY) {
             const char *cut = nl;
             if (cut > w->map + start && cut[-1] == '\r')
                 cut--;
@@ -313,6 +338,54 @@ static size_t header_bytes(GMimeObject *obj)
     return n;
 }
 
+/* Offset just past the header line at off and its folded continuations. */
+static int64_t skip_header_line(struct walk *w, int64_t off)
+{
+    const char *p = w->map + off, *end = w->map + w->map_len;
+    for (;;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            return (int64_t)w->map_len;
+        p = nl + 1;
+        if (p >= end || (*p != ' ' && *p != '\t'))
+            return (int64_t)(p - w->map);
+    }
+}
+
+static int64_t last_header_offset(GMimeObject *obj)
+{
+    GMimeHeaderList *hl = g_mime_object_get_header_list(obj);
+    int n = hl ? g_mime_header_list_get_count(hl) : 0;
+    int64_t last = -1;
+    for (int i = 0; i < n; i++) {
+        gint64 off = g_mime_header_get_offset(g_mime_header_list_get_header_at(hl, i));
+        if (off > last)
+            last = off;
+    }
+    return last;
+}
+
+/* Where obj's content starts in the raw mail: after its header block and
+ * the blank line that ends it; -1 when obj has no header to go by.  The
+ * mail's own body shares its header block with the mail. */
+static int64_t raw_content_start(struct walk *w, GMimeObject *obj)
+{
+    int64_t last = last_header_offset(obj);
+    if (w->top && obj == g_mime_message_get_mime_part(w->top)) {
+        int64_t m = last_header_offset(GMIME_OBJECT(w->top));
+        if (m > last)
+            last = m;
+    }
+    if (!w->map || last < 0 || (size_t)last >= w->map_len)
+        return -1;
+    int64_t p = skip_header_line(w, last);
+    if ((size_t)p < w->map_len && w->map[p] == '\n')
+        p++;
+    else if ((size_t)p + 1 < w->map_len && w->map[p] == '\r' && w->map[p + 1] == '\n')
+        p += 2;
+    return p;
+}
+
 /* A part whose header block runs straight into its content (no blank
  * line): GMime drops the lines that are not headers and leaves the part
  * empty; Python's email package keeps them as the body.  Recover them the
@@ -331,18 +404,8 @@ static void repair_headerless_content(struct walk *w, GMimePart *part, const cha
     gint64 off = g_mime_header_get_offset(g_mime_header_list_get_header_at(hl, n - 1));
     if (off < 0 || (size_t)off >= w->map_len)
         return;
-    const char *p = w->map + off, *end = w->map + w->map_len;
-    for (;;) {   /* past the last header line and its folded continuations */
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl) {
-            p = end;
-            break;
-        }
-        p = nl + 1;
-        if (p >= end || (*p != ' ' && *p != '\t'))
-            break;
-    }
-    int64_t start = (int64_t)(p - w->map);
+    int64_t start = skip_header_line(w, off);
+    const char *p = w->map + start;
     int64_t stop = raw_end_of(w, start, boundary);
     if (stop <= start)
         return;
@@ -387,16 +450,11 @@ static int walk_tree(struct walk *w, GMimeObject *obj, int depth, int collect,
         /* Its inside counts toward the limits but is not our body. */
         GMimeMessage *m = g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj));
         if (collect) {
-            int64_t start = -1, end = -1;
-            GMimeHeaderList *hl = m ? g_mime_object_get_header_list(GMIME_OBJECT(m)) : NULL;
-            if (w->map && hl && g_mime_header_list_get_count(hl) > 0) {
-                start = g_mime_header_get_offset(g_mime_header_list_get_header_at(hl, 0));
-                if (start >= 0 && (size_t)start < w->map_len)
-                    end = raw_end_of(w, start, parent_boundary);
-                else
-                    start = -1;
-            }
-            add_att(w, obj, start, end);
+            /* The bytes after the part's header block, not from the embedded
+             * message's first header: GMime files its Content-* headers
+             * under its body, and a message may have no header at all. */
+            int64_t start = raw_content_start(w, obj);
+            add_att(w, obj, start, start >= 0 ? raw_end_of(w, start, parent_boundary) : -1);
         }
         if (m) {
             if (header_bytes(GMIME_OBJECT(m)) > w->t->s.max_header_bytes) {
@@ -687,6 +745,7 @@ int transform_message(struct transform *t, const char *eml_path, const struct in
     g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
     GMimeMessage *msg = g_mime_parser_construct_message(parser, NULL);
     w.fs = fs;
+    w.top = msg;
     w.extra = g_ptr_array_new();
     w.atts = g_array_new(FALSE, FALSE, sizeof(struct att_ref));
     g_object_unref(parser);
