@@ -314,6 +314,19 @@ case("dsn_headerless_rfc822", hdr("Undelivered", 'Content-Type: multipart/report
      "\r\n--DSN\r\nContent-Type: message/rfc822\r\n\r\n" + dsn_placeholder + "\r\n--DSN--\r\n",
      recipients=["kk@x.com"], embedded=dsn_placeholder)
 
+# 34. Closing boundaries with more dashes than they should have, each followed
+# by text.  Python takes neither for a boundary but stops base64 at its
+# padding (seven.bin); transform also ends the part at such a line, so six.bin
+# (no padding to stop at) is its 6 bytes, where Python decodes the letters of
+# the boundary and the text after it into the attachment.
+case("near_miss_close_boundary", mixed("Near miss", [
+    text_part("%s[ll@x.com]%s\r\n" % (M, M)),
+    'Content-Type: multipart/mixed; boundary="NM-2"\r\n\r\n--NM-2\r\n' + att_part("six.bin", b"abcdef") +
+    "\r\n--NM-2-----\r\ntext after the inner near miss\r\n",
+    att_part("seven.bin", b"1234567")], boundary="NM", close=False) +
+    "--NM-----\r\nThe end of the mail, after a closing boundary with too many dashes.\r\n",
+    recipients=["ll@x.com"], not_python={0: b"abcdef"})
+
 
 # --- what Python's email package makes of the attachments ---------------
 

@@ -87,7 +87,10 @@ static const struct {
     { "aGVsbG8", "hello", 5 },          /* missing padding */
     { "aGVs\r\nbG8h", "hello!", 6 },
     { "aG Vs*bG8h", "hello!", 6 },      /* junk skipped */
-    { "QQ==Qg==", "AB", 2 },            /* concatenated blocks */
+    { "QQ==Qg==", "A", 1 },             /* padding ends the data */
+    { "QUJD\r\nQQ==\r\n--B-----\r\nepilogue\r\n", "ABCA", 4 },
+    { "QUI=\r\n\r\nQUJD", "AB", 2 },
+    { "QQ=Qg==", "A\x04 ", 3 },         /* a lone '=' mid-data is skipped */
     { "QQ", "A", 1 },
     { "Q", "", 0 },                     /* 6 bits make no byte */
     { "", "", 0 },

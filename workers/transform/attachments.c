@@ -208,7 +208,7 @@ size_t b64_decoder_step(struct b64_decoder *d, const unsigned char *in, size_t l
     unsigned char *o = out;
     uint32_t acc = d->acc;
     int n = d->n;
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = 0; i < len && !d->done; i++) {
         /* Fast path: a whole aligned quantum of alphabet characters. */
         while (n == 0 && i + 4 <= len) {
             int a = b64_value[in[i]], b = b64_value[in[i + 1]], c = b64_value[in[i + 2]],
@@ -226,9 +226,10 @@ size_t b64_decoder_step(struct b64_decoder *d, const unsigned char *in, size_t l
             break;
         signed char v = b64_value[in[i]];
         if (v < 0) {
-            /* '=' closes the current quantum; what follows starts afresh,
-             * as a lenient reader does with concatenated base64 blocks. */
-            if (in[i] == '=' && n >= 2) {
+            /* Padding counts once two characters of a quantum are in; when
+             * it fills the quantum the data is over.  A stray '=' (one
+             * after two characters, then more data) is skipped. */
+            if (in[i] == '=' && n >= 2 && n + ++d->pads >= 4) {
                 if (n == 2) {
                     *o++ = (unsigned char)(acc >> 4);
                 } else {
@@ -237,9 +238,11 @@ size_t b64_decoder_step(struct b64_decoder *d, const unsigned char *in, size_t l
                 }
                 acc = 0;
                 n = 0;
+                d->done = 1;
             }
             continue;
         }
+        d->pads = 0;
         acc = (acc << 6) | (uint32_t)v;
         if (++n == 4) {
             *o++ = (unsigned char)(acc >> 16);

@@ -34,11 +34,14 @@ int attachment_is_attachment(GMimeObject *obj);
 char *attachment_content_type(GMimeObject *obj);
 
 /* Streaming base64 decoder that skips non-alphabet bytes and, like Python's
- * email package, still decodes a final quantum that lacks its padding. */
+ * email package, still decodes a final quantum that lacks its padding and
+ * stops at the padding that completes a quantum: what follows it (a
+ * boundary the parser missed, an epilogue) is not content. */
 struct b64_decoder {
     uint32_t acc;
-    int n;
-    int done;
+    int n;      /* characters in the current quantum */
+    int pads;   /* '=' seen since the last alphabet character */
+    int done;   /* padding completed a quantum: the rest is ignored */
 };
 void b64_decoder_init(struct b64_decoder *d);
 size_t b64_decoder_step(struct b64_decoder *d, const unsigned char *in, size_t len, unsigned char *out);

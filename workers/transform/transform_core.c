@@ -419,6 +419,49 @@ static void repair_headerless_content(struct walk *w, GMimePart *part, const cha
     g_object_unref(sub);
 }
 
+/* A closing boundary line with extra dashes ("--b-----") is no boundary to
+ * GMime, so the part before it runs on over it and whatever follows (the
+ * epilogue, the rest of the mail).  End the part's content before the line
+ * break that precedes such a line, as at a real closing boundary. */
+static void repair_content_end(struct walk *w, GMimePart *part, const char *boundary)
+{
+    GMimeDataWrapper *dw = g_mime_part_get_content(part);
+    GMimeStream *cs = dw ? g_mime_data_wrapper_get_stream(dw) : NULL;
+    if (!w->map || !w->fs || !boundary || !cs || !GMIME_IS_STREAM_FS(cs))
+        return;
+    int64_t bs = cs->bound_start, be = cs->bound_end < 0 ? (int64_t)w->map_len : cs->bound_end;
+    if (bs < 0 || be < bs || (size_t)be > w->map_len)
+        return;
+    size_t bl = strlen(boundary);
+    const char *p = w->map + bs, *end = w->map + be, *map_end = w->map + w->map_len;
+    const char *released = p, *cut = NULL;
+    if (p == w->map || p[-1] == '\n')
+        cut = boundary_line(p, map_end, boundary, bl) == CLOSE_BOUNDARY ? p : NULL;
+    while (!cut && p < end) {
+        if (p - released >= (1 << 22)) {
+            attachment_map_release(w->map, (size_t)(released - w->map), (size_t)(p - w->map));
+            released = p;
+        }
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            break;
+        p = nl + 1;
+        if (p < end && boundary_line(p, map_end, boundary, bl) == CLOSE_BOUNDARY) {
+            cut = nl > w->map + bs && nl[-1] == '\r' ? nl - 1 : nl;
+            break;
+        }
+    }
+    attachment_map_release(w->map, (size_t)(released - w->map), (size_t)(p - w->map));
+    if (!cut)
+        return;
+    GMimeStream *sub = g_mime_stream_substream(w->fs, bs, (int64_t)(cut - w->map));
+    GMimeDataWrapper *nw =
+        g_mime_data_wrapper_new_with_stream(sub, g_mime_part_get_content_encoding(part));
+    g_mime_part_set_content(part, nw);
+    g_object_unref(nw);
+    g_object_unref(sub);
+}
+
 /* Returns 0 to go on, -1 once a limit is hit (recorded in r). */
 static int walk_tree(struct walk *w, GMimeObject *obj, int depth, int collect,
                      const char *parent_boundary)
@@ -471,6 +514,7 @@ static int walk_tree(struct walk *w, GMimeObject *obj, int depth, int collect,
     if (!collect || !GMIME_IS_PART(obj))
         return 0;
     repair_headerless_content(w, GMIME_PART(obj), parent_boundary);
+    repair_content_end(w, GMIME_PART(obj), parent_boundary);
     if (attachment_is_attachment(obj)) {
         add_att(w, obj, -1, -1);
         return 0;
