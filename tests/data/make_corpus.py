@@ -328,6 +328,16 @@ case("near_miss_close_boundary", mixed("Near miss", [
     recipients=["ll@x.com"], not_python={0: b"abcdef"})
 
 
+# 35. uuencode whose lines lost their trailing spaces in transit (a space
+# encodes zero bits, common in zip files): the short lines read as padded.
+uu_data = b"".join(blob("uus%d" % i, 40) + b"\0" * (5 + i % 3) for i in range(60))
+case("uuencode_stripped_spaces", mixed("UU stripped", [
+    text_part("%s[mm@x.com]%s\r\n" % (M, M)),
+    'Content-Type: application/zip; name="logs.zip"\r\nContent-Disposition: attachment; filename="logs.zip"\r\n'
+    "Content-Transfer-Encoding: x-uuencode\r\n\r\n" +
+    "\r\n".join(l.rstrip(" ") for l in uuencode(uu_data, "logs.zip").split("\r\n"))]),
+    recipients=["mm@x.com"])
+
 # --- what Python's email package makes of the attachments ---------------
 
 def display_name(raw, fallback):

@@ -137,6 +137,11 @@ static const struct {
     { "quoted-printable", "caf=C3=A9 =\r\nbar\r\n", "caf\xc3\xa9 bar\r\n" },
     { "7bit", "plain\r\ntext", "plain\r\ntext" },
     { "x-uuencode", "begin 644 f.txt\r\n#86)C\r\n`\r\nend\r\n", "abc" },
+    /* "abc@" is "$86)C0  ": the trailing spaces (zero bits) stripped. */
+    { "x-uuencode", "begin 644 f.txt\r\n$86)C0\r\n#86)C\r\n`\r\nend\r\n", "abc@abc" },
+    { "x-uuencode", "begin 644 f.txt\n$86)C0\n#86)C\nend\n", "abc@abc" },
+    { "x-uuencode", "noise\r\nbegin 600 f\r\n#86)C\r\nend\r\n#86)C\r\n", "abc" },
+    { "x-uuencode", "begin 644 f.txt\r\n#86)C", "abc" },
 };
 
 static void test_decode_parts(void **state)
