@@ -338,6 +338,14 @@ case("uuencode_stripped_spaces", mixed("UU stripped", [
     "\r\n".join(l.rstrip(" ") for l in uuencode(uu_data, "logs.zip").split("\r\n"))]),
     recipients=["mm@x.com"])
 
+# 36. The closing boundary is the last line, without a line break: the line
+# break before it is all the part's, CR included.
+case("close_boundary_at_eof", mixed("No final line break", [
+    text_part("%s[nn@x.com]%s\r\n" % (M, M)),
+    'Content-Type: text/csv; name="readings.csv"\r\nContent-Disposition: attachment; filename="readings.csv"\r\n'
+    "Content-Transfer-Encoding: 7bit\r\n\r\ntime,temp\r\n1,20.5"])[:-2],
+    recipients=["nn@x.com"])
+
 # --- what Python's email package makes of the attachments ---------------
 
 def display_name(raw, fallback):

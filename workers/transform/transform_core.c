@@ -419,10 +419,14 @@ static void repair_headerless_content(struct walk *w, GMimePart *part, const cha
     g_object_unref(sub);
 }
 
-/* A closing boundary line with extra dashes ("--b-----") is no boundary to
- * GMime, so the part before it runs on over it and whatever follows (the
- * epilogue, the rest of the mail).  End the part's content before the line
- * break that precedes such a line, as at a real closing boundary. */
+/* Where GMime ends a part's content too late:
+ * - A closing boundary line with extra dashes ("--b-----") is no boundary
+ *   to GMime, so the part before it runs on over it and whatever follows
+ *   (the epilogue, the rest of the mail).  The content ends before the line
+ *   break that precedes such a line, as at a real closing boundary.
+ * - When the closing boundary is the mail's last line, without a line
+ *   break of its own, GMime leaves the CR of the CRLF before it in the
+ *   content; it is the line break's. */
 static void repair_content_end(struct walk *w, GMimePart *part, const char *boundary)
 {
     GMimeDataWrapper *dw = g_mime_part_get_content(part);
@@ -452,6 +456,9 @@ static void repair_content_end(struct walk *w, GMimePart *part, const char *boun
         }
     }
     attachment_map_release(w->map, (size_t)(released - w->map), (size_t)(p - w->map));
+    if (!cut && end > w->map + bs && end[-1] == '\r' && end < map_end && end[0] == '\n' &&
+        boundary_line(end + 1, map_end, boundary, bl) != NOT_BOUNDARY)
+        cut = end - 1;
     if (!cut)
         return;
     GMimeStream *sub = g_mime_stream_substream(w->fs, bs, (int64_t)(cut - w->map));
