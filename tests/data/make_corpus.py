@@ -346,6 +346,13 @@ case("close_boundary_at_eof", mixed("No final line break", [
     "Content-Transfer-Encoding: 7bit\r\n\r\ntime,temp\r\n1,20.5"])[:-2],
     recipients=["nn@x.com"])
 
+# 37. "Content-Type: text" without a subtype is text/plain (RFC 2045's
+# default for a type it cannot read), its charset parameter still read.
+case("text_without_subtype", hdr("No subtype", "Content-Type: text; charset=iso-8859-1\r\n"
+                                 "Content-Transfer-Encoding: 8bit\r\n\r\n").encode() +
+     "Temp\u00e9rature \u00e9lev\u00e9e.\r\n".encode("latin-1") + ("%s[oo@x.com]%s\r\n" % (M, M)).encode(),
+     recipients=["oo@x.com"], body_has=["Température élevée."])
+
 # --- what Python's email package makes of the attachments ---------------
 
 def display_name(raw, fallback):

@@ -469,6 +469,27 @@ static void repair_content_end(struct walk *w, GMimePart *part, const char *boun
     g_object_unref(sub);
 }
 
+/* A Content-Type whose type is not "type/subtype" ("text", with no
+ * subtype) is one a reader cannot read, which RFC 2045 makes text/plain (its
+ * parameters kept); GMime makes it application/octet-stream, an attachment
+ * that took the body with it. */
+static void repair_content_type(GMimeObject *obj)
+{
+    GMimeHeaderList *hl = g_mime_object_get_header_list(obj);
+    GMimeHeader *h = hl ? g_mime_header_list_get_header(hl, "Content-Type") : NULL;
+    const char *v = h ? g_mime_header_get_raw_value(h) : NULL;
+    if (!v)
+        return;
+    int slashes = 0;
+    for (; *v && *v != ';'; v++)
+        slashes += *v == '/';
+    GMimeContentType *ct = g_mime_object_get_content_type(obj);
+    if (slashes == 1 || !ct)
+        return;
+    g_mime_content_type_set_media_type(ct, "text");
+    g_mime_content_type_set_media_subtype(ct, "plain");
+}
+
 /* Returns 0 to go on, -1 once a limit is hit (recorded in r). */
 static int walk_tree(struct walk *w, GMimeObject *obj, int depth, int collect,
                      const char *parent_boundary)
@@ -520,6 +541,7 @@ static int walk_tree(struct walk *w, GMimeObject *obj, int depth, int collect,
     }
     if (!collect || !GMIME_IS_PART(obj))
         return 0;
+    repair_content_type(obj);
     repair_headerless_content(w, GMIME_PART(obj), parent_boundary);
     repair_content_end(w, GMIME_PART(obj), parent_boundary);
     if (attachment_is_attachment(obj)) {
