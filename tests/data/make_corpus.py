@@ -353,6 +353,16 @@ case("text_without_subtype", hdr("No subtype", "Content-Type: text; charset=iso-
      "Temp\u00e9rature \u00e9lev\u00e9e.\r\n".encode("latin-1") + ("%s[oo@x.com]%s\r\n" % (M, M)).encode(),
      recipients=["oo@x.com"], body_has=["Température élevée."])
 
+# 38-39. The first header line starts with a blank, as if it continued a
+# header before it: read leniently (a header after the blanks is kept;
+# Python drops the line), not refused as unparseable.
+case("first_header_indented", " " + mixed("Indented first header", [
+    text_part("%s[pp@x.com]%s\r\n" % (M, M)), att_part("first.bin", blob("indent", 90))]),
+    recipients=["pp@x.com"], subject="Indented first header")
+case("first_line_continuation", "\t(continued from nowhere)\r\n" + mixed("Continuation first", [
+    text_part("%s[qq@x.com]%s\r\n" % (M, M)), att_part("second.bin", blob("cont", 90))]),
+    recipients=["qq@x.com"], subject="Continuation first")
+
 # --- what Python's email package makes of the attachments ---------------
 
 def display_name(raw, fallback):

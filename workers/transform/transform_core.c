@@ -783,6 +783,29 @@ static char *header_text(const char *s)
     return o;
 }
 
+/* Where the mail's header block starts.  A first line that begins with a
+ * blank (a continuation of no header) stops GMime's parser, which then
+ * reads no message at all, where Python's reader drops the line and goes
+ * on.  The blanks are skipped when a header field follows them (it is kept),
+ * else the line is dropped, as often as it happens. */
+static size_t header_block_start(const char *map, size_t len)
+{
+    size_t p = 0;
+    while (p < len && (map[p] == ' ' || map[p] == '\t')) {
+        size_t name = p;
+        while (name < len && (map[name] == ' ' || map[name] == '\t'))
+            name++;
+        size_t colon = name;
+        while (colon < len && map[colon] > ' ' && map[colon] < 0x7f && map[colon] != ':')
+            colon++;
+        if (colon > name && colon < len && map[colon] == ':')
+            return name;
+        const char *nl = memchr(map + p, '\n', len - p);
+        p = nl ? (size_t)(nl - map) + 1 : len;
+    }
+    return p;
+}
+
 int transform_message(struct transform *t, const char *eml_path, const struct inbound_info *in,
                       struct transform_result *out, char *err, size_t errlen)
 {
@@ -813,7 +836,12 @@ int transform_message(struct transform *t, const char *eml_path, const struct in
         return -e;
     }
     GMimeStream *fs = g_mime_stream_fs_new(fd);
-    GMimeParser *parser = g_mime_parser_new_with_stream(fs);
+    /* A substream keeps offsets in the file: the map still applies. */
+    size_t skip = w.map ? header_block_start(w.map, w.map_len) : 0;
+    GMimeStream *ps = skip ? g_mime_stream_substream(fs, (gint64)skip, -1) : fs;
+    GMimeParser *parser = g_mime_parser_new_with_stream(ps);
+    if (ps != fs)
+        g_object_unref(ps);
     g_mime_parser_set_persist_stream(parser, TRUE);
     g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
     GMimeMessage *msg = g_mime_parser_construct_message(parser, NULL);
