@@ -70,12 +70,19 @@ CASES = {}
 
 
 def case(name, raw, reasons=(), recipients=(), invalid=None, body_has=(), body_not=(M,), sent=None,
-         subject=None):
+         subject=None, embedded=b"", not_python=None):
+    """embedded: the exact bytes of the mail's message/rfc822 attachments
+    (Python keeps no raw bytes for them).  not_python: {attachment index:
+    bytes} where transform knowingly reads the part differently from
+    Python; each such case says why."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogateescape")
+    if isinstance(embedded, str):
+        embedded = embedded.encode()
     CASES[name] = dict(raw=raw, reasons=sorted(reasons), recipients=list(recipients), invalid=invalid,
                        body_has=list(body_has), body_not=list(body_not),
-                       sent=bool(recipients) if sent is None else sent, subject=subject)
+                       sent=bool(recipients) if sent is None else sent, subject=subject,
+                       embedded=embedded, not_python=not_python or {})
 
 
 # 1. The reference demo: multipart/mixed, coded list, one base64 attachment.
@@ -106,7 +113,7 @@ inner = mixed("Inner report", [text_part("inner text\r\n"), att_part("inner.bin"
 case("rfc822_attachment", mixed("Forwarded", [
     text_part("See the attached mail. %s[e@x.com]%s\r\n" % (M, M)),
     'Content-Type: message/rfc822\r\nContent-Disposition: attachment; filename="original.eml"\r\n\r\n' + inner]),
-    recipients=["e@x.com"], body_has=["See the attached mail."])
+    recipients=["e@x.com"], body_has=["See the attached mail."], embedded=inner)
 
 # 5. RFC 2231 name with continuations and a charset.
 case("rfc2231_continuation", mixed("RFC 2231", [
@@ -280,6 +287,83 @@ case("injection", hdr("Inject\r\n =?UTF-8?Q?x=0D=0ABcc:_evil@x.com?=", "Content-
      reasons=["invalid_recipients"], recipients=["ii@x.com"], invalid=["hh@x.com?Bcc: evil@x.com"])
 
 
+# --- MIME fidelity: mails from other parsers' test suites that once stored
+# wrong bytes (issue 15), one crafted mail per cause -------------------------
+
+# 32. A forwarded mail whose first headers are Content-* and MIME-Version, and
+# which forwards another mail in turn: the stored .eml is the embedded bytes
+# exactly, so the nested message/rfc822 stays one.  The innermost boundary has
+# the outer one as a prefix.
+innermost = ('MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="FWD-2"\r\n'
+             "From: meter@plant.example\r\nSubject: reading\r\n\r\n--FWD-2\r\n" +
+             text_part("reading 42\r\n") + "\r\n--FWD-2\r\n" + att_part("reading.bin", blob("fwd", 300)) +
+             "\r\n--FWD-2--\r\n")
+forwarded = ("Content-Type: message/rfc822\r\nContent-Disposition: inline\r\nMIME-Version: 1.0\r\n"
+             "From: gateway@plant.example\r\nSubject: Fwd: reading\r\n\r\n" + innermost)
+case("forwarded_content_headers_first", mixed("Forwarded twice", [
+    text_part("%s[jj@x.com]%s\r\n" % (M, M)),
+    'Content-Type: message/rfc822; name="fwd.eml"\r\n\r\n' + forwarded], boundary="FWD"),
+    recipients=["jj@x.com"], embedded=forwarded)
+
+# 33. A delivery report whose message/rfc822 part has no headers, only a line
+# of text, as DSNs often carry.  (No message/delivery-status part: Python
+# reads one as a list of header blocks, transform as an attachment.)
+dsn_placeholder = "[original message not included]"
+case("dsn_headerless_rfc822", hdr("Undelivered", 'Content-Type: multipart/report; report-type=delivery-status; '
+                                  'boundary="DSN"\r\n\r\n') +
+     "--DSN\r\n" + text_part("Delivery failed. %s[kk@x.com]%s\r\n" % (M, M)) +
+     "\r\n--DSN\r\nContent-Type: message/rfc822\r\n\r\n" + dsn_placeholder + "\r\n--DSN--\r\n",
+     recipients=["kk@x.com"], embedded=dsn_placeholder)
+
+# 34. Closing boundaries with more dashes than they should have, each followed
+# by text.  Python takes neither for a boundary but stops base64 at its
+# padding (seven.bin); transform also ends the part at such a line, so six.bin
+# (no padding to stop at) is its 6 bytes, where Python decodes the letters of
+# the boundary and the text after it into the attachment.
+case("near_miss_close_boundary", mixed("Near miss", [
+    text_part("%s[ll@x.com]%s\r\n" % (M, M)),
+    'Content-Type: multipart/mixed; boundary="NM-2"\r\n\r\n--NM-2\r\n' + att_part("six.bin", b"abcdef") +
+    "\r\n--NM-2-----\r\ntext after the inner near miss\r\n",
+    att_part("seven.bin", b"1234567")], boundary="NM", close=False) +
+    "--NM-----\r\nThe end of the mail, after a closing boundary with too many dashes.\r\n",
+    recipients=["ll@x.com"], not_python={0: b"abcdef"})
+
+
+# 35. uuencode whose lines lost their trailing spaces in transit (a space
+# encodes zero bits, common in zip files): the short lines read as padded.
+uu_data = b"".join(blob("uus%d" % i, 40) + b"\0" * (5 + i % 3) for i in range(60))
+case("uuencode_stripped_spaces", mixed("UU stripped", [
+    text_part("%s[mm@x.com]%s\r\n" % (M, M)),
+    'Content-Type: application/zip; name="logs.zip"\r\nContent-Disposition: attachment; filename="logs.zip"\r\n'
+    "Content-Transfer-Encoding: x-uuencode\r\n\r\n" +
+    "\r\n".join(l.rstrip(" ") for l in uuencode(uu_data, "logs.zip").split("\r\n"))]),
+    recipients=["mm@x.com"])
+
+# 36. The closing boundary is the last line, without a line break: the line
+# break before it is all the part's, CR included.
+case("close_boundary_at_eof", mixed("No final line break", [
+    text_part("%s[nn@x.com]%s\r\n" % (M, M)),
+    'Content-Type: text/csv; name="readings.csv"\r\nContent-Disposition: attachment; filename="readings.csv"\r\n'
+    "Content-Transfer-Encoding: 7bit\r\n\r\ntime,temp\r\n1,20.5"])[:-2],
+    recipients=["nn@x.com"])
+
+# 37. "Content-Type: text" without a subtype is text/plain (RFC 2045's
+# default for a type it cannot read), its charset parameter still read.
+case("text_without_subtype", hdr("No subtype", "Content-Type: text; charset=iso-8859-1\r\n"
+                                 "Content-Transfer-Encoding: 8bit\r\n\r\n").encode() +
+     "Temp\u00e9rature \u00e9lev\u00e9e.\r\n".encode("latin-1") + ("%s[oo@x.com]%s\r\n" % (M, M)).encode(),
+     recipients=["oo@x.com"], body_has=["Température élevée."])
+
+# 38-39. The first header line starts with a blank, as if it continued a
+# header before it: read leniently (a header after the blanks is kept;
+# Python drops the line), not refused as unparseable.
+case("first_header_indented", " " + mixed("Indented first header", [
+    text_part("%s[pp@x.com]%s\r\n" % (M, M)), att_part("first.bin", blob("indent", 90))]),
+    recipients=["pp@x.com"], subject="Indented first header")
+case("first_line_continuation", "\t(continued from nowhere)\r\n" + mixed("Continuation first", [
+    text_part("%s[qq@x.com]%s\r\n" % (M, M)), att_part("second.bin", blob("cont", 90))]),
+    recipients=["qq@x.com"], subject="Continuation first")
+
 # --- what Python's email package makes of the attachments ---------------
 
 def display_name(raw, fallback):
@@ -344,12 +428,20 @@ def python_attachments(raw, embedded):
     return out
 
 
+def expected_attachments(c):
+    if "unparseable" in c["reasons"]:
+        return []
+    atts = python_attachments(c["raw"], c["embedded"])
+    for i, data in c["not_python"].items():
+        atts[i].update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    return atts
+
+
 def main():
     for name, c in sorted(CASES.items()):
         with open(os.path.join(HERE, name + ".eml"), "wb") as f:
             f.write(c["raw"])
-        embedded = inner.encode() if name == "rfc822_attachment" else b""
-        atts = [] if "unparseable" in c["reasons"] else python_attachments(c["raw"], embedded)
+        atts = expected_attachments(c)
         exp = {k: c[k] for k in ("reasons", "recipients", "body_has", "body_not", "sent")}
         if c["invalid"] is not None:
             exp["invalid"] = c["invalid"]

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 
 import harness
 
@@ -25,6 +26,26 @@ def run_tool(store, path, *extra):
 class TransformGoldenTest(harness.TestCase):
     def test_corpus_has_enough_cases(self):
         self.assertGreaterEqual(len(glob.glob(os.path.join(DATA, "*.eml"))), 25)
+
+    def test_expected_files_are_pythons_reading(self):
+        """Each expected file's attachments are what Python's email package
+        (this interpreter, Debian's /usr/bin/python3) decodes from the .eml
+        today, through make_corpus.py: a golden file cannot drift from the
+        oracle, and a case that departs from it says so in make_corpus.py."""
+        sys.path.insert(0, DATA)
+        try:
+            import make_corpus
+        finally:
+            sys.path.remove(DATA)
+        self.assertEqual(sorted(make_corpus.CASES),
+                         sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(DATA, "*.eml"))))
+        for name, c in sorted(make_corpus.CASES.items()):
+            with self.subTest(case=name):
+                with open(os.path.join(DATA, name + ".eml"), "rb") as f:
+                    self.assertEqual(f.read(), c["raw"])
+                with open(os.path.join(DATA, "expected", name + ".json")) as f:
+                    exp = json.load(f)
+                self.assertEqual(exp["attachments"], make_corpus.expected_attachments(c))
 
     def test_golden(self):
         store = os.path.join(self.dir, "att")

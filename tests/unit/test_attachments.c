@@ -87,7 +87,10 @@ static const struct {
     { "aGVsbG8", "hello", 5 },          /* missing padding */
     { "aGVs\r\nbG8h", "hello!", 6 },
     { "aG Vs*bG8h", "hello!", 6 },      /* junk skipped */
-    { "QQ==Qg==", "AB", 2 },            /* concatenated blocks */
+    { "QQ==Qg==", "A", 1 },             /* padding ends the data */
+    { "QUJD\r\nQQ==\r\n--B-----\r\nepilogue\r\n", "ABCA", 4 },
+    { "QUI=\r\n\r\nQUJD", "AB", 2 },
+    { "QQ=Qg==", "A\x04 ", 3 },         /* a lone '=' mid-data is skipped */
     { "QQ", "A", 1 },
     { "Q", "", 0 },                     /* 6 bits make no byte */
     { "", "", 0 },
@@ -134,6 +137,11 @@ static const struct {
     { "quoted-printable", "caf=C3=A9 =\r\nbar\r\n", "caf\xc3\xa9 bar\r\n" },
     { "7bit", "plain\r\ntext", "plain\r\ntext" },
     { "x-uuencode", "begin 644 f.txt\r\n#86)C\r\n`\r\nend\r\n", "abc" },
+    /* "abc@" is "$86)C0  ": the trailing spaces (zero bits) stripped. */
+    { "x-uuencode", "begin 644 f.txt\r\n$86)C0\r\n#86)C\r\n`\r\nend\r\n", "abc@abc" },
+    { "x-uuencode", "begin 644 f.txt\n$86)C0\n#86)C\nend\n", "abc@abc" },
+    { "x-uuencode", "noise\r\nbegin 600 f\r\n#86)C\r\nend\r\n#86)C\r\n", "abc" },
+    { "x-uuencode", "begin 644 f.txt\r\n#86)C", "abc" },
 };
 
 static void test_decode_parts(void **state)

@@ -21,6 +21,8 @@
 #include "strbuf.h"
 
 #define ATTACHMENT_CHUNK 65536
+#define UU_SLICE 1024
+_Static_assert(UU_DECODE_MAX_OUT(UU_SLICE) <= ATTACHMENT_CHUNK, "a uuencode slice fits the output");
 #define ATTACHMENT_INMEM_MAX (256 * 1024)
 #define SAFE_NAME_MAX 80
 #define DISPLAY_NAME_MAX 200
@@ -208,7 +210,7 @@ size_t b64_decoder_step(struct b64_decoder *d, const unsigned char *in, size_t l
     unsigned char *o = out;
     uint32_t acc = d->acc;
     int n = d->n;
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = 0; i < len && !d->done; i++) {
         /* Fast path: a whole aligned quantum of alphabet characters. */
         while (n == 0 && i + 4 <= len) {
             int a = b64_value[in[i]], b = b64_value[in[i + 1]], c = b64_value[in[i + 2]],
@@ -226,9 +228,10 @@ size_t b64_decoder_step(struct b64_decoder *d, const unsigned char *in, size_t l
             break;
         signed char v = b64_value[in[i]];
         if (v < 0) {
-            /* '=' closes the current quantum; what follows starts afresh,
-             * as a lenient reader does with concatenated base64 blocks. */
-            if (in[i] == '=' && n >= 2) {
+            /* Padding counts once two characters of a quantum are in; when
+             * it fills the quantum the data is over.  A stray '=' (one
+             * after two characters, then more data) is skipped. */
+            if (in[i] == '=' && n >= 2 && n + ++d->pads >= 4) {
                 if (n == 2) {
                     *o++ = (unsigned char)(acc >> 4);
                 } else {
@@ -237,9 +240,11 @@ size_t b64_decoder_step(struct b64_decoder *d, const unsigned char *in, size_t l
                 }
                 acc = 0;
                 n = 0;
+                d->done = 1;
             }
             continue;
         }
+        d->pads = 0;
         acc = (acc << 6) | (uint32_t)v;
         if (++n == 4) {
             *o++ = (unsigned char)(acc >> 16);
@@ -269,6 +274,97 @@ size_t b64_decoder_finish(struct b64_decoder *d, unsigned char *out)
     return k;
 }
 
+/* --- uuencode -------------------------------------------------------- */
+
+enum { UU_BEFORE_BEGIN, UU_DATA, UU_END };
+
+void uu_decoder_init(struct uu_decoder *d)
+{
+    memset(d, 0, sizeof(*d));
+}
+
+/* Six bits per character, offset by 0x20; '`' stands for a space (zero). */
+static unsigned uu_bits(unsigned char c)
+{
+    return (unsigned)(c - 0x20) & 0x3f;
+}
+
+static int uu_is_begin(const char *s, size_t len)
+{
+    if (len < 7 || memcmp(s, "begin ", 6) != 0 || s[6] < '0' || s[6] > '7')
+        return 0;
+    size_t i = 6;
+    while (i < len && s[i] >= '0' && s[i] <= '7')
+        i++;
+    return i == len || s[i] == ' ';
+}
+
+static int uu_is_end(const char *s, size_t len)
+{
+    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+        len--;
+    while (len > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        len--;
+    }
+    return len == 3 && memcmp(s, "end", 3) == 0;
+}
+
+/* One complete line (no line break) of len characters, the first
+ * UU_LINE_MAX of them in d->line. */
+static size_t uu_line(struct uu_decoder *d, size_t len, unsigned char *out)
+{
+    const unsigned char *s = (const unsigned char *)d->line;
+    if (len > UU_LINE_MAX)
+        len = UU_LINE_MAX;
+    if (len > 0 && s[len - 1] == '\r')
+        len--;
+    if (d->state == UU_BEFORE_BEGIN) {
+        if (uu_is_begin(d->line, len))
+            d->state = UU_DATA;
+        return 0;
+    }
+    if (d->state != UU_DATA || len == 0)
+        return 0;
+    if (uu_is_end(d->line, len)) {
+        d->state = UU_END;
+        return 0;
+    }
+    size_t want = uu_bits(s[0]), k = 0;
+    for (size_t at = 1; k < want; at += 4) {
+        unsigned q = 0;
+        for (size_t j = 0; j < 4; j++)
+            q = (q << 6) | (at + j < len ? uu_bits(s[at + j]) : 0);
+        for (int j = 2; j >= 0 && k < want; j--)
+            out[k++] = (unsigned char)(q >> (8 * j));
+    }
+    return k;
+}
+
+size_t uu_decoder_step(struct uu_decoder *d, const char *in, size_t len, unsigned char *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < len && d->state != UU_END; i++) {
+        if (in[i] == '\n') {
+            k += uu_line(d, d->len, out + k);
+            d->len = 0;
+            continue;
+        }
+        if (d->len < UU_LINE_MAX)
+            d->line[d->len] = in[i];
+        d->len++;
+    }
+    return k;
+}
+
+size_t uu_decoder_finish(struct uu_decoder *d, unsigned char *out)
+{
+    size_t k = d->len && d->state != UU_END ? uu_line(d, d->len, out) : 0;
+    d->len = 0;
+    d->state = UU_END;
+    return k;
+}
+
 /* --- decoding -------------------------------------------------------- */
 
 struct limit_state {
@@ -295,22 +391,6 @@ static int limit_check(struct limit_state *ls)
     return 0;
 }
 
-/* uuencoded content starts after a "begin <mode> <name>" line. */
-static size_t uu_skip_begin(const char *buf, size_t len, int *seen)
-{
-    size_t i = 0;
-    while (i < len) {
-        const char *nl = memchr(buf + i, '\n', len - i);
-        size_t ll = nl ? (size_t)(nl - (buf + i)) + 1 : len - i;
-        if (ll >= 6 && memcmp(buf + i, "begin ", 6) == 0) {
-            *seen = 1;
-            return i + ll;
-        }
-        i += ll;
-    }
-    return len;
-}
-
 static int decode_part(GMimePart *part, struct limit_state *ls, attachment_sink sink, void *opaque)
 {
     GMimeDataWrapper *w = g_mime_part_get_content(part);
@@ -329,13 +409,18 @@ static int decode_part(GMimePart *part, struct limit_state *ls, attachment_sink 
     char in[ATTACHMENT_CHUNK];
     char out[ATTACHMENT_CHUNK + 64];
     struct b64_decoder b64;
+    struct uu_decoder uu;
     GMimeEncoding ge;
-    int uu_begin = 0, rc = 0;
+    int rc = 0;
     b64_decoder_init(&b64);
-    if (enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE || enc == GMIME_CONTENT_ENCODING_UUENCODE)
+    uu_decoder_init(&uu);
+    if (enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE)
         g_mime_encoding_init_decode(&ge, enc);
+    /* uuencode can make 45 bytes of a 2-byte line: read it in slices
+     * whose output fits out[]. */
+    size_t step = enc == GMIME_CONTENT_ENCODING_UUENCODE ? UU_SLICE : ATTACHMENT_CHUNK;
     for (;;) {
-        ssize_t n = g_mime_stream_eos(st) ? 0 : g_mime_stream_read(st, in, ATTACHMENT_CHUNK);
+        ssize_t n = g_mime_stream_eos(st) ? 0 : g_mime_stream_read(st, in, step);
         if (n < 0 && g_mime_stream_eos(st))
             n = 0;
         if (n < 0) {
@@ -344,32 +429,24 @@ static int decode_part(GMimePart *part, struct limit_state *ls, attachment_sink 
             break;
         }
         size_t k;
-        const char *src = in;
         size_t slen = (size_t)n;
-        if (enc == GMIME_CONTENT_ENCODING_UUENCODE && !uu_begin && n > 0) {
-            size_t skip = uu_skip_begin(in, (size_t)n, &uu_begin);
-            src += skip;
-            slen -= skip;
-            if (uu_begin)
-                ge.state = GMIME_UUDECODE_STATE_BEGIN;
-            else
-                slen = 0;
-        }
         if (n == 0) {
             if (enc == GMIME_CONTENT_ENCODING_BASE64)
                 k = b64_decoder_finish(&b64, (unsigned char *)out);
-            else if (enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE ||
-                     (enc == GMIME_CONTENT_ENCODING_UUENCODE && uu_begin))
-                k = g_mime_encoding_flush(&ge, src, 0, out);
+            else if (enc == GMIME_CONTENT_ENCODING_UUENCODE)
+                k = uu_decoder_finish(&uu, (unsigned char *)out);
+            else if (enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE)
+                k = g_mime_encoding_flush(&ge, in, 0, out);
             else
                 k = 0;
         } else if (enc == GMIME_CONTENT_ENCODING_BASE64) {
-            k = b64_decoder_step(&b64, (const unsigned char *)src, slen, (unsigned char *)out);
-        } else if (enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE ||
-                   enc == GMIME_CONTENT_ENCODING_UUENCODE) {
-            k = slen ? g_mime_encoding_step(&ge, src, slen, out) : 0;
+            k = b64_decoder_step(&b64, (const unsigned char *)in, slen, (unsigned char *)out);
+        } else if (enc == GMIME_CONTENT_ENCODING_UUENCODE) {
+            k = uu_decoder_step(&uu, in, slen, (unsigned char *)out);
+        } else if (enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE) {
+            k = g_mime_encoding_step(&ge, in, slen, out);
         } else {
-            memcpy(out, src, slen);
+            memcpy(out, in, slen);
             k = slen;
         }
         ls->encoded += (uint64_t)n;

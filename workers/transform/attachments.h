@@ -34,15 +34,34 @@ int attachment_is_attachment(GMimeObject *obj);
 char *attachment_content_type(GMimeObject *obj);
 
 /* Streaming base64 decoder that skips non-alphabet bytes and, like Python's
- * email package, still decodes a final quantum that lacks its padding. */
+ * email package, still decodes a final quantum that lacks its padding and
+ * stops at the padding that completes a quantum: what follows it (a
+ * boundary the parser missed, an epilogue) is not content. */
 struct b64_decoder {
     uint32_t acc;
-    int n;
-    int done;
+    int n;      /* characters in the current quantum */
+    int pads;   /* '=' seen since the last alphabet character */
+    int done;   /* padding completed a quantum: the rest is ignored */
 };
 void b64_decoder_init(struct b64_decoder *d);
 size_t b64_decoder_step(struct b64_decoder *d, const unsigned char *in, size_t len, unsigned char *out);
 size_t b64_decoder_finish(struct b64_decoder *d, unsigned char *out);
+
+/* Streaming uudecoder: content starts after a "begin <mode> <name>" line
+ * and ends at "end".  A line shorter than its length character says (its
+ * trailing spaces stripped in transit) reads as padded with zero bits, as
+ * classic decoders do, so it never shifts the lines after it.  Each call
+ * writes at most UU_DECODE_MAX_OUT(len) bytes. */
+#define UU_LINE_MAX 128
+#define UU_DECODE_MAX_OUT(len) (((len) / 2 + 1) * 63)
+struct uu_decoder {
+    char line[UU_LINE_MAX];
+    size_t len;       /* characters of the current line, counted past UU_LINE_MAX */
+    int state;
+};
+void uu_decoder_init(struct uu_decoder *d);
+size_t uu_decoder_step(struct uu_decoder *d, const char *in, size_t len, unsigned char *out);
+size_t uu_decoder_finish(struct uu_decoder *d, unsigned char *out);
 
 /* Callback sink for decoded bytes: return 0 to go on, <0 to stop. */
 typedef int (*attachment_sink)(void *opaque, const void *buf, size_t len);

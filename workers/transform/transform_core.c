@@ -261,12 +261,38 @@ struct walk {
     GArray *atts;                 /* struct att_ref */
     int crlf;
     GMimeStream *fs;              /* the raw mail, for repairs */
+    GMimeMessage *top;            /* the mail itself */
 };
 
 static void add_att(struct walk *w, GMimeObject *obj, int64_t start, int64_t end)
 {
     struct att_ref a = { obj, start, end };
     g_array_append_val(w->atts, a);
+}
+
+enum { NOT_BOUNDARY, OPEN_BOUNDARY, CLOSE_BOUNDARY };
+
+/* What the line at q is for a multipart with this boundary: "--b" or
+ * "--b--" followed only by blanks, as Python's email package reads them (a
+ * longer boundary that merely starts with b is another multipart's).  A
+ * closing line with extra dashes ("--b-----") closes too: it is meant as
+ * the close, and the text after it is not the last part's content. */
+static int boundary_line(const char *q, const char *end, const char *boundary, size_t bl)
+{
+    if ((size_t)(end - q) < bl + 2 || q[0] != '-' || q[1] != '-' || memcmp(q + 2, boundary, bl) != 0)
+        return NOT_BOUNDARY;
+    q += bl + 2;
+    int kind = OPEN_BOUNDARY;
+    if (end - q >= 2 && q[0] == '-' && q[1] == '-') {
+        kind = CLOSE_BOUNDARY;
+        while (q < end && *q == '-')
+            q++;
+    }
+    while (q < end && (*q == ' ' || *q == '\t'))
+        q++;
+    if (q < end && *q == '\r')
+        q++;
+    return q == end || *q == '\n' ? kind : NOT_BOUNDARY;
 }
 
 /* Where an embedded message ends: before the line break that precedes the
@@ -287,8 +313,7 @@ static int64_t raw_end_of(struct walk *w, int64_t start, const char *boundary)
         if (!nl)
             break;
         const char *q = nl + 1;
-        if ((size_t)(end - q) >= bl + 2 && q[0] == '-' && q[1] == '-' &&
-            memcmp(q + 2, boundary, bl) == 0) {
+        if (boundary_line(q, end, boundary, bl) != NOT_BOUNDARY) {
             const char *cut = nl;
             if (cut > w->map + start && cut[-1] == '\r')
                 cut--;
@@ -313,6 +338,54 @@ static size_t header_bytes(GMimeObject *obj)
     return n;
 }
 
+/* Offset just past the header line at off and its folded continuations. */
+static int64_t skip_header_line(struct walk *w, int64_t off)
+{
+    const char *p = w->map + off, *end = w->map + w->map_len;
+    for (;;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            return (int64_t)w->map_len;
+        p = nl + 1;
+        if (p >= end || (*p != ' ' && *p != '\t'))
+            return (int64_t)(p - w->map);
+    }
+}
+
+static int64_t last_header_offset(GMimeObject *obj)
+{
+    GMimeHeaderList *hl = g_mime_object_get_header_list(obj);
+    int n = hl ? g_mime_header_list_get_count(hl) : 0;
+    int64_t last = -1;
+    for (int i = 0; i < n; i++) {
+        gint64 off = g_mime_header_get_offset(g_mime_header_list_get_header_at(hl, i));
+        if (off > last)
+            last = off;
+    }
+    return last;
+}
+
+/* Where obj's content starts in the raw mail: after its header block and
+ * the blank line that ends it; -1 when obj has no header to go by.  The
+ * mail's own body shares its header block with the mail. */
+static int64_t raw_content_start(struct walk *w, GMimeObject *obj)
+{
+    int64_t last = last_header_offset(obj);
+    if (w->top && obj == g_mime_message_get_mime_part(w->top)) {
+        int64_t m = last_header_offset(GMIME_OBJECT(w->top));
+        if (m > last)
+            last = m;
+    }
+    if (!w->map || last < 0 || (size_t)last >= w->map_len)
+        return -1;
+    int64_t p = skip_header_line(w, last);
+    if ((size_t)p < w->map_len && w->map[p] == '\n')
+        p++;
+    else if ((size_t)p + 1 < w->map_len && w->map[p] == '\r' && w->map[p + 1] == '\n')
+        p += 2;
+    return p;
+}
+
 /* A part whose header block runs straight into its content (no blank
  * line): GMime drops the lines that are not headers and leaves the part
  * empty; Python's email package keeps them as the body.  Recover them the
@@ -331,18 +404,8 @@ static void repair_headerless_content(struct walk *w, GMimePart *part, const cha
     gint64 off = g_mime_header_get_offset(g_mime_header_list_get_header_at(hl, n - 1));
     if (off < 0 || (size_t)off >= w->map_len)
         return;
-    const char *p = w->map + off, *end = w->map + w->map_len;
-    for (;;) {   /* past the last header line and its folded continuations */
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl) {
-            p = end;
-            break;
-        }
-        p = nl + 1;
-        if (p >= end || (*p != ' ' && *p != '\t'))
-            break;
-    }
-    int64_t start = (int64_t)(p - w->map);
+    int64_t start = skip_header_line(w, off);
+    const char *p = w->map + start;
     int64_t stop = raw_end_of(w, start, boundary);
     if (stop <= start)
         return;
@@ -354,6 +417,77 @@ static void repair_headerless_content(struct walk *w, GMimePart *part, const cha
     g_mime_part_set_content(part, nw);
     g_object_unref(nw);
     g_object_unref(sub);
+}
+
+/* Where GMime ends a part's content too late:
+ * - A closing boundary line with extra dashes ("--b-----") is no boundary
+ *   to GMime, so the part before it runs on over it and whatever follows
+ *   (the epilogue, the rest of the mail).  The content ends before the line
+ *   break that precedes such a line, as at a real closing boundary.
+ * - When the closing boundary is the mail's last line, without a line
+ *   break of its own, GMime leaves the CR of the CRLF before it in the
+ *   content; it is the line break's. */
+static void repair_content_end(struct walk *w, GMimePart *part, const char *boundary)
+{
+    GMimeDataWrapper *dw = g_mime_part_get_content(part);
+    GMimeStream *cs = dw ? g_mime_data_wrapper_get_stream(dw) : NULL;
+    if (!w->map || !w->fs || !boundary || !cs || !GMIME_IS_STREAM_FS(cs))
+        return;
+    int64_t bs = cs->bound_start, be = cs->bound_end < 0 ? (int64_t)w->map_len : cs->bound_end;
+    if (bs < 0 || be < bs || (size_t)be > w->map_len)
+        return;
+    size_t bl = strlen(boundary);
+    const char *p = w->map + bs, *end = w->map + be, *map_end = w->map + w->map_len;
+    const char *released = p, *cut = NULL;
+    if (p == w->map || p[-1] == '\n')
+        cut = boundary_line(p, map_end, boundary, bl) == CLOSE_BOUNDARY ? p : NULL;
+    while (!cut && p < end) {
+        if (p - released >= (1 << 22)) {
+            attachment_map_release(w->map, (size_t)(released - w->map), (size_t)(p - w->map));
+            released = p;
+        }
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            break;
+        p = nl + 1;
+        if (p < end && boundary_line(p, map_end, boundary, bl) == CLOSE_BOUNDARY) {
+            cut = nl > w->map + bs && nl[-1] == '\r' ? nl - 1 : nl;
+            break;
+        }
+    }
+    attachment_map_release(w->map, (size_t)(released - w->map), (size_t)(p - w->map));
+    if (!cut && end > w->map + bs && end[-1] == '\r' && end < map_end && end[0] == '\n' &&
+        boundary_line(end + 1, map_end, boundary, bl) != NOT_BOUNDARY)
+        cut = end - 1;
+    if (!cut)
+        return;
+    GMimeStream *sub = g_mime_stream_substream(w->fs, bs, (int64_t)(cut - w->map));
+    GMimeDataWrapper *nw =
+        g_mime_data_wrapper_new_with_stream(sub, g_mime_part_get_content_encoding(part));
+    g_mime_part_set_content(part, nw);
+    g_object_unref(nw);
+    g_object_unref(sub);
+}
+
+/* A Content-Type whose type is not "type/subtype" ("text", with no
+ * subtype) is one a reader cannot read, which RFC 2045 makes text/plain (its
+ * parameters kept); GMime makes it application/octet-stream, an attachment
+ * that took the body with it. */
+static void repair_content_type(GMimeObject *obj)
+{
+    GMimeHeaderList *hl = g_mime_object_get_header_list(obj);
+    GMimeHeader *h = hl ? g_mime_header_list_get_header(hl, "Content-Type") : NULL;
+    const char *v = h ? g_mime_header_get_raw_value(h) : NULL;
+    if (!v)
+        return;
+    int slashes = 0;
+    for (; *v && *v != ';'; v++)
+        slashes += *v == '/';
+    GMimeContentType *ct = g_mime_object_get_content_type(obj);
+    if (slashes == 1 || !ct)
+        return;
+    g_mime_content_type_set_media_type(ct, "text");
+    g_mime_content_type_set_media_subtype(ct, "plain");
 }
 
 /* Returns 0 to go on, -1 once a limit is hit (recorded in r). */
@@ -387,16 +521,11 @@ static int walk_tree(struct walk *w, GMimeObject *obj, int depth, int collect,
         /* Its inside counts toward the limits but is not our body. */
         GMimeMessage *m = g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj));
         if (collect) {
-            int64_t start = -1, end = -1;
-            GMimeHeaderList *hl = m ? g_mime_object_get_header_list(GMIME_OBJECT(m)) : NULL;
-            if (w->map && hl && g_mime_header_list_get_count(hl) > 0) {
-                start = g_mime_header_get_offset(g_mime_header_list_get_header_at(hl, 0));
-                if (start >= 0 && (size_t)start < w->map_len)
-                    end = raw_end_of(w, start, parent_boundary);
-                else
-                    start = -1;
-            }
-            add_att(w, obj, start, end);
+            /* The bytes after the part's header block, not from the embedded
+             * message's first header: GMime files its Content-* headers
+             * under its body, and a message may have no header at all. */
+            int64_t start = raw_content_start(w, obj);
+            add_att(w, obj, start, start >= 0 ? raw_end_of(w, start, parent_boundary) : -1);
         }
         if (m) {
             if (header_bytes(GMIME_OBJECT(m)) > w->t->s.max_header_bytes) {
@@ -412,7 +541,9 @@ static int walk_tree(struct walk *w, GMimeObject *obj, int depth, int collect,
     }
     if (!collect || !GMIME_IS_PART(obj))
         return 0;
+    repair_content_type(obj);
     repair_headerless_content(w, GMIME_PART(obj), parent_boundary);
+    repair_content_end(w, GMIME_PART(obj), parent_boundary);
     if (attachment_is_attachment(obj)) {
         add_att(w, obj, -1, -1);
         return 0;
@@ -651,6 +782,29 @@ static char *header_text(const char *s)
     return o;
 }
 
+/* Where the mail's header block starts.  A first line that begins with a
+ * blank (a continuation of no header) stops GMime's parser, which then
+ * reads no message at all, where Python's reader drops the line and goes
+ * on.  The blanks are skipped when a header field follows them (it is kept),
+ * else the line is dropped, as often as it happens. */
+static size_t header_block_start(const char *map, size_t len)
+{
+    size_t p = 0;
+    while (p < len && (map[p] == ' ' || map[p] == '\t')) {
+        size_t name = p;
+        while (name < len && (map[name] == ' ' || map[name] == '\t'))
+            name++;
+        size_t colon = name;
+        while (colon < len && map[colon] > ' ' && map[colon] < 0x7f && map[colon] != ':')
+            colon++;
+        if (colon > name && colon < len && map[colon] == ':')
+            return name;
+        const char *nl = memchr(map + p, '\n', len - p);
+        p = nl ? (size_t)(nl - map) + 1 : len;
+    }
+    return p;
+}
+
 int transform_message(struct transform *t, const char *eml_path, const struct inbound_info *in,
                       struct transform_result *out, char *err, size_t errlen)
 {
@@ -681,11 +835,17 @@ int transform_message(struct transform *t, const char *eml_path, const struct in
         return -e;
     }
     GMimeStream *fs = g_mime_stream_fs_new(fd);
-    GMimeParser *parser = g_mime_parser_new_with_stream(fs);
+    /* A substream keeps offsets in the file: the map still applies. */
+    size_t skip = w.map ? header_block_start(w.map, w.map_len) : 0;
+    GMimeStream *ps = skip ? g_mime_stream_substream(fs, (gint64)skip, -1) : fs;
+    GMimeParser *parser = g_mime_parser_new_with_stream(ps);
+    if (ps != fs)
+        g_object_unref(ps);
     g_mime_parser_set_persist_stream(parser, TRUE);
     g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
     GMimeMessage *msg = g_mime_parser_construct_message(parser, NULL);
     w.fs = fs;
+    w.top = msg;
     w.extra = g_ptr_array_new();
     w.atts = g_array_new(FALSE, FALSE, sizeof(struct att_ref));
     g_object_unref(parser);
