@@ -121,6 +121,8 @@ struct worker_loop *worker_loop_new(struct bus_consumer *c, const struct worker_
         wl->o.max_attempts = 1;
     if (wl->o.backoff_ms < 1)
         wl->o.backoff_ms = 1;
+    if (!wl->o.group)
+        wl->o.group = "";
     wl->recs = xcalloc(wl->o.batch_max, sizeof *wl->recs);
     atomic_init(&wl->ready, 1);
 
@@ -225,11 +227,11 @@ static void dead_letter(struct worker_loop *wl, const struct bus_record *r, cons
 {
     metric_inc(wl->m.dead);
     if (!wl->o.dlq_topic) {
-        log_kv(LOG_ERROR, "record dropped (this worker has no DLQ)", "worker", wl->o.worker, "stage",
+        log_kv(LOG_ERROR, "record dropped (this worker has no DLQ)", "group", wl->o.group, "stage",
                res->stage, "error", res->reason, NULL);
         return;
     }
-    log_kv(LOG_ERROR, "record to the DLQ", "worker", wl->o.worker, "topic", wl->o.dlq_topic, "stage",
+    log_kv(LOG_ERROR, "record to the DLQ", "group", wl->o.group, "topic", wl->o.dlq_topic, "stage",
            res->stage, "class", res->cls, "error", res->reason, NULL);
     struct dlq_record d;
     dlq_record_init(&d, r, wl->o.dlq_topic, res->stage, res->cls, res->reason,
@@ -263,7 +265,7 @@ static int poll_batch(struct worker_loop *wl)
         rc = bus_consumer_poll(wl->c, &r, 0);
         if (rc < 0) {
             metric_inc(wl->m.poll_err);
-            log_kv(LOG_WARN, "poll failed mid-batch; handling what came", "worker", wl->o.worker, NULL);
+            log_kv(LOG_WARN, "poll failed mid-batch; handling what came", "group", wl->o.group, NULL);
         }
         if (rc != 1)
             break;
@@ -333,7 +335,7 @@ int worker_loop_step(struct worker_loop *wl)
     int got = poll_batch(wl);
     if (got < 0) {
         metric_inc(wl->m.poll_err);
-        log_kv(LOG_WARN, "poll failed", "worker", wl->o.worker, NULL);
+        log_kv(LOG_WARN, "poll failed", "group", wl->o.group, NULL);
         environment_backoff(wl, 0);
         return got;
     }
@@ -362,7 +364,7 @@ int worker_loop_step(struct worker_loop *wl)
     outputs_truncate(&wl->out, 0);
     if (rc < 0) {
         metric_inc(wl->m.commit_err);
-        log_kv(LOG_ERROR, "cannot commit the batch; it will be redone", "worker", wl->o.worker, "error",
+        log_kv(LOG_ERROR, "cannot commit the batch; it will be redone", "group", wl->o.group, "error",
                err, NULL);
         seek_back(wl, 0, n);
         upto = 0;
@@ -375,7 +377,7 @@ int worker_loop_step(struct worker_loop *wl)
         goto out;
     }
     seek_back(wl, upto, n);
-    log_kv(LOG_WARN, "will retry", "worker", wl->o.worker, "stage", cut.stage, "error", cut.reason,
+    log_kv(LOG_WARN, "will retry", "group", wl->o.group, "stage", cut.stage, "error", cut.reason,
            "cause", cut.cause == WL_CAUSE_ENVIRONMENT ? "environment" : "record", NULL);
     if (cut.cause == WL_CAUSE_ENVIRONMENT) {
         environment_backoff(wl, cut.retry_ms);
