@@ -186,8 +186,8 @@ static void seek_back(struct worker_loop *wl, size_t from, size_t n)
             first = !(wl->recs[k]->partition == wl->recs[i]->partition &&
                       strcmp(wl->recs[k]->topic, wl->recs[i]->topic) == 0);
         if (first && bus_consumer_seek(wl->c, wl->recs[i]) != 0)
-            log_kv(LOG_ERROR, "cannot seek back; records may be skipped until a restart", "worker",
-                   wl->o.worker, "topic", wl->recs[i]->topic, NULL);
+            log_kv(LOG_ERROR, "cannot seek back; records may be skipped until a restart", "group",
+                   wl->o.group, "topic", wl->recs[i]->topic, NULL);
     }
 }
 
