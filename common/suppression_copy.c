@@ -8,6 +8,7 @@
 #include "log.h"
 #include "strbuf.h"
 #include "suppression.h"
+#include "timeutil.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -154,7 +155,7 @@ static void *follow(void *arg)
                  * call itself ready: an empty copy would let send deliver to
                  * suppressed addresses.  Only a missing topic means "empty". */
                 log_kv(LOG_WARN, "suppression copy: cannot read the topic's offsets; retrying", "error", err, NULL);
-                sleep(1);
+                sleep_unless_stopped(1000, s->stop);
                 continue;
             }
             have_stats = n >= 0;
@@ -167,7 +168,7 @@ static void *follow(void *arg)
             c = bus_consumer_new(s->bus, s->group, topics, 1, err, sizeof(err));
             if (!c) {
                 log_kv(LOG_ERROR, "suppression copy: cannot consume", "error", err, NULL);
-                sleep(1);
+                sleep_unless_stopped(1000, s->stop);
                 continue;
             }
             if (have_stats && caught_up(&prog))
@@ -176,8 +177,9 @@ static void *follow(void *arg)
         struct bus_record *r = NULL;
         int rc = bus_consumer_poll(c, &r, 200);
         if (rc < 0) {
+            /* An error is not "nothing more": readiness waits for real records. */
             log_kv(LOG_ERROR, "suppression copy: poll failed", NULL);
-            sleep(1);
+            sleep_unless_stopped(1000, s->stop);
             continue;
         }
         if (rc == 0) {
@@ -186,8 +188,14 @@ static void *follow(void *arg)
                 atomic_store(&s->ready, 1);
             continue;
         }
-        if (suppression_copy_apply(s, r->key, r->key_len, r->value, r->value_len) != 0)
-            log_kv(LOG_ERROR, "suppression copy: cannot store a record", NULL);
+        if (suppression_copy_apply(s, r->key, r->key_len, r->value, r->value_len) != 0) {
+            /* Skipping it would leave an address unsuppressed: read it again. */
+            log_kv(LOG_ERROR, "suppression copy: cannot store a record; retrying", NULL);
+            bus_consumer_seek(c, r);
+            bus_record_free(r);
+            sleep_unless_stopped(1000, s->stop);
+            continue;
+        }
         for (int i = 0; i < prog.n; i++)
             if (prog.part[i] == r->partition && r->offset + 1 > prog.next[i])
                 prog.next[i] = r->offset + 1;
