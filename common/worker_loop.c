@@ -41,7 +41,7 @@ struct worker_loop {
     atomic_int ready;
     struct {
         struct metric *batch, *handler, *commit;
-        struct metric *ok, *retry, *dead, *env, *poll_err, *commit_err;
+        struct metric *ok, *retry, *dead, *env, *poll_err, *commit_err, *ready;
     } m;
 };
 
@@ -143,6 +143,9 @@ struct worker_loop *worker_loop_new(struct bus_consumer *c, const struct worker_
     wl->m.poll_err = metric_counter("mailfleet_loop_errors_total", "Bus errors in the loop", l2);
     snprintf(l2, sizeof l2, "%s,op=\"commit\"", labels);
     wl->m.commit_err = metric_counter("mailfleet_loop_errors_total", "Bus errors in the loop", l2);
+    wl->m.ready = metric_gauge("mailfleet_loop_ready",
+                               "0 while an environment error holds the loop back, else 1", labels);
+    metric_set(wl->m.ready, 1);
     return wl;
 }
 
@@ -193,9 +196,15 @@ static void seek_back(struct worker_loop *wl, size_t from, size_t n)
 
 /* The environment waits longer each time, up to WL_BACKOFF_MAX_MS, and the
  * loop is not ready meanwhile. */
+static void set_ready(struct worker_loop *wl, int ready)
+{
+    atomic_store(&wl->ready, ready);
+    metric_set(wl->m.ready, ready);
+}
+
 static void environment_backoff(struct worker_loop *wl, int64_t ms)
 {
-    atomic_store(&wl->ready, 0);
+    set_ready(wl, 0);
     if (ms <= 0) {
         ms = wl->env_backoff_ms ? wl->env_backoff_ms : wl->o.backoff_ms;
         wl->env_backoff_ms = ms * 2 > WL_BACKOFF_MAX_MS ? WL_BACKOFF_MAX_MS : ms * 2;
@@ -372,7 +381,7 @@ int worker_loop_step(struct worker_loop *wl)
         goto out;
     }
     if (upto == n) {
-        atomic_store(&wl->ready, 1);
+        set_ready(wl, 1);
         wl->env_backoff_ms = 0;
         goto out;
     }

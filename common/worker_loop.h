@@ -31,6 +31,7 @@
  *   mailfleet_loop_commit_seconds           produce + commit time per batch
  *   mailfleet_loop_records_total{outcome}   ok, retry, dead, environment
  *   mailfleet_loop_errors_total{op}         poll, commit
+ *   mailfleet_loop_ready                    0 while an environment error holds it
  *
  * Threads: a loop belongs to the thread that steps it. */
 #ifndef MF_WORKER_LOOP_H

@@ -444,7 +444,7 @@ static void test_batch_commit(void **state)
     name(out, sizeof out, "bat-out");
     name(group, sizeof group, "bat-g");
     for (int i = 0; i < N; i++) {
-        char v[8];
+        char v[16];
         snprintf(v, sizeof v, "%d", i);
         produce(in, i % 2 ? "ka" : "kb", v, strlen(v), 0);
     }
