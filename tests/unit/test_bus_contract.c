@@ -1,5 +1,6 @@
 /* The bus contract, run against whichever backend MF_BUS_URI names
- * (default: a fresh local:<tmpdir>).  Every case uses topic and group names
+ * (default: a fresh local:<tmpdir>; MF_BUS_TRANSACTIONAL=1 adds a
+ * transactional_id on Kafka).  Every case uses topic and group names
  * unique to this run, so the suite also works against a shared Kafka cluster.
  * Checks are partition-agnostic where Kafka may spread records: order is
  * asserted per key (one key = one partition), offsets per partition.
@@ -912,6 +913,14 @@ int main(void)
     const char *kconf[] = { "session.timeout.ms", "6000", NULL };
     struct bus_options opt = { .client_id = "mailfleet-contract-test", .compacted_topics = compacted,
                                .kafka_conf = kconf };
+    /* MF_BUS_TRANSACTIONAL=1: the Kafka bus gets a transactional_id, so
+     * produce_and_commit runs as Kafka transactions (commit_mode =
+     * transactional). */
+    char txn_id[96];
+    if (getenv("MF_BUS_TRANSACTIONAL") && *getenv("MF_BUS_TRANSACTIONAL") == '1') {
+        snprintf(txn_id, sizeof txn_id, "%s-txn", g_run);
+        opt.transactional_id = txn_id;
+    }
     g_bus = bus_open(g_uri, &opt, err, sizeof err);
     if (!g_bus) {
         fprintf(stderr, "bus_open %s: %s\n", g_uri, err);

@@ -65,7 +65,6 @@
 #define OUTBOUND_TOPIC "mailfleet.outbound"
 #define RETRY_TOPIC_PREFIX "mailfleet.outbound.retry."
 #define EVENTS_TOPIC "mailfleet.events"
-#define PRODUCE_TIMEOUT_MS 30000
 
 const struct config_key send_config_keys[] = {
     { "send", "metrics_listen", CONFIG_STR, "127.0.0.1:9103", "metrics/health when run alone" },
@@ -541,7 +540,6 @@ static void rec_free(struct rec_ctx *rc)
     free(rc->rcpts);
     free(rc->body);
 }
-
 
 /* Decides per recipient: already sent (event again), suppressed (event), or
  * a transport job with its envelope and per-recipient headers.  Returns the
