@@ -25,7 +25,7 @@ struct suppression_copy {
     struct kv *kv;
     struct bus *bus;
     char *group;
-    volatile sig_atomic_t *stop;
+    atomic_int *stop;
     pthread_t tid;
     int started;
     atomic_int ready;
@@ -210,7 +210,7 @@ static void *follow(void *arg)
 }
 
 int suppression_copy_start(struct suppression_copy *s, struct bus *b, const char *group,
-                           volatile sig_atomic_t *stop, char *err, size_t errlen)
+                           atomic_int *stop, char *err, size_t errlen)
 {
     s->bus = b;
     s->group = xstrdup(group);

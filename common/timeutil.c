@@ -133,7 +133,7 @@ int64_t duration_parse_ms(const char *s)
     return (int64_t)(v * mult);
 }
 
-int sleep_unless_stopped(int64_t ms, volatile sig_atomic_t *stop)
+int sleep_unless_stopped(int64_t ms, atomic_int *stop)
 {
     while (ms > 0) {
         if (stop && *stop)

@@ -36,7 +36,7 @@
  * Threads: a loop belongs to the thread that steps it. */
 #ifndef MF_WORKER_LOOP_H
 #define MF_WORKER_LOOP_H
-#include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "bus.h"
@@ -92,7 +92,7 @@ struct worker_loop_options {
     int max_attempts;           /* WL_CAUSE_RECORD retries before WL_DEAD; < 1 = 1 */
     int64_t backoff_ms;         /* first back-off; doubles, at most 30 s */
     int poll_timeout_ms;        /* how long a step waits for its first record */
-    volatile sig_atomic_t *stop;
+    atomic_int *stop;
     const struct wl_handler *handler;
     void *opaque;               /* handed to every handler call */
 };

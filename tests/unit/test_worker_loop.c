@@ -37,7 +37,7 @@ static int g_case;
 struct script {
     const char *plan;
     int calls[MAXREC];
-    volatile sig_atomic_t stop;
+    atomic_int stop;
     char out_topic[128];
 };
 

@@ -57,7 +57,7 @@ struct spool {
     struct kv *dedupe;
     pthread_t forwarder;
     int forwarder_started;
-    volatile int stop;
+    atomic_int stop;            /* set by spool_close, read by the forwarder */
     pthread_t marker;
     int marker_started, marker_stop;
     pthread_mutex_t mlock;
@@ -599,8 +599,7 @@ static int sink_buf(void *opaque, const void *buf, size_t len)
 
 static void backoff_sleep(struct spool *sp, int *delay_ms)
 {
-    for (int waited = 0; waited < *delay_ms && !sp->stop; waited += 50)
-        usleep(50 * 1000);
+    sleep_unless_stopped(*delay_ms, &sp->stop);
     *delay_ms = *delay_ms * 2 > 5000 ? 5000 : *delay_ms * 2;
 }
 

@@ -109,7 +109,7 @@ const struct config_key send_config_keys[] = {
 
 struct sender {
     const struct config *cfg;
-    volatile sig_atomic_t *stop;
+    atomic_int *stop;
     struct bus *bus;
     struct kv *sent;
     struct suppression_copy *supp;
