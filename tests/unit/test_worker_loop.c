@@ -291,6 +291,92 @@ static void test_dlq_record_plain(void **state)
     dlq_record_release(&d);
 }
 
+/* batch_begin sees the whole batch before any handle(); refusing it once
+ * commits nothing and the same records come back whole. */
+struct begin_state {
+    struct script s;
+    int begins, refused;
+    size_t sizes[8];
+};
+
+static int begin_refuse_once(void *opaque, struct bus_record *const *recs, size_t n)
+{
+    struct begin_state *b = opaque;
+    if (b->begins < 8)
+        b->sizes[b->begins] = n;
+    b->begins++;
+    if (!b->refused) {
+        b->refused = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static void handle_begin(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
+                         struct wl_result *res)
+{
+    handle(&((struct begin_state *)opaque)->s, r, index, out, res);
+}
+
+static void test_batch_begin_abandons(void **state)
+{
+    static const struct wl_handler h = { .batch_begin = begin_refuse_once, .handle = handle_begin };
+    char err[256] = "";
+    struct begin_state b = { .s = { .plan = "oooo" } };
+    snprintf(b.s.out_topic, sizeof b.s.out_topic, "wl-out-begin");
+    produce_records("wl-in-begin", 4);
+    const char *topics[] = { "wl-in-begin", NULL };
+    struct bus_consumer *c = bus_consumer_new(g_bus, "wl-g-begin", topics, 1, err, sizeof err);
+    struct worker_loop_options o = { .worker = "test", .batch_max = 64, .stop = &b.s.stop,
+                                     .poll_timeout_ms = 200, .handler = &h, .opaque = &b };
+    struct worker_loop *wl = worker_loop_new(c, &o);
+    assert_int_equal(worker_loop_step(wl), 0);
+    assert_int_equal(committed("wl-in-begin", "wl-g-begin"), -1);
+    assert_int_equal(b.s.calls[0], 0);
+    assert_int_equal(worker_loop_step(wl), 4);
+    assert_int_equal(b.begins, 2);
+    assert_int_equal(b.sizes[0], 4);
+    assert_int_equal(b.sizes[1], 4);
+    assert_int_equal(committed("wl-in-begin", "wl-g-begin"), 4);
+    assert_int_equal(count_topic("wl-out-begin", NULL, 0), 8);
+    worker_loop_free(wl);
+    bus_consumer_free(c);
+}
+
+/* not_before: a batch ends before a record that is not due; a batch that
+ * starts with one waits at most a second and comes back empty. */
+static int64_t g_due_ms;
+
+static int64_t due_at(void *opaque, const struct bus_record *r)
+{
+    return atoi(r->value) == 2 ? g_due_ms : 0;
+}
+
+static void test_not_before_cuts_the_batch(void **state)
+{
+    static const struct wl_handler h = { .handle = handle, .not_before = due_at };
+    char err[256] = "";
+    struct script s = { .plan = "oooo" };
+    snprintf(s.out_topic, sizeof s.out_topic, "wl-out-due");
+    produce_records("wl-in-due", 4);
+    const char *topics[] = { "wl-in-due", NULL };
+    struct bus_consumer *c = bus_consumer_new(g_bus, "wl-g-due", topics, 1, err, sizeof err);
+    struct worker_loop_options o = { .worker = "test", .batch_max = 64, .stop = &s.stop,
+                                     .poll_timeout_ms = 200, .handler = &h, .opaque = &s };
+    struct worker_loop *wl = worker_loop_new(c, &o);
+    g_due_ms = now_ms() + 60000;
+    assert_int_equal(worker_loop_step(wl), 2);          /* 0 and 1 */
+    int64_t t0 = mono_ms();
+    assert_int_equal(worker_loop_step(wl), 0);          /* 2 not due: waits, gives up */
+    assert_true(mono_ms() - t0 >= 900 && mono_ms() - t0 < 3000);
+    assert_int_equal(s.calls[2], 0);
+    g_due_ms = now_ms() + 300;                           /* due within the wait */
+    assert_int_equal(worker_loop_step(wl), 2);          /* 2 and 3 */
+    assert_int_equal(committed("wl-in-due", "wl-g-due"), 4);
+    worker_loop_free(wl);
+    bus_consumer_free(c);
+}
+
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
     return remove(p);
@@ -312,6 +398,8 @@ int main(void)
         cmocka_unit_test(test_cases_batch_1),
         cmocka_unit_test(test_cases_batch_64),
         cmocka_unit_test(test_stopped_loop_polls_nothing),
+        cmocka_unit_test(test_batch_begin_abandons),
+        cmocka_unit_test(test_not_before_cuts_the_batch),
         cmocka_unit_test(test_dlq_record_plain),
     };
     int failed = cmocka_run_group_tests_name("worker_loop", tests, NULL, NULL);
