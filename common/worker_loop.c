@@ -121,6 +121,10 @@ struct worker_loop *worker_loop_new(struct bus_consumer *c, const struct worker_
         wl->o.max_attempts = 1;
     if (wl->o.backoff_ms < 1)
         wl->o.backoff_ms = 1;
+    if (wl->o.backoff_max_ms < 1)
+        wl->o.backoff_max_ms = WL_BACKOFF_MAX_MS;
+    if (wl->o.output_timeout_ms < 1)
+        wl->o.output_timeout_ms = BUS_BATCH_TIMEOUT_MS;
     if (!wl->o.group)
         wl->o.group = "";
     wl->recs = xcalloc(wl->o.batch_max, sizeof *wl->recs);
@@ -207,7 +211,7 @@ static void environment_backoff(struct worker_loop *wl, int64_t ms)
     set_ready(wl, 0);
     if (ms <= 0) {
         ms = wl->env_backoff_ms ? wl->env_backoff_ms : wl->o.backoff_ms;
-        wl->env_backoff_ms = ms * 2 > WL_BACKOFF_MAX_MS ? WL_BACKOFF_MAX_MS : ms * 2;
+        wl->env_backoff_ms = ms * 2 > wl->o.backoff_max_ms ? wl->o.backoff_max_ms : ms * 2;
     }
     sleep_unless_stopped(ms, wl->o.stop);
 }
@@ -335,6 +339,20 @@ static size_t handle_batch(struct worker_loop *wl, size_t n, struct wl_result *c
     return n;
 }
 
+/* Outputs and the offsets of recs[0..upto), together. */
+static int commit(struct worker_loop *wl, size_t upto, char *err, size_t errlen)
+{
+    const struct bus_record *const *ins = (const struct bus_record *const *)wl->recs;
+    if (upto == 0 && wl->out.n == 0)
+        return 0;
+    if (!wl->o.output_bus)
+        return bus_produce_and_commit_batch(wl->c, ins, upto, wl->out.recs, wl->out.n, err, errlen);
+    int rc = bus_produce(wl->o.output_bus, wl->out.recs, wl->out.n, wl->o.output_timeout_ms, err, errlen);
+    if (rc == 0 && upto > 0)
+        rc = bus_produce_and_commit_batch(wl->c, ins, upto, NULL, 0, err, errlen);
+    return rc;
+}
+
 int worker_loop_step(struct worker_loop *wl)
 {
     const struct wl_handler *h = wl->o.handler;
@@ -366,9 +384,7 @@ int worker_loop_step(struct worker_loop *wl)
     metric_observe(wl->m.handler, (double)(mono_us() - t0) / 1e6);
 
     int64_t t1 = mono_us();
-    if (upto > 0 || wl->out.n > 0)
-        rc = bus_produce_and_commit_batch(wl->c, (const struct bus_record *const *)wl->recs, upto,
-                                          wl->out.recs, wl->out.n, err, sizeof err);
+    rc = commit(wl, upto, err, sizeof err);
     metric_observe(wl->m.commit, (double)(mono_us() - t1) / 1e6);
     outputs_truncate(&wl->out, 0);
     if (rc < 0) {
@@ -394,14 +410,14 @@ int worker_loop_step(struct worker_loop *wl)
         int64_t ms = cut.retry_ms;
         if (ms <= 0) {
             ms = wl->o.backoff_ms;
-            for (int i = 1; i < attempt && ms < WL_BACKOFF_MAX_MS; i++)
+            for (int i = 1; i < attempt && ms < wl->o.backoff_max_ms; i++)
                 ms *= 2;
         }
-        sleep_unless_stopped(ms > WL_BACKOFF_MAX_MS ? WL_BACKOFF_MAX_MS : ms, wl->o.stop);
+        sleep_unless_stopped(ms > wl->o.backoff_max_ms ? wl->o.backoff_max_ms : ms, wl->o.stop);
     }
 out:
     if (h->batch_end)
-        h->batch_end(wl->o.opaque);
+        h->batch_end(wl->o.opaque, upto);
     for (size_t i = 0; i < n; i++) {
         bus_record_free(wl->recs[i]);
         wl->recs[i] = NULL;

@@ -74,9 +74,9 @@ struct wl_handler {
      * wl_output count only if the result is WL_OK. */
     void (*handle)(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
                    struct wl_result *res);
-    /* Optional: after the batch is committed, cut or abandoned; frees what
-     * batch_begin kept. */
-    void (*batch_end)(void *opaque);
+    /* Optional: after the batch is committed, cut or abandoned, with how
+     * many of its lead records were committed; frees what batch_begin kept. */
+    void (*batch_end)(void *opaque, size_t committed);
     /* Optional: wall-clock ms before which r must not be handled (send's
      * retry tiers).  The batch ends before such a record; a batch whose
      * first record is not due waits up to a second and then comes back
@@ -90,11 +90,18 @@ struct worker_loop_options {
     const char *dlq_topic;      /* TOPIC_INBOUND_DLQ, ...; NULL: WL_DEAD is logged and skipped */
     size_t batch_max;           /* records per batch, >= 1 (worker_loop_batch_max) */
     int max_attempts;           /* WL_CAUSE_RECORD retries before WL_DEAD; < 1 = 1 */
-    int64_t backoff_ms;         /* first back-off; doubles, at most 30 s */
+    int64_t backoff_ms;         /* first back-off; doubles up to backoff_max_ms */
+    int64_t backoff_max_ms;     /* 0 = 30 s */
     int poll_timeout_ms;        /* how long a step waits for its first record */
     atomic_int *stop;
     const struct wl_handler *handler;
     void *opaque;               /* handed to every handler call */
+    /* Outputs go to this bus instead of the consumer's (ingest's spool
+     * forwarder: local spool in, real bus out).  Two buses share no
+     * transaction: outputs are produced and durable first, then the
+     * offsets committed — at least once, never lost. */
+    struct bus *output_bus;
+    int output_timeout_ms;      /* output_bus only; 0 = BUS_BATCH_TIMEOUT_MS */
 };
 
 /* The loop reads c (which stays the caller's; free it after the loop). */

@@ -377,6 +377,46 @@ static void test_not_before_cuts_the_batch(void **state)
     bus_consumer_free(c);
 }
 
+/* output_bus: outputs land on the other bus, offsets on the consumer's;
+ * batch_end learns how many records were committed. */
+static size_t g_ended_with;
+
+static void note_end(void *opaque, size_t committed)
+{
+    g_ended_with = committed;
+}
+
+static void test_output_bus(void **state)
+{
+    static const struct wl_handler h = { .handle = handle, .batch_end = note_end };
+    char err[256] = "", dir[300], uri[320];
+    snprintf(dir, sizeof dir, "%s/other", g_dir);
+    snprintf(uri, sizeof uri, "local:%s", dir);
+    struct bus *other = bus_open(uri, NULL, err, sizeof err);
+    assert_non_null(other);
+    struct script s = { .plan = "oooro" };
+    snprintf(s.out_topic, sizeof s.out_topic, "wl-out-other");
+    produce_records("wl-in-other", 5);
+    const char *topics[] = { "wl-in-other", NULL };
+    struct bus_consumer *c = bus_consumer_new(g_bus, "wl-g-other", topics, 1, err, sizeof err);
+    struct worker_loop_options o = { .worker = "test", .batch_max = 64, .stop = &s.stop,
+                                     .poll_timeout_ms = 200, .handler = &h, .opaque = &s,
+                                     .output_bus = other, .max_attempts = 3, .backoff_ms = 1 };
+    struct worker_loop *wl = worker_loop_new(c, &o);
+    assert_int_equal(worker_loop_step(wl), 3);
+    assert_int_equal(g_ended_with, 3);
+    assert_int_equal(worker_loop_step(wl), 2);
+    assert_int_equal(g_ended_with, 2);
+    assert_int_equal(committed("wl-in-other", "wl-g-other"), 5);
+    assert_int_equal(count_topic("wl-out-other", NULL, 0), 0);   /* not on the consumer's bus */
+    struct bus_partition_stats st[4];
+    assert_int_equal(bus_topic_stats(other, "wl-out-other", NULL, st, 4, err, sizeof err), 1);
+    assert_int_equal(st[0].high - st[0].low, 10);
+    worker_loop_free(wl);
+    bus_consumer_free(c);
+    bus_close(other);
+}
+
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
     return remove(p);
@@ -400,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_stopped_loop_polls_nothing),
         cmocka_unit_test(test_batch_begin_abandons),
         cmocka_unit_test(test_not_before_cuts_the_batch),
+        cmocka_unit_test(test_output_bus),
         cmocka_unit_test(test_dlq_record_plain),
     };
     int failed = cmocka_run_group_tests_name("worker_loop", tests, NULL, NULL);

@@ -671,7 +671,7 @@ struct send_batch {
     struct outputs o;
 };
 
-static void send_batch_end(void *opaque)
+static void send_batch_end(void *opaque, size_t committed)
 {
     struct lane *l = opaque;
     struct send_batch *b = l->b;
