@@ -915,9 +915,9 @@ int main(void)
                                .kafka_conf = kconf };
     /* MF_BUS_TRANSACTIONAL=1: the Kafka bus gets a transactional_id, so
      * produce_and_commit runs as Kafka transactions (commit_mode =
-     * transactional).  Against librdkafka 2.0.2's mock cluster the group's
-     * committed offsets read back as none in this mode (the single-record
-     * and the batch case alike), so run it against a real broker. */
+     * transactional).  librdkafka's mock cluster does not apply
+     * transactional offsets (the produce-and-commit cases then read none
+     * back), so this mode is for a real broker. */
     char txn_id[96];
     if (getenv("MF_BUS_TRANSACTIONAL") && *getenv("MF_BUS_TRANSACTIONAL") == '1') {
         snprintf(txn_id, sizeof txn_id, "%s-txn", g_run);
