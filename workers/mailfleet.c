@@ -60,17 +60,18 @@ static const struct admin_verb *const verbs[] = {
     NULL
 };
 
-static volatile sig_atomic_t stop_flag;
-static int started_count, expected_count;
+static atomic_int stop_flag;
+static atomic_int started_count;
+static int expected_count;
 
 void worker_started(struct worker_env *env)
 {
-    __atomic_add_fetch(env->started, 1, __ATOMIC_SEQ_CST);
+    atomic_fetch_add(env->started, 1);
 }
 
 static int all_started(void *opaque, char *why, size_t len)
 {
-    int n = __atomic_load_n(&started_count, __ATOMIC_SEQ_CST);
+    int n = atomic_load(&started_count);
     if (n < expected_count) {
         snprintf(why, len, "%d of %d workers started", n, expected_count);
         return 0;

@@ -132,3 +132,16 @@ int64_t duration_parse_ms(const char *s)
         return -1;
     return (int64_t)(v * mult);
 }
+
+int sleep_unless_stopped(int64_t ms, atomic_int *stop)
+{
+    while (ms > 0) {
+        if (stop && *stop)
+            return 1;
+        int64_t step = ms > 50 ? 50 : ms;
+        struct timespec ts = { 0, (long)(step * 1000000) };
+        nanosleep(&ts, NULL);   /* a signal cuts it short: *stop is looked at sooner */
+        ms -= step;
+    }
+    return stop && *stop ? 1 : 0;
+}

@@ -124,7 +124,16 @@ void bus_consumer_free(struct bus_consumer *c)
 int bus_produce_and_commit(struct bus_consumer *c, const struct bus_record *in,
                            const struct bus_record *outs, size_t n, char *err, size_t errlen)
 {
-    return c->bus->ops->produce_and_commit(c->impl, in, outs, n, err, errlen);
+    return bus_produce_and_commit_batch(c, &in, 1, outs, n, err, errlen);
+}
+
+int bus_produce_and_commit_batch(struct bus_consumer *c, const struct bus_record *const *ins,
+                                 size_t n_in, const struct bus_record *outs, size_t n_out,
+                                 char *err, size_t errlen)
+{
+    if (n_in == 0)
+        return bus_produce(c->bus, outs, n_out, BUS_BATCH_TIMEOUT_MS, err, errlen);
+    return c->bus->ops->produce_and_commit(c->impl, ins, n_in, outs, n_out, err, errlen);
 }
 
 int bus_topic_stats(struct bus *b, const char *topic, const char *group,

@@ -13,7 +13,8 @@
  * together (group commit), the Kafka backend pipelines them.
  *
  * Consumers poll one record at a time and commit explicitly after the output
- * is durable; uncommitted records are redelivered after a restart. */
+ * is durable (one record, or a batch at once); uncommitted records are
+ * redelivered after a restart. */
 #ifndef MF_BUS_H
 #define MF_BUS_H
 #include <stddef.h>
@@ -87,6 +88,19 @@ void bus_consumer_free(struct bus_consumer *c);   /* clean close; accepts NULL *
  * at_least_once) outputs are made durable first, then the input committed. */
 int bus_produce_and_commit(struct bus_consumer *c, const struct bus_record *in,
                            const struct bus_record *outs, size_t n, char *err, size_t errlen);
+
+/* The same for a batch: outputs durable and every partition's offset moved
+ * past its highest record in ins, as one unit.  Local: one LMDB write
+ * transaction.  Kafka with a transactional_id: one transaction (produce +
+ * send_offsets_to_transaction).  Kafka at_least_once: produce, wait until
+ * durable, then commit the offsets.  On failure nothing is committed (Kafka
+ * at_least_once may have produced some outputs: consumers see them again
+ * when the batch is redone).  n_in = 0: a plain produce.  Records in ins may
+ * come from several topics and partitions; order does not matter. */
+#define BUS_BATCH_TIMEOUT_MS 30000
+int bus_produce_and_commit_batch(struct bus_consumer *c, const struct bus_record *const *ins,
+                                 size_t n_in, const struct bus_record *outs, size_t n_out,
+                                 char *err, size_t errlen);
 
 /* Offsets for the monitor and the CLI. */
 struct bus_partition_stats {

@@ -16,7 +16,8 @@ struct bus_ops {
     int (*commit)(void *cimpl, const struct bus_record *r);
     int (*seek)(void *cimpl, const struct bus_record *r);
     void (*consumer_free)(void *cimpl);
-    int (*produce_and_commit)(void *cimpl, const struct bus_record *in,
+    /* ins: n_in >= 1 consumed records; commits past the highest per partition. */
+    int (*produce_and_commit)(void *cimpl, const struct bus_record *const *ins, size_t n_in,
                               const struct bus_record *outs, size_t n, char *err, size_t errlen);
     int (*topic_stats)(void *impl, const char *topic, const char *group,
                        struct bus_partition_stats *out, int max, char *err, size_t errlen);

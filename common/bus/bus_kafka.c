@@ -451,7 +451,7 @@ static int kafka_txn_error(rd_kafka_error_t *e, const char *what, char *err, siz
 /* One transaction: produce recs, optionally send the consumer's offsets,
  * commit; abort on any failure. */
 static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, size_t n,
-                         const struct kafka_consumer *c, const struct bus_record *in,
+                         const struct kafka_consumer *c, rd_kafka_topic_partition_list_t *offsets,
                          int64_t deadline, char *err, size_t errlen)
 {
     pthread_mutex_lock(&kb->txn_lock);
@@ -463,12 +463,9 @@ static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, si
     }
     int rc = kafka_produce_wait(kb, recs, n, deadline, err, errlen);
     if (rc == 0 && c) {
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, in->topic, in->partition)->offset = in->offset + 1;
         rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(c->rk);
-        e = rd_kafka_send_offsets_to_transaction(kb->producer, l, md, kafka_remaining(deadline));
+        e = rd_kafka_send_offsets_to_transaction(kb->producer, offsets, md, kafka_remaining(deadline));
         rd_kafka_consumer_group_metadata_destroy(md);
-        rd_kafka_topic_partition_list_destroy(l);
         if (e)
             rc = kafka_txn_error(e, "send offsets to transaction", err, errlen);
     }
@@ -733,19 +730,49 @@ static void kafka_consumer_free(void *cimpl)
     free(c);
 }
 
-static int kafka_produce_and_commit(void *cimpl, const struct bus_record *in,
+/* The offsets a batch commits: past the highest record of each partition. */
+static rd_kafka_topic_partition_list_t *kafka_batch_offsets(const struct bus_record *const *ins,
+                                                            size_t n_in)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n_in);
+    for (size_t i = 0; i < n_in; i++) {
+        rd_kafka_topic_partition_t *p =
+            rd_kafka_topic_partition_list_find(l, ins[i]->topic, ins[i]->partition);
+        if (!p)
+            rd_kafka_topic_partition_list_add(l, ins[i]->topic, ins[i]->partition)->offset =
+                ins[i]->offset + 1;
+        else if (ins[i]->offset + 1 > p->offset)
+            p->offset = ins[i]->offset + 1;
+    }
+    return l;
+}
+
+static int kafka_produce_and_commit(void *cimpl, const struct bus_record *const *ins, size_t n_in,
                                     const struct bus_record *outs, size_t n, char *err,
                                     size_t errlen)
 {
     struct kafka_consumer *c = cimpl;
     struct kafka_bus *kb = c->kb;
     int64_t deadline = mono_ms() + KAFKA_TXN_TIMEOUT_MS;
-    if (kb->transactional)
-        return kafka_txn_run(kb, outs, n, c, in, deadline, err, errlen);
-    int rc = n ? kafka_produce_wait(kb, outs, n, deadline, err, errlen) : 0;
-    if (rc < 0)
-        return rc;
-    return kafka_commit_offset(c->rk, in->topic, in->partition, in->offset + 1, err, errlen);
+    rd_kafka_topic_partition_list_t *l = kafka_batch_offsets(ins, n_in);
+    int rc;
+    if (kb->transactional) {
+        rc = kafka_txn_run(kb, outs, n, c, l, deadline, err, errlen);
+    } else {
+        rc = n ? kafka_produce_wait(kb, outs, n, deadline, err, errlen) : 0;
+        if (rc == 0) {
+            rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, l, 0);
+            for (int i = 0; !e && i < l->cnt; i++)
+                e = l->elems[i].err;
+            if (e) {
+                snprintf(err, errlen, "kafka: commit of %d partition(s): %s", l->cnt,
+                         rd_kafka_err2str(e));
+                rc = kafka_errno(e);
+            }
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
 }
 
 /* ---- offsets for the monitor and the CLI ------------------------------ */

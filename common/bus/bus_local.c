@@ -85,14 +85,21 @@ struct local_bus {
     int64_t retention_due_ms;      /* mono; touched only by the current leader */
 };
 
-/* One caller's share of a batch: records to append and/or an offset to commit. */
+/* A group's next offset on one topic. */
+struct local_offset {
+    const char *topic;
+    int64_t offset;
+};
+
+/* One caller's share of a batch: records to append and/or offsets to commit. */
 struct local_write {
     struct local_write *next;
     struct local_bus *lb;
     const struct bus_record *recs;
     size_t n;
-    const char *group, *topic;     /* group != NULL: commit offset for (group, topic) */
-    int64_t offset;
+    const char *group;             /* != NULL: commit offs for this group */
+    const struct local_offset *offs;
+    size_t n_offs;
     int done, rc;
     char err[256];
 };
@@ -545,10 +552,10 @@ static void commit_batch(struct local_env *e, struct local_write *batch)
         what = "append";
         for (size_t i = 0; rc == 0 && i < w->n; i++)
             rc = append_record(w->lb, txn, &bs, &w->recs[i], now);
-        if (rc == 0 && w->group) {
+        if (rc == 0)
             what = "commit offset";
-            rc = put_committed(e, txn, w->group, w->topic, w->offset);
-        }
+        for (size_t i = 0; rc == 0 && w->group && i < w->n_offs; i++)
+            rc = put_committed(e, txn, w->group, w->offs[i].topic, w->offs[i].offset);
         struct local_bus *lb = w->lb;
         if (rc == 0 && lb->retention_ms > 0 && mono_ms() >= lb->retention_due_ms) {
             what = "retention";
@@ -1058,7 +1065,8 @@ static int local_commit(void *cimpl, const struct bus_record *r)
     char err[256];
     if (consumer_topic(c, r) < 0)
         return -EINVAL;
-    struct local_write w = { .lb = c->lb, .group = c->group, .topic = r->topic, .offset = r->offset + 1 };
+    struct local_offset off = { r->topic, r->offset + 1 };
+    struct local_write w = { .lb = c->lb, .group = c->group, .offs = &off, .n_offs = 1 };
     int rc = local_submit(c->lb->e, &w, err, sizeof err);
     if (rc < 0)
         log_error("%s", err);
@@ -1075,21 +1083,35 @@ static int local_seek(void *cimpl, const struct bus_record *r)
     return 0;
 }
 
-/* Locally the outputs and the input's offset share one transaction, so this
- * is atomic here even where Kafka would be at_least_once. */
-static int local_produce_and_commit(void *cimpl, const struct bus_record *in,
+/* Locally the outputs and the inputs' offsets share one transaction, so this
+ * is atomic here even where Kafka would be at_least_once.  Each topic's
+ * offset moves past the highest input of that topic. */
+static int local_produce_and_commit(void *cimpl, const struct bus_record *const *ins, size_t n_in,
                                     const struct bus_record *outs, size_t n, char *err, size_t errlen)
 {
     struct local_consumer *c = cimpl;
-    if (consumer_topic(c, in) < 0) {
-        snprintf(err, errlen, "record's topic is not one this consumer reads");
-        return -EINVAL;
-    }
+    for (size_t i = 0; i < n_in; i++)
+        if (consumer_topic(c, ins[i]) < 0) {
+            snprintf(err, errlen, "record's topic %s is not one this consumer reads", ins[i]->topic);
+            return -EINVAL;
+        }
     if (!records_valid(outs, n, err, errlen))
         return -EINVAL;
+    struct local_offset *offs = xcalloc(c->n_topics, sizeof *offs);
+    size_t n_offs = 0;
+    for (size_t t = 0; t < c->n_topics; t++) {
+        int64_t next = -1;
+        for (size_t i = 0; i < n_in; i++)
+            if (strcmp(ins[i]->topic, c->topics[t]) == 0 && ins[i]->offset + 1 > next)
+                next = ins[i]->offset + 1;
+        if (next >= 0)
+            offs[n_offs++] = (struct local_offset){ c->topics[t], next };
+    }
     struct local_write w = { .lb = c->lb, .recs = outs, .n = n, .group = c->group,
-                             .topic = in->topic, .offset = in->offset + 1 };
-    return local_submit(c->lb->e, &w, err, errlen);
+                             .offs = offs, .n_offs = n_offs };
+    int rc = local_submit(c->lb->e, &w, err, errlen);
+    free(offs);
+    return rc;
 }
 
 static int local_topic_stats(void *impl, const char *topic, const char *group,
@@ -1139,7 +1161,8 @@ static int local_group_set_offset(void *impl, const char *group, const char *top
                  topic, (int)partition);
         return -EINVAL;
     }
-    struct local_write w = { .lb = lb, .group = group, .topic = topic, .offset = offset };
+    struct local_offset off = { topic, offset };
+    struct local_write w = { .lb = lb, .group = group, .offs = &off, .n_offs = 1 };
     return local_submit(lb->e, &w, err, errlen);
 }
 

@@ -9,6 +9,7 @@
 #include "strbuf.h"
 #include "suppression.h"
 #include "topics.h"
+#include "timeutil.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -25,7 +26,7 @@ struct suppression_copy {
     struct kv *kv;
     struct bus *bus;
     char *group;
-    volatile sig_atomic_t *stop;
+    atomic_int *stop;
     pthread_t tid;
     int started;
     atomic_int ready;
@@ -156,7 +157,7 @@ static void *follow(void *arg)
                  * call itself ready: an empty copy would let send deliver to
                  * suppressed addresses.  Only a missing topic means "empty". */
                 log_kv(LOG_WARN, "suppression copy: cannot read the topic's offsets; retrying", "error", err, NULL);
-                sleep(1);
+                sleep_unless_stopped(1000, s->stop);
                 continue;
             }
             have_stats = n >= 0;
@@ -169,7 +170,7 @@ static void *follow(void *arg)
             c = bus_consumer_new(s->bus, s->group, topics, 1, err, sizeof(err));
             if (!c) {
                 log_kv(LOG_ERROR, "suppression copy: cannot consume", "error", err, NULL);
-                sleep(1);
+                sleep_unless_stopped(1000, s->stop);
                 continue;
             }
             if (have_stats && caught_up(&prog))
@@ -178,8 +179,9 @@ static void *follow(void *arg)
         struct bus_record *r = NULL;
         int rc = bus_consumer_poll(c, &r, 200);
         if (rc < 0) {
+            /* An error is not "nothing more": readiness waits for real records. */
             log_kv(LOG_ERROR, "suppression copy: poll failed", NULL);
-            sleep(1);
+            sleep_unless_stopped(1000, s->stop);
             continue;
         }
         if (rc == 0) {
@@ -188,8 +190,14 @@ static void *follow(void *arg)
                 atomic_store(&s->ready, 1);
             continue;
         }
-        if (suppression_copy_apply(s, r->key, r->key_len, r->value, r->value_len) != 0)
-            log_kv(LOG_ERROR, "suppression copy: cannot store a record", NULL);
+        if (suppression_copy_apply(s, r->key, r->key_len, r->value, r->value_len) != 0) {
+            /* Skipping it would leave an address unsuppressed: read it again. */
+            log_kv(LOG_ERROR, "suppression copy: cannot store a record; retrying", NULL);
+            bus_consumer_seek(c, r);
+            bus_record_free(r);
+            sleep_unless_stopped(1000, s->stop);
+            continue;
+        }
         for (int i = 0; i < prog.n; i++)
             if (prog.part[i] == r->partition && r->offset + 1 > prog.next[i])
                 prog.next[i] = r->offset + 1;
@@ -204,7 +212,7 @@ static void *follow(void *arg)
 }
 
 int suppression_copy_start(struct suppression_copy *s, struct bus *b, const char *group,
-                           volatile sig_atomic_t *stop, char *err, size_t errlen)
+                           atomic_int *stop, char *err, size_t errlen)
 {
     s->bus = b;
     s->group = xstrdup(group);

@@ -27,6 +27,8 @@ const struct config_key common_config_keys[] = {
       "how recipients reach the public HTTP server (links and unsubscribe URLs)" },
     { "mailfleet", "token_keys", CONFIG_SECRET, NULL,
       "HMAC keys for links, VERP and unsubscribe tokens: kid:secret[,kid:secret...]; the first signs" },
+    { "mailfleet", "batch_max", CONFIG_INT, "64",
+      "records per batch of every consuming worker (1 = one at a time); [send] batch_max overrides" },
     { "mailfleet", "queue_retention", CONFIG_DURATION, "14d", "local queue: drop records older than this" },
     { "kafka", "*", CONFIG_STR, NULL, "any librdkafka property, e.g. security.protocol = ssl" },
     { "s3", "access_key", CONFIG_SECRET, NULL, "S3 access key id (or access_key_file)" },

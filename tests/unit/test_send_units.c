@@ -185,7 +185,7 @@ static void test_outbox(void **state)
         { .id = id, .mail_from = "b@x.com", .rcpt = "c@x.com", .prefix = "", .prefix_len = 0,
           .body = "S: x\r\n\r\nbody\r\n", .body_len = 14, .opaque = &done },
     };
-    volatile sig_atomic_t stop = 0;
+    atomic_int stop = 0;
     assert_int_equal(transport_send(t, jobs, 2, NULL, done_count, &stop), 0);
     assert_int_equal(done, 2);
     assert_int_equal(jobs[0].result, TRANSPORT_OK);

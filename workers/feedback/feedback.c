@@ -38,9 +38,11 @@
 #include "suppression.h"
 #include "timeutil.h"
 #include "tokens.h"
+#include "topics.h"
 #include "suppression_copy.h"
 #include "topics.h"
 #include "verp.h"
+#include "worker_loop.h"
 
 #include <ctype.h>
 #include <gmime/gmime.h>
@@ -82,6 +84,7 @@ struct feedback {
     struct suppression_copy *copy;
     struct kv *transient, *seen;
     struct bus_consumer *fc, *ec;
+    struct worker_loop *floop, *eloop;
     char *api_token;
     char **arns;
     size_t n_arns;
@@ -891,22 +894,33 @@ static int ready(void *opaque, char *why, size_t len)
 
 /* ---- loop ------------------------------------------------------------- */
 
-static void consume(struct feedback *f, struct bus_consumer *c, int (*handle)(struct feedback *,
-                    const struct bus_record *), int *busy)
+/* Both consumers run on the common loop.  The handlers publish their own
+ * outputs (suppressions, events) and dedupe through the "seen" state, so
+ * they report only OK or "try again": store or bus trouble is an
+ * environment error, retried after half a second for as long as it lasts.
+ * Malformed records are logged and skipped by the handlers themselves. */
+static void on_feedback(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
+                        struct wl_result *res)
 {
-    struct bus_record *r = NULL;
-    if (bus_consumer_poll(c, &r, 0) != 1)
-        return;
-    *busy = 1;
-    if (handle(f, r) == 0) {
-        bus_consumer_commit(c, r);
-    } else {
-        /* store or bus trouble: retry the same record after a pause */
-        bus_consumer_seek(c, r);
-        usleep(500 * 1000);
+    if (handle_feedback(opaque, r) != 0) {
+        wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "feedback.apply", "store",
+                      "cannot apply a feedback record (store or bus)");
+        res->retry_ms = 500;
     }
-    bus_record_free(r);
 }
+
+static void on_event(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
+                     struct wl_result *res)
+{
+    if (handle_event(opaque, r) != 0) {
+        wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "feedback.event", "store",
+                      "cannot apply a bounce event (store or bus)");
+        res->retry_ms = 500;
+    }
+}
+
+static const struct wl_handler feedback_handler = { .handle = on_feedback };
+static const struct wl_handler event_handler = { .handle = on_event };
 
 static int feedback_run(struct worker_env *env)
 {
@@ -971,18 +985,29 @@ static int feedback_run(struct worker_env *env)
     http_ready_add(env->http, "feedback", ready, f);
     worker_started(env);
     log_kv(LOG_INFO, "feedback started", NULL);
+    size_t batch_max = worker_loop_batch_max(cfg, NULL);
+    struct worker_loop_options fo = {
+        .worker = "feedback", .group = GROUP_FEEDBACK, .batch_max = batch_max, .backoff_ms = 500,
+        .poll_timeout_ms = 0, .stop = env->stop, .handler = &feedback_handler, .opaque = f,
+    };
+    struct worker_loop_options eo = fo;
+    eo.group = GROUP_FEEDBACK_EVENTS;
+    eo.handler = &event_handler;
+    f->floop = worker_loop_new(f->fc, &fo);
+    f->eloop = worker_loop_new(f->ec, &eo);
     int64_t next_expire = mono_ms() + 60000;
     while (!*env->stop) {
-        int busy = 0;
-        consume(f, f->fc, handle_feedback, &busy);
-        consume(f, f->ec, handle_event, &busy);
+        /* One thread, two topics: a batch of each in turn, a short nap
+         * when neither had anything. */
+        int busy = worker_loop_step(f->floop) != 0;
+        busy |= worker_loop_step(f->eloop) != 0;
         if (mono_ms() > next_expire) {
             kv_expire(f->seen, now_ms());
             kv_expire(f->transient, now_ms());
             next_expire = mono_ms() + 3600000;
         }
         if (!busy)
-            usleep(20 * 1000);
+            sleep_unless_stopped(20, env->stop);
     }
     rc = 0;
 out:
@@ -991,6 +1016,8 @@ out:
     http_route_remove(env->public_http, "/sns", f);
     http_route_remove(env->public_http, "/v2/email/suppression/", f);
     http_ready_remove(env->http, "feedback", f);
+    worker_loop_free(f->floop);
+    worker_loop_free(f->eloop);
     bus_consumer_free(f->fc);
     bus_consumer_free(f->ec);
     suppression_copy_free(f->copy);

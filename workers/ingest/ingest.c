@@ -36,6 +36,7 @@
 #include "strbuf.h"
 #include "timeutil.h"
 #include "worker.h"
+#include "worker_loop.h"
 
 #include "rules.h"
 #include "smtp_server.h"
@@ -399,6 +400,7 @@ static int ingest_run(struct worker_env *env)
         .state_dir = state_dir,
         .dedupe_ttl_ms = config_duration_ms(cfg, "ingest", "dedupe_ttl"),
         .produce_timeout_ms = (int)config_duration_ms(cfg, "ingest", "produce_timeout"),
+        .batch_max = worker_loop_batch_max(cfg, NULL),
         .bus_opt = &bopt,
         .store_opt = &sopt,
     };

@@ -23,6 +23,7 @@
 #include "strbuf.h"
 #include "timeutil.h"
 #include "topics.h"
+#include "worker_loop.h"
 
 #define STORE_RETRY_MS 10000   /* after a store failure, spool directly this long */
 #define MAX_RECORDS  64   /* records one message usually makes: dedupe_recover's look-back */
@@ -57,7 +58,7 @@ struct spool {
     struct kv *dedupe;
     pthread_t forwarder;
     int forwarder_started;
-    volatile int stop;
+    atomic_int stop;            /* set by spool_close, read by the forwarder */
     pthread_t marker;
     int marker_started, marker_stop;
     pthread_mutex_t mlock;
@@ -574,8 +575,7 @@ static int sink_buf(void *opaque, const void *buf, size_t len)
 
 static void backoff_sleep(struct spool *sp, int *delay_ms)
 {
-    for (int waited = 0; waited < *delay_ms && !sp->stop; waited += 50)
-        usleep(50 * 1000);
+    sleep_unless_stopped(*delay_ms, &sp->stop);
     *delay_ms = *delay_ms * 2 > 5000 ? 5000 : *delay_ms * 2;
 }
 
@@ -585,23 +585,52 @@ static char *header_str(const struct bus_record *r, const char *name)
     return h ? xstrndup(h->value, h->value_len) : NULL;
 }
 
-/* Relays one spool record; 0 when done (commit), <0 to retry it. */
-static int forward_one(struct spool *sp, const struct bus_record *r)
+/* The forwarder runs on the common worker loop with the real bus as its
+ * output bus: per batch, raw mails are uploaded by the handler, the records
+ * produced on the real bus, then the spool offsets committed.  Raw files
+ * uploaded from the spool store are deleted once every record naming them
+ * is relayed (records of one message are adjacent), which batch_end works
+ * out from the records the batch committed. */
+struct forwarder {
+    struct spool *sp;
+    char (*rkey)[128];          /* per record of the batch: its mf.raw.key, "" if none */
+    unsigned char *from_spool;  /* per record: mf.raw = spool */
+    size_t handled;             /* records handle() saw in this batch */
+    int batch_seen;
+    char pending_raw[128];      /* uploaded, to delete after its last record */
+};
+
+static void forwarder_drop_pending(struct forwarder *fw)
 {
+    char err[256];
+    if (!fw->pending_raw[0])
+        return;
+    store_delete(fw->sp->spool_store, fw->pending_raw, err, sizeof(err));
+    fw->pending_raw[0] = 0;
+}
+
+/* Relays one spool record: uploads its raw mail first (a consumer must find
+ * it by its key), then hands the record to the batch for the real bus. */
+static void forward_one(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
+                        struct wl_result *res)
+{
+    struct forwarder *fw = opaque;
+    struct spool *sp = fw->sp;
     char err[512] = "";
     char *topic = header_str(r, "mf.topic");
     char *raw = header_str(r, "mf.raw");
     char *rkey = header_str(r, "mf.raw.key");
-    int rc = 0;
+    snprintf(fw->rkey[index], sizeof(fw->rkey[index]), "%s", rkey ? rkey : "");
+    fw->from_spool[index] = raw && strcmp(raw, "spool") == 0 && rkey;
+    fw->handled = index + 1;
     if (!topic) {
         log_kv(LOG_ERROR, "spool record without mf.topic: dropped", NULL);
         goto out;
     }
-    if (raw && strcmp(raw, "spool") == 0 && rkey) {
-        /* Upload the raw mail first: a consumer must find it by its key. */
+    if (fw->from_spool[index]) {
         struct strbuf b;
         strbuf_init(&b);
-        rc = store_get_cb(sp->spool_store, rkey, 0, 0, sink_buf, &b, err, sizeof(err));
+        int rc = store_get_cb(sp->spool_store, rkey, 0, 0, sink_buf, &b, err, sizeof(err));
         if (rc == 0)
             rc = store_put_buf(sp->store, rkey, b.data ? b.data : "", b.len, "message/rfc822", NULL, err,
                                sizeof(err));
@@ -609,21 +638,37 @@ static int forward_one(struct spool *sp, const struct bus_record *r)
             rc = 0;   /* uploaded and removed by an earlier pass: the record alone is left */
         strbuf_free(&b);
         if (rc != 0) {
-            log_kv(LOG_WARN, "spool: incoming store still failing", "error", err, NULL);
+            wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "ingest.spool", "store",
+                          "incoming store still failing: %s", err);
             goto out;
         }
     }
-    struct bus_record out = { .topic = topic, .key = r->key, .key_len = r->key_len, .value = r->value,
-                              .value_len = r->value_len, .partition = -1 };
-    rc = bus_produce(sp->bus, &out, 1, sp->conf.produce_timeout_ms, err, sizeof(err));
-    if (rc != 0)
-        log_kv(LOG_WARN, "spool: bus not reachable, will retry", "error", err, NULL);
+    struct bus_record o = { .topic = topic, .key = r->key, .key_len = r->key_len, .value = r->value,
+                            .value_len = r->value_len, .partition = -1 };
+    wl_output(out, &o);
 out:
     free(topic);
     free(raw);
     free(rkey);
-    return rc;
 }
+
+static void forwarder_batch_end(void *opaque, size_t committed)
+{
+    struct forwarder *fw = opaque;
+    fw->batch_seen = 1;
+    /* The committed records in order, then the one that failed (if any):
+     * a record naming another raw file ends the pending one. */
+    for (size_t i = 0; i < fw->handled && i <= committed; i++) {
+        if (fw->pending_raw[0] && strcmp(fw->rkey[i], fw->pending_raw) != 0)
+            forwarder_drop_pending(fw);
+        if (i < committed && fw->from_spool[i])
+            snprintf(fw->pending_raw, sizeof(fw->pending_raw), "%s", fw->rkey[i]);
+    }
+    fw->handled = 0;
+}
+
+static const struct wl_handler forwarder_handler = { .handle = forward_one,
+                                                     .batch_end = forwarder_batch_end };
 
 static void *forwarder_main(void *arg)
 {
@@ -640,42 +685,28 @@ static void *forwarder_main(void *arg)
             backoff_sleep(sp, &delay);
         }
     }
-    delay = 100;
-    /* Raw files uploaded from the spool store, deleted once every record
-     * naming them is relayed (records of one message are adjacent). */
-    char pending_raw[128] = "";
-    while (!sp->stop && c) {
-        struct bus_record *r = NULL;
-        int n = bus_consumer_poll(c, &r, 200);
-        if (n <= 0) {
-            if (pending_raw[0]) {
-                store_delete(sp->spool_store, pending_raw, err, sizeof(err));
-                pending_raw[0] = 0;
-            }
-            if (n < 0)
-                backoff_sleep(sp, &delay);
-            continue;
-        }
-        char *rkey = header_str(r, "mf.raw.key");
-        char *raw = header_str(r, "mf.raw");
-        if (pending_raw[0] && (!rkey || strcmp(rkey, pending_raw) != 0)) {
-            store_delete(sp->spool_store, pending_raw, err, sizeof(err));
-            pending_raw[0] = 0;
-        }
-        if (forward_one(sp, r) == 0) {
-            if (bus_consumer_commit(c, r) != 0)
-                log_kv(LOG_ERROR, "spool forwarder: commit failed", NULL);
-            if (raw && strcmp(raw, "spool") == 0 && rkey)
-                snprintf(pending_raw, sizeof(pending_raw), "%s", rkey);
-            delay = 100;
-        } else {
-            bus_consumer_seek(c, r);
-            backoff_sleep(sp, &delay);
-        }
-        free(rkey);
-        free(raw);
-        bus_record_free(r);
+    if (!c)
+        return NULL;
+    size_t batch_max = sp->conf.batch_max ? sp->conf.batch_max : 1;
+    struct forwarder fw = { .sp = sp, .rkey = xcalloc(batch_max, sizeof(*fw.rkey)),
+                            .from_spool = xcalloc(batch_max, 1) };
+    struct worker_loop_options lo = {
+        .worker = "ingest", .group = GROUP_INGEST_FORWARD, .batch_max = batch_max, .backoff_ms = 100,
+        .backoff_max_ms = 5000, .poll_timeout_ms = 200, .stop = &sp->stop,
+        .handler = &forwarder_handler, .opaque = &fw, .output_bus = sp->bus,
+        .output_timeout_ms = sp->conf.produce_timeout_ms,
+    };
+    struct worker_loop *wl = worker_loop_new(c, &lo);
+    while (!sp->stop) {
+        fw.batch_seen = 0;
+        worker_loop_step(wl);
+        // cppcheck-suppress knownConditionTrueFalse ; the loop's handler sets it through lo.opaque
+        if (!fw.batch_seen)
+            forwarder_drop_pending(&fw);   /* caught up: nothing more names it */
     }
+    worker_loop_free(wl);
     bus_consumer_free(c);
+    free(fw.rkey);
+    free(fw.from_spool);
     return NULL;
 }

@@ -39,6 +39,7 @@ struct spool_conf {
     const char *state_dir;         /* dedupe db lives in <state_dir>/ingest */
     int64_t dedupe_ttl_ms;         /* 0 = no dedupe */
     int produce_timeout_ms;
+    size_t batch_max;              /* forwarder: records per batch ([mailfleet] batch_max) */
     const struct bus_options *bus_opt;
     const struct store_options *store_opt;
 };

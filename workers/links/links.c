@@ -66,7 +66,7 @@ struct links {
     int64_t poll_ms;
     atomic_int loaded;
     atomic_int inflight;      /* handlers running; shutdown waits for 0 */
-    volatile sig_atomic_t *stop;
+    atomic_int *stop;
     pthread_t reader;
     struct metric *m_ok, *m_forbidden, *m_missing, *m_bytes;
 };
@@ -145,8 +145,7 @@ static void *revocation_reader(void *arg)
         }
         if (complete)
             atomic_store(&l->loaded, 1);
-        for (int64_t w = 0; w < l->poll_ms && !*l->stop; w += 50)
-            usleep(50 * 1000);
+        sleep_unless_stopped(l->poll_ms, l->stop);
     }
     return NULL;
 }

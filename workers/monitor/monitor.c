@@ -506,11 +506,22 @@ static int monitor_run(struct worker_env *env)
     int64_t next_sample = 0, next_retention = mono_ms() + 10000;
     worker_started(env);
     log_kv(LOG_INFO, "monitor started", NULL);
+    /* Not on the common worker loop (worker_loop.h): the monitor's group
+     * never commits — every start recounts the rate window from the
+     * topic — and it produces nothing per record, so there is no batch to
+     * make durable.  It drains what is there between samples instead. */
+    int64_t next_poll_warning = 0;
     while (!*env->stop) {
         struct bus_record *r = NULL;
-        while (bus_consumer_poll(m->events, &r, 0) == 1) {
+        int got;
+        while ((got = bus_consumer_poll(m->events, &r, 0)) == 1) {
             count_event(m, r);
             bus_record_free(r);
+        }
+        if (got < 0 && mono_ms() >= next_poll_warning) {
+            /* Rates computed meanwhile miss events: say so, once a minute. */
+            log_kv(LOG_WARN, "cannot read mailfleet.events; rates may be low", NULL);
+            next_poll_warning = mono_ms() + 60000;
         }
         int64_t t = mono_ms();
         if (t >= next_sample) {
@@ -529,7 +540,7 @@ static int monitor_run(struct worker_env *env)
             run_retention(m, cfg);
             next_retention = t + ret_every;
         }
-        usleep(50 * 1000);
+        sleep_unless_stopped(got < 0 ? 1000 : 50, env->stop);
     }
     rc = 0;
 out:

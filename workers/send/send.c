@@ -14,7 +14,10 @@
  * before any output is produced or the offset committed, so a redelivered
  * record never resends to a recipient who got it (a duplicate is possible
  * only if the process dies between the relay's 250 and that marker write).
- * Offsets are committed only after every output of the batch is durable.
+ * Offsets are committed only after every output of the batch is durable:
+ * the common worker loop (worker_loop.h) polls, commits, seeks back and
+ * dead-letters; send's batch_begin delivers every recipient of a batch in
+ * parallel and handle() then reports each record's outcome.
  * The suppression copy is rebuilt from the start of mailfleet.suppression at
  * startup and nothing is sent until it has caught up.
  *
@@ -45,6 +48,7 @@
 #include "topics.h"
 #include "transport.h"
 #include "verp.h"
+#include "worker_loop.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -59,7 +63,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PRODUCE_TIMEOUT_MS 30000
 
 const struct config_key send_config_keys[] = {
     { "send", "metrics_listen", CONFIG_STR, "127.0.0.1:9103", "metrics/health when run alone" },
@@ -69,7 +72,8 @@ const struct config_key send_config_keys[] = {
     { "send", "retry_tiers", CONFIG_LIST, "1m,5m,30m,2h",
       "delays of the retry topics mailfleet.outbound.retry.<delay>, in order" },
     { "send", "max_retry_age", CONFIG_DURATION, "24h", "after this a deferred recipient bounces (Transient)" },
-    { "send", "batch_max", CONFIG_INT, "64", "records handled (and recipients sent in parallel) per batch" },
+    { "send", "batch_max", CONFIG_INT, NULL,
+      "records handled (and recipients sent in parallel) per batch; default [mailfleet] batch_max" },
     { "send", "connections", CONFIG_INT, "4", "parallel SMTP/SES connections per consuming thread" },
     { "send", "per_domain", CONFIG_INT, "4", "max transfers in flight per recipient domain" },
     { "send", "rate", CONFIG_INT, "0", "messages per second across the worker (0 = unlimited)" },
@@ -103,7 +107,7 @@ const struct config_key send_config_keys[] = {
 
 struct sender {
     const struct config *cfg;
-    volatile sig_atomic_t *stop;
+    atomic_int *stop;
     struct bus *bus;
     struct kv *sent;
     struct suppression_copy *supp;
@@ -137,12 +141,15 @@ struct lane {
     struct transport *t;
     struct store *store[2];        /* incoming, attachments: opened on first use */
     struct bus_consumer *c;
+    struct worker_loop *loop;
+    struct send_batch *b;          /* the batch between batch_begin and batch_end */
     int rc;
 };
 
 /* One input record of a batch. */
 struct rec_ctx {
     struct bus_record *r;
+    size_t idx;                    /* in the batch */
     json_t *doc;
     const char *id, *inbound_id, *subject, *list;
     char from_addr[ADDRESS_BUFSZ];
@@ -169,9 +176,11 @@ struct job_ctx {
     int64_t done_ms;               /* when the transport finished it */
 };
 
-/* Outputs of a batch, produced together before the commit. */
+/* Outputs of a batch, each tagged with the record it belongs to; handle()
+ * hands a record's share to the loop. */
 struct outputs {
     struct bus_record *recs;
+    size_t *owner;
     size_t n, cap;
     void **owned;
     size_t n_owned, cap_owned;
@@ -187,13 +196,15 @@ static void *own(struct outputs *o, void *p)
     return p;
 }
 
-static void out_add(struct outputs *o, const char *topic, const char *key, char *value, size_t vlen,
-                    struct bus_header *hs, size_t nh)
+static void out_add(struct outputs *o, size_t owner, const char *topic, const char *key, char *value,
+                    size_t vlen, struct bus_header *hs, size_t nh)
 {
     if (o->n == o->cap) {
         o->cap = o->cap ? o->cap * 2 : 64;
         o->recs = xrealloc(o->recs, o->cap * sizeof(*o->recs));
+        o->owner = xrealloc(o->owner, o->cap * sizeof(*o->owner));
     }
+    o->owner[o->n] = owner;
     own(o, value);
     if (hs)
         own(o, hs);
@@ -209,6 +220,7 @@ static void outputs_free(struct outputs *o)
         free(o->owned[i]);
     free(o->owned);
     free(o->recs);
+    free(o->owner);
 }
 
 /* ---- record parsing ---- */
@@ -470,55 +482,7 @@ static const char *bounce_subtype(const char *status)
 
 static void add_event(struct outputs *o, struct rec_ctx *rc, char *ev, size_t len)
 {
-    out_add(o, TOPIC_EVENTS, rc->id, ev, len, NULL, 0);
-}
-
-/* The original record unchanged (key, value, headers) plus the mf.* error
- * headers (schemas/README.md, "Dead-letter records"). */
-static void add_dlq(struct lane *l, struct outputs *o, struct rec_ctx *rc)
-{
-    struct bus_record *r = rc->r;
-    size_t nh = 0, keep = 0;
-    for (size_t i = 0; i < r->n_headers; i++)
-        if (strncmp(r->headers[i].name, "mf.", 3) != 0)
-            keep++;
-    struct bus_header *hs = xcalloc(keep + 7, sizeof(*hs));
-    for (size_t i = 0; i < r->n_headers; i++)
-        if (strncmp(r->headers[i].name, "mf.", 3) != 0)
-            hs[nh++] = r->headers[i];   /* borrowed from r, alive until produced */
-    char *part = own(o, xmalloc(24)), *off = own(o, xmalloc(24)), *att = own(o, xmalloc(24));
-    char *msg = own(o, xstrdup(rc->dead_msg));
-    for (char *p = msg; *p; p++)
-        if (*p == '\r' || *p == '\n')
-            *p = ' ';
-    snprintf(part, 24, "%d", (int)(r->partition < 0 ? 0 : r->partition));
-    snprintf(off, 24, "%lld", (long long)r->offset);
-    snprintf(att, 24, "%d", rc->attempt + 1);
-    const char *vals[7][2] = {
-        { "mf.error.stage", rc->dead_stage ? rc->dead_stage : "send.parse" },
-        { "mf.error.class", rc->dead_class }, { "mf.error.message", msg },
-        { "mf.source.topic", l->topic }, { "mf.source.partition", part }, { "mf.source.offset", off },
-        { "mf.attempts", att },
-    };
-    for (int i = 0; i < 7; i++)
-        hs[nh++] = (struct bus_header){ vals[i][0], vals[i][1], strlen(vals[i][1]) };
-    char *v = NULL;
-    if (r->value) {
-        v = xmalloc(r->value_len ? r->value_len : 1);
-        memcpy(v, r->value, r->value_len);
-    }
-    if (o->n == o->cap) {
-        o->cap = o->cap ? o->cap * 2 : 64;
-        o->recs = xrealloc(o->recs, o->cap * sizeof(*o->recs));
-    }
-    own(o, v);
-    own(o, hs);
-    o->recs[o->n++] = (struct bus_record){
-        .topic = TOPIC_OUTBOUND_DLQ, .key = r->key, .key_len = r->key_len, .value = v,
-        .value_len = r->value ? r->value_len : 0, .headers = hs, .n_headers = nh, .partition = -1,
-    };
-    metric_inc(l->w->m.dead);
-    log_kv(LOG_WARN, "record sent to the DLQ", "topic", l->topic, "class", rc->dead_class, "error", msg, NULL);
+    out_add(o, rc->idx, TOPIC_EVENTS, rc->id, ev, len, NULL, 0);
 }
 
 /* Tier for a record that has made `attempt` attempts before this one. */
@@ -554,7 +518,7 @@ static void add_retry(struct lane *l, struct outputs *o, struct rec_ctx *rc)
     sprintf(topic, "%s%s", TOPIC_OUTBOUND_RETRY, w->tiers[tier]);
     char *key = rc->r->key ? own(o, xstrndup(rc->r->key, rc->r->key_len))
                            : (char *)(rc->inbound_id ? rc->inbound_id : rc->id);
-    out_add(o, topic, key, v, strlen(v), hs, 1);
+    out_add(o, rc->idx, topic, key, v, strlen(v), hs, 1);
 }
 
 /* ---- a batch ---- */
@@ -569,26 +533,6 @@ static void rec_free(struct rec_ctx *rc)
         free(rc->rcpts[i]);
     free(rc->rcpts);
     free(rc->body);
-}
-
-static void backoff(struct sender *w, int ms)
-{
-    for (int i = 0; i < ms / 50 && !stopping(w); i++)
-        usleep(50000);
-}
-
-/* Rewinds every partition to its first record in batch[from..n), so records
- * polled but not handled come back (Kafka batches span partitions). */
-static void seek_back(struct lane *l, struct bus_record **batch, size_t from, size_t n)
-{
-    for (size_t i = from; i < n; i++) {
-        int first = 1;
-        for (size_t k = from; k < i; k++)
-            if (batch[k]->partition == batch[i]->partition)
-                first = 0;
-        if (first && bus_consumer_seek(l->c, batch[i]) != 0)
-            log_kv(LOG_ERROR, "cannot seek back", "topic", l->topic, NULL);
-    }
 }
 
 /* Decides per recipient: already sent (event again), suppressed (event), or
@@ -713,72 +657,111 @@ static int report_outcomes(struct lane *l, struct transport_job *jobs, struct jo
     return 0;
 }
 
-/* A batch: parse every record (bad ones to the DLQ; a transient store error
- * cuts the batch there), deliver all recipients at once, then produce every
- * output and only then commit. */
-static void process_batch(struct lane *l, struct bus_record **batch, size_t n)
-{
-    struct sender *w = l->w;
-    struct rec_ctx *rcs = xcalloc(n, sizeof(*rcs));
-    struct outputs o = { 0 };
-    size_t upto = n, n_jobs = 0, cap_jobs = 0;
-    char err[256];
+/* What batch_begin worked out for the batch, read by handle(). */
+struct send_batch {
+    struct rec_ctx *rcs;
+    size_t n, upto;                /* records from upto on were not parsed (transient) */
+    struct transport_job *jobs;
+    struct job_ctx *jcs;
+    size_t n_jobs;
+    struct outputs o;
+};
 
+static void send_batch_end(void *opaque, size_t committed)
+{
+    struct lane *l = opaque;
+    struct send_batch *b = l->b;
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n_jobs; i++)
+        free(b->jcs[i].prefix);
+    for (size_t i = 0; i < b->n; i++)
+        rec_free(&b->rcs[i]);
+    free(b->jobs);
+    free(b->jcs);
+    free(b->rcs);
+    outputs_free(&b->o);
+    free(b);
+    l->b = NULL;
+}
+
+/* Parses every record (a transient store error stops there: handle() asks
+ * the loop to retry from that record), delivers all recipients at once,
+ * then builds every event and retry record.  Non-zero when stopping left
+ * transfers not run: the loop commits nothing and the batch comes back
+ * after the restart, where the sent markers skip whoever already got it. */
+static int send_batch_begin(void *opaque, struct bus_record *const *recs, size_t n)
+{
+    struct lane *l = opaque;
+    struct sender *w = l->w;
+    struct send_batch *b = xcalloc(1, sizeof(*b));
+    size_t cap_jobs = 0;
+    l->b = b;
+    b->rcs = xcalloc(n, sizeof(*b->rcs));
+    b->n = n;
+    b->upto = n;
     for (size_t i = 0; i < n; i++) {
-        rcs[i].r = batch[i];
-        int pr = parse_record(l, &rcs[i]);
+        b->rcs[i].r = recs[i];
+        b->rcs[i].idx = i;
+        int pr = parse_record(l, &b->rcs[i]);
         if (pr < 0) {
-            upto = i;
+            b->upto = i;
             break;
         }
-        if (pr > 0)
-            add_dlq(l, &o, &rcs[i]);
-        else
-            cap_jobs += rcs[i].n_rcpts;
+        if (pr == 0)
+            cap_jobs += b->rcs[i].n_rcpts;
     }
-    struct transport_job *jobs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*jobs));
-    struct job_ctx *jcs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*jcs));
-    n_jobs = plan_jobs(l, rcs, upto, &o, jobs, jcs);
-    if (n_jobs)
-        transport_send(l->t, jobs, n_jobs, w->rl, on_job_done, w->stop);
-    if (report_outcomes(l, jobs, jcs, n_jobs, &o)) {
-        /* Stopping mid-batch: the batch comes back after the restart and the
-         * sent markers skip whoever already got it. */
-        goto out;
-    }
-    for (size_t i = 0; i < upto; i++)
-        if (!rcs[i].dead_class && rcs[i].retry && json_array_size(rcs[i].retry) > 0)
-            add_retry(l, &o, &rcs[i]);
-
-    if (o.n && bus_produce(w->bus, o.recs, o.n, PRODUCE_TIMEOUT_MS, err, sizeof(err)) != 0) {
-        log_kv(LOG_ERROR, "cannot produce outputs; the batch will be retried", "error", err, NULL);
-        seek_back(l, batch, 0, n);
-        backoff(w, 1000);
-        goto out;
-    }
-    /* Commit the last handled record of each partition. */
-    for (size_t i = 0; i < upto; i++) {
-        int last = 1;
-        for (size_t k = i + 1; k < upto; k++)
-            if (batch[k]->partition == batch[i]->partition)
-                last = 0;
-        if (last && bus_consumer_commit(l->c, batch[i]) != 0)
-            log_kv(LOG_ERROR, "commit failed", "topic", l->topic, NULL);
-    }
-    if (upto < n) {
-        seek_back(l, batch, upto, n);
-        backoff(w, 1000);
-    }
-out:
-    for (size_t i = 0; i < n_jobs; i++)
-        free(jcs[i].prefix);
-    for (size_t i = 0; i < n; i++)
-        rec_free(&rcs[i]);
-    free(jobs);
-    free(jcs);
-    free(rcs);
-    outputs_free(&o);
+    b->jobs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*b->jobs));
+    b->jcs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*b->jcs));
+    b->n_jobs = plan_jobs(l, b->rcs, b->upto, &b->o, b->jobs, b->jcs);
+    if (b->n_jobs)
+        transport_send(l->t, b->jobs, b->n_jobs, w->rl, on_job_done, w->stop);
+    if (report_outcomes(l, b->jobs, b->jcs, b->n_jobs, &b->o))
+        return -1;
+    for (size_t i = 0; i < b->upto; i++)
+        if (!b->rcs[i].dead_class && b->rcs[i].retry && json_array_size(b->rcs[i].retry) > 0)
+            add_retry(l, &b->o, &b->rcs[i]);
+    return 0;
 }
+
+static void send_handle(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
+                        struct wl_result *res)
+{
+    struct lane *l = opaque;
+    struct send_batch *b = l->b;
+    struct rec_ctx *rc = &b->rcs[index];
+    if (index >= b->upto) {
+        /* The message could not be read (store trouble): not the record's
+         * fault, so retried until it works, never dead-lettered. */
+        wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "send.store", "store",
+                      "cannot read the message; will retry");
+        res->retry_ms = 1000;
+        return;
+    }
+    if (rc->dead_class) {
+        wl_result_set(res, WL_DEAD, WL_CAUSE_RECORD, rc->dead_stage ? rc->dead_stage : "send.parse",
+                      rc->dead_class, "%s", rc->dead_msg);
+        res->attempts = rc->attempt + 1;
+        metric_inc(l->w->m.dead);
+        return;
+    }
+    for (size_t i = 0; i < b->o.n; i++)
+        if (b->o.owner[i] == index)
+            wl_output(out, &b->o.recs[i]);
+}
+
+/* Only retry tiers wait: a record is due at its mf.not_before. */
+static int64_t not_before(const struct bus_record *r);
+static int64_t send_not_before(void *opaque, const struct bus_record *r)
+{
+    const struct lane *l = opaque;
+    return l->tier < 0 ? 0 : not_before(r);
+}
+
+static const struct wl_handler send_handler = {
+    .batch_begin = send_batch_begin, .handle = send_handle, .batch_end = send_batch_end,
+    .not_before = send_not_before,
+};
 
 /* ---- lanes ---- */
 
@@ -804,18 +787,6 @@ static int64_t not_before(const struct bus_record *r)
     return 0;
 }
 
-/* Waits until r is due; 0 = go, -1 = stopping or paused (put it back). */
-/* 1 when r's not_before has come; otherwise waits up to a second first. */
-static int due(struct sender *w, const struct bus_record *r)
-{
-    int64_t d = not_before(r) - now_ms();
-    if (d <= 0)
-        return 1;
-    for (int64_t slept = 0; slept < 1000 && slept < d && !stopping(w); slept += 100)
-        usleep(100 * 1000);
-    return not_before(r) <= now_ms() && !paused(w);
-}
-
 static void *lane_main(void *arg)
 {
     struct lane *l = arg;
@@ -823,7 +794,7 @@ static void *lane_main(void *arg)
     char err[256];
     log_set_worker("send");
     while (!stopping(w) && !suppression_copy_ready(w->supp))
-        usleep(50000);
+        sleep_unless_stopped(50, w->stop);
     atomic_store(&send_ready, 1);
     const char *topics[] = { l->topic, NULL };
     l->c = bus_consumer_new(w->bus, l->group, topics, 1, err, sizeof(err));
@@ -833,7 +804,12 @@ static void *lane_main(void *arg)
         *w->stop = 1;
         return NULL;
     }
-    struct bus_record **batch = xcalloc(w->batch_max, sizeof(*batch));
+    struct worker_loop_options lo = {
+        .worker = "send", .group = l->group, .dlq_topic = TOPIC_OUTBOUND_DLQ, .batch_max = w->batch_max,
+        .max_attempts = 1, .backoff_ms = 1000, .poll_timeout_ms = 200, .stop = w->stop,
+        .handler = &send_handler, .opaque = l,
+    };
+    l->loop = worker_loop_new(l->c, &lo);
     int64_t next_expire = mono_ms() + 60000;
     while (!stopping(w)) {
         /* Expired sent markers are invisible to kv_get but still stored:
@@ -847,41 +823,13 @@ static void *lane_main(void *arg)
         metric_set(w->m.rl_tokens, ratelimit_tokens(w->rl, mono_us()));
         metric_set(w->m.paused, paused(w) ? 1 : 0);
         if (paused(w)) {
-            usleep(200000);
+            sleep_unless_stopped(200, w->stop);
             continue;
         }
-        struct bus_record *r = NULL;
-        int rc = bus_consumer_poll(l->c, &r, 200);
-        if (rc < 0) {
-            log_kv(LOG_ERROR, "poll failed", "topic", l->topic, NULL);
-            backoff(w, 1000);
-            continue;
-        }
-        if (rc == 0)
-            continue;
-        if (l->tier >= 0 && !due(w, r)) {
-            /* Not due yet: put it back and poll again within a second, so a
-             * 30 m or 2 h tier never outlasts Kafka's max.poll.interval.ms
-             * (the group would expel us and redeliver early). */
-            bus_consumer_seek(l->c, r);
-            bus_record_free(r);
-            continue;
-        }
-        size_t n = 0;
-        batch[n++] = r;
-        while (n < w->batch_max && bus_consumer_poll(l->c, &r, 0) == 1) {
-            if (l->tier >= 0 && not_before(r) > now_ms()) {
-                bus_consumer_seek(l->c, r);
-                bus_record_free(r);
-                break;
-            }
-            batch[n++] = r;
-        }
-        process_batch(l, batch, n);
-        for (size_t i = 0; i < n; i++)
-            bus_record_free(batch[i]);
+        worker_loop_step(l->loop);
     }
-    free(batch);
+    worker_loop_free(l->loop);
+    l->loop = NULL;
     bus_consumer_free(l->c);
     l->c = NULL;
     return NULL;
@@ -978,8 +926,7 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     w->max_age_ms = config_duration_ms(cfg, "send", "max_retry_age");
     w->marker_ttl_ms = config_duration_ms(cfg, "send", "sent_marker_ttl");
     w->unsub_ttl_ms = config_duration_ms(cfg, "send", "unsubscribe_ttl");
-    int64_t bm = config_int(cfg, "send", "batch_max");
-    w->batch_max = bm < 1 ? 1 : bm > 4096 ? 4096 : (size_t)bm;
+    w->batch_max = worker_loop_batch_max(cfg, "send");
     w->pause_file = send_pause_file(cfg);
     w->transport_uri = xstrdup(config_str(cfg, "send", "transport"));
     w->smtp_password = config_secret(cfg, "send", "smtp_password");

@@ -65,7 +65,7 @@ const char *transport_name(const struct transport *t) { return t->ops->scheme; }
 const char *transport_peer(const struct transport *t) { return t->ops->peer(t->impl); }
 
 int transport_send(struct transport *t, struct transport_job *jobs, size_t n, struct ratelimit *rl,
-                   transport_done_cb done, volatile sig_atomic_t *stop)
+                   transport_done_cb done, atomic_int *stop)
 {
     for (size_t i = 0; i < n; i++) {
         jobs[i].result = TRANSPORT_NOT_RUN;

@@ -3,8 +3,9 @@
  *   mailfleet.outbound  the mail to send (outbound.v1, key = inbound id)
  *   mailfleet.fallback  one record per problem found (fallback.v1)
  *   store:attachments   every attachment, decoded, under a key we build
- * with bus_produce_and_commit, so outputs and the input offset go together
- * (one transaction in Kafka transactional mode).
+ * through the common worker loop (worker_loop.h): a batch's outputs and its
+ * input offsets commit together (one transaction in Kafka transactional
+ * mode).
  *
  * Guarantees: every inbound record ends as outbound and/or fallback, or in
  * mailfleet.inbound.dlq after bounded retries with mf.error.* headers.
@@ -37,10 +38,12 @@
 #include "strbuf.h"
 #include "timeutil.h"
 #include "tokens.h"
+#include "topics.h"
 #include "transform.h"
 #include "topics.h"
 #include "transform_worker.h"
 #include "worker.h"
+#include "worker_loop.h"
 
 /* --- the worker ------------------------------------------------------ */
 
@@ -52,13 +55,10 @@ struct tw {
     struct store *incoming, *attachments;
     struct bus *bus;
     struct bus_consumer *cons;
+    struct worker_loop *loop;
     uint64_t inline_max;
-    int retries;
-    int64_t backoff_ms;
-    struct metric *m_ok, *m_fallback, *m_dlq, *m_retry, *m_att, *m_att_bytes;
+    struct metric *m_ok, *m_fallback, *m_att, *m_att_bytes;
 };
-
-enum handle_result { HANDLE_OK, HANDLE_RETRY, HANDLE_DEAD };
 
 static void json_set_str(json_t *o, const char *k, const char *v)
 {
@@ -222,17 +222,31 @@ static char *raw_mail_path(struct tw *w, const char *key, int *is_temp, char *er
     return xstrdup(tmpl);
 }
 
-/* stage and cls name where and how a failure happened (DLQ headers,
- * schemas/README.md): stage transform.<step>, cls parse|store|bus|internal. */
-static enum handle_result handle(struct tw *w, const struct bus_record *rec, char *stage, char *cls,
-                                 char *err, size_t errlen)
+/* Errors of the machine, not of the mail: retried for ever, never
+ * dead-lettered (worker_loop.h). */
+static enum wl_cause cause_of(int rc)
 {
+    return rc == -ENOSPC || rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM || rc == -EDQUOT
+               ? WL_CAUSE_ENVIRONMENT
+               : WL_CAUSE_RECORD;
+}
+
+/* res->stage and res->cls name where and how a failure happened (DLQ
+ * headers, schemas/README.md): stage transform.<step>, cls
+ * parse|store|bus|internal.  Outputs go to the loop's batch. */
+static void handle(void *opaque, const struct bus_record *rec, size_t index, struct wl_batch *batch,
+                   struct wl_result *res)
+{
+    struct tw *w = opaque;
+    char *stage = res->stage, *cls = res->cls, *err = res->reason;
+    size_t errlen = sizeof(res->reason);
     struct inbound_record in;
     strcpy(stage, "transform.decode");
     strcpy(cls, "parse");
     if (inbound_record_parse(rec->value, rec->value_len, &in, err, errlen) != 0) {
         json_decref(in.root);
-        return HANDLE_DEAD;
+        res->kind = WL_DEAD;
+        return;
     }
     strcpy(stage, "transform.read");
     strcpy(cls, "store");
@@ -240,7 +254,8 @@ static enum handle_result handle(struct tw *w, const struct bus_record *rec, cha
     char *path = raw_mail_path(w, in.key, &is_temp, err, errlen);
     if (!path) {
         json_decref(in.root);
-        return HANDLE_RETRY;
+        res->kind = WL_RETRY;
+        return;
     }
     strcpy(stage, "transform.parse");
     struct transform_result r;
@@ -254,7 +269,9 @@ static enum handle_result handle(struct tw *w, const struct bus_record *rec, cha
         json_decref(in.root);
         if (rc == -EINVAL)
             strcpy(cls, "parse");
-        return rc == -EINVAL ? HANDLE_DEAD : HANDLE_RETRY;
+        res->kind = rc == -EINVAL ? WL_DEAD : WL_RETRY;
+        res->cause = cause_of(rc);
+        return;
     }
 
     strcpy(stage, "transform.store");
@@ -268,7 +285,8 @@ static enum handle_result handle(struct tw *w, const struct bus_record *rec, cha
         if (!ob) {
             transform_result_free(&r);
             json_decref(in.root);
-            return HANDLE_RETRY;
+            res->kind = WL_RETRY;
+            return;
         }
         docs[n] = ob;
         topics[n++] = TOPIC_OUTBOUND;
@@ -289,86 +307,33 @@ static enum handle_result handle(struct tw *w, const struct bus_record *rec, cha
         docs[n] = fallback_json(&in, &r, bit, reason, sent);
         topics[n++] = TOPIC_FALLBACK;
     }
-    strcpy(stage, "transform.produce");
-    strcpy(cls, "bus");
-    struct bus_record outs[8];
-    char *vals[8];
     for (size_t i = 0; i < n; i++) {
-        vals[i] = json_dumps(docs[i], JSON_COMPACT);
-        outs[i] = (struct bus_record){ .topic = topics[i], .key = in.id, .key_len = strlen(in.id),
-                                       .value = vals[i], .value_len = strlen(vals[i]),
-                                       .partition = -1 };
+        char *val = json_dumps(docs[i], JSON_COMPACT);
+        struct bus_record out = { .topic = topics[i], .key = in.id, .key_len = strlen(in.id),
+                                  .value = val, .value_len = strlen(val), .partition = -1 };
+        wl_output(batch, &out);
+        free(val);
         json_decref(docs[i]);
     }
-    rc = bus_produce_and_commit(w->cons, rec, outs, n, err, errlen);
-    for (size_t i = 0; i < n; i++)
-        free(vals[i]);
-    if (rc == 0) {
-        metric_inc(sent ? w->m_ok : w->m_fallback);
-        for (size_t i = 0; i < r.n_links; i++) {
-            metric_inc(w->m_att);
-            metric_add(w->m_att_bytes, (double)r.links[i].size);
-        }
-        log_kv(LOG_INFO, sent ? "transformed" : "fallback only", "id", in.id, "recipients",
-               r.n_recipients ? "yes" : "none", NULL);
+    /* Counted when handled: a failed batch commit redoes the record and
+     * counts it again (the loop's own metrics count commits). */
+    metric_inc(sent ? w->m_ok : w->m_fallback);
+    for (size_t i = 0; i < r.n_links; i++) {
+        metric_inc(w->m_att);
+        metric_add(w->m_att_bytes, (double)r.links[i].size);
     }
+    log_kv(LOG_INFO, sent ? "transformed" : "fallback only", "id", in.id, "recipients",
+           r.n_recipients ? "yes" : "none", NULL);
     transform_result_free(&r);
     json_decref(in.root);
-    return rc == 0 ? HANDLE_OK : HANDLE_RETRY;
+    res->kind = WL_OK;
 }
 
-static int send_to_dlq(struct tw *w, const struct bus_record *rec, const char *stage,
-                       const char *cls, const char *msg, int attempts)
-{
-    char part[16], off[24], att[16], line[1025];
-    /* One line for humans, bounded, no CR/LF (schemas/README.md). */
-    snprintf(line, sizeof(line), "%s", msg);
-    for (char *p = line; *p; p++)
-        if (*p == '\r' || *p == '\n')
-            *p = ' ';
-    msg = line;
-    snprintf(part, sizeof(part), "%d", rec->partition);
-    snprintf(off, sizeof(off), "%lld", (long long)rec->offset);
-    snprintf(att, sizeof(att), "%d", attempts);
-    struct bus_header h[16];
-    size_t nh = 0;
-    /* The record's own headers travel along (minus earlier mf.error ones). */
-    for (size_t i = 0; i < rec->n_headers && nh < 8; i++)
-        if (strncmp(rec->headers[i].name, "mf.error.", 9) != 0 &&
-            strncmp(rec->headers[i].name, "mf.source.", 10) != 0 &&
-            strcmp(rec->headers[i].name, "mf.attempts") != 0)
-            h[nh++] = rec->headers[i];
-    h[nh++] = (struct bus_header){ "mf.error.stage", stage, strlen(stage) };
-    h[nh++] = (struct bus_header){ "mf.error.class", cls, strlen(cls) };
-    h[nh++] = (struct bus_header){ "mf.error.message", msg, strlen(msg) };
-    h[nh++] = (struct bus_header){ "mf.source.topic", rec->topic, strlen(rec->topic) };
-    h[nh++] = (struct bus_header){ "mf.source.partition", part, strlen(part) };
-    h[nh++] = (struct bus_header){ "mf.source.offset", off, strlen(off) };
-    h[nh++] = (struct bus_header){ "mf.attempts", att, strlen(att) };
-    struct bus_record out = { .topic = TOPIC_INBOUND_DLQ, .key = rec->key,
-                              .key_len = rec->key_len, .value = rec->value,
-                              .value_len = rec->value_len, .headers = h, .n_headers = nh,
-                              .partition = -1 };
-    char err[256];
-    int rc = bus_produce_and_commit(w->cons, rec, &out, 1, err, sizeof(err));
-    if (rc != 0)
-        log_kv(LOG_ERROR, "cannot write to the DLQ", "error", err, NULL);
-    else
-        metric_inc(w->m_dlq);
-    return rc;
-}
-
-static void sleep_ms_interruptible(int64_t ms, volatile sig_atomic_t *stop)
-{
-    while (ms > 0 && !*stop) {
-        int64_t step = ms > 100 ? 100 : ms;
-        usleep((useconds_t)(step * 1000));
-        ms -= step;
-    }
-}
+static const struct wl_handler transform_handler = { .handle = handle };
 
 static void tw_close(struct tw *w)
 {
+    worker_loop_free(w->loop);
     bus_consumer_free(w->cons);
     bus_close(w->bus);
     transform_free(w->t);
@@ -386,8 +351,6 @@ static int transform_run(struct worker_env *env)
     w.cfg = env->cfg;
     transform_settings_load(env->cfg, &w.so);
     w.inline_max = config_size(env->cfg, "transform", "inline_max");
-    w.retries = (int)config_int(env->cfg, "transform", "retries");
-    w.backoff_ms = config_duration_ms(env->cfg, "transform", "retry_backoff");
     if (transform_sender_is_capture(env->cfg, w.so.s.sender, err, sizeof(err))) {
         log_kv(LOG_ERROR, "refusing to start", "error", err, NULL);
         tw_close(&w);
@@ -435,50 +398,21 @@ static int transform_run(struct worker_env *env)
                             "result=\"outbound\"");
     w.m_fallback = metric_counter("mailfleet_transform_messages_total", "Inbound mails handled",
                                   "result=\"fallback\"");
-    w.m_dlq = metric_counter("mailfleet_transform_messages_total", "Inbound mails handled",
-                             "result=\"dlq\"");
-    w.m_retry = metric_counter("mailfleet_transform_retries_total", "Handler attempts that failed", NULL);
     w.m_att = metric_counter("mailfleet_transform_attachments_total", "Attachments stored", NULL);
     w.m_att_bytes = metric_counter("mailfleet_transform_attachment_bytes_total",
                                    "Decoded attachment bytes", NULL);
     worker_started(env);
     log_kv(LOG_INFO, "transform consuming mailfleet.inbound", "link_mode", w.so.s.link_mode, NULL);
 
-    int attempts = 0;
-    int64_t last_off = -1;
-    int32_t last_part = -1;
-    while (!*env->stop) {
-        struct bus_record *rec = NULL;
-        int rc = bus_consumer_poll(w.cons, &rec, 500);
-        if (rc < 0) {
-            log_kv(LOG_WARN, "poll failed", NULL);
-            sleep_ms_interruptible(500, env->stop);
-            continue;
-        }
-        if (rc == 0)
-            continue;
-        if (rec->offset != last_off || rec->partition != last_part) {
-            attempts = 0;
-            last_off = rec->offset;
-            last_part = rec->partition;
-        }
-        char stage[32] = "", cls[16] = "internal", herr[512] = "";
-        enum handle_result hr = handle(&w, rec, stage, cls, herr, sizeof(herr));
-        attempts++;
-        if (hr == HANDLE_RETRY && attempts < w.retries) {
-            metric_inc(w.m_retry);
-            log_kv(LOG_WARN, "will retry", "stage", stage, "error", herr, NULL);
-            sleep_ms_interruptible(w.backoff_ms << (attempts - 1), env->stop);
-            bus_consumer_seek(w.cons, rec);
-        } else if (hr != HANDLE_OK) {
-            log_kv(LOG_ERROR, "record to the DLQ", "stage", stage, "error", herr, NULL);
-            if (send_to_dlq(&w, rec, stage, cls, herr, attempts) != 0) {
-                sleep_ms_interruptible(1000, env->stop);
-                bus_consumer_seek(w.cons, rec);
-            }
-        }
-        bus_record_free(rec);
-    }
+    struct worker_loop_options lo = {
+        .worker = "transform", .group = GROUP_TRANSFORM, .dlq_topic = TOPIC_INBOUND_DLQ,
+        .batch_max = worker_loop_batch_max(env->cfg, NULL),
+        .max_attempts = (int)config_int(env->cfg, "transform", "retries"),
+        .backoff_ms = config_duration_ms(env->cfg, "transform", "retry_backoff"),
+        .poll_timeout_ms = 500, .stop = env->stop, .handler = &transform_handler, .opaque = &w,
+    };
+    w.loop = worker_loop_new(w.cons, &lo);
+    worker_loop_run(w.loop);
     tw_close(&w);
     log_kv(LOG_INFO, "transform stopped", NULL);
     return 0;

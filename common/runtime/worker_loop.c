@@ -1,0 +1,432 @@
+/* worker_loop — see worker_loop.h for the contract.
+ *
+ * The batch's outputs are deep copies kept in one list; a handler's outputs
+ * are dropped again (the list cut back to where it stood) when its record
+ * ends up anything but WL_OK.  Seeking back after a cut is per partition:
+ * the first uncommitted record of each partition, so Kafka batches that
+ * span partitions lose nothing. */
+#include "worker_loop.h"
+#include "config.h"
+#include "dlq_record.h"
+#include "log.h"
+#include "metrics.h"
+#include "strbuf.h"
+#include "timeutil.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WL_BACKOFF_MAX_MS 30000
+#define WL_NOT_DUE_WAIT_MS 1000
+
+struct wl_batch {
+    struct bus_record *recs;
+    size_t n, cap;
+};
+
+struct worker_loop {
+    struct bus_consumer *c;
+    struct worker_loop_options o;
+    struct bus_record **recs;      /* the batch being handled */
+    struct wl_batch out;
+    /* The record that asked for a retry last, and how often in a row. */
+    char *retry_topic;
+    int32_t retry_partition;
+    int64_t retry_offset;
+    int retry_attempts;
+    int64_t env_backoff_ms;        /* next environment back-off; 0 = none pending */
+    atomic_int ready;
+    struct {
+        struct metric *batch, *handler, *commit;
+        struct metric *ok, *retry, *dead, *env, *poll_err, *commit_err, *ready;
+    } m;
+};
+
+void wl_result_set(struct wl_result *res, enum wl_kind kind, enum wl_cause cause, const char *stage,
+                   const char *cls, const char *fmt, ...)
+{
+    va_list ap;
+    res->kind = kind;
+    res->cause = cause;
+    snprintf(res->stage, sizeof res->stage, "%s", stage ? stage : "");
+    snprintf(res->cls, sizeof res->cls, "%s", cls ? cls : "");
+    va_start(ap, fmt);
+    vsnprintf(res->reason, sizeof res->reason, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- outputs ---- */
+
+void wl_output(struct wl_batch *out, const struct bus_record *r)
+{
+    size_t size = strlen(r->topic) + 1 + r->key_len + 1 + r->value_len + 1;
+    for (size_t i = 0; i < r->n_headers; i++)
+        size += strlen(r->headers[i].name) + 1 + r->headers[i].value_len + 1;
+    struct bus_header *hs = xmalloc(r->n_headers * sizeof *hs + size);
+    char *p = (char *)(hs + r->n_headers);
+#define WL_PLACE(dst, src, len) do { memcpy(p, (src) ? (const void *)(src) : "", (len)); \
+        p[(len)] = '\0'; (dst) = p; p += (len) + 1; } while (0)
+    const char *topic, *key, *value;
+    WL_PLACE(topic, r->topic, strlen(r->topic));
+    WL_PLACE(key, r->key, r->key ? r->key_len : 0);
+    WL_PLACE(value, r->value, r->value ? r->value_len : 0);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        WL_PLACE(hs[i].name, r->headers[i].name, strlen(r->headers[i].name));
+        WL_PLACE(hs[i].value, r->headers[i].value, r->headers[i].value_len);
+        hs[i].value_len = r->headers[i].value_len;
+    }
+#undef WL_PLACE
+    if (out->n == out->cap) {
+        out->cap = out->cap ? out->cap * 2 : 16;
+        out->recs = xrealloc(out->recs, out->cap * sizeof *out->recs);
+    }
+    /* The copy hangs off .headers: the allocation starts with the array. */
+    out->recs[out->n++] = (struct bus_record){
+        .topic = topic, .key = r->key ? key : NULL, .key_len = r->key ? r->key_len : 0,
+        .value = r->value ? value : NULL, .value_len = r->value ? r->value_len : 0,
+        .headers = hs, .n_headers = r->n_headers, .timestamp_ms = r->timestamp_ms,
+        .partition = r->partition,
+    };
+}
+
+static void outputs_truncate(struct wl_batch *out, size_t n)
+{
+    while (out->n > n)
+        free((void *)out->recs[--out->n].headers);
+}
+
+/* ---- setup ---- */
+
+static struct metric *outcome(const char *labels, const char *what)
+{
+    char l[512];
+    snprintf(l, sizeof l, "%s,outcome=\"%s\"", labels, what);
+    return metric_counter("mailfleet_loop_records_total", "Records by the handler's result", l);
+}
+
+struct worker_loop *worker_loop_new(struct bus_consumer *c, const struct worker_loop_options *o)
+{
+    static const double sizes[] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096 };
+    if (!o->handler || !o->handler->handle || !o->worker)
+        panic("%s: a loop needs a worker name and a handle()", __func__);
+    struct worker_loop *wl = xcalloc(1, sizeof *wl);
+    wl->c = c;
+    wl->o = *o;
+    if (wl->o.batch_max < 1)
+        wl->o.batch_max = 1;
+    if (wl->o.max_attempts < 1)
+        wl->o.max_attempts = 1;
+    if (wl->o.backoff_ms < 1)
+        wl->o.backoff_ms = 1;
+    if (wl->o.backoff_max_ms < 1)
+        wl->o.backoff_max_ms = WL_BACKOFF_MAX_MS;
+    if (wl->o.output_timeout_ms < 1)
+        wl->o.output_timeout_ms = BUS_BATCH_TIMEOUT_MS;
+    if (!wl->o.group)
+        wl->o.group = "";
+    wl->recs = xcalloc(wl->o.batch_max, sizeof *wl->recs);
+    atomic_init(&wl->ready, 1);
+
+    char labels[256], l2[320];
+    snprintf(labels, sizeof labels, "worker=\"%s\",group=\"%s\"", o->worker, o->group ? o->group : "");
+    wl->m.batch = metric_histogram("mailfleet_loop_batch_records", "Records per batch", labels, sizes,
+                                   sizeof sizes / sizeof sizes[0]);
+    wl->m.handler = metric_histogram("mailfleet_loop_handler_seconds", "Handler time per batch", labels,
+                                     metrics_latency_buckets, metrics_latency_buckets_n);
+    wl->m.commit = metric_histogram("mailfleet_loop_commit_seconds",
+                                    "Produce and commit time per batch", labels,
+                                    metrics_latency_buckets, metrics_latency_buckets_n);
+    wl->m.ok = outcome(labels, "ok");
+    wl->m.retry = outcome(labels, "retry");
+    wl->m.dead = outcome(labels, "dead");
+    wl->m.env = outcome(labels, "environment");
+    snprintf(l2, sizeof l2, "%s,op=\"poll\"", labels);
+    wl->m.poll_err = metric_counter("mailfleet_loop_errors_total", "Bus errors in the loop", l2);
+    snprintf(l2, sizeof l2, "%s,op=\"commit\"", labels);
+    wl->m.commit_err = metric_counter("mailfleet_loop_errors_total", "Bus errors in the loop", l2);
+    wl->m.ready = metric_gauge("mailfleet_loop_ready",
+                               "0 while an environment error holds the loop back, else 1", labels);
+    metric_set(wl->m.ready, 1);
+    return wl;
+}
+
+void worker_loop_free(struct worker_loop *wl)
+{
+    if (!wl)
+        return;
+    outputs_truncate(&wl->out, 0);
+    free(wl->out.recs);
+    free(wl->recs);
+    free(wl->retry_topic);
+    free(wl);
+}
+
+int worker_loop_ready(const struct worker_loop *wl)
+{
+    return atomic_load(&((struct worker_loop *)wl)->ready);
+}
+
+size_t worker_loop_batch_max(const struct config *cfg, const char *section)
+{
+    int64_t n = section && config_isset(cfg, section, "batch_max")
+                    ? config_int(cfg, section, "batch_max")
+                    : config_int(cfg, "mailfleet", "batch_max");
+    return n < 1 ? 1 : n > 4096 ? 4096 : (size_t)n;
+}
+
+/* ---- a batch ---- */
+
+static int stopping(const struct worker_loop *wl)
+{
+    return wl->o.stop && *wl->o.stop;
+}
+
+/* Rewinds each partition to its first record in recs[from..n). */
+static void seek_back(struct worker_loop *wl, size_t from, size_t n)
+{
+    for (size_t i = from; i < n; i++) {
+        int first = 1;
+        for (size_t k = from; k < i && first; k++)
+            first = !(wl->recs[k]->partition == wl->recs[i]->partition &&
+                      strcmp(wl->recs[k]->topic, wl->recs[i]->topic) == 0);
+        if (first && bus_consumer_seek(wl->c, wl->recs[i]) != 0)
+            log_kv(LOG_ERROR, "cannot seek back; records may be skipped until a restart", "group",
+                   wl->o.group, "topic", wl->recs[i]->topic, NULL);
+    }
+}
+
+/* The environment waits longer each time, up to WL_BACKOFF_MAX_MS, and the
+ * loop is not ready meanwhile. */
+static void set_ready(struct worker_loop *wl, int ready)
+{
+    atomic_store(&wl->ready, ready);
+    metric_set(wl->m.ready, ready);
+}
+
+static void environment_backoff(struct worker_loop *wl, int64_t ms)
+{
+    set_ready(wl, 0);
+    if (ms <= 0) {
+        ms = wl->env_backoff_ms ? wl->env_backoff_ms : wl->o.backoff_ms;
+        wl->env_backoff_ms = ms * 2 > wl->o.backoff_max_ms ? wl->o.backoff_max_ms : ms * 2;
+    }
+    sleep_unless_stopped(ms, wl->o.stop);
+}
+
+/* Counts consecutive retries of one record; returns this attempt's number. */
+static int note_attempt(struct worker_loop *wl, const struct bus_record *r)
+{
+    if (wl->retry_topic && strcmp(wl->retry_topic, r->topic) == 0 &&
+        wl->retry_partition == r->partition && wl->retry_offset == r->offset)
+        return ++wl->retry_attempts;
+    free(wl->retry_topic);
+    wl->retry_topic = xstrdup(r->topic);
+    wl->retry_partition = r->partition;
+    wl->retry_offset = r->offset;
+    return wl->retry_attempts = 1;
+}
+
+static int is_retrying(const struct worker_loop *wl, const struct bus_record *r)
+{
+    return wl->retry_topic && strcmp(wl->retry_topic, r->topic) == 0 &&
+           wl->retry_partition == r->partition && wl->retry_offset == r->offset;
+}
+
+static void dead_letter(struct worker_loop *wl, const struct bus_record *r, const struct wl_result *res,
+                        int attempts)
+{
+    metric_inc(wl->m.dead);
+    if (!wl->o.dlq_topic) {
+        log_kv(LOG_ERROR, "record dropped (this worker has no DLQ)", "group", wl->o.group, "stage",
+               res->stage, "error", res->reason, NULL);
+        return;
+    }
+    log_kv(LOG_ERROR, "record to the DLQ", "group", wl->o.group, "topic", wl->o.dlq_topic, "stage",
+           res->stage, "class", res->cls, "error", res->reason, NULL);
+    struct dlq_record d;
+    dlq_record_init(&d, r, wl->o.dlq_topic, res->stage, res->cls, res->reason,
+                    res->attempts > 0 ? res->attempts : attempts);
+    wl_output(&wl->out, &d.rec);
+    dlq_record_release(&d);
+}
+
+/* Polls the batch into wl->recs; returns its size (0: nothing) or <0. */
+static int poll_batch(struct worker_loop *wl)
+{
+    const struct wl_handler *h = wl->o.handler;
+    struct bus_record *r = NULL;
+    int rc = bus_consumer_poll(wl->c, &r, wl->o.poll_timeout_ms);
+    if (rc <= 0)
+        return rc;
+    if (h->not_before) {
+        int64_t wait = h->not_before(wl->o.opaque, r) - now_ms();
+        if (wait > 0) {
+            sleep_unless_stopped(wait < WL_NOT_DUE_WAIT_MS ? wait : WL_NOT_DUE_WAIT_MS, wl->o.stop);
+            if (stopping(wl) || h->not_before(wl->o.opaque, r) > now_ms()) {
+                bus_consumer_seek(wl->c, r);
+                bus_record_free(r);
+                return 0;
+            }
+        }
+    }
+    size_t n = 0;
+    wl->recs[n++] = r;
+    while (n < wl->o.batch_max) {
+        rc = bus_consumer_poll(wl->c, &r, 0);
+        if (rc < 0) {
+            metric_inc(wl->m.poll_err);
+            log_kv(LOG_WARN, "poll failed mid-batch; handling what came", "group", wl->o.group, NULL);
+        }
+        if (rc != 1)
+            break;
+        if (h->not_before && h->not_before(wl->o.opaque, r) > now_ms()) {
+            bus_consumer_seek(wl->c, r);
+            bus_record_free(r);
+            break;
+        }
+        wl->recs[n++] = r;
+    }
+    return (int)n;
+}
+
+/* Handles recs[0..n); returns how many lead records are settled (handled
+ * or dead-lettered): n, or the index of the record that asked for a retry,
+ * whose result is left in *cut_res. */
+static size_t handle_batch(struct worker_loop *wl, size_t n, struct wl_result *cut_res, int *attempt)
+{
+    const struct wl_handler *h = wl->o.handler;
+    for (size_t i = 0; i < n; i++) {
+        const struct bus_record *r = wl->recs[i];
+        struct wl_result res;
+        memset(&res, 0, sizeof res);
+        size_t mark = wl->out.n;
+        h->handle(wl->o.opaque, r, i, &wl->out, &res);
+        if (res.kind == WL_OK) {
+            metric_inc(wl->m.ok);
+            if (is_retrying(wl, r)) {
+                free(wl->retry_topic);
+                wl->retry_topic = NULL;
+            }
+            continue;
+        }
+        outputs_truncate(&wl->out, mark);
+        if (res.kind == WL_RETRY && res.cause == WL_CAUSE_ENVIRONMENT) {
+            metric_inc(wl->m.env);
+            *cut_res = res;
+            *attempt = 0;
+            return i;
+        }
+        int a = res.kind == WL_RETRY ? note_attempt(wl, r) : is_retrying(wl, r) ? wl->retry_attempts + 1 : 1;
+        if (res.kind == WL_RETRY && a < wl->o.max_attempts) {
+            metric_inc(wl->m.retry);
+            *cut_res = res;
+            *attempt = a;
+            return i;
+        }
+        if (res.kind == WL_RETRY) {
+            size_t len = strlen(res.reason);
+            snprintf(res.reason + len, sizeof res.reason - len, " (gave up after %d attempts)", a);
+        }
+        dead_letter(wl, r, &res, a);
+        if (is_retrying(wl, r)) {
+            free(wl->retry_topic);
+            wl->retry_topic = NULL;
+        }
+    }
+    return n;
+}
+
+/* Outputs and the offsets of recs[0..upto), together. */
+static int commit(struct worker_loop *wl, size_t upto, char *err, size_t errlen)
+{
+    const struct bus_record *const *ins = (const struct bus_record *const *)wl->recs;
+    if (upto == 0 && wl->out.n == 0)
+        return 0;
+    if (!wl->o.output_bus)
+        return bus_produce_and_commit_batch(wl->c, ins, upto, wl->out.recs, wl->out.n, err, errlen);
+    int rc = bus_produce(wl->o.output_bus, wl->out.recs, wl->out.n, wl->o.output_timeout_ms, err, errlen);
+    if (rc == 0 && upto > 0)
+        rc = bus_produce_and_commit_batch(wl->c, ins, upto, NULL, 0, err, errlen);
+    return rc;
+}
+
+int worker_loop_step(struct worker_loop *wl)
+{
+    const struct wl_handler *h = wl->o.handler;
+    char err[512] = "";
+    if (stopping(wl))
+        return 0;
+    int got = poll_batch(wl);
+    if (got < 0) {
+        metric_inc(wl->m.poll_err);
+        log_kv(LOG_WARN, "poll failed", "group", wl->o.group, NULL);
+        environment_backoff(wl, 0);
+        return got;
+    }
+    if (got == 0)
+        return 0;
+    size_t n = (size_t)got;
+    metric_observe(wl->m.batch, (double)n);
+
+    int64_t t0 = mono_us();
+    int rc = 0;
+    size_t upto = 0;
+    struct wl_result cut;
+    int attempt = 0;
+    if (h->batch_begin && h->batch_begin(wl->o.opaque, wl->recs, n) != 0) {
+        seek_back(wl, 0, n);   /* abandoned: all of it comes again */
+        goto out;
+    }
+    upto = handle_batch(wl, n, &cut, &attempt);
+    metric_observe(wl->m.handler, (double)(mono_us() - t0) / 1e6);
+
+    int64_t t1 = mono_us();
+    rc = commit(wl, upto, err, sizeof err);
+    metric_observe(wl->m.commit, (double)(mono_us() - t1) / 1e6);
+    outputs_truncate(&wl->out, 0);
+    if (rc < 0) {
+        metric_inc(wl->m.commit_err);
+        log_kv(LOG_ERROR, "cannot commit the batch; it will be redone", "group", wl->o.group, "error",
+               err, NULL);
+        seek_back(wl, 0, n);
+        upto = 0;
+        environment_backoff(wl, 0);
+        goto out;
+    }
+    if (upto == n) {
+        set_ready(wl, 1);
+        wl->env_backoff_ms = 0;
+        goto out;
+    }
+    seek_back(wl, upto, n);
+    log_kv(LOG_WARN, "will retry", "group", wl->o.group, "stage", cut.stage, "error", cut.reason,
+           "cause", cut.cause == WL_CAUSE_ENVIRONMENT ? "environment" : "record", NULL);
+    if (cut.cause == WL_CAUSE_ENVIRONMENT) {
+        environment_backoff(wl, cut.retry_ms);
+    } else {
+        int64_t ms = cut.retry_ms;
+        if (ms <= 0) {
+            ms = wl->o.backoff_ms;
+            for (int i = 1; i < attempt && ms < wl->o.backoff_max_ms; i++)
+                ms *= 2;
+        }
+        sleep_unless_stopped(ms > wl->o.backoff_max_ms ? wl->o.backoff_max_ms : ms, wl->o.stop);
+    }
+out:
+    if (h->batch_end)
+        h->batch_end(wl->o.opaque, upto);
+    for (size_t i = 0; i < n; i++) {
+        bus_record_free(wl->recs[i]);
+        wl->recs[i] = NULL;
+    }
+    return rc < 0 ? rc : (int)upto;
+}
+
+void worker_loop_run(struct worker_loop *wl)
+{
+    while (!stopping(wl))
+        worker_loop_step(wl);
+}
