@@ -13,6 +13,7 @@
  * character, so neither temp files nor sidecars can be named by a key or
  * show up in a listing (which skips every name that is not a valid segment). */
 #include "store_backend.h"
+#include "fsutil.h"
 #include "log.h"
 #include "strbuf.h"
 
@@ -55,16 +56,6 @@ static char *join(const char *root, const char *key)
     return strbuf_detach(&b, NULL);
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
-    return rc;
-}
-
 /* mkdir -p for the directories of path below root; each directory made here
  * is fsynced into its parent so the later rename cannot be lost with it. */
 static int make_parents(const char *root, const char *path, char *err, size_t errlen)
@@ -79,7 +70,7 @@ static int make_parents(const char *root, const char *path, char *err, size_t er
             char *parent = xstrdup(p);
             char *slash = strrchr(parent, '/');
             *slash = '\0';
-            rc = fsync_dir(parent);
+            rc = fs_fsync_dir(parent);
             free(parent);
             if (rc < 0) {
                 rc = store_err(err, errlen, rc, "store: fsync of a directory: %s", strerror(-rc));
@@ -101,44 +92,6 @@ static int make_parents(const char *root, const char *path, char *err, size_t er
     return rc;
 }
 
-static int mkdir_p(const char *dir)
-{
-    char *p = xstrdup(dir);
-    int rc = 0;
-
-    for (char *s = p + 1;; s++) {
-        s = strchr(s, '/');
-        if (s)
-            *s = '\0';
-        if (mkdir(p, 0750) < 0 && errno != EEXIST) {
-            rc = -errno;
-            break;
-        }
-        if (!s)
-            break;
-        *s = '/';
-    }
-    free(p);
-    return rc;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Writes the sidecar for path atomically (temp, fsync, rename); the caller
  * fsyncs the directory once for both renames. */
 static int sidecar_write(const char *dir, const char *path, const char *ct)
@@ -154,7 +107,7 @@ static int sidecar_write(const char *dir, const char *path, const char *ct)
     if (fd < 0) {
         rc = -errno;
     } else {
-        rc = write_all(fd, ct, strlen(ct));
+        rc = fs_write_all(fd, ct, strlen(ct));
         if (rc == 0 && fsync(fd) < 0)
             rc = -errno;
         close(fd);
@@ -260,7 +213,7 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
             if (n == 0)
                 break;
             EVP_DigestUpdate(md_ctx, buf, (size_t)n);
-            rc = write_all(fd, buf, (size_t)n);
+            rc = fs_write_all(fd, buf, (size_t)n);
             if (rc < 0) {
                 store_err(err, errlen, rc, "store: writing '%s': %s", key, strerror(-rc));
                 break;
@@ -270,7 +223,7 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
         free(buf);
     } else {
         EVP_DigestUpdate(md_ctx, src->buf, src->len);
-        rc = write_all(fd, src->buf, src->len);
+        rc = fs_write_all(fd, src->buf, src->len);
         if (rc < 0)
             store_err(err, errlen, rc, "store: writing '%s': %s", key, strerror(-rc));
         size = src->len;
@@ -310,7 +263,7 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     }
     free(tmp);
     tmp = NULL;
-    rc = fsync_dir(dir);
+    rc = fs_fsync_dir(dir);
     if (rc < 0) {
         store_err(err, errlen, rc, "store: fsync of the directory: %s", strerror(-rc));
         goto out;
@@ -572,7 +525,7 @@ struct store *store_file_open(const char *dir, char *err, size_t errlen)
     while (n > 1 && dir[n - 1] == '/')
         n--;
     char *root = xstrndup(dir, n);
-    int rc = mkdir_p(root);
+    int rc = fs_mkdir_p(root, 0750);
     if (rc < 0 || stat(root, &st) < 0 || !S_ISDIR(st.st_mode)) {
         store_err(err, errlen, rc < 0 ? rc : -ENOTDIR, "store: cannot use directory '%s': %s", root,
                   strerror(rc < 0 ? -rc : ENOTDIR));

@@ -19,6 +19,7 @@
  * status and S3's <Code> in err; transport failures -ECONNREFUSED,
  * -ETIMEDOUT or -EIO with curl's reason. */
 #include "store_backend.h"
+#include "fsutil.h"
 #include "ids.h"
 #include "log.h"
 #include "sigv4.h"
@@ -608,19 +609,9 @@ static int prepare_fd(int fd, int *upload_fd, off_t *upload_start, uint64_t *len
             break;
         EVP_DigestUpdate(c, buf, (size_t)n);
         *len += (uint64_t)n;
-        if (spool >= 0) {
-            for (ssize_t done = 0; done < n;) {
-                ssize_t w = write(spool, buf + done, (size_t)(n - done));
-                if (w < 0 && errno == EINTR)
-                    continue;
-                if (w < 0) {
-                    rc = store_err(err, errlen, -errno, "store: spooling input: %s", strerror(errno));
-                    break;
-                }
-                done += w;
-            }
-            if (rc < 0)
-                break;
+        if (spool >= 0 && (rc = fs_write_all(spool, buf, (size_t)n)) < 0) {
+            rc = store_err(err, errlen, rc, "store: spooling input: %s", strerror(-rc));
+            break;
         }
     }
     free(buf);

@@ -35,6 +35,7 @@
 #include "common_config.h"
 #include "http.h"
 #include "event_record.h"
+#include "fsutil.h"
 #include "ids.h"
 #include "jsonx.h"
 #include "kv.h"
@@ -256,18 +257,7 @@ static void file_stream_free(void *opaque)
 
 static int fd_write_cb(void *opaque, const void *buf, size_t len)
 {
-    int fd = *(int *)opaque;
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
+    return fs_write_all(*(int *)opaque, buf, len) < 0 ? -1 : 0;
 }
 
 /* The object (or its range) as a descriptor to pread from: the file
