@@ -13,6 +13,7 @@
  * character, so neither temp files nor sidecars can be named by a key or
  * show up in a listing (which skips every name that is not a valid segment). */
 #include "store_backend.h"
+#include "digest.h"
 #include "fsutil.h"
 #include "log.h"
 #include "strbuf.h"
@@ -168,8 +169,6 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     char *path = join(f->root, key);
     char *dir = xstrdup(path);
     char *tmp = NULL;
-    unsigned char md[32];
-    unsigned int mdlen = 0;
     uint64_t size = 0;
     int fd = -1, rc = 0;
     EVP_MD_CTX *md_ctx = EVP_MD_CTX_new();
@@ -268,9 +267,7 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
         store_err(err, errlen, rc, "store: fsync of the directory: %s", strerror(-rc));
         goto out;
     }
-    EVP_DigestFinal_ex(md_ctx, md, &mdlen);
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(out->sha256 + 2 * i, 3, "%02x", md[i]);
+    sha256_final_hex(md_ctx, out->sha256);
     out->size = size;
     out->mtime_ms = mtime_ms(&st);
     snprintf(out->content_type, sizeof(out->content_type), "%s", ct);

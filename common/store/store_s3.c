@@ -19,6 +19,7 @@
  * status and S3's <Code> in err; transport failures -ECONNREFUSED,
  * -ETIMEDOUT or -EIO with curl's reason. */
 #include "store_backend.h"
+#include "digest.h"
 #include "fsutil.h"
 #include "ids.h"
 #include "log.h"
@@ -562,16 +563,6 @@ static char *op_name(const char *verb, const char *key)
 
 /* ---- verbs ---- */
 
-static void hash_final(EVP_MD_CTX *c, char out[65])
-{
-    unsigned char md[32];
-    unsigned int l = 0;
-
-    EVP_DigestFinal_ex(c, md, &l);
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
 /* Hashes fd from its offset to EOF.  Seekable: rewinds and *upload_fd = fd.
  * Otherwise: copies into an unlinked temp file and *upload_fd is that copy
  * (the caller closes it).  Sets *len and hex. */
@@ -615,7 +606,7 @@ static int prepare_fd(int fd, int *upload_fd, off_t *upload_start, uint64_t *len
         }
     }
     free(buf);
-    hash_final(c, hex);
+    sha256_final_hex(c, hex);
     EVP_MD_CTX_free(c);
     if (rc == 0 && lseek(spool >= 0 ? spool : fd, spool >= 0 ? 0 : start, SEEK_SET) < 0)
         rc = store_err(err, errlen, -errno, "store: rewinding input: %s", strerror(errno));

@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 
 #include "bus.h"
+#include "digest.h"
 #include "feedback_record.h"
 #include "inbound_record.h"
 #include "kv.h"
@@ -329,14 +330,6 @@ int spool_backlog(struct spool *sp, int64_t *records, double *oldest_age_s)
 
 /* ---- records ------------------------------------------------------------------ */
 
-static void sha256_hex(EVP_MD_CTX *md, char out[65])
-{
-    unsigned char d[32];
-    unsigned int dl = 0;
-    EVP_DigestFinal_ex(md, d, &dl);
-    hex_encode(d, 32, out);
-}
-
 /* Message-ID as found in the header block, when it is one plain line. */
 static size_t find_message_id(const char *p, size_t len, const char **out)
 {
@@ -475,10 +468,10 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
     for (size_t i = 0; i < m->n_rcpts; i++)
         EVP_DigestUpdate(md, m->rcpts[i].addr, strlen(m->rcpts[i].addr) + 1);
     EVP_DigestUpdate(md, m->auth_user ? m->auth_user : "", m->auth_user ? strlen(m->auth_user) + 1 : 1);
-    sha256_hex(md, dkey);
+    sha256_final_hex(md, dkey);
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     EVP_DigestUpdate(md, m->data.data, m->data.len);
-    sha256_hex(md, sha);
+    sha256_final_hex(md, sha);
     EVP_MD_CTX_free(md);
 
     if (sp->dedupe && mark_find(sp, dkey, res->id)) {

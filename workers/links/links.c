@@ -34,6 +34,7 @@
 #include "bus.h"
 #include "common_config.h"
 #include "http.h"
+#include "digest.h"
 #include "event_record.h"
 #include "fsutil.h"
 #include "ids.h"
@@ -76,11 +77,8 @@ struct links {
 
 void links_revocation_key(char kind, const char *target, size_t len, char out[66])
 {
-    unsigned char d[32];
-    unsigned int dl = 0;
-    EVP_Digest(target, len, d, &dl, EVP_sha256(), NULL);
     out[0] = kind;
-    hex_encode(d, 32, out + 1);
+    sha256_hex(target, len, out + 1);
 }
 
 static void apply_revocation(struct links *l, const struct bus_record *r)

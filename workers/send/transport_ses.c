@@ -15,6 +15,7 @@
 #include "address.h"
 #include "jsonx.h"
 #include "log.h"
+#include "digest.h"
 #include "sigv4.h"
 #include "strbuf.h"
 #include "timeutil.h"
