@@ -572,19 +572,13 @@ static void backoff_sleep(struct spool *sp, int *delay_ms)
     *delay_ms = *delay_ms * 2 > 5000 ? 5000 : *delay_ms * 2;
 }
 
-static char *header_str(const struct bus_record *r, const char *name)
-{
-    const struct bus_header *h = bus_record_header(r, name);
-    return h ? xstrndup(h->value, h->value_len) : NULL;
-}
-
 /* Relays one spool record; 0 when done (commit), <0 to retry it. */
 static int forward_one(struct spool *sp, const struct bus_record *r)
 {
     char err[512] = "";
-    char *topic = header_str(r, "mf.topic");
-    char *raw = header_str(r, "mf.raw");
-    char *rkey = header_str(r, "mf.raw.key");
+    char *topic = bus_record_header_str(r, "mf.topic");
+    char *raw = bus_record_header_str(r, "mf.raw");
+    char *rkey = bus_record_header_str(r, "mf.raw.key");
     int rc = 0;
     if (!topic) {
         log_kv(LOG_ERROR, "spool record without mf.topic: dropped", NULL);
@@ -649,8 +643,8 @@ static void *forwarder_main(void *arg)
                 backoff_sleep(sp, &delay);
             continue;
         }
-        char *rkey = header_str(r, "mf.raw.key");
-        char *raw = header_str(r, "mf.raw");
+        char *rkey = bus_record_header_str(r, "mf.raw.key");
+        char *raw = bus_record_header_str(r, "mf.raw");
         if (pending_raw[0] && (!rkey || strcmp(rkey, pending_raw) != 0)) {
             store_delete(sp->spool_store, pending_raw, err, sizeof(err));
             pending_raw[0] = 0;
