@@ -162,6 +162,88 @@ static int64_t mtime_ms(const struct stat *st)
     return (int64_t)st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
 }
 
+/* The temp file a put writes into, in dir.  Directories usually exist
+ * already: try the temp file first and make the parents only when it says
+ * ENOENT, which keeps a put to an existing directory at one create, one
+ * rename, two fsyncs.  Returns the descriptor with *tmp its (malloc'd) name,
+ * or <0 with err set and *tmp NULL. */
+static int put_temp_open(struct file_store *f, const char *dir, const char *path, char **tmp, char *err,
+                         size_t errlen)
+{
+    int fd = temp_create(dir, tmp);
+
+    if (fd < 0 && errno == ENOENT && strcmp(dir, f->root) != 0) {
+        free(*tmp);
+        *tmp = NULL;
+        int rc = make_parents(f->root, path, err, errlen);
+        if (rc < 0)
+            return rc;
+        fd = temp_create(dir, tmp);
+    }
+    if (fd < 0) {
+        int rc = store_err(err, errlen, -errno, "store: creating temp file: %s", strerror(errno));
+        free(*tmp);
+        *tmp = NULL;
+        return rc;
+    }
+    return fd;
+}
+
+/* Copies the put's source into fd, hashing it on the way; *size gets the
+ * number of bytes.  0, or <0 with err set. */
+static int put_copy(int fd, const struct store_src *src, const char *key, EVP_MD_CTX *md_ctx, uint64_t *size,
+                    char *err, size_t errlen)
+{
+    int rc = 0;
+
+    if (src->fd < 0) {
+        EVP_DigestUpdate(md_ctx, src->buf, src->len);
+        rc = fs_write_all(fd, src->buf, src->len);
+        if (rc < 0)
+            store_err(err, errlen, rc, "store: writing '%s': %s", key, strerror(-rc));
+        *size = src->len;
+        return rc;
+    }
+    char *buf = xmalloc(IO_CHUNK);
+    for (;;) {
+        ssize_t n = read(src->fd, buf, IO_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = store_err(err, errlen, -errno, "store: reading input: %s", strerror(errno));
+            break;
+        }
+        if (n == 0)
+            break;
+        EVP_DigestUpdate(md_ctx, buf, (size_t)n);
+        rc = fs_write_all(fd, buf, (size_t)n);
+        if (rc < 0) {
+            store_err(err, errlen, rc, "store: writing '%s': %s", key, strerror(-rc));
+            break;
+        }
+        *size += (uint64_t)n;
+    }
+    free(buf);
+    return rc;
+}
+
+/* Sets the content type as an xattr on fd, unless the store already keeps
+ * sidecars.  A file system without xattrs switches the store to sidecars for
+ * good.  *sidecar says whether the caller must write one; 0 or <0. */
+static int put_content_type(struct file_store *f, int fd, const char *ct, int *sidecar, char *err,
+                            size_t errlen)
+{
+    *sidecar = __atomic_load_n(&f->sidecar, __ATOMIC_RELAXED);
+    if (*sidecar || fsetxattr(fd, XATTR_CT, ct, strlen(ct), 0) == 0)
+        return 0;
+    if (errno != ENOTSUP && errno != EOPNOTSUPP)
+        return store_err(err, errlen, -errno, "store: setting content type: %s", strerror(errno));
+    /* every thread that races here reaches the same answer */
+    __atomic_store_n(&f->sidecar, 1, __ATOMIC_RELAXED);
+    *sidecar = 1;
+    return 0;
+}
+
 static int file_put(struct store *s, const char *key, const struct store_src *src, const char *ct,
                     struct store_object *out, char *err, size_t errlen)
 {
@@ -170,76 +252,26 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     char *dir = xstrdup(path);
     char *tmp = NULL;
     uint64_t size = 0;
-    int fd = -1, rc = 0;
+    int fd = -1, rc = 0, sidecar = 0;
     EVP_MD_CTX *md_ctx = EVP_MD_CTX_new();
 
     if (!md_ctx)
         panic("%s: out of memory", __func__);
     *strrchr(dir, '/') = '\0';
-    /* Directories usually exist already: try the temp file first and make
-     * the parents only when it says ENOENT, which keeps a put to an
-     * existing directory at one create, one rename, two fsyncs. */
-    fd = temp_create(dir, &tmp);
-    if (fd < 0 && errno == ENOENT && strcmp(dir, f->root) != 0) {
-        free(tmp);
-        rc = make_parents(f->root, path, err, errlen);
-        if (rc < 0) {
-            tmp = NULL;
-            goto out;
-        }
-        fd = temp_create(dir, &tmp);
-    }
+    fd = put_temp_open(f, dir, path, &tmp, err, errlen);
     if (fd < 0) {
-        rc = store_err(err, errlen, -errno, "store: creating temp file: %s", strerror(errno));
-        free(tmp);
-        tmp = NULL;
+        rc = fd;
         goto out;
     }
     fchmod(fd, 0640);
     if (!EVP_DigestInit_ex(md_ctx, EVP_sha256(), NULL))
         panic("%s: EVP_DigestInit_ex failed", __func__);
-
-    if (src->fd >= 0) {
-        char *buf = xmalloc(IO_CHUNK);
-        for (;;) {
-            ssize_t n = read(src->fd, buf, IO_CHUNK);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0) {
-                rc = store_err(err, errlen, -errno, "store: reading input: %s", strerror(errno));
-                break;
-            }
-            if (n == 0)
-                break;
-            EVP_DigestUpdate(md_ctx, buf, (size_t)n);
-            rc = fs_write_all(fd, buf, (size_t)n);
-            if (rc < 0) {
-                store_err(err, errlen, rc, "store: writing '%s': %s", key, strerror(-rc));
-                break;
-            }
-            size += (uint64_t)n;
-        }
-        free(buf);
-    } else {
-        EVP_DigestUpdate(md_ctx, src->buf, src->len);
-        rc = fs_write_all(fd, src->buf, src->len);
-        if (rc < 0)
-            store_err(err, errlen, rc, "store: writing '%s': %s", key, strerror(-rc));
-        size = src->len;
-    }
+    rc = put_copy(fd, src, key, md_ctx, &size, err, errlen);
     if (rc < 0)
         goto out;
-
-    int sidecar = __atomic_load_n(&f->sidecar, __ATOMIC_RELAXED);
-    if (!sidecar && fsetxattr(fd, XATTR_CT, ct, strlen(ct), 0) < 0) {
-        if (errno != ENOTSUP && errno != EOPNOTSUPP) {
-            rc = store_err(err, errlen, -errno, "store: setting content type: %s", strerror(errno));
-            goto out;
-        }
-        /* every thread that races here reaches the same answer */
-        __atomic_store_n(&f->sidecar, 1, __ATOMIC_RELAXED);
-        sidecar = 1;
-    }
+    rc = put_content_type(f, fd, ct, &sidecar, err, errlen);
+    if (rc < 0)
+        goto out;
     if (fsync(fd) < 0) {
         rc = store_err(err, errlen, -errno, "store: fsync '%s': %s", key, strerror(errno));
         goto out;
