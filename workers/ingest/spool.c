@@ -451,16 +451,10 @@ static void fail451(struct spool_result *res, const char *why, const char *err)
     log_kv(LOG_ERROR, "message not queued", "id", res->id, "stage", why, "error", err, NULL);
 }
 
-void spool_put(struct spool *sp, const struct smtp_message *m, const struct rules *rules,
-               struct spool_result *res)
+/* The dedupe key (content without our Received:, which differs per
+ * attempt, and the envelope) and the hash of the content as stored. */
+static void message_hashes(const struct smtp_message *m, char dkey[65], char sha[65])
 {
-    char err[512] = "";
-    char sha[65], dkey[65];
-    memset(res, 0, sizeof(*res));
-    memcpy(res->id, m->id, sizeof(res->id));
-
-    /* Dedupe key: content without our Received: (it differs per attempt) and
-     * the envelope. */
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     EVP_DigestUpdate(md, m->data.data + m->received_len, m->data.len - m->received_len);
@@ -473,45 +467,47 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
     EVP_DigestUpdate(md, m->data.data, m->data.len);
     sha256_final_hex(md, sha);
     EVP_MD_CTX_free(md);
+}
 
-    if (sp->dedupe && mark_find(sp, dkey, res->id)) {
-        res->duplicate = 1;
-        res->code = 250;
-        snprintf(res->text, sizeof(res->text), "2.0.0 Ok: queued as %s", res->id);
-        return;
-    }
-
-    char skey[96];
-    time_t t = (time_t)(m->received_ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    snprintf(skey, sizeof(skey), "%04d-%02d-%02d/%s.eml", (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100,
-             tm.tm_mday % 100, m->id);
-
-    int spooled = 0;
+/* Keeps the raw mail under skey in the store or, while the store fails,
+ * in the spool store (*spooled = 1).  0, or -1 with res set to a 451. */
+static int raw_put(struct spool *sp, const struct smtp_message *m, const char *skey, int *spooled,
+                   struct spool_result *res)
+{
+    char err[512] = "";
     /* After a store failure, mail goes straight to the spool for a while: a
      * down S3 endpoint costs a connect timeout per message, which would
      * starve the worker threads (AUTH checks share them).  The forwarder
      * uploads spooled mail once the store answers again. */
     int skip_store = sp->spool_store && mono_ms() < __atomic_load_n(&sp->store_down_until_ms, __ATOMIC_RELAXED);
-    if (skip_store ||
-        store_put_buf(sp->store, skey, m->data.data, m->data.len, "message/rfc822", NULL, err, sizeof(err)) != 0) {
-        if (!sp->spool_store) {
-            fail451(res, "store", err);
-            return;
-        }
-        if (!skip_store) {
-            __atomic_store_n(&sp->store_down_until_ms, mono_ms() + STORE_RETRY_MS, __ATOMIC_RELAXED);
-            log_kv(LOG_WARN, "incoming store failed: raw mail kept in the spool", "id", m->id, "error", err, NULL);
-        }
-        if (store_put_buf(sp->spool_store, skey, m->data.data, m->data.len, "message/rfc822", NULL, err,
-                          sizeof(err)) != 0) {
-            fail451(res, "spool store", err);
-            return;
-        }
-        spooled = 1;
+    *spooled = 0;
+    if (!skip_store &&
+        store_put_buf(sp->store, skey, m->data.data, m->data.len, "message/rfc822", NULL, err, sizeof(err)) == 0)
+        return 0;
+    if (!sp->spool_store) {
+        fail451(res, "store", err);
+        return -1;
     }
+    if (!skip_store) {
+        __atomic_store_n(&sp->store_down_until_ms, mono_ms() + STORE_RETRY_MS, __ATOMIC_RELAXED);
+        log_kv(LOG_WARN, "incoming store failed: raw mail kept in the spool", "id", m->id, "error", err, NULL);
+    }
+    if (store_put_buf(sp->spool_store, skey, m->data.data, m->data.len, "message/rfc822", NULL, err,
+                      sizeof(err)) != 0) {
+        fail451(res, "spool store", err);
+        return -1;
+    }
+    *spooled = 1;
+    return 0;
+}
 
+/* Produces m's records in one batch: to their topics, or with a spool bus to
+ * the spool topic with their destination in headers; with the dedupe marker
+ * (dkey -> id and expiry) when the marker lives on the bus.  0 or <0. */
+static int records_produce(struct spool *sp, const struct smtp_message *m, const struct rules *rules,
+                           const char *skey, const char *sha, int spooled, const char *dkey,
+                           int64_t expires_ms, char *err, size_t errlen)
+{
     /* one capture record, one feedback record, one per unsubscribe address,
      * and the dedupe marker: sized from the message, never truncated */
     struct out_record *recs = xcalloc(m->n_rcpts + 2, sizeof(*recs));
@@ -531,7 +527,6 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
             br[i].n_headers = 3;
         }
     }
-    int64_t expires_ms = now_ms() + sp->conf.dedupe_ttl_ms;
     char dval[ID_LEN + 32];
     size_t nb = n;
     if (n && sp->dedupe && dedupe_bus(sp)) {
@@ -540,14 +535,44 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
                                         .value_len = (size_t)dl, .partition = -1 };
     }
     int rc = n ? bus_produce(sp->spool_bus ? sp->spool_bus : sp->bus, br, nb, sp->conf.produce_timeout_ms, err,
-                             sizeof(err))
+                             errlen)
                : 0;
     for (size_t i = 0; i < n; i++)
         free(recs[i].value);
     free(recs);
     free(br);
     free(hdrs);
-    if (rc != 0) {
+    return rc;
+}
+
+void spool_put(struct spool *sp, const struct smtp_message *m, const struct rules *rules,
+               struct spool_result *res)
+{
+    char err[512] = "";
+    char sha[65], dkey[65];
+    memset(res, 0, sizeof(*res));
+    memcpy(res->id, m->id, sizeof(res->id));
+
+    message_hashes(m, dkey, sha);
+    if (sp->dedupe && mark_find(sp, dkey, res->id)) {
+        res->duplicate = 1;
+        res->code = 250;
+        snprintf(res->text, sizeof(res->text), "2.0.0 Ok: queued as %s", res->id);
+        return;
+    }
+
+    char skey[96];
+    time_t t = (time_t)(m->received_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(skey, sizeof(skey), "%04d-%02d-%02d/%s.eml", (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100,
+             tm.tm_mday % 100, m->id);
+    int spooled = 0;
+    if (raw_put(sp, m, skey, &spooled, res) < 0)
+        return;
+
+    int64_t expires_ms = now_ms() + sp->conf.dedupe_ttl_ms;
+    if (records_produce(sp, m, rules, skey, sha, spooled, dkey, expires_ms, err, sizeof(err)) != 0) {
         fail451(res, sp->spool_bus ? "spool queue" : "bus", err);
         return;
     }
