@@ -11,6 +11,7 @@
  * read transactions are not pinned to threads, write transactions are
  * serialized by LMDB's own writer lock, so kv_put_new is atomic. */
 #include "kv.h"
+#include "fsutil.h"
 #include "log.h"
 #include "strbuf.h"
 #include "timeutil.h"
@@ -60,31 +61,10 @@ static int kv_errno(int rc)
     }
 }
 
-static int mkdir_p(const char *dir)
-{
-    char buf[PATH_MAX];
-    size_t n = strlen(dir);
-
-    if (n == 0 || n >= sizeof(buf))
-        return -ENAMETOOLONG;
-    memcpy(buf, dir, n + 1);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0750) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(buf, 0750) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 static struct kv_env *env_get(const char *dir, uint64_t map_size, unsigned flags, char *err, size_t errlen)
 {
     char real[PATH_MAX];
-    int rc = mkdir_p(dir);
+    int rc = fs_mkdir_p(dir, 0750);
 
     if (rc < 0) {
         snprintf(err, errlen, "kv: %s: cannot create directory: %s", dir, strerror(-rc));

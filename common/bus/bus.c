@@ -224,6 +224,15 @@ const struct bus_header *bus_record_header(const struct bus_record *r, const cha
     return NULL;
 }
 
+char *bus_record_header_str(const struct bus_record *r, const char *name)
+{
+    const struct bus_header *h = bus_record_header(r, name);
+
+    if (!h)
+        return NULL;
+    return h->value ? xstrndup(h->value, h->value_len) : xstrdup("");
+}
+
 void bus_record_free(struct bus_record *r)
 {
     free(r);

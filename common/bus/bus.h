@@ -67,6 +67,9 @@ int bus_produce(struct bus *b, const struct bus_record *recs, size_t n, int time
 
 /* Header lookup on a consumed record; NULL if absent. */
 const struct bus_header *bus_record_header(const struct bus_record *r, const char *name);
+/* The header's value as a new NUL-terminated string (the caller frees it;
+ * a value with a NUL in it reads as cut there); NULL if absent. */
+char *bus_record_header_str(const struct bus_record *r, const char *name);
 void bus_record_free(struct bus_record *r);
 
 /* Consumer in `group` over topics (NULL-terminated).  from_beginning: where a

@@ -31,6 +31,7 @@
  * LMDB must not be opened twice in one process (its locks are per process),
  * so handles on the same directory share one environment (local_env). */
 #include "bus_impl.h"
+#include "fsutil.h"
 #include "log.h"
 #include "strbuf.h"
 #include "timeutil.h"
@@ -626,28 +627,6 @@ static int local_submit(struct local_env *e, struct local_write *w, char *err, s
 
 /* ---- environment registry ---- */
 
-static int mkdir_p(const char *dir, char *err, size_t errlen)
-{
-    char *path = xstrdup(dir);
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(path, 0750) < 0 && errno != EEXIST) {
-            int e = errno;
-            snprintf(err, errlen, "cannot create %s: %s", path, strerror(e));
-            free(path);
-            return -e;
-        }
-        *p = c;
-        if (c == '\0')
-            break;
-    }
-    free(path);
-    return 0;
-}
-
 static void env_free(struct local_env *e)
 {
     if (e->env)
@@ -722,8 +701,11 @@ static struct local_env *env_get(const char *dir, uint64_t map_size, char *err, 
         snprintf(err, errlen, "local queue directory name too long");
         return NULL;
     }
-    if (mkdir_p(groups, err, errlen) < 0)
+    int rc = fs_mkdir_p(groups, 0750);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", groups, strerror(-rc));
         return NULL;
+    }
     if (stat(dir, &st) < 0) {
         snprintf(err, errlen, "cannot stat %s: %s", dir, strerror(errno));
         return NULL;

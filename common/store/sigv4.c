@@ -11,6 +11,8 @@
  * sigv4_sign() signs exactly the headers it is given: a caller using a session
  * token adds x-amz-security-token to its headers itself (and sends it). */
 #include "sigv4.h"
+#include "digest.h"
+#include "ids.h"
 #include "strbuf.h"
 
 #include <openssl/evp.h>
@@ -21,27 +23,6 @@
 #include <time.h>
 
 #define SIGV4_ALGO "AWS4-HMAC-SHA256"
-
-static const char hexdig[] = "0123456789abcdef";
-
-static void hex_encode(const unsigned char *in, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hexdig[in[i] >> 4];
-        out[2 * i + 1] = hexdig[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
-void sha256_hex(const void *data, size_t len, char out[65])
-{
-    unsigned char md[32];
-    unsigned int mdlen = 0;
-
-    if (!EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
-        abort();   /* OpenSSL failing a plain digest is not recoverable */
-    hex_encode(md, 32, out);
-}
 
 static void hmac_sha256(const void *key, size_t keylen, const char *msg, unsigned char out[32])
 {

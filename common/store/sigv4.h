@@ -41,6 +41,5 @@ char *sigv4_presign_query(const struct sigv4_creds *cr, const char *method, cons
 
 /* "20130524T000000Z" for a time in seconds; buf >= 17. */
 char *sigv4_amz_date(int64_t epoch_s, char *buf, size_t len);
-void sha256_hex(const void *data, size_t len, char out[65]);
 
 #endif

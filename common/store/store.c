@@ -8,6 +8,7 @@
  *   - a callback that returns non-zero stops get/list, which return -ECANCELED;
  *   - a range starting at or past the end of a non-empty object is -EINVAL. */
 #include "store_backend.h"
+#include "fsutil.h"
 #include "strbuf.h"
 
 #include <errno.h>
@@ -177,18 +178,11 @@ struct fd_sink { int fd; int err; };
 static int fd_sink_write(void *opaque, const void *buf, size_t len)
 {
     struct fd_sink *k = opaque;
-    const char *p = buf;
+    int rc = fs_write_all(k->fd, buf, len);
 
-    while (len > 0) {
-        ssize_t n = write(k->fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            k->err = errno;
-            return 1;
-        }
-        p += n;
-        len -= (size_t)n;
+    if (rc < 0) {
+        k->err = -rc;
+        return 1;
     }
     return 0;
 }

@@ -13,6 +13,8 @@
  * character, so neither temp files nor sidecars can be named by a key or
  * show up in a listing (which skips every name that is not a valid segment). */
 #include "store_backend.h"
+#include "digest.h"
+#include "fsutil.h"
 #include "log.h"
 #include "strbuf.h"
 
@@ -55,16 +57,6 @@ static char *join(const char *root, const char *key)
     return strbuf_detach(&b, NULL);
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
-    return rc;
-}
-
 /* mkdir -p for the directories of path below root; each directory made here
  * is fsynced into its parent so the later rename cannot be lost with it. */
 static int make_parents(const char *root, const char *path, char *err, size_t errlen)
@@ -79,7 +71,7 @@ static int make_parents(const char *root, const char *path, char *err, size_t er
             char *parent = xstrdup(p);
             char *slash = strrchr(parent, '/');
             *slash = '\0';
-            rc = fsync_dir(parent);
+            rc = fs_fsync_dir(parent);
             free(parent);
             if (rc < 0) {
                 rc = store_err(err, errlen, rc, "store: fsync of a directory: %s", strerror(-rc));
@@ -101,44 +93,6 @@ static int make_parents(const char *root, const char *path, char *err, size_t er
     return rc;
 }
 
-static int mkdir_p(const char *dir)
-{
-    char *p = xstrdup(dir);
-    int rc = 0;
-
-    for (char *s = p + 1;; s++) {
-        s = strchr(s, '/');
-        if (s)
-            *s = '\0';
-        if (mkdir(p, 0750) < 0 && errno != EEXIST) {
-            rc = -errno;
-            break;
-        }
-        if (!s)
-            break;
-        *s = '/';
-    }
-    free(p);
-    return rc;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Writes the sidecar for path atomically (temp, fsync, rename); the caller
  * fsyncs the directory once for both renames. */
 static int sidecar_write(const char *dir, const char *path, const char *ct)
@@ -154,7 +108,7 @@ static int sidecar_write(const char *dir, const char *path, const char *ct)
     if (fd < 0) {
         rc = -errno;
     } else {
-        rc = write_all(fd, ct, strlen(ct));
+        rc = fs_write_all(fd, ct, strlen(ct));
         if (rc == 0 && fsync(fd) < 0)
             rc = -errno;
         close(fd);
@@ -208,6 +162,88 @@ static int64_t mtime_ms(const struct stat *st)
     return (int64_t)st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
 }
 
+/* The temp file a put writes into, in dir.  Directories usually exist
+ * already: try the temp file first and make the parents only when it says
+ * ENOENT, which keeps a put to an existing directory at one create, one
+ * rename, two fsyncs.  Returns the descriptor with *tmp its (malloc'd) name,
+ * or <0 with err set and *tmp NULL. */
+static int put_temp_open(struct file_store *f, const char *dir, const char *path, char **tmp, char *err,
+                         size_t errlen)
+{
+    int fd = temp_create(dir, tmp);
+
+    if (fd < 0 && errno == ENOENT && strcmp(dir, f->root) != 0) {
+        free(*tmp);
+        *tmp = NULL;
+        int rc = make_parents(f->root, path, err, errlen);
+        if (rc < 0)
+            return rc;
+        fd = temp_create(dir, tmp);
+    }
+    if (fd < 0) {
+        int rc = store_err(err, errlen, -errno, "store: creating temp file: %s", strerror(errno));
+        free(*tmp);
+        *tmp = NULL;
+        return rc;
+    }
+    return fd;
+}
+
+/* Copies the put's source into fd, hashing it on the way; *size gets the
+ * number of bytes.  0, or <0 with err set. */
+static int put_copy(int fd, const struct store_src *src, const char *key, EVP_MD_CTX *md_ctx, uint64_t *size,
+                    char *err, size_t errlen)
+{
+    int rc = 0;
+
+    if (src->fd < 0) {
+        EVP_DigestUpdate(md_ctx, src->buf, src->len);
+        rc = fs_write_all(fd, src->buf, src->len);
+        if (rc < 0)
+            store_err(err, errlen, rc, "store: writing '%s': %s", key, strerror(-rc));
+        *size = src->len;
+        return rc;
+    }
+    char *buf = xmalloc(IO_CHUNK);
+    for (;;) {
+        ssize_t n = read(src->fd, buf, IO_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = store_err(err, errlen, -errno, "store: reading input: %s", strerror(errno));
+            break;
+        }
+        if (n == 0)
+            break;
+        EVP_DigestUpdate(md_ctx, buf, (size_t)n);
+        rc = fs_write_all(fd, buf, (size_t)n);
+        if (rc < 0) {
+            store_err(err, errlen, rc, "store: writing '%s': %s", key, strerror(-rc));
+            break;
+        }
+        *size += (uint64_t)n;
+    }
+    free(buf);
+    return rc;
+}
+
+/* Sets the content type as an xattr on fd, unless the store already keeps
+ * sidecars.  A file system without xattrs switches the store to sidecars for
+ * good.  *sidecar says whether the caller must write one; 0 or <0. */
+static int put_content_type(struct file_store *f, int fd, const char *ct, int *sidecar, char *err,
+                            size_t errlen)
+{
+    *sidecar = __atomic_load_n(&f->sidecar, __ATOMIC_RELAXED);
+    if (*sidecar || fsetxattr(fd, XATTR_CT, ct, strlen(ct), 0) == 0)
+        return 0;
+    if (errno != ENOTSUP && errno != EOPNOTSUPP)
+        return store_err(err, errlen, -errno, "store: setting content type: %s", strerror(errno));
+    /* every thread that races here reaches the same answer */
+    __atomic_store_n(&f->sidecar, 1, __ATOMIC_RELAXED);
+    *sidecar = 1;
+    return 0;
+}
+
 static int file_put(struct store *s, const char *key, const struct store_src *src, const char *ct,
                     struct store_object *out, char *err, size_t errlen)
 {
@@ -215,79 +251,27 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     char *path = join(f->root, key);
     char *dir = xstrdup(path);
     char *tmp = NULL;
-    unsigned char md[32];
-    unsigned int mdlen = 0;
     uint64_t size = 0;
-    int fd = -1, rc = 0;
+    int fd = -1, rc = 0, sidecar = 0;
     EVP_MD_CTX *md_ctx = EVP_MD_CTX_new();
 
     if (!md_ctx)
         panic("%s: out of memory", __func__);
     *strrchr(dir, '/') = '\0';
-    /* Directories usually exist already: try the temp file first and make
-     * the parents only when it says ENOENT, which keeps a put to an
-     * existing directory at one create, one rename, two fsyncs. */
-    fd = temp_create(dir, &tmp);
-    if (fd < 0 && errno == ENOENT && strcmp(dir, f->root) != 0) {
-        free(tmp);
-        rc = make_parents(f->root, path, err, errlen);
-        if (rc < 0) {
-            tmp = NULL;
-            goto out;
-        }
-        fd = temp_create(dir, &tmp);
-    }
+    fd = put_temp_open(f, dir, path, &tmp, err, errlen);
     if (fd < 0) {
-        rc = store_err(err, errlen, -errno, "store: creating temp file: %s", strerror(errno));
-        free(tmp);
-        tmp = NULL;
+        rc = fd;
         goto out;
     }
     fchmod(fd, 0640);
     if (!EVP_DigestInit_ex(md_ctx, EVP_sha256(), NULL))
         panic("%s: EVP_DigestInit_ex failed", __func__);
-
-    if (src->fd >= 0) {
-        char *buf = xmalloc(IO_CHUNK);
-        for (;;) {
-            ssize_t n = read(src->fd, buf, IO_CHUNK);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0) {
-                rc = store_err(err, errlen, -errno, "store: reading input: %s", strerror(errno));
-                break;
-            }
-            if (n == 0)
-                break;
-            EVP_DigestUpdate(md_ctx, buf, (size_t)n);
-            rc = write_all(fd, buf, (size_t)n);
-            if (rc < 0) {
-                store_err(err, errlen, rc, "store: writing '%s': %s", key, strerror(-rc));
-                break;
-            }
-            size += (uint64_t)n;
-        }
-        free(buf);
-    } else {
-        EVP_DigestUpdate(md_ctx, src->buf, src->len);
-        rc = write_all(fd, src->buf, src->len);
-        if (rc < 0)
-            store_err(err, errlen, rc, "store: writing '%s': %s", key, strerror(-rc));
-        size = src->len;
-    }
+    rc = put_copy(fd, src, key, md_ctx, &size, err, errlen);
     if (rc < 0)
         goto out;
-
-    int sidecar = __atomic_load_n(&f->sidecar, __ATOMIC_RELAXED);
-    if (!sidecar && fsetxattr(fd, XATTR_CT, ct, strlen(ct), 0) < 0) {
-        if (errno != ENOTSUP && errno != EOPNOTSUPP) {
-            rc = store_err(err, errlen, -errno, "store: setting content type: %s", strerror(errno));
-            goto out;
-        }
-        /* every thread that races here reaches the same answer */
-        __atomic_store_n(&f->sidecar, 1, __ATOMIC_RELAXED);
-        sidecar = 1;
-    }
+    rc = put_content_type(f, fd, ct, &sidecar, err, errlen);
+    if (rc < 0)
+        goto out;
     if (fsync(fd) < 0) {
         rc = store_err(err, errlen, -errno, "store: fsync '%s': %s", key, strerror(errno));
         goto out;
@@ -310,14 +294,12 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     }
     free(tmp);
     tmp = NULL;
-    rc = fsync_dir(dir);
+    rc = fs_fsync_dir(dir);
     if (rc < 0) {
         store_err(err, errlen, rc, "store: fsync of the directory: %s", strerror(-rc));
         goto out;
     }
-    EVP_DigestFinal_ex(md_ctx, md, &mdlen);
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(out->sha256 + 2 * i, 3, "%02x", md[i]);
+    sha256_final_hex(md_ctx, out->sha256);
     out->size = size;
     out->mtime_ms = mtime_ms(&st);
     snprintf(out->content_type, sizeof(out->content_type), "%s", ct);
@@ -572,7 +554,7 @@ struct store *store_file_open(const char *dir, char *err, size_t errlen)
     while (n > 1 && dir[n - 1] == '/')
         n--;
     char *root = xstrndup(dir, n);
-    int rc = mkdir_p(root);
+    int rc = fs_mkdir_p(root, 0750);
     if (rc < 0 || stat(root, &st) < 0 || !S_ISDIR(st.st_mode)) {
         store_err(err, errlen, rc < 0 ? rc : -ENOTDIR, "store: cannot use directory '%s': %s", root,
                   strerror(rc < 0 ? -rc : ENOTDIR));

@@ -19,6 +19,8 @@
  * status and S3's <Code> in err; transport failures -ECONNREFUSED,
  * -ETIMEDOUT or -EIO with curl's reason. */
 #include "store_backend.h"
+#include "digest.h"
+#include "fsutil.h"
 #include "ids.h"
 #include "log.h"
 #include "sigv4.h"
@@ -422,37 +424,28 @@ static void request_error(struct s3_req *r, char *err, size_t errlen)
     free(msg);
 }
 
-/* Signs and runs r; returns 0 on 2xx, else a negative errno with err set. */
-static int s3_perform(struct s3_store *s, struct s3_req *r, char *err, size_t errlen)
+/* The signed request headers for r (a new list for the caller to free). */
+static struct curl_slist *request_headers(struct s3_store *s, const struct s3_req *r, const char *host,
+                                          const char *path)
 {
-    struct strbuf path, host, url, q, hv;
-    struct curl_slist *hdrs = NULL;
-    char amz_date[17], curl_err[CURL_ERROR_SIZE];
     struct sigv4_creds cr = { s->access_key, s->secret_key, s->session_token, s->region, "s3" };
     struct sigv4_header sh[4];
+    struct curl_slist *hdrs = NULL;
+    struct strbuf hv;
+    char amz_date[17];
     size_t nsh = 0;
-    int rc = 0;
-
-    strbuf_init(&path);
-    strbuf_init(&host);
-    strbuf_init(&url);
-    strbuf_init(&q);
-    strbuf_init(&hv);
-    object_path(s, r->key, &path);
-    request_host(s, &host);
-    url_query(r->query, &q);
-    strbuf_appendf(&url, "%s://%s%s%s%s", s->scheme, host.data, path.data, q.len ? "?" : "", q.len ? q.data : "");
 
     sigv4_amz_date((int64_t)time(NULL), amz_date, sizeof(amz_date));
-    sh[nsh++] = (struct sigv4_header){ "host", host.data };
+    sh[nsh++] = (struct sigv4_header){ "host", host };
     sh[nsh++] = (struct sigv4_header){ "x-amz-content-sha256", r->payload_hash };
     sh[nsh++] = (struct sigv4_header){ "x-amz-date", amz_date };
     if (s->session_token)
         sh[nsh++] = (struct sigv4_header){ "x-amz-security-token", s->session_token };
-    char *auth = sigv4_sign(&cr, r->method, path.data, r->query, sh, nsh, r->payload_hash, amz_date, NULL, NULL);
+    char *auth = sigv4_sign(&cr, r->method, path, r->query, sh, nsh, r->payload_hash, amz_date, NULL, NULL);
     if (!auth)
         panic("%s: sigv4_sign refused a request we built", __func__);
 
+    strbuf_init(&hv);
 #define ADD_HDR(...)                                   \
     do {                                               \
         strbuf_reset(&hv);                             \
@@ -461,7 +454,7 @@ static int s3_perform(struct s3_store *s, struct s3_req *r, char *err, size_t er
         if (!hdrs)                                     \
             panic("%s: out of memory", __func__);      \
     } while (0)
-    ADD_HDR("Host: %s", host.data);
+    ADD_HDR("Host: %s", host);
     ADD_HDR("x-amz-content-sha256: %s", r->payload_hash);
     ADD_HDR("x-amz-date: %s", amz_date);
     if (s->session_token)
@@ -473,11 +466,16 @@ static int s3_perform(struct s3_store *s, struct s3_req *r, char *err, size_t er
         ADD_HDR("Range: %s", r->range);
     ADD_HDR("Expect:");   /* no 100-continue round trip */
 #undef ADD_HDR
+    strbuf_free(&hv);
     free(auth);
+    return hdrs;
+}
 
-    CURL *h = handle_get(s);
+static void handle_setup(CURL *h, struct s3_req *r, const char *url, struct curl_slist *hdrs,
+                         char curl_err[CURL_ERROR_SIZE])
+{
     curl_err[0] = '\0';
-    curl_easy_setopt(h, CURLOPT_URL, url.data);
+    curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_err);
@@ -502,30 +500,57 @@ static int s3_perform(struct s3_store *s, struct s3_req *r, char *err, size_t er
     } else if (strcmp(r->method, "GET") != 0) {
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
     }
+}
 
+/* What a finished transfer comes to: 0 on 2xx, else a negative errno with
+ * err set. */
+static int request_result(struct s3_req *r, CURLcode cc, const char *curl_err, char *err, size_t errlen)
+{
+    if (r->range_bad)
+        return store_err(err, errlen, -EIO, "store: s3 %s: HTTP %ld without the Content-Range asked for", r->op,
+                         r->status);
+    if (r->cb_stopped)
+        return store_err(err, errlen, -ECANCELED, "store: s3 %s stopped by the reader", r->op);
+    if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && r->body_overflow)) {
+        int e = cc == CURLE_COULDNT_CONNECT ? ECONNREFUSED : cc == CURLE_OPERATION_TIMEDOUT ? ETIMEDOUT : EIO;
+        return store_err(err, errlen, -e, "store: s3 %s: %s", r->op, curl_err[0] ? curl_err : curl_easy_strerror(cc));
+    }
+    if (r->body_overflow)
+        return store_err(err, errlen, -EIO, "store: s3 %s: HTTP %ld, reply too large", r->op, r->status);
+    if (r->status < 200 || r->status > 299) {
+        request_error(r, err, errlen);
+        return r->status == 404 ? -ENOENT : r->status == 416 ? -EINVAL : -EIO;
+    }
+    return 0;
+}
+
+/* Signs and runs r; returns 0 on 2xx, else a negative errno with err set. */
+static int s3_perform(struct s3_store *s, struct s3_req *r, char *err, size_t errlen)
+{
+    struct strbuf path, host, url, q;
+    char curl_err[CURL_ERROR_SIZE];
+
+    strbuf_init(&path);
+    strbuf_init(&host);
+    strbuf_init(&url);
+    strbuf_init(&q);
+    object_path(s, r->key, &path);
+    request_host(s, &host);
+    url_query(r->query, &q);
+    strbuf_appendf(&url, "%s://%s%s%s%s", s->scheme, host.data, path.data, q.len ? "?" : "", q.len ? q.data : "");
+    struct curl_slist *hdrs = request_headers(s, r, host.data, path.data);
+
+    CURL *h = handle_get(s);
+    handle_setup(h, r, url.data, hdrs, curl_err);
     CURLcode cc = curl_easy_perform(h);
     handle_put(s, h);
     curl_slist_free_all(hdrs);
+    int rc = request_result(r, cc, curl_err, err, errlen);
 
-    if (r->range_bad) {
-        rc = store_err(err, errlen, -EIO, "store: s3 %s: HTTP %ld without the Content-Range asked for", r->op,
-                       r->status);
-    } else if (r->cb_stopped) {
-        rc = store_err(err, errlen, -ECANCELED, "store: s3 %s stopped by the reader", r->op);
-    } else if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && r->body_overflow)) {
-        int e = cc == CURLE_COULDNT_CONNECT ? ECONNREFUSED : cc == CURLE_OPERATION_TIMEDOUT ? ETIMEDOUT : EIO;
-        rc = store_err(err, errlen, -e, "store: s3 %s: %s", r->op, curl_err[0] ? curl_err : curl_easy_strerror(cc));
-    } else if (r->body_overflow) {
-        rc = store_err(err, errlen, -EIO, "store: s3 %s: HTTP %ld, reply too large", r->op, r->status);
-    } else if (r->status < 200 || r->status > 299) {
-        request_error(r, err, errlen);
-        rc = r->status == 404 ? -ENOENT : r->status == 416 ? -EINVAL : -EIO;
-    }
     strbuf_free(&path);
     strbuf_free(&host);
     strbuf_free(&url);
     strbuf_free(&q);
-    strbuf_free(&hv);
     return rc;
 }
 
@@ -560,16 +585,6 @@ static char *op_name(const char *verb, const char *key)
 }
 
 /* ---- verbs ---- */
-
-static void hash_final(EVP_MD_CTX *c, char out[65])
-{
-    unsigned char md[32];
-    unsigned int l = 0;
-
-    EVP_DigestFinal_ex(c, md, &l);
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
 
 /* Hashes fd from its offset to EOF.  Seekable: rewinds and *upload_fd = fd.
  * Otherwise: copies into an unlinked temp file and *upload_fd is that copy
@@ -608,23 +623,13 @@ static int prepare_fd(int fd, int *upload_fd, off_t *upload_start, uint64_t *len
             break;
         EVP_DigestUpdate(c, buf, (size_t)n);
         *len += (uint64_t)n;
-        if (spool >= 0) {
-            for (ssize_t done = 0; done < n;) {
-                ssize_t w = write(spool, buf + done, (size_t)(n - done));
-                if (w < 0 && errno == EINTR)
-                    continue;
-                if (w < 0) {
-                    rc = store_err(err, errlen, -errno, "store: spooling input: %s", strerror(errno));
-                    break;
-                }
-                done += w;
-            }
-            if (rc < 0)
-                break;
+        if (spool >= 0 && (rc = fs_write_all(spool, buf, (size_t)n)) < 0) {
+            rc = store_err(err, errlen, rc, "store: spooling input: %s", strerror(-rc));
+            break;
         }
     }
     free(buf);
-    hash_final(c, hex);
+    sha256_final_hex(c, hex);
     EVP_MD_CTX_free(c);
     if (rc == 0 && lseek(spool >= 0 ? spool : fd, spool >= 0 ? 0 : start, SEEK_SET) < 0)
         rc = store_err(err, errlen, -errno, "store: rewinding input: %s", strerror(errno));
@@ -980,68 +985,59 @@ static int bucket_valid(const char *b)
     return 1;
 }
 
-struct store *store_s3_open(const char *rest, const struct store_options *opt, char *err, size_t errlen)
+/* "bucket[/prefix]": the bucket, and the prefix trimmed of '/' at both ends
+ * with one '/' appended ("" when none).  0, or -EINVAL with err set. */
+static int parse_bucket_prefix(struct s3_store *s, const char *rest, size_t pathlen, char *err, size_t errlen)
 {
-    struct s3_store *s = xcalloc(1, sizeof(*s));
-    const char *qm = strchr(rest, '?');
-    size_t pathlen = qm ? (size_t)(qm - rest) : strlen(rest);
-    char *endpoint = NULL;
-    int rc = 0;
+    const char *slash = memchr(rest, '/', pathlen);
+    struct strbuf p;
 
-    s->base.ops = &s3_ops;
-    pthread_mutex_init(&s->mu, NULL);
-    {
-        const char *slash = memchr(rest, '/', pathlen);
-        s->bucket = xstrndup(rest, slash ? (size_t)(slash - rest) : pathlen);
-        struct strbuf p;
-        strbuf_init(&p);
-        strbuf_append(&p, "");
-        if (slash) {
-            /* prefix: trimmed of '/' at both ends, then one '/' appended */
-            const char *ps = slash, *pe = rest + pathlen;
-            while (ps < pe && *ps == '/')
-                ps++;
-            while (pe > ps && pe[-1] == '/')
-                pe--;
-            if (pe > ps)
-                strbuf_appendf(&p, "%.*s/", (int)(pe - ps), ps);
-        }
-        s->prefix = strbuf_detach(&p, NULL);
+    s->bucket = xstrndup(rest, slash ? (size_t)(slash - rest) : pathlen);
+    strbuf_init(&p);
+    strbuf_append(&p, "");
+    if (slash) {
+        const char *ps = slash, *pe = rest + pathlen;
+        while (ps < pe && *ps == '/')
+            ps++;
+        while (pe > ps && pe[-1] == '/')
+            pe--;
+        if (pe > ps)
+            strbuf_appendf(&p, "%.*s/", (int)(pe - ps), ps);
     }
-    if (!bucket_valid(s->bucket)) {
-        rc = store_err(err, errlen, -EINVAL, "store: bad s3 bucket name '%.64s'", s->bucket);
-        goto fail;
-    }
+    s->prefix = strbuf_detach(&p, NULL);
+    if (!bucket_valid(s->bucket))
+        return store_err(err, errlen, -EINVAL, "store: bad s3 bucket name '%.64s'", s->bucket);
     if (*s->prefix) {
         s->prefix[strlen(s->prefix) - 1] = '\0';
         int ok = store_key_valid(s->prefix);
         s->prefix[strlen(s->prefix)] = '/';
-        if (!ok) {
-            rc = store_err(err, errlen, -EINVAL, "store: bad s3 key prefix");
-            goto fail;
-        }
+        if (!ok)
+            return store_err(err, errlen, -EINVAL, "store: bad s3 key prefix");
     }
+    return 0;
+}
 
-    for (const char *p = qm ? qm + 1 : NULL; p && *p;) {
+/* The URI's options "k=v&...": endpoint (into *endpoint, malloc'd), region,
+ * path_style, max_keys.  0, or -EINVAL with err set. */
+static int parse_options(struct s3_store *s, const char *query, char **endpoint, char *err, size_t errlen)
+{
+    for (const char *p = query; p && *p;) {
         size_t seg = strcspn(p, "&");
         const char *eq = memchr(p, '=', seg);
-        if (!eq) {
-            rc = store_err(err, errlen, -EINVAL, "store: s3 URI option without '='");
-            goto fail;
-        }
+        if (!eq)
+            return store_err(err, errlen, -EINVAL, "store: s3 URI option without '='");
         size_t nl = (size_t)(eq - p);
         char *v = url_decode(eq + 1, seg - nl - 1);
         if (nl == 8 && strncmp(p, "endpoint", 8) == 0) {
-            free(endpoint);
-            endpoint = v;
+            free(*endpoint);
+            *endpoint = v;
         } else if (nl == 6 && strncmp(p, "region", 6) == 0) {
             free(s->region);
             s->region = v;
         } else if (nl == 10 && strncmp(p, "path_style", 10) == 0) {
             if (strcmp(v, "0") && strcmp(v, "1")) {
                 free(v);
-                rc = store_err(err, errlen, -EINVAL, "store: path_style must be 0 or 1");
-                goto fail;
+                return store_err(err, errlen, -EINVAL, "store: path_style must be 0 or 1");
             }
             s->path_style = v[0] == '1';
             free(v);
@@ -1050,20 +1046,50 @@ struct store *store_s3_open(const char *rest, const struct store_options *opt, c
             long n = strtol(v, &end, 10);
             int bad = *end || n < 1 || n > 1000;
             free(v);
-            if (bad) {
-                rc = store_err(err, errlen, -EINVAL, "store: max_keys must be 1..1000");
-                goto fail;
-            }
+            if (bad)
+                return store_err(err, errlen, -EINVAL, "store: max_keys must be 1..1000");
             s->max_keys = (int)n;
         } else {
             free(v);
-            rc = store_err(err, errlen, -EINVAL, "store: unknown s3 URI option '%.*s'", (int)nl, p);
-            goto fail;
+            return store_err(err, errlen, -EINVAL, "store: unknown s3 URI option '%.*s'", (int)nl, p);
         }
         p += seg;
         if (*p == '&')
             p++;
     }
+    return 0;
+}
+
+/* Keys from the options, else from the environment.  0, or -EINVAL. */
+static int credentials_set(struct s3_store *s, const struct store_options *opt, char *err, size_t errlen)
+{
+    const char *ak = opt && opt->access_key ? opt->access_key : env_first("AWS_ACCESS_KEY_ID", NULL);
+    const char *sk = opt && opt->secret_key ? opt->secret_key : env_first("AWS_SECRET_ACCESS_KEY", NULL);
+    const char *tok = opt && opt->access_key ? opt->session_token : env_first("AWS_SESSION_TOKEN", NULL);
+
+    if (!ak || !*ak || !sk || !*sk)
+        return store_err(err, errlen, -EINVAL,
+                         "store: s3 needs credentials (options or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)");
+    if (!header_safe(ak) || !header_safe(tok ? tok : ""))
+        return store_err(err, errlen, -EINVAL, "store: s3 access key or session token has control characters");
+    s->access_key = xstrdup(ak);
+    s->secret_key = xstrdup(sk);
+    s->session_token = tok && *tok ? xstrdup(tok) : NULL;
+    return 0;
+}
+
+struct store *store_s3_open(const char *rest, const struct store_options *opt, char *err, size_t errlen)
+{
+    struct s3_store *s = xcalloc(1, sizeof(*s));
+    const char *qm = strchr(rest, '?');
+    size_t pathlen = qm ? (size_t)(qm - rest) : strlen(rest);
+    char *endpoint = NULL;
+
+    s->base.ops = &s3_ops;
+    pthread_mutex_init(&s->mu, NULL);
+    if (parse_bucket_prefix(s, rest, pathlen, err, errlen) < 0 ||
+        parse_options(s, qm ? qm + 1 : NULL, &endpoint, err, errlen) < 0)
+        goto fail;
     if (!s->region) {
         const char *r = env_first("AWS_REGION", "AWS_DEFAULT_REGION");
         s->region = xstrdup(r ? r : "us-east-1");
@@ -1074,25 +1100,8 @@ struct store *store_s3_open(const char *rest, const struct store_options *opt, c
         strbuf_appendf(&e, "https://s3.%s.amazonaws.com", s->region);
         endpoint = strbuf_detach(&e, NULL);
     }
-    rc = parse_endpoint(s, endpoint, err, errlen);
-    if (rc < 0)
+    if (parse_endpoint(s, endpoint, err, errlen) < 0 || credentials_set(s, opt, err, errlen) < 0)
         goto fail;
-
-    const char *ak = opt && opt->access_key ? opt->access_key : env_first("AWS_ACCESS_KEY_ID", NULL);
-    const char *sk = opt && opt->secret_key ? opt->secret_key : env_first("AWS_SECRET_ACCESS_KEY", NULL);
-    const char *tok = opt && opt->access_key ? opt->session_token : env_first("AWS_SESSION_TOKEN", NULL);
-    if (!ak || !*ak || !sk || !*sk) {
-        rc = store_err(err, errlen, -EINVAL,
-                       "store: s3 needs credentials (options or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)");
-        goto fail;
-    }
-    if (!header_safe(ak) || !header_safe(tok ? tok : "")) {
-        rc = store_err(err, errlen, -EINVAL, "store: s3 access key or session token has control characters");
-        goto fail;
-    }
-    s->access_key = xstrdup(ak);
-    s->secret_key = xstrdup(sk);
-    s->session_token = tok && *tok ? xstrdup(tok) : NULL;
     free(endpoint);
     pthread_once(&curl_once, curl_init_once);
     return &s->base;
@@ -1100,6 +1109,5 @@ struct store *store_s3_open(const char *rest, const struct store_options *opt, c
 fail:
     free(endpoint);
     s3_close(&s->base);
-    (void)rc;
     return NULL;
 }

@@ -185,6 +185,18 @@ static void test_round_trip(void **state)
             assert_non_null(h);
             assert_int_equal(h->value_len, 0);
             assert_null(bus_record_header(r, "mf.missing"));
+            /* the same headers as strings: a copy, NUL-terminated */
+            static const struct { const char *name, *want; } strs[] = {
+                { "mf.text", "hello" }, { "mf.empty", "" }, { "mf.missing", NULL },
+            };
+            for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+                char *v = bus_record_header_str(r, strs[i].name);
+                if (strs[i].want)
+                    assert_string_equal(v, strs[i].want);
+                else
+                    assert_null(v);
+                free(v);
+            }
         } else if (key_is(r, "key-2")) {
             seen |= 2;
             assert_null(r->value);            /* tombstone */

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "digest.h"
 #include "sigv4.h"
 #include "store.h"
 #include "store_backend.h"

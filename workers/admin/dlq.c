@@ -29,15 +29,6 @@ static int dlq_usage(void)
     return 2;
 }
 
-static void header_str(const struct bus_record *r, const char *name, char *out, size_t len)
-{
-    const struct bus_header *h = bus_record_header(r, name);
-    size_t n = h && h->value ? (h->value_len < len - 1 ? h->value_len : len - 1) : 0;
-    if (n)
-        memcpy(out, h->value, n);
-    out[n] = '\0';
-}
-
 static void print_record(const struct bus_record *r)
 {
     struct strbuf b;
@@ -62,12 +53,13 @@ static void print_record(const struct bus_record *r)
 
 static int replay_one(struct bus *b, const char *topic, const struct bus_record *r)
 {
-    char src[256], err[256];
-    header_str(r, "mf.source.topic", src, sizeof(src));
-    if (!src[0] || strstr(src, ".dlq")) {
+    char err[256];
+    char *src = bus_record_header_str(r, "mf.source.topic");
+    int rc = -1;
+    if (!src || !src[0] || strstr(src, ".dlq")) {
         fprintf(stderr, "mailfleet dlq: record %lld has no usable mf.source.topic; left in place\n",
                 (long long)r->offset);
-        return -1;
+        goto out;
     }
     struct bus_header hs[32];
     size_t nh = 0;
@@ -79,14 +71,17 @@ static int replay_one(struct bus *b, const char *topic, const struct bus_record 
                               .partition = -1 };
     if (bus_produce(b, &out, 1, 10000, err, sizeof(err)) != 0) {
         fprintf(stderr, "mailfleet dlq: replay to %s: %s\n", src, err);
-        return -1;
+        goto out;
     }
     if (bus_group_set_offset(b, GROUP_DLQ_OPERATOR, topic, r->partition, r->offset + 1, err, sizeof(err)) != 0) {
         fprintf(stderr, "mailfleet dlq: advancing %s: %s\n", GROUP_DLQ_OPERATOR, err);
-        return -1;
+        goto out;
     }
     printf("replayed %s:%d:%lld -> %s\n", topic, r->partition, (long long)r->offset, src);
-    return 0;
+    rc = 0;
+out:
+    free(src);
+    return rc;
 }
 
 static int dlq_main(int argc, char **argv)

@@ -1,5 +1,6 @@
 /* sns — parse and verify SNS deliveries; read the SES notification inside. */
 #include "sns.h"
+#include "base64.h"
 #include "jsonx.h"
 #include "strbuf.h"
 #include "timeutil.h"
@@ -150,17 +151,12 @@ int sns_verify(const struct sns_msg *m, const char *cert_path, char *err, size_t
         return -EIO;
     }
     EVP_PKEY *key = X509_get_pubkey(cert);
-    size_t slen = strlen(m->signature);
-    unsigned char *sig = xmalloc(slen);
-    int n = EVP_DecodeBlock(sig, (const unsigned char *)m->signature, (int)slen);
-    if (n > 0) {   /* DecodeBlock counts padding bytes as zeros: trim them */
-        if (slen >= 1 && m->signature[slen - 1] == '=') n--;
-        if (slen >= 2 && m->signature[slen - 2] == '=') n--;
-    }
+    size_t n = 0;
+    unsigned char *sig = base64_decode_alloc(m->signature, strlen(m->signature), &n);
     char *tosign = sns_string_to_sign(m);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (n > 0 && key && EVP_DigestVerifyInit(ctx, NULL, md, NULL, key) == 1 &&
-        EVP_DigestVerify(ctx, sig, (size_t)n, (const unsigned char *)tosign, strlen(tosign)) == 1)
+    if (sig && n > 0 && key && EVP_DigestVerifyInit(ctx, NULL, md, NULL, key) == 1 &&
+        EVP_DigestVerify(ctx, sig, n, (const unsigned char *)tosign, strlen(tosign)) == 1)
         rc = 0;
     else
         snprintf(err, errlen, "signature does not verify");

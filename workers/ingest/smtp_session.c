@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +14,8 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
+#include "base64.h"
 #include "log.h"
 #include "metrics.h"
 #include "rules.h"
@@ -409,21 +410,12 @@ static int check_auth(struct smtp_session *s, const char *args)
     return 0;
 }
 
-/* Decodes base64 into a NUL-terminated buffer; -1 on bad input. */
-static int b64_decode(const char *in, char *out, size_t outlen)
+/* An AUTH line's base64 into a NUL-terminated buffer; -1 on bad or empty
+ * input, or input longer than the buffer allows. */
+static int auth_decode(const char *in, char *out, size_t outlen)
 {
     size_t n = strlen(in);
-    if (n == 0 || n % 4 || (n / 4) * 3 + 1 > outlen)
-        return -1;
-    int len = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)in, (int)n);
-    if (len < 0)
-        return -1;
-    if (n >= 1 && in[n - 1] == '=')
-        len--;
-    if (n >= 2 && in[n - 2] == '=')
-        len--;
-    out[len] = 0;
-    return len;
+    return n == 0 ? -1 : (int)base64_decode(in, n, (unsigned char *)out, outlen);
 }
 
 static void auth_start_check(struct smtp_session *s, const char *user, const char *pass)
@@ -436,7 +428,7 @@ static void auth_start_check(struct smtp_session *s, const char *user, const cha
 static void auth_plain_response(struct smtp_session *s, const char *resp)
 {
     char buf[1024];
-    int len = b64_decode(resp, buf, sizeof(buf));
+    int len = auth_decode(resp, buf, sizeof(buf));
     const char *authz, *user, *pass;
     if (len < 0) {
         smtp_enter_state(s, S_HELO);
@@ -480,7 +472,7 @@ static void proceed_auth(struct smtp_session *s, const char *args)
     } else if (strcasecmp(mech, "LOGIN") == 0) {
         if (initial) {
             char user[256];
-            if (b64_decode(initial, user, sizeof(user)) < 0) {
+            if (auth_decode(initial, user, sizeof(user)) < 0) {
                 reply(s, 501, "5.5.2 Error: invalid base64 data");
                 return;
             }
@@ -508,7 +500,7 @@ static void auth_continue(struct smtp_session *s, const char *line)
         auth_plain_response(s, line);
     } else if (s->state == S_AUTH_USER) {
         char user[256];
-        if (b64_decode(line, user, sizeof(user)) < 0) {
+        if (auth_decode(line, user, sizeof(user)) < 0) {
             smtp_enter_state(s, S_HELO);
             reply(s, 501, "5.5.2 Error: invalid base64 data");
             return;
@@ -518,7 +510,7 @@ static void auth_continue(struct smtp_session *s, const char *line)
         reply(s, 334, "UGFzc3dvcmQ6");
     } else {
         char pass[512];
-        if (b64_decode(line, pass, sizeof(pass)) < 0) {
+        if (auth_decode(line, pass, sizeof(pass)) < 0) {
             smtp_enter_state(s, S_HELO);
             reply(s, 501, "5.5.2 Error: invalid base64 data");
             return;

@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 
 #include "bus.h"
+#include "digest.h"
 #include "feedback_record.h"
 #include "inbound_record.h"
 #include "kv.h"
@@ -330,14 +331,6 @@ int spool_backlog(struct spool *sp, int64_t *records, double *oldest_age_s)
 
 /* ---- records ------------------------------------------------------------------ */
 
-static void sha256_hex(EVP_MD_CTX *md, char out[65])
-{
-    unsigned char d[32];
-    unsigned int dl = 0;
-    EVP_DigestFinal_ex(md, d, &dl);
-    hex_encode(d, 32, out);
-}
-
 /* Message-ID as found in the header block, when it is one plain line. */
 static size_t find_message_id(const char *p, size_t len, const char **out)
 {
@@ -459,16 +452,10 @@ static void fail451(struct spool_result *res, const char *why, const char *err)
     log_kv(LOG_ERROR, "message not queued", "id", res->id, "stage", why, "error", err, NULL);
 }
 
-void spool_put(struct spool *sp, const struct smtp_message *m, const struct rules *rules,
-               struct spool_result *res)
+/* The dedupe key (content without our Received:, which differs per
+ * attempt, and the envelope) and the hash of the content as stored. */
+static void message_hashes(const struct smtp_message *m, char dkey[65], char sha[65])
 {
-    char err[512] = "";
-    char sha[65], dkey[65];
-    memset(res, 0, sizeof(*res));
-    memcpy(res->id, m->id, sizeof(res->id));
-
-    /* Dedupe key: content without our Received: (it differs per attempt) and
-     * the envelope. */
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     EVP_DigestUpdate(md, m->data.data + m->received_len, m->data.len - m->received_len);
@@ -476,50 +463,52 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
     for (size_t i = 0; i < m->n_rcpts; i++)
         EVP_DigestUpdate(md, m->rcpts[i].addr, strlen(m->rcpts[i].addr) + 1);
     EVP_DigestUpdate(md, m->auth_user ? m->auth_user : "", m->auth_user ? strlen(m->auth_user) + 1 : 1);
-    sha256_hex(md, dkey);
+    sha256_final_hex(md, dkey);
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     EVP_DigestUpdate(md, m->data.data, m->data.len);
-    sha256_hex(md, sha);
+    sha256_final_hex(md, sha);
     EVP_MD_CTX_free(md);
+}
 
-    if (sp->dedupe && mark_find(sp, dkey, res->id)) {
-        res->duplicate = 1;
-        res->code = 250;
-        snprintf(res->text, sizeof(res->text), "2.0.0 Ok: queued as %s", res->id);
-        return;
-    }
-
-    char skey[96];
-    time_t t = (time_t)(m->received_ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    snprintf(skey, sizeof(skey), "%04d-%02d-%02d/%s.eml", (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100,
-             tm.tm_mday % 100, m->id);
-
-    int spooled = 0;
+/* Keeps the raw mail under skey in the store or, while the store fails,
+ * in the spool store (*spooled = 1).  0, or -1 with res set to a 451. */
+static int raw_put(struct spool *sp, const struct smtp_message *m, const char *skey, int *spooled,
+                   struct spool_result *res)
+{
+    char err[512] = "";
     /* After a store failure, mail goes straight to the spool for a while: a
      * down S3 endpoint costs a connect timeout per message, which would
      * starve the worker threads (AUTH checks share them).  The forwarder
      * uploads spooled mail once the store answers again. */
     int skip_store = sp->spool_store && mono_ms() < __atomic_load_n(&sp->store_down_until_ms, __ATOMIC_RELAXED);
-    if (skip_store ||
-        store_put_buf(sp->store, skey, m->data.data, m->data.len, "message/rfc822", NULL, err, sizeof(err)) != 0) {
-        if (!sp->spool_store) {
-            fail451(res, "store", err);
-            return;
-        }
-        if (!skip_store) {
-            __atomic_store_n(&sp->store_down_until_ms, mono_ms() + STORE_RETRY_MS, __ATOMIC_RELAXED);
-            log_kv(LOG_WARN, "incoming store failed: raw mail kept in the spool", "id", m->id, "error", err, NULL);
-        }
-        if (store_put_buf(sp->spool_store, skey, m->data.data, m->data.len, "message/rfc822", NULL, err,
-                          sizeof(err)) != 0) {
-            fail451(res, "spool store", err);
-            return;
-        }
-        spooled = 1;
+    *spooled = 0;
+    if (!skip_store &&
+        store_put_buf(sp->store, skey, m->data.data, m->data.len, "message/rfc822", NULL, err, sizeof(err)) == 0)
+        return 0;
+    if (!sp->spool_store) {
+        fail451(res, "store", err);
+        return -1;
     }
+    if (!skip_store) {
+        __atomic_store_n(&sp->store_down_until_ms, mono_ms() + STORE_RETRY_MS, __ATOMIC_RELAXED);
+        log_kv(LOG_WARN, "incoming store failed: raw mail kept in the spool", "id", m->id, "error", err, NULL);
+    }
+    if (store_put_buf(sp->spool_store, skey, m->data.data, m->data.len, "message/rfc822", NULL, err,
+                      sizeof(err)) != 0) {
+        fail451(res, "spool store", err);
+        return -1;
+    }
+    *spooled = 1;
+    return 0;
+}
 
+/* Produces m's records in one batch: to their topics, or with a spool bus to
+ * the spool topic with their destination in headers; with the dedupe marker
+ * (dkey -> id and expiry) when the marker lives on the bus.  0 or <0. */
+static int records_produce(struct spool *sp, const struct smtp_message *m, const struct rules *rules,
+                           const char *skey, const char *sha, int spooled, const char *dkey,
+                           int64_t expires_ms, char *err, size_t errlen)
+{
     /* one capture record, one feedback record, one per unsubscribe address,
      * and the dedupe marker: sized from the message, never truncated */
     struct out_record *recs = xcalloc(m->n_rcpts + 2, sizeof(*recs));
@@ -539,7 +528,6 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
             br[i].n_headers = 3;
         }
     }
-    int64_t expires_ms = now_ms() + sp->conf.dedupe_ttl_ms;
     char dval[ID_LEN + 32];
     size_t nb = n;
     if (n && sp->dedupe && dedupe_bus(sp)) {
@@ -548,14 +536,44 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
                                         .value_len = (size_t)dl, .partition = -1 };
     }
     int rc = n ? bus_produce(sp->spool_bus ? sp->spool_bus : sp->bus, br, nb, sp->conf.produce_timeout_ms, err,
-                             sizeof(err))
+                             errlen)
                : 0;
     for (size_t i = 0; i < n; i++)
         free(recs[i].value);
     free(recs);
     free(br);
     free(hdrs);
-    if (rc != 0) {
+    return rc;
+}
+
+void spool_put(struct spool *sp, const struct smtp_message *m, const struct rules *rules,
+               struct spool_result *res)
+{
+    char err[512] = "";
+    char sha[65], dkey[65];
+    memset(res, 0, sizeof(*res));
+    memcpy(res->id, m->id, sizeof(res->id));
+
+    message_hashes(m, dkey, sha);
+    if (sp->dedupe && mark_find(sp, dkey, res->id)) {
+        res->duplicate = 1;
+        res->code = 250;
+        snprintf(res->text, sizeof(res->text), "2.0.0 Ok: queued as %s", res->id);
+        return;
+    }
+
+    char skey[96];
+    time_t t = (time_t)(m->received_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(skey, sizeof(skey), "%04d-%02d-%02d/%s.eml", (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100,
+             tm.tm_mday % 100, m->id);
+    int spooled = 0;
+    if (raw_put(sp, m, skey, &spooled, res) < 0)
+        return;
+
+    int64_t expires_ms = now_ms() + sp->conf.dedupe_ttl_ms;
+    if (records_produce(sp, m, rules, skey, sha, spooled, dkey, expires_ms, err, sizeof(err)) != 0) {
         fail451(res, sp->spool_bus ? "spool queue" : "bus", err);
         return;
     }
@@ -577,12 +595,6 @@ static void backoff_sleep(struct spool *sp, int *delay_ms)
 {
     sleep_unless_stopped(*delay_ms, &sp->stop);
     *delay_ms = *delay_ms * 2 > 5000 ? 5000 : *delay_ms * 2;
-}
-
-static char *header_str(const struct bus_record *r, const char *name)
-{
-    const struct bus_header *h = bus_record_header(r, name);
-    return h ? xstrndup(h->value, h->value_len) : NULL;
 }
 
 /* The forwarder runs on the common worker loop with the real bus as its
@@ -617,9 +629,9 @@ static void forward_one(void *opaque, const struct bus_record *r, size_t index, 
     struct forwarder *fw = opaque;
     struct spool *sp = fw->sp;
     char err[512] = "";
-    char *topic = header_str(r, "mf.topic");
-    char *raw = header_str(r, "mf.raw");
-    char *rkey = header_str(r, "mf.raw.key");
+    char *topic = bus_record_header_str(r, "mf.topic");
+    char *raw = bus_record_header_str(r, "mf.raw");
+    char *rkey = bus_record_header_str(r, "mf.raw.key");
     snprintf(fw->rkey[index], sizeof(fw->rkey[index]), "%s", rkey ? rkey : "");
     fw->from_spool[index] = raw && strcmp(raw, "spool") == 0 && rkey;
     fw->handled = index + 1;

@@ -16,6 +16,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "fsutil.h"
 #include "log.h"
 #include "strbuf.h"
 
@@ -74,17 +75,6 @@ void tls_ctx_free(struct tls_ctx *c)
     free(c);
 }
 
-static void mkdirs_for(const char *file)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s", file);
-    for (char *p = tmp + 1; (p = strchr(p, '/')); p++) {
-        *p = 0;
-        mkdir(tmp, 0755);
-        *p = '/';
-    }
-}
-
 int tls_generate_self_signed(const char *cert_file, const char *key_file, const char *cn, char *err,
                              size_t errlen)
 {
@@ -134,8 +124,14 @@ int tls_generate_self_signed(const char *cert_file, const char *key_file, const 
         ssl_error(err, errlen, "X509_sign");
         goto out;
     }
-    mkdirs_for(key_file);
-    mkdirs_for(cert_file);
+    const char *files[] = { key_file, cert_file };
+    for (size_t i = 0; i < 2; i++) {
+        int mk = fs_mkdir_parent(files[i], 0755);
+        if (mk < 0) {
+            snprintf(err, errlen, "%s: cannot create its directory: %s", files[i], strerror(-mk));
+            goto out;
+        }
+    }
     int fd = open(key_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0 || !(f = fdopen(fd, "w")) || !PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL) ||
         fclose(f) != 0) {

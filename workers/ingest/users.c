@@ -14,6 +14,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "fsutil.h"
 #include "log.h"
 #include "strbuf.h"
 
@@ -165,20 +166,21 @@ int users_set(const char *path, const char *name, const char *pass, char *err, s
     strbuf_appendf(&out, "%s:%s\n", name, hash);
     free(hash);
 
+    int rc = fs_mkdir_parent(path, 0700);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: cannot create its directory: %s", path, strerror(-rc));
+        strbuf_free(&out);
+        return rc;
+    }
     char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s", path);
-    for (char *p = tmp + 1; (p = strchr(p, '/')); p++) {   /* mkdir -p of the parent */
-        *p = 0;
-        mkdir(tmp, 0700);
-        *p = '/';
-    }
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-    int rc = 0;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || write(fd, out.data, out.len) != (ssize_t)out.len || fsync(fd) != 0) {
+    if (fd < 0)
         rc = -errno;
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-    }
+    else if ((rc = fs_write_all(fd, out.data, out.len)) == 0 && fsync(fd) != 0)
+        rc = -errno;
+    if (rc)
+        snprintf(err, errlen, "%s: %s", tmp, strerror(-rc));
     if (fd >= 0)
         close(fd);
     if (rc == 0 && rename(tmp, path) != 0) {

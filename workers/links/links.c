@@ -34,7 +34,9 @@
 #include "bus.h"
 #include "common_config.h"
 #include "http.h"
+#include "digest.h"
 #include "event_record.h"
+#include "fsutil.h"
 #include "ids.h"
 #include "jsonx.h"
 #include "kv.h"
@@ -75,11 +77,8 @@ struct links {
 
 void links_revocation_key(char kind, const char *target, size_t len, char out[66])
 {
-    unsigned char d[32];
-    unsigned int dl = 0;
-    EVP_Digest(target, len, d, &dl, EVP_sha256(), NULL);
     out[0] = kind;
-    hex_encode(d, 32, out + 1);
+    sha256_hex(target, len, out + 1);
 }
 
 static void apply_revocation(struct links *l, const struct bus_record *r)
@@ -255,18 +254,7 @@ static void file_stream_free(void *opaque)
 
 static int fd_write_cb(void *opaque, const void *buf, size_t len)
 {
-    int fd = *(int *)opaque;
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
+    return fs_write_all(*(int *)opaque, buf, len) < 0 ? -1 : 0;
 }
 
 /* The object (or its range) as a descriptor to pread from: the file
@@ -316,42 +304,20 @@ static void forbidden(struct links *l, struct http_response *resp)
     http_response_text(resp, 403, NULL, "forbidden\n");
 }
 
-static void serve_link_locked(struct links *l, const struct http_request *req,
-                              struct http_response *resp);
+/* What a verified token names: key|inbound id|sha256|name (transform_core.c). */
+struct link_fields {
+    const char *key, *inbound_id, *sha, *name;
+};
 
-/* Counted in inflight before `loaded` is read, so shutdown (loaded = 0,
- * then wait for inflight == 0) never closes what a handler still uses. */
-static void serve_link(void *opaque, const struct http_request *req, struct http_response *resp)
+/* Verifies token and splits its payload into lf, pointing into *payload
+ * (the caller frees it, whatever the answer).  0, or -1: answer 403. */
+static int link_token_fields(struct links *l, const char *token, char **payload, struct link_fields *lf)
 {
-    struct links *l = opaque;
-    atomic_fetch_add(&l->inflight, 1);
-    if (!atomic_load(&l->loaded))
-        http_response_text(resp, 503, NULL, "not ready\n");
-    else
-        serve_link_locked(l, req, resp);
-    atomic_fetch_sub(&l->inflight, 1);
-}
-
-static void serve_link_locked(struct links *l, const struct http_request *req,
-                              struct http_response *resp)
-{
-    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
-        http_response_text(resp, 405, NULL, "method not allowed\n");
-        http_response_header(resp, "Allow", "GET, HEAD");
-        return;
-    }
-    const char *token = req->path + 3;   /* after "/a/" */
-    char *payload = NULL;
     size_t plen = 0;
     int64_t exp = 0;
-    if (strlen(token) > 8192 ||
-        tokens_verify(l->tok, token, now_ms() / 1000, &payload, &plen, &exp) != TOKEN_OK) {
-        free(payload);
-        forbidden(l, resp);
-        return;
-    }
-    /* key|inbound id|sha256|name (transform_core.c) */
-    char *f[4] = { payload, NULL, NULL, NULL };
+    if (strlen(token) > 8192 || tokens_verify(l->tok, token, now_ms() / 1000, payload, &plen, &exp) != TOKEN_OK)
+        return -1;
+    char *f[4] = { *payload, NULL, NULL, NULL };
     for (int i = 1; i < 4; i++) {
         char *bar = f[i - 1] ? strchr(f[i - 1], '|') : NULL;
         if (!bar)
@@ -359,85 +325,52 @@ static void serve_link_locked(struct links *l, const struct http_request *req,
         *bar = '\0';
         f[i] = bar + 1;
     }
-    if (!f[3] || !store_key_valid(f[0]) || strlen(f[2]) != 64 || !*f[3]) {
-        free(payload);
-        forbidden(l, resp);
-        return;
-    }
-    const char *key = f[0], *inbound_id = f[1], *sha = f[2], *name = f[3];
-    if (revoked(l, token, inbound_id)) {
-        download_event(l, req, inbound_id, key, name, 403, 0);
-        free(payload);
-        forbidden(l, resp);
-        return;
-    }
-    struct store_object so;
-    char err[256];
-    memset(&so, 0, sizeof(so));
-    int rc = store_head(l->st, key, &so, err, sizeof(err));
-    if (rc == -ENOENT) {
-        metric_inc(l->m_missing);
-        download_event(l, req, inbound_id, key, name, 404, 0);
-        http_response_text(resp, 404, NULL, "not found\n");
-        free(payload);
-        return;
-    }
-    if (rc != 0) {
-        log_kv(LOG_WARN, "store head failed", "error", err, NULL);
-        http_response_text(resp, 503, NULL, "store unavailable\n");
-        free(payload);
-        return;
-    }
+    if (!f[3] || !store_key_valid(f[0]) || strlen(f[2]) != 64 || !*f[3])
+        return -1;
+    *lf = (struct link_fields){ f[0], f[1], f[2], f[3] };
+    return 0;
+}
+
+/* The object itself, once the link is good and the object exists: 304 for
+ * a matching If-None-Match, 416 or 206 for a Range, else 200, streamed. */
+static void serve_link_object(struct links *l, const struct http_request *req, struct http_response *resp,
+                              const struct link_fields *lf, const struct store_object *so)
+{
     char etag[70];
-    snprintf(etag, sizeof(etag), "\"%s\"", sha);
-    if (l->redirect) {
-        char *url = store_presign_get(l->st, key, 60, now_ms() / 1000, err, sizeof(err));
-        if (url) {
-            http_response_text(resp, 302, NULL, "");
-            http_response_header(resp, "Location", url);
-            http_response_header(resp, "Cache-Control", "no-store");
-            download_event(l, req, inbound_id, key, name, 302, 0);
-            free(url);
-            free(payload);
-            return;
-        }
-    }
-    uint64_t off = 0, len = so.size;
+    snprintf(etag, sizeof(etag), "\"%s\"", lf->sha);
+    uint64_t off = 0, len = so->size;
     int status = 200;
     const char *inm = http_header(req, "If-None-Match");
-    int pr = links_parse_range(http_header(req, "Range"), so.size, &off, &len);
+    int pr = links_parse_range(http_header(req, "Range"), so->size, &off, &len);
     char cr[96];
     if (inm && strcmp(inm, etag) == 0) {
         http_response_text(resp, 304, NULL, "");
         http_response_header(resp, "ETag", etag);
-        free(payload);
         return;
     }
     if (pr < 0) {
         http_response_text(resp, 416, NULL, "range not satisfiable\n");
-        snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)so.size);
+        snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)so->size);
         http_response_header(resp, "Content-Range", cr);
-        download_event(l, req, inbound_id, key, name, 416, 0);
-        free(payload);
+        download_event(l, req, lf->inbound_id, lf->key, lf->name, 416, 0);
         return;
     }
     if (pr == 1) {
         status = 206;
         snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)off,
-                 (unsigned long long)(off + len - 1), (unsigned long long)so.size);
+                 (unsigned long long)(off + len - 1), (unsigned long long)so->size);
     }
     uint64_t base = 0;
-    int fd = open_object(l, key, off, len, &base);
+    int fd = open_object(l, lf->key, off, len, &base);
     if (fd < 0) {
         http_response_text(resp, 503, NULL, "store unavailable\n");
-        free(payload);
         return;
     }
     struct file_stream *fs = xmalloc(sizeof(*fs));
     fs->fd = fd;
     fs->off = base;
     snprintf(fs->content_type, sizeof(fs->content_type), "%s",
-             so.content_type[0] ? so.content_type : "application/octet-stream");
+             so->content_type[0] ? so->content_type : "application/octet-stream");
     resp->status = status;
     resp->content_type = fs->content_type;
     resp->stream = file_stream_read;
@@ -446,7 +379,7 @@ static void serve_link_locked(struct links *l, const struct http_request *req,
     resp->stream_size = len;
     struct strbuf cd;
     strbuf_init(&cd);
-    links_content_disposition(name, &cd);
+    links_content_disposition(lf->name, &cd);
     http_response_header(resp, "Content-Disposition", cd.data);
     strbuf_free(&cd);
     http_response_header(resp, "ETag", etag);
@@ -458,9 +391,68 @@ static void serve_link_locked(struct links *l, const struct http_request *req,
         http_response_header(resp, "Content-Range", cr);
     metric_inc(l->m_ok);
     metric_add(l->m_bytes, (double)len);
-    download_event(l, req, inbound_id, key, name, status,
+    download_event(l, req, lf->inbound_id, lf->key, lf->name, status,
                    strcmp(req->method, "HEAD") == 0 ? 0 : len);
+}
+
+/* GET or HEAD /a/<token>: verify the token, refuse a revoked link, find the
+ * object, then redirect to the store (when configured) or serve it. */
+static void serve_link_token(struct links *l, const struct http_request *req, struct http_response *resp)
+{
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+        http_response_text(resp, 405, NULL, "method not allowed\n");
+        http_response_header(resp, "Allow", "GET, HEAD");
+        return;
+    }
+    const char *token = req->path + 3;   /* after "/a/" */
+    char *payload = NULL;
+    struct link_fields lf;
+    if (link_token_fields(l, token, &payload, &lf) < 0) {
+        free(payload);
+        forbidden(l, resp);
+        return;
+    }
+    if (revoked(l, token, lf.inbound_id)) {
+        download_event(l, req, lf.inbound_id, lf.key, lf.name, 403, 0);
+        free(payload);
+        forbidden(l, resp);
+        return;
+    }
+    struct store_object so;
+    char err[256];
+    memset(&so, 0, sizeof(so));
+    int rc = store_head(l->st, lf.key, &so, err, sizeof(err));
+    char *url = NULL;
+    if (rc == -ENOENT) {
+        metric_inc(l->m_missing);
+        download_event(l, req, lf.inbound_id, lf.key, lf.name, 404, 0);
+        http_response_text(resp, 404, NULL, "not found\n");
+    } else if (rc != 0) {
+        log_kv(LOG_WARN, "store head failed", "error", err, NULL);
+        http_response_text(resp, 503, NULL, "store unavailable\n");
+    } else if (l->redirect && (url = store_presign_get(l->st, lf.key, 60, now_ms() / 1000, err, sizeof(err)))) {
+        http_response_text(resp, 302, NULL, "");
+        http_response_header(resp, "Location", url);
+        http_response_header(resp, "Cache-Control", "no-store");
+        download_event(l, req, lf.inbound_id, lf.key, lf.name, 302, 0);
+        free(url);
+    } else {
+        serve_link_object(l, req, resp, &lf, &so);
+    }
     free(payload);
+}
+
+/* Counted in inflight before `loaded` is read, so shutdown (loaded = 0,
+ * then wait for inflight == 0) never closes what a handler still uses. */
+static void serve_link(void *opaque, const struct http_request *req, struct http_response *resp)
+{
+    struct links *l = opaque;
+    atomic_fetch_add(&l->inflight, 1);
+    if (!atomic_load(&l->loaded))
+        http_response_text(resp, 503, NULL, "not ready\n");
+    else
+        serve_link_token(l, req, resp);
+    atomic_fetch_sub(&l->inflight, 1);
 }
 
 static void links_close(struct links *l)

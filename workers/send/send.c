@@ -28,6 +28,7 @@
  * only under the outbox directory and state_dir. */
 #include "send.h"
 #include "address.h"
+#include "base64.h"
 #include "bus.h"
 #include "common_config.h"
 #include "config.h"
@@ -260,20 +261,6 @@ static int collect_cb(void *opaque, const void *buf, size_t len)
     return 0;
 }
 
-static char *b64_decode(const char *in, size_t n, size_t *outlen)
-{
-    /* EVP_DecodeBlock counts padding as zero bytes: subtract it. */
-    unsigned char *out = xmalloc(n / 4 * 3 + 3);
-    int r = n % 4 == 0 ? EVP_DecodeBlock(out, (const unsigned char *)in, (int)n) : -1;
-    if (r < 0) {
-        free(out);
-        return NULL;
-    }
-    size_t pad = (n >= 1 && in[n - 1] == '=') + (n >= 2 && in[n - 2] == '=');
-    *outlen = (size_t)r - pad;
-    return (char *)out;
-}
-
 /* body {"encoding": "text"|"base64"|"store", ...} -> rc->body (CRLF).
  * 0 ok, 1 dead (rc->dead_*), -1 transient (retry the record later). */
 static int load_message(struct lane *l, struct rec_ctx *rc)
@@ -289,7 +276,7 @@ static int load_message(struct lane *l, struct rec_ctx *rc)
     }
     if (strcmp(enc, "base64") == 0 && json_is_string(data)) {
         size_t n;
-        char *raw = b64_decode(json_string_value(data), json_string_length(data), &n);
+        char *raw = (char *)base64_decode_alloc(json_string_value(data), json_string_length(data), &n);
         if (!raw)
             return dead(rc, "parse", "body.data is not base64%s", NULL);
         rc->body = to_crlf(raw, n, &rc->body_len);

@@ -2,6 +2,7 @@
  * looks for before each batch.  A paused worker sends nothing and keeps its
  * place (nothing is polled, nothing committed); a file works the same for one
  * process or several sharing state_dir, and survives restarts. */
+#include "fsutil.h"
 #include "send.h"
 #include "strbuf.h"
 
@@ -36,20 +37,9 @@ static int send_admin_main(int argc, char **argv)
     char *pf = send_pause_file(cfg);
     int rc = 0;
     if (strcmp(sub, "pause") == 0) {
-        /* Create parent (state_dir) as the worker would. */
-        char *dir = xstrdup(pf);
-        char *slash = strrchr(dir, '/');
-        if (slash) {
-            *slash = '\0';
-            for (char *p = dir + 1; *p; p++)
-                if (*p == '/') {
-                    *p = '\0';
-                    mkdir(dir, 0755);
-                    *p = '/';
-                }
-            mkdir(dir, 0755);
-        }
-        free(dir);
+        /* Create parent (state_dir) as the worker would; a failure shows
+         * as the open's error below. */
+        (void)fs_mkdir_parent(pf, 0755);
         int fd = open(pf, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
         if (fd < 0 || fsync(fd) != 0) {
             fprintf(stderr, "mailfleet send pause: %s: %s\n", pf, strerror(errno));

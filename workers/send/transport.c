@@ -186,97 +186,124 @@ static int domain_busy(const struct running *run, size_t n_run, const struct tra
     return c >= cap;
 }
 
+/* One transport_curl_run call: its jobs and how far they have got. */
+struct curl_batch {
+    struct transport_curl *tc;
+    struct transport_job *jobs;
+    size_t n;
+    int per_domain;
+    const struct transport_curl_ops *ops;
+    void *impl;
+    const struct transport_run *run;
+    struct running *active;     /* tc->connections slots */
+    unsigned char *started;     /* per job */
+    size_t n_active, first_pending, finished;
+};
+
+static void batch_job_done(struct curl_batch *b, struct transport_job *job, int64_t start_us)
+{
+    job->elapsed_us = mono_us() - start_us;
+    b->finished++;
+    if (b->run->done)
+        b->run->done(job->opaque, job);
+}
+
+/* The first job not started whose domain is under its cap; b->n if none. */
+static size_t batch_pick(const struct curl_batch *b)
+{
+    for (size_t j = b->first_pending; j < b->n; j++)
+        if (!b->started[j] &&
+            !domain_busy(b->active, b->n_active, b->jobs, address_domain(b->jobs[j].rcpt), b->per_domain))
+            return j;
+    return b->n;
+}
+
+/* Starts what the connection limit, domain caps and rate allow.  Returns
+ * how long the rate limiter asks to wait (us), or -1. */
+static int64_t batch_start(struct curl_batch *b)
+{
+    while (b->n_active < (size_t)b->tc->connections && b->first_pending < b->n) {
+        size_t pick = batch_pick(b);
+        if (pick == b->n)
+            break;
+        int64_t w = ratelimit_take(b->run->rl, mono_us());
+        if (w > 0)
+            return w;
+        b->started[pick] = 1;
+        while (b->first_pending < b->n && b->started[b->first_pending])
+            b->first_pending++;
+        CURL *e = easy_get(b->tc);
+        void *state = NULL;
+        int64_t t0 = mono_us();
+        if (b->ops->setup(b->impl, e, &b->jobs[pick], &state) != 0) {
+            easy_put(b->tc, e);
+            batch_job_done(b, &b->jobs[pick], t0);
+            continue;
+        }
+        curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)(uintptr_t)b->n_active);
+        b->active[b->n_active++] = (struct running){ e, pick, state, t0 };
+        curl_multi_add_handle(b->tc->multi, e);
+    }
+    return -1;
+}
+
+/* Hands every finished transfer to ops->finish and frees its slot. */
+static void batch_reap(struct curl_batch *b)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(b->tc->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *e = msg->easy_handle;
+        CURLcode rc = msg->data.result;
+        size_t k = 0;
+        while (k < b->n_active && b->active[k].easy != e)
+            k++;
+        if (k == b->n_active)
+            panic("%s: finished handle not in the active set", __func__);
+        struct running r = b->active[k];
+        b->active[k] = b->active[--b->n_active];
+        curl_multi_remove_handle(b->tc->multi, e);
+        struct transport_job *job = &b->jobs[r.job];
+        b->ops->finish(b->impl, e, rc, job, r.state);
+        easy_put(b->tc, e);
+        batch_job_done(b, job, r.start_us);
+    }
+}
+
 int transport_curl_run(struct transport_curl *tc, int per_domain, struct transport_job *jobs,
                        size_t n, const struct transport_curl_ops *ops, void *impl,
                        const struct transport_run *run)
 {
-    struct running *active = xcalloc((size_t)tc->connections, sizeof(*active));
-    unsigned char *started = xcalloc(n ? n : 1, 1);
-    size_t n_active = 0, first_pending = 0, finished = 0;
-    if (per_domain < 1)
-        per_domain = 1;
+    struct curl_batch b = { .tc = tc, .jobs = jobs, .n = n, .per_domain = per_domain < 1 ? 1 : per_domain,
+                            .ops = ops, .impl = impl, .run = run,
+                            .active = xcalloc((size_t)tc->connections, sizeof(*b.active)),
+                            .started = xcalloc(n ? n : 1, 1) };
 
-    while (finished < n) {
-        int64_t wait_us = -1;
+    while (b.finished < n) {
         int stopping = run->stop && *run->stop;
-        /* Start what the connection limit, domain caps and rate allow. */
-        while (!stopping && n_active < (size_t)tc->connections && first_pending < n) {
-            size_t pick = n;
-            for (size_t j = first_pending; j < n; j++) {
-                if (started[j])
-                    continue;
-                if (!domain_busy(active, n_active, jobs, address_domain(jobs[j].rcpt), per_domain)) {
-                    pick = j;
-                    break;
-                }
-            }
-            if (pick == n)
-                break;
-            int64_t w = ratelimit_take(run->rl, mono_us());
-            if (w > 0) {
-                wait_us = w;
-                break;
-            }
-            started[pick] = 1;
-            while (first_pending < n && started[first_pending])
-                first_pending++;
-            CURL *e = easy_get(tc);
-            void *state = NULL;
-            int64_t t0 = mono_us();
-            if (ops->setup(impl, e, &jobs[pick], &state) != 0) {
-                easy_put(tc, e);
-                jobs[pick].elapsed_us = mono_us() - t0;
-                finished++;
-                if (run->done)
-                    run->done(jobs[pick].opaque, &jobs[pick]);
-                continue;
-            }
-            curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)(uintptr_t)n_active);
-            active[n_active++] = (struct running){ e, pick, state, t0 };
-            curl_multi_add_handle(tc->multi, e);
-        }
-        if (stopping && n_active == 0) {
+        int64_t wait_us = stopping ? -1 : batch_start(&b);
+        if (stopping && b.n_active == 0) {
             /* Jobs never started stay NOT_RUN; the caller will not commit. */
             break;
         }
         int still = 0;
         curl_multi_perform(tc->multi, &still);
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(tc->multi, &left))) {
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            CURL *e = msg->easy_handle;
-            CURLcode rc = msg->data.result;
-            size_t k = 0;
-            while (k < n_active && active[k].easy != e)
-                k++;
-            if (k == n_active)
-                panic("%s: finished handle not in the active set", __func__);
-            struct running r = active[k];
-            active[k] = active[--n_active];
-            curl_multi_remove_handle(tc->multi, e);
-            struct transport_job *job = &jobs[r.job];
-            ops->finish(impl, e, rc, job, r.state);
-            job->elapsed_us = mono_us() - r.start_us;
-            easy_put(tc, e);
-            finished++;
-            if (run->done)
-                run->done(job->opaque, job);
-        }
-        if (finished >= n)
+        batch_reap(&b);
+        if (b.finished >= n)
             break;
         int timeout_ms = 100;
         if (wait_us >= 0 && wait_us / 1000 < timeout_ms)
             timeout_ms = (int)(wait_us / 1000) + 1;
-        if (n_active > 0)
+        if (b.n_active > 0)
             curl_multi_poll(tc->multi, NULL, 0, timeout_ms, NULL);
         else if (wait_us > 0)
             usleep((useconds_t)(wait_us < 100000 ? wait_us : 100000));
-        else if (first_pending >= n)
+        else if (b.first_pending >= n)
             break;   /* nothing running and nothing startable: cannot happen */
     }
-    free(active);
-    free(started);
+    free(b.active);
+    free(b.started);
     return 0;
 }

@@ -5,6 +5,7 @@
  * validated by address_normalize (no "..", no control characters); '/' and
  * '%' are still escaped so every recipient is exactly one directory. */
 #include "transport_impl.h"
+#include "fsutil.h"
 #include "ratelimit.h"
 #include "strbuf.h"
 #include "timeutil.h"
@@ -29,17 +30,9 @@ static void *outbox_open(const char *uri, const struct transport_config *tc, cha
         return NULL;
     }
     /* mkdir -p: on a fresh machine (or with Kafka) var/ may not exist yet. */
-    char *p = xstrdup(dir);
-    for (char *q = p + 1; *q; q++) {
-        if (*q != '/')
-            continue;
-        *q = '\0';
-        mkdir(p, 0755);
-        *q = '/';
-    }
-    free(p);
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "outbox %s: %s", dir, strerror(errno));
+    int rc = fs_mkdir_p(dir, 0755);
+    if (rc < 0) {
+        snprintf(err, errlen, "outbox %s: %s", dir, strerror(-rc));
         return NULL;
     }
     struct outbox *o = xcalloc(1, sizeof(*o));
@@ -57,31 +50,6 @@ static void outbox_free(void *impl)
 }
 
 static const char *outbox_peer(void *impl) { return "outbox"; }
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) == 0 ? 0 : -errno;
-    close(fd);
-    return rc;
-}
 
 static int outbox_write(struct outbox *o, const struct transport_job *job, char *path, size_t pathlen)
 {
@@ -112,8 +80,8 @@ static int outbox_write(struct outbox *o, const struct transport_job *job, char 
         rc = -errno;
         goto out;
     }
-    if ((rc = write_all(fd, job->prefix, job->prefix_len)) != 0 ||
-        (rc = write_all(fd, job->body, job->body_len)) != 0)
+    if ((rc = fs_write_all(fd, job->prefix, job->prefix_len)) != 0 ||
+        (rc = fs_write_all(fd, job->body, job->body_len)) != 0)
         goto out;
     if (fsync(fd) != 0) {
         rc = -errno;
@@ -125,7 +93,7 @@ static int outbox_write(struct outbox *o, const struct transport_job *job, char 
         rc = -errno;
         goto out;
     }
-    rc = fsync_dir(d.data);
+    rc = fs_fsync_dir(d.data);
 out:
     if (fd >= 0) {
         close(fd);

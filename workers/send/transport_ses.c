@@ -14,6 +14,7 @@
 #include "transport_impl.h"
 #include "address.h"
 #include "jsonx.h"
+#include "digest.h"
 #include "log.h"
 #include "sigv4.h"
 #include "strbuf.h"
@@ -136,17 +137,9 @@ static char *base64_message(const struct transport_job *job)
     return out;
 }
 
-static int ses_setup(void *impl, CURL *e, struct transport_job *job, void **state)
+/* The SendEmail request (see the top of this file) as compact JSON. */
+static char *ses_request_body(const struct transport_job *job)
 {
-    struct ses *s = impl;
-    char check[ADDRESS_BUFSZ];
-    if (address_normalize(job->rcpt, check, sizeof(check)) != 0) {
-        transport_job_result(job, TRANSPORT_PERM, 553, "5.1.3", "553 5.1.3 invalid recipient address");
-        return -EINVAL;
-    }
-    struct ses_job *sj = xcalloc(1, sizeof(*sj));
-    strbuf_init(&sj->resp);
-
     char *data = base64_message(job);
     json_t *req = json_object();
     json_object_set_new(req, "FromEmailAddress", json_string(job->from_addr));
@@ -160,16 +153,20 @@ static int ses_setup(void *impl, CURL *e, struct transport_job *job, void **stat
     json_object_set_new(raw, "Data", json_string(data));
     json_object_set_new(content, "Raw", raw);
     json_object_set_new(req, "Content", content);
-    sj->body = json_dumps(req, JSON_COMPACT);
+    char *body = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     free(data);
-    if (!sj->body)
+    if (!body)
         panic("%s: json_dumps failed", __func__);
+    return body;
+}
 
+/* The SigV4-signed request headers for body (a new list). */
+static struct curl_slist *ses_signed_headers(const struct ses *s, const char *body, size_t blen)
+{
     char amz_date[20], hash[65];
     sigv4_amz_date(now_ms() / 1000, amz_date, sizeof(amz_date));
-    size_t blen = strlen(sj->body);
-    sha256_hex(sj->body, blen, hash);
+    sha256_hex(body, blen, hash);
     struct sigv4_header hs[4] = {
         { "content-type", "application/json" },
         { "host", s->host },
@@ -182,25 +179,42 @@ static int ses_setup(void *impl, CURL *e, struct transport_job *job, void **stat
                             NULL, NULL);
     if (!auth)
         panic("%s: sigv4_sign failed", __func__);
+    struct curl_slist *headers = NULL;
     struct strbuf h;
     strbuf_init(&h);
     strbuf_appendf(&h, "Authorization: %s", auth);
-    sj->headers = curl_slist_append(sj->headers, h.data);
+    headers = curl_slist_append(headers, h.data);
     strbuf_reset(&h);
     strbuf_appendf(&h, "Host: %s", s->host);
-    sj->headers = curl_slist_append(sj->headers, h.data);
+    headers = curl_slist_append(headers, h.data);
     strbuf_reset(&h);
     strbuf_appendf(&h, "X-Amz-Date: %s", amz_date);
-    sj->headers = curl_slist_append(sj->headers, h.data);
-    sj->headers = curl_slist_append(sj->headers, "Content-Type: application/json");
+    headers = curl_slist_append(headers, h.data);
+    headers = curl_slist_append(headers, "Content-Type: application/json");
     if (s->session_token) {
         strbuf_reset(&h);
         strbuf_appendf(&h, "X-Amz-Security-Token: %s", s->session_token);
-        sj->headers = curl_slist_append(sj->headers, h.data);
+        headers = curl_slist_append(headers, h.data);
     }
-    sj->headers = curl_slist_append(sj->headers, "Expect:");
+    headers = curl_slist_append(headers, "Expect:");
     strbuf_free(&h);
     free(auth);
+    return headers;
+}
+
+static int ses_setup(void *impl, CURL *e, struct transport_job *job, void **state)
+{
+    struct ses *s = impl;
+    char check[ADDRESS_BUFSZ];
+    if (address_normalize(job->rcpt, check, sizeof(check)) != 0) {
+        transport_job_result(job, TRANSPORT_PERM, 553, "5.1.3", "553 5.1.3 invalid recipient address");
+        return -EINVAL;
+    }
+    struct ses_job *sj = xcalloc(1, sizeof(*sj));
+    strbuf_init(&sj->resp);
+    sj->body = ses_request_body(job);
+    size_t blen = strlen(sj->body);
+    sj->headers = ses_signed_headers(s, sj->body, blen);
 
     curl_easy_setopt(e, CURLOPT_URL, s->url);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
