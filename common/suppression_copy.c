@@ -24,7 +24,7 @@ struct suppression_copy {
     struct kv *kv;
     struct bus *bus;
     char *group;
-    volatile sig_atomic_t *stop;
+    stop_flag_t *stop;
     pthread_t tid;
     int started;
     atomic_int ready;
@@ -202,7 +202,7 @@ static void *follow(void *arg)
 }
 
 int suppression_copy_start(struct suppression_copy *s, struct bus *b, const char *group,
-                           volatile sig_atomic_t *stop, char *err, size_t errlen)
+                           stop_flag_t *stop, char *err, size_t errlen)
 {
     s->bus = b;
     s->group = xstrdup(group);
