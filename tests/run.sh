@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test and ends with one summary line: "tests: N passed, M failed".
+# Runs every test and ends with one summary line: "tests: N passed, M failed",
+# followed by ", K skipped" when tests were skipped (never counted as passed).
 #   unit:        build/tests/test_* (cmocka), then the same under ASan+UBSan
 #   integration: tests/integration/test_*.py (real processes on 127.0.0.1,
 #                Debian's /usr/bin/python3 so python3-botocore etc. import)
@@ -8,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 only=${TESTS_ONLY:-all}
 match=${TESTS_MATCH:-}
-pass=0; fail=0; failed_names=()
+pass=0; fail=0; skip=0; failed_names=()
 log=build/test-logs; mkdir -p "$log"
 
 run_cmocka() {  # $1 binary, $2 label
@@ -16,12 +17,25 @@ run_cmocka() {  # $1 binary, $2 label
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     timeout 300 "$bin" >"$out" 2>&1
   local rc=$?
-  local p f
+  local p f k
   p=$(grep -Eo '\[  PASSED  \] [0-9]+' "$out" | awk '{s+=$4} END{print s+0}')
   f=$(grep -Eo '\[  FAILED  \] [0-9]+ test' "$out" | awk '{s+=$4} END{print s+0}')
+  k=$(grep -Eo '\[  SKIPPED \] [0-9]+ test' "$out" | awk '{s+=$4} END{print s+0}')
   if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
-  pass=$((pass + p)); fail=$((fail + f))
+  pass=$((pass + p)); fail=$((fail + f)); skip=$((skip + k))
   if [ "$f" != 0 ]; then failed_names+=("$label $(basename "$bin")"); echo "FAIL $label $(basename "$bin") (see $out)"; tail -30 "$out"; else echo "ok   $label $(basename "$bin"): $p"; fi
+}
+
+# Sets ran, bad (failures + errors) and skipped from a `python3 -m unittest`
+# log: "Ran N tests", then "OK", "OK (skipped=K)" or
+# "FAILED (failures=F, errors=E, skipped=K, expected failures=X)".
+unittest_counts() {  # $1 log, $2 exit status
+  local summary
+  ran=$(grep -Eo '^Ran [0-9]+ test' "$1" | awk '{print $2}'); ran=${ran:-0}
+  summary=$(grep -E '^(OK|FAILED)( \(.*\))?$' "$1" | tail -1)
+  bad=$(grep -Eo '(failures|errors|unexpected successes)=[0-9]+' <<<"$summary" | grep -Eo '[0-9]+' | awk '{s+=$1} END{print s+0}')
+  skipped=$(grep -Eo 'skipped=[0-9]+' <<<"$summary" | grep -Eo '[0-9]+' | awk '{s+=$1} END{print s+0}')
+  if [ "$2" != 0 ] && [ "$bad" = 0 ]; then bad=1; fi
 }
 
 if [ "$only" = all ] || [ "$only" = unit ]; then
@@ -46,11 +60,9 @@ if [ "$only" = all ] || [ "$only" = integration ]; then
     start=$(date +%s)
     (cd tests/integration && timeout 1200 /usr/bin/python3 -m unittest -v "$(basename "$t" .py)") >"$out" 2>&1
     rc=$?
-    ran=$(grep -Eo '^Ran [0-9]+ test' "$out" | awk '{print $2}'); ran=${ran:-0}
-    bad=$(grep -Eo '^FAILED \((failures|errors)=[0-9]+(, (failures|errors)=[0-9]+)?' "$out" | grep -Eo '[0-9]+' | awk '{s+=$1} END{print s+0}')
-    if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then bad=1; fi
-    pass=$((pass + ran - bad)); fail=$((fail + bad))
-    if [ "$bad" != 0 ]; then failed_names+=("integration $(basename "$t")"); echo "FAIL integration $(basename "$t") (see $out)"; tail -60 "$out"; else echo "ok   integration $(basename "$t"): $ran ($(( $(date +%s) - start ))s)"; fi
+    unittest_counts "$out" "$rc"
+    pass=$((pass + ran - bad - skipped)); fail=$((fail + bad)); skip=$((skip + skipped))
+    if [ "$bad" != 0 ]; then failed_names+=("integration $(basename "$t")"); echo "FAIL integration $(basename "$t") (see $out)"; tail -60 "$out"; else echo "ok   integration $(basename "$t"): $((ran - skipped))$([ "$skipped" -gt 0 ] && echo " (+$skipped skipped)") ($(( $(date +%s) - start ))s)"; fi
   done
 fi
 
@@ -68,19 +80,17 @@ if { [ "$only" = all ] || [ "$only" = integration ]; } && [ -x build-asan/mailfl
       ASAN_OPTIONS="detect_leaks=1:log_path=$rep/asan" UBSAN_OPTIONS="print_stacktrace=1:log_path=$rep/ubsan" \
       timeout 1200 /usr/bin/python3 -m unittest -v "$f") >"$out" 2>&1
     rc=$?
-    ran=$(grep -Eo '^Ran [0-9]+ test' "$out" | awk '{print $2}'); ran=${ran:-0}
-    bad=$(grep -Eo '^FAILED \((failures|errors)=[0-9]+(, (failures|errors)=[0-9]+)?' "$out" | grep -Eo '[0-9]+' | awk '{s+=$1} END{print s+0}')
-    if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then bad=1; fi
+    unittest_counts "$out" "$rc"
     if [ -n "$(ls -A "$rep")" ]; then
       echo "sanitizer reports from $f:"; cat "$rep"/* | head -80
       [ "$bad" = 0 ] && bad=1
     fi
     rm -rf "$rep"
-    pass=$((pass + ran - bad)); fail=$((fail + bad))
-    if [ "$bad" != 0 ]; then failed_names+=("asan-integration $f"); echo "FAIL asan-integration $f (see $out)"; tail -40 "$out"; else echo "ok   asan-integration $f: $ran"; fi
+    pass=$((pass + ran - bad - skipped)); fail=$((fail + bad)); skip=$((skip + skipped))
+    if [ "$bad" != 0 ]; then failed_names+=("asan-integration $f"); echo "FAIL asan-integration $f (see $out)"; tail -40 "$out"; else echo "ok   asan-integration $f: $((ran - skipped))$([ "$skipped" -gt 0 ] && echo " (+$skipped skipped)")"; fi
   done
 fi
 
 for n in "${failed_names[@]}"; do echo "failed: $n"; done
-echo "tests: $pass passed, $fail failed"
+if [ "$skip" -gt 0 ]; then echo "tests: $pass passed, $fail failed, $skip skipped"; else echo "tests: $pass passed, $fail failed"; fi
 [ "$fail" = 0 ] && [ "$pass" -gt 0 ]
