@@ -29,6 +29,8 @@ const struct config_key common_config_keys[] = {
     { "mailfleet", "token_keys", CONFIG_SECRET, NULL,
       "HMAC keys for links, VERP and unsubscribe tokens: kid:secret[,kid:secret...]; the first signs" },
     { "mailfleet", "queue_retention", CONFIG_DURATION, "14d", "local queue: drop records older than this" },
+    { "mailfleet", "shutdown_grace", CONFIG_DURATION, "10s",
+      "after SIGTERM the process drains and exits within this, even with every Kafka broker down" },
     { "kafka", "*", CONFIG_STR, NULL, "any librdkafka property, e.g. security.protocol = ssl" },
     { "s3", "access_key", CONFIG_SECRET, NULL, "S3 access key id (or access_key_file)" },
     { "s3", "secret_key", CONFIG_SECRET, NULL, "S3 secret key (or secret_key_file)" },

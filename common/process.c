@@ -2,6 +2,7 @@
  * reasons and the rules are in process.h. */
 #include "process.h"
 #include "log.h"
+#include "timeutil.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -17,6 +18,27 @@
 #define UV_POOL_SIZE "32"
 
 static int initialised;
+static _Atomic int64_t grace_ms = PROCESS_DEFAULT_GRACE_MS;
+static _Atomic int64_t stop_deadline_ms;   /* 0 until the stop */
+
+void process_set_grace_ms(int64_t ms)
+{
+    atomic_store(&grace_ms, ms > 0 ? ms : PROCESS_DEFAULT_GRACE_MS);
+}
+
+int64_t process_grace_ms(void)
+{
+    return atomic_load(&grace_ms);
+}
+
+int64_t process_grace_left_ms(void)
+{
+    int64_t d = atomic_load(&stop_deadline_ms);
+    if (!d)
+        return atomic_load(&grace_ms);
+    int64_t left = d - mono_ms();
+    return left > 0 ? left : 0;
+}
 
 static void stop_signals(sigset_t *set)
 {
@@ -60,6 +82,7 @@ void process_wait_stop(stop_flag_t *stop)
         else if (sig < 0 && errno != EAGAIN && errno != EINTR)
             panic("%s: sigtimedwait failed", __func__);
     }
+    atomic_store(&stop_deadline_ms, mono_ms() + atomic_load(&grace_ms));
 }
 
 void process_shutdown(void)

@@ -15,6 +15,7 @@
 #ifndef MF_PROCESS_H
 #define MF_PROCESS_H
 #include <stdatomic.h>
+#include <stdint.h>
 
 /* The flag every worker polls; set once to ask the process to drain and stop.
  * Atomic because threads share it (set by main or by a failing worker). */
@@ -31,5 +32,17 @@ void process_init(unsigned flags);
 void process_wait_stop(stop_flag_t *stop);
 /* Call after every thread has been joined (library state is freed). */
 void process_shutdown(void);
+
+/* The shutdown grace ([mailfleet] shutdown_grace, default 10 s): once a stop
+ * is asked for, the process must be gone within it, whatever the state of
+ * its peers (a Kafka cluster that is down).  Blocking calls at shutdown
+ * (flush, consumer close) take what is left of it; calls a worker may be in
+ * when the stop comes (broker metadata, offsets) take at most half of it.
+ * Set by main before threads start. */
+#define PROCESS_DEFAULT_GRACE_MS 10000
+void process_set_grace_ms(int64_t ms);
+int64_t process_grace_ms(void);
+/* Milliseconds left of the grace since the stop (the whole grace before). */
+int64_t process_grace_left_ms(void);
 
 #endif

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 
 import harness
 
@@ -64,3 +65,51 @@ class StartStopTest(harness.TestCase):
             self.assertIn('"msg":"mailfleet stopped"', out, "round %d" % (i + 1))
             os.unlink(path)
         print("%d start/stop rounds in %.1f s" % (ROUNDS, time.monotonic() - t0))
+
+
+class KafkaDownShutdownTest(harness.TestCase):
+    """SIGTERM with every Kafka broker unreachable: the process drains and
+    exits 0 within [mailfleet] shutdown_grace (default 10 s), although
+    workers are inside broker calls (metadata, consumer close) that would
+    otherwise wait for a broker that never answers."""
+
+    def stop_within(self, args, grace_s, settle_s=3.0):
+        p = self.start(args, "proc")
+        def healthy():
+            if not p.alive():
+                raise RuntimeError("exited with %s:\n%s" % (p.p.returncode, p.output()[-3000:]))
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % self.http_port, timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        harness.wait_for(healthy, timeout=30, what="/healthz")
+        time.sleep(settle_s)   # the workers are now retrying broker calls
+        t0 = time.monotonic()
+        rc = p.stop(grace_s + 5)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, p.output()[-3000:])
+        self.assertLess(took, grace_s, "took %.1f s to stop" % took)
+        return p.output()
+
+    def kafka_config(self, extra=""):
+        self.http_port = harness.free_port()
+        dead = harness.free_port()   # nothing listens there
+        text = harness.fleet_config(self, http_port=self.http_port)
+        text = text.replace("bus = local:%s\n" % self.path("queue"),
+                            "bus = kafka:127.0.0.1:%d\n%s" % (dead, extra))
+        self.assertIn("bus = kafka:", text)
+        return self.write("mf.ini", text)
+
+    def test_run_all_default_grace(self):
+        cfg = self.kafka_config()
+        out = self.stop_within([harness.MAILFLEET, "run", "-c", cfg], 10.0)
+        self.assertIn('"msg":"mailfleet stopped"', out)
+
+    def test_monitor_short_grace(self):
+        # the monitor samples topic offsets: metadata calls that, with no
+        # broker, each take their whole timeout
+        cfg = self.kafka_config("shutdown_grace = 3s\n")
+        with open(cfg, "a") as f:
+            f.write("[monitor]\nmetrics_listen = 127.0.0.1:%d\n" % self.http_port)
+        self.stop_within([harness.MAILFLEET, "monitor", "-c", cfg], 3.0, settle_s=2.0)
