@@ -4,7 +4,8 @@
 #   unit:        build/tests/test_* (cmocka), then the same under ASan+UBSan
 #   integration: tests/integration/test_*.py (real processes on 127.0.0.1,
 #                Debian's /usr/bin/python3 so python3-botocore etc. import)
-# TESTS_ONLY=unit|asan|integration narrows; TESTS_MATCH=substr filters files.
+#   tsan:        test_startstop against build-tsan/mailfleet (`make tsan`)
+# TESTS_ONLY=unit|asan|integration|tsan narrows; TESTS_MATCH=substr filters files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 only=${TESTS_ONLY:-all}
@@ -58,7 +59,9 @@ if [ "$only" = all ] || [ "$only" = integration ]; then
     [ -n "$match" ] && [[ "$t" != *"$match"* ]] && continue
     out="$log/$(basename "$t").log"
     start=$(date +%s)
-    (cd tests/integration && timeout 1200 /usr/bin/python3 -m unittest -v "$(basename "$t" .py)") >"$out" 2>&1
+    # start/stop rounds: a few here, 200 in the ASan pass below
+    (cd tests/integration && MAILFLEET_STARTSTOP_ROUNDS=${MAILFLEET_STARTSTOP_ROUNDS:-20} \
+      timeout 1200 /usr/bin/python3 -m unittest -v "$(basename "$t" .py)") >"$out" 2>&1
     rc=$?
     unittest_counts "$out" "$rc"
     pass=$((pass + ran - bad - skipped)); fail=$((fail + bad)); skip=$((skip + skipped))
@@ -68,7 +71,7 @@ fi
 
 # A few integration files again against the ASan/UBSan build of the binary
 # and tools: sanitizer reports go to files, and any report fails the file.
-asan_files=${ASAN_INTEGRATION-test_http test_feedback test_links test_ingest}
+asan_files=${ASAN_INTEGRATION-test_http test_feedback test_links test_ingest test_startstop}
 if { [ "$only" = all ] || [ "$only" = integration ]; } && [ -x build-asan/mailfleet ] && [ -n "$asan_files" ]; then
   for f in $asan_files; do
     t=tests/integration/$f.py
@@ -76,7 +79,7 @@ if { [ "$only" = all ] || [ "$only" = integration ]; } && [ -x build-asan/mailfl
     [ -n "$match" ] && [[ "$t" != *"$match"* ]] && continue
     rep=$(mktemp -d /tmp/mf-asan-reports.XXXXXX)
     out="$log/$f.asan.log"
-    (cd tests/integration && MAILFLEET_BUILD="$PWD/../../build-asan" \
+    (cd tests/integration && MAILFLEET_BUILD="$PWD/../../build-asan" MAILFLEET_STARTSTOP_ROUNDS=200 \
       ASAN_OPTIONS="detect_leaks=1:log_path=$rep/asan" UBSAN_OPTIONS="print_stacktrace=1:log_path=$rep/ubsan" \
       timeout 1200 /usr/bin/python3 -m unittest -v "$f") >"$out" 2>&1
     rc=$?
@@ -89,6 +92,25 @@ if { [ "$only" = all ] || [ "$only" = integration ]; } && [ -x build-asan/mailfl
     pass=$((pass + ran - bad - skipped)); fail=$((fail + bad)); skip=$((skip + skipped))
     if [ "$bad" != 0 ]; then failed_names+=("asan-integration $f"); echo "FAIL asan-integration $f (see $out)"; tail -40 "$out"; else echo "ok   asan-integration $f: $((ran - skipped))$([ "$skipped" -gt 0 ] && echo " (+$skipped skipped)")"; fi
   done
+fi
+
+# `mailfleet run` started and stopped under ThreadSanitizer (slower: fewer
+# rounds).  Any report fails it; tests/tsan.supp may only name third-party code.
+if { [ "$only" = all ] || [ "$only" = integration ] || [ "$only" = tsan ]; } && [ -x build-tsan/mailfleet ] &&
+   { [ -z "$match" ] || [[ test_startstop == *"$match"* ]]; }; then
+  rep=$(mktemp -d /tmp/mf-tsan-reports.XXXXXX)
+  out="$log/test_startstop.tsan.log"
+  (cd tests/integration && MAILFLEET_BUILD="$PWD/../../build-tsan" MAILFLEET_STARTSTOP_ROUNDS=20 \
+    TSAN_OPTIONS="log_path=$rep/tsan:suppressions=$PWD/../tsan.supp:halt_on_error=0" \
+    timeout 1200 /usr/bin/python3 -m unittest -v test_startstop.StartStopTest) >"$out" 2>&1
+  unittest_counts "$out" $?
+  if [ -n "$(ls -A "$rep")" ]; then
+    echo "ThreadSanitizer reports:"; cat "$rep"/* | head -120
+    [ "$bad" = 0 ] && bad=1
+  fi
+  rm -rf "$rep"
+  pass=$((pass + ran - bad - skipped)); fail=$((fail + bad)); skip=$((skip + skipped))
+  if [ "$bad" != 0 ]; then failed_names+=("tsan-integration test_startstop"); echo "FAIL tsan-integration test_startstop (see $out)"; tail -40 "$out"; else echo "ok   tsan-integration test_startstop: $ran"; fi
 fi
 
 for n in "${failed_names[@]}"; do echo "failed: $n"; done

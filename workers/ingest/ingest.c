@@ -279,7 +279,9 @@ static void on_tick(uv_timer_t *t)
 {
     struct ingest *in = t->data;
     if (!in->draining && *in->env->stop) {
+        pthread_mutex_lock(&live_lock);   /* ready_check reads it from an HTTP thread */
         in->draining = 1;
+        pthread_mutex_unlock(&live_lock);
         in->drain_deadline = mono_ms() + config_duration_ms(in->env->cfg, "ingest", "drain_timeout");
         smtp_server_stop_accepting(in->server);
         uv_signal_stop(&in->hup);
