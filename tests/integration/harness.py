@@ -98,8 +98,11 @@ class Proc:
         self.log_path = log_path
         self.log = open(log_path, "ab")
         full_env = dict(os.environ)
-        if env:
-            full_env.update(env)
+        for k, v in (env or {}).items():   # None: not in the environment at all
+            if v is None:
+                full_env.pop(k, None)
+            else:
+                full_env[k] = v
         self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
                                   cwd=cwd, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                                   start_new_session=True)
