@@ -141,10 +141,17 @@ static void *run_thread_main(void *arg)
     return NULL;
 }
 
-static struct http_server *start_http(const char *listen, const char *what)
+/* The metrics server (workers > 0) answers /readyz 503 until that many
+ * workers have called worker_started(): the check is in place before the
+ * server listens, so no request ever sees a /readyz without it. */
+static struct http_server *start_http(const char *listen, const char *what, int workers)
 {
     char err[256];
     struct http_server *h = http_server_new(listen, 1 << 20, err, sizeof(err));
+    if (h && workers) {
+        expected_count = workers;
+        http_ready_add(h, "workers", all_started, NULL);
+    }
     if (!h || http_server_start(h, err, sizeof(err)) != 0) {
         log_kv(LOG_ERROR, "cannot start an HTTP server", "server", what, "error", err, NULL);
         http_server_free(h);
@@ -158,8 +165,6 @@ static struct http_server *start_http(const char *listen, const char *what)
 static int run_workers(const struct worker_def *const *defs, size_t n, const struct config *cfg,
                        struct http_server *http, struct http_server *pub, int all_in_one)
 {
-    expected_count = (int)n;
-    http_ready_add(http, "workers", all_started, NULL);
     struct run_thread *threads = xcalloc(n ? n : 1, sizeof(*threads));
     size_t started = 0;
     for (; started < n; started++) {
@@ -209,9 +214,9 @@ static int cmd_run_all(int argc, char **argv)
     size_t n = 0;
     for (; workers[n]; n++)
         want_public |= workers[n]->public_http;
-    struct http_server *http = start_http(config_str(cfg, "mailfleet", "http_listen"), "metrics");
+    struct http_server *http = start_http(config_str(cfg, "mailfleet", "http_listen"), "metrics", (int)n);
     struct http_server *pub = want_public && http
-        ? start_http(config_str(cfg, "mailfleet", "public_listen"), "public") : NULL;
+        ? start_http(config_str(cfg, "mailfleet", "public_listen"), "public", 0) : NULL;
     if (!http || (want_public && !pub)) {
         http_server_free(http);
         config_free(cfg);
@@ -234,9 +239,9 @@ static int cmd_worker(const struct worker_def *def, int argc, char **argv)
         return 2;
     log_init(def->name, log_level_parse(config_str(cfg, "mailfleet", "log_level")));
     process_set_grace_ms(config_duration_ms(cfg, "mailfleet", "shutdown_grace"));
-    struct http_server *http = start_http(config_str(cfg, def->name, "metrics_listen"), "metrics");
+    struct http_server *http = start_http(config_str(cfg, def->name, "metrics_listen"), "metrics", 1);
     struct http_server *pub = def->public_http && http
-        ? start_http(config_str(cfg, def->name, "public_listen"), "public") : NULL;
+        ? start_http(config_str(cfg, def->name, "public_listen"), "public", 0) : NULL;
     if (!http || (def->public_http && !pub)) {
         http_server_free(http);
         config_free(cfg);

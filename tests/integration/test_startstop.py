@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import harness
@@ -23,6 +24,9 @@ import harness
 ROUNDS = int(os.environ.get("MAILFLEET_STARTSTOP_ROUNDS", "200"))
 # What sanitizers and GLib print when something is wrong.  The sanitizers
 # also write to log_path files when run.sh sets one; this catches the rest.
+# One route of each worker that adds some: (server, path).
+ROUTES = (("public", "/a/x"), ("public", "/u/x"), ("public", "/sns"), ("public", "/v2/email/suppression/x"),
+          ("http", "/alarms"))
 BAD = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "WARNING: ThreadSanitizer",
        "ThreadSanitizer:", "CRITICAL **", "AddressSanitizer:DEADLYSIGNAL")
 
@@ -33,11 +37,24 @@ class StartStopTest(harness.TestCase):
         self.http_port = harness.free_port()
         self.cfg = self.write("mf.ini", harness.fleet_config(self, http_port=self.http_port))
 
+    def routed(self, port, path):
+        """True unless the server's router answers "no such route" (a
+        handler may still say 404 for a missing object: that is routed)."""
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5):
+                return True
+        except urllib.error.HTTPError as e:
+            return not (e.code == 404 and e.read() == b"not found\n")
+
     def round(self, i, log):
         p = subprocess.Popen([harness.MAILFLEET, "run", "-c", self.cfg], stdout=log, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, cwd=self.dir)
         try:
             harness.wait_ready(self.http_port, timeout=60, proc=p)
+            # /readyz 200 means every worker's routes are served
+            for port, path in ROUTES:
+                port = self.ports[port]
+                self.assertTrue(self.routed(port, path), "round %d: %s not routed at /readyz 200" % (i + 1, path))
             p.send_signal(signal.SIGTERM)
             rc = p.wait(harness.STOP_GRACE)
         finally:
