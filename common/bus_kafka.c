@@ -299,6 +299,24 @@ static int kafka_reader_fetch(rd_kafka_t *rk, const char *topic, int32_t partiti
     return rc;
 }
 
+/* The rebalance a closing consumer goes through: the queue form of close
+ * hands it to us, and the close waits until we give the partitions up. */
+static void kafka_close_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                                  rd_kafka_topic_partition_list_t *parts)
+{
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *ce = NULL;
+    if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        ce = cooperative ? rd_kafka_incremental_assign(rk, parts) : (rd_kafka_assign(rk, parts), NULL);
+    else
+        ce = cooperative ? rd_kafka_incremental_unassign(rk, parts) : (rd_kafka_assign(rk, NULL), NULL);
+    if (ce) {
+        log_kv(LOG_WARN, "kafka rebalance while closing", "component", "kafka", "error",
+               rd_kafka_error_string(ce), NULL);
+        rd_kafka_error_destroy(ce);
+    }
+}
+
 /* consumer_close then destroy, within the close budget.  With every broker
  * down a plain rd_kafka_consumer_close() waits for a coordinator that never
  * answers; the queue form lets us stop waiting, and a consumer not closed by
@@ -315,10 +333,11 @@ static void kafka_consumer_close_destroy(rd_kafka_t *rk)
         rd_kafka_error_destroy(e);
     } else {
         while (!rd_kafka_consumer_closed(rk) && mono_ms() < deadline) {
-            /* No rebalance callback is set: librdkafka's default handling
-             * runs when the event is destroyed. */
-            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, kafka_remaining(deadline) < 100
-                                                              ? kafka_remaining(deadline) : 100);
+            int left = kafka_remaining(deadline);
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, left < 100 ? left : 100);
+            if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                kafka_close_rebalance(rk, rd_kafka_event_error(ev),
+                                      rd_kafka_event_topic_partition_list(ev));
             if (ev)
                 rd_kafka_event_destroy(ev);
         }
