@@ -43,6 +43,9 @@ INC := $(ALL_INC) $(call pkg_cflags,$(PKGS))
 $(foreach l,$(LAYERS),$(eval $$(BUILD)/common/$l/%.o: INC := $(foreach d,$(call layer_dirs,$l),-I$d) $(call pkg_cflags,$(call layer_pkgs,$l))))
 
 ASAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# ThreadSanitizer: its own build (it cannot be combined with ASan); run.sh
+# starts and stops `mailfleet run` under it (tests/tsan.supp for third-party frames).
+TSAN_CFLAGS := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
 COMMON_SRC  := $(sort $(wildcard common/*/*.c))
 WORKER_SRC  := $(sort $(wildcard workers/*/*.c))
 MAIN_SRC    := workers/mailfleet.c
@@ -57,7 +60,7 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_BIN    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all layers deps deps-test run test test-unit test-integration check-asan bench clean lint
+.PHONY: all layers deps deps-test run test test-unit test-integration check-asan tsan bench clean lint
 
 all: $(BUILD)/mailfleet $(TOOL_BIN) $(BENCH_BIN) layers
 
@@ -119,7 +122,11 @@ test: deps-test
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_CFLAGS)" build-asan/mailfleet $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%) $(TOOL_SRC:tests/tools/%.c=build-asan/tools/%)
+	@$(MAKE) --no-print-directory tsan
 	@tests/run.sh
+
+tsan:
+	@$(MAKE) --no-print-directory BUILD=build-tsan CFLAGS="$(TSAN_CFLAGS)" build-tsan/mailfleet
 
 check-asan: deps-test
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_CFLAGS)" build-asan/mailfleet $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
@@ -146,6 +153,6 @@ lint:
 	@cppcheck $(CPPCHECK_FLAGS) common/ workers/ tests/unit/ tests/tools/ bench/
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan
 
--include $(shell find build build-asan -name '*.d' 2>/dev/null)
+-include $(shell find build build-asan build-tsan -name '*.d' 2>/dev/null)

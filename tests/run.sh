@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Runs every test and ends with one summary line: "tests: N passed, M failed".
+# Runs every test and ends with one summary line: "tests: N passed, M failed",
+# followed by ", K skipped" when tests were skipped (never counted as passed).
 #   unit:        build/tests/test_* (cmocka), then the same under ASan+UBSan
 #   integration: tests/integration/test_*.py (real processes on 127.0.0.1,
 #                Debian's /usr/bin/python3 so python3-botocore etc. import)
-# TESTS_ONLY=unit|asan|integration narrows; TESTS_MATCH=substr filters files.
+#   tsan:        test_startstop against build-tsan/mailfleet (`make tsan`)
+# TESTS_ONLY=unit|asan|integration|tsan narrows; TESTS_MATCH=substr filters files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 only=${TESTS_ONLY:-all}
 match=${TESTS_MATCH:-}
-pass=0; fail=0; failed_names=()
+pass=0; fail=0; skip=0; failed_names=()
 log=build/test-logs; mkdir -p "$log"
 
 run_cmocka() {  # $1 binary, $2 label
@@ -16,12 +18,25 @@ run_cmocka() {  # $1 binary, $2 label
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     timeout 300 "$bin" >"$out" 2>&1
   local rc=$?
-  local p f
+  local p f k
   p=$(grep -Eo '\[  PASSED  \] [0-9]+' "$out" | awk '{s+=$4} END{print s+0}')
   f=$(grep -Eo '\[  FAILED  \] [0-9]+ test' "$out" | awk '{s+=$4} END{print s+0}')
+  k=$(grep -Eo '\[  SKIPPED \] [0-9]+ test' "$out" | awk '{s+=$4} END{print s+0}')
   if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
-  pass=$((pass + p)); fail=$((fail + f))
+  pass=$((pass + p)); fail=$((fail + f)); skip=$((skip + k))
   if [ "$f" != 0 ]; then failed_names+=("$label $(basename "$bin")"); echo "FAIL $label $(basename "$bin") (see $out)"; tail -30 "$out"; else echo "ok   $label $(basename "$bin"): $p"; fi
+}
+
+# Sets ran, bad (failures + errors) and skipped from a `python3 -m unittest`
+# log: "Ran N tests", then "OK", "OK (skipped=K)" or
+# "FAILED (failures=F, errors=E, skipped=K, expected failures=X)".
+unittest_counts() {  # $1 log, $2 exit status
+  local summary
+  ran=$(grep -Eo '^Ran [0-9]+ test' "$1" | awk '{print $2}'); ran=${ran:-0}
+  summary=$(grep -E '^(OK|FAILED)( \(.*\))?$' "$1" | tail -1)
+  bad=$(grep -Eo '(failures|errors|unexpected successes)=[0-9]+' <<<"$summary" | grep -Eo '[0-9]+' | awk '{s+=$1} END{print s+0}')
+  skipped=$(grep -Eo 'skipped=[0-9]+' <<<"$summary" | grep -Eo '[0-9]+' | awk '{s+=$1} END{print s+0}')
+  if [ "$2" != 0 ] && [ "$bad" = 0 ]; then bad=1; fi
 }
 
 if [ "$only" = all ] || [ "$only" = unit ]; then
@@ -44,19 +59,19 @@ if [ "$only" = all ] || [ "$only" = integration ]; then
     [ -n "$match" ] && [[ "$t" != *"$match"* ]] && continue
     out="$log/$(basename "$t").log"
     start=$(date +%s)
-    (cd tests/integration && timeout 1200 /usr/bin/python3 -m unittest -v "$(basename "$t" .py)") >"$out" 2>&1
+    # start/stop rounds: a few here, 200 in the ASan pass below
+    (cd tests/integration && MAILFLEET_STARTSTOP_ROUNDS=${MAILFLEET_STARTSTOP_ROUNDS:-20} \
+      timeout 1200 /usr/bin/python3 -m unittest -v "$(basename "$t" .py)") >"$out" 2>&1
     rc=$?
-    ran=$(grep -Eo '^Ran [0-9]+ test' "$out" | awk '{print $2}'); ran=${ran:-0}
-    bad=$(grep -Eo '^FAILED \((failures|errors)=[0-9]+(, (failures|errors)=[0-9]+)?' "$out" | grep -Eo '[0-9]+' | awk '{s+=$1} END{print s+0}')
-    if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then bad=1; fi
-    pass=$((pass + ran - bad)); fail=$((fail + bad))
-    if [ "$bad" != 0 ]; then failed_names+=("integration $(basename "$t")"); echo "FAIL integration $(basename "$t") (see $out)"; tail -60 "$out"; else echo "ok   integration $(basename "$t"): $ran ($(( $(date +%s) - start ))s)"; fi
+    unittest_counts "$out" "$rc"
+    pass=$((pass + ran - bad - skipped)); fail=$((fail + bad)); skip=$((skip + skipped))
+    if [ "$bad" != 0 ]; then failed_names+=("integration $(basename "$t")"); echo "FAIL integration $(basename "$t") (see $out)"; tail -60 "$out"; else echo "ok   integration $(basename "$t"): $((ran - skipped))$([ "$skipped" -gt 0 ] && echo " (+$skipped skipped)") ($(( $(date +%s) - start ))s)"; fi
   done
 fi
 
 # A few integration files again against the ASan/UBSan build of the binary
 # and tools: sanitizer reports go to files, and any report fails the file.
-asan_files=${ASAN_INTEGRATION-test_http test_feedback test_links test_ingest}
+asan_files=${ASAN_INTEGRATION-test_http test_feedback test_links test_ingest test_startstop}
 if { [ "$only" = all ] || [ "$only" = integration ]; } && [ -x build-asan/mailfleet ] && [ -n "$asan_files" ]; then
   for f in $asan_files; do
     t=tests/integration/$f.py
@@ -64,23 +79,40 @@ if { [ "$only" = all ] || [ "$only" = integration ]; } && [ -x build-asan/mailfl
     [ -n "$match" ] && [[ "$t" != *"$match"* ]] && continue
     rep=$(mktemp -d /tmp/mf-asan-reports.XXXXXX)
     out="$log/$f.asan.log"
-    (cd tests/integration && MAILFLEET_BUILD="$PWD/../../build-asan" \
+    (cd tests/integration && MAILFLEET_BUILD="$PWD/../../build-asan" MAILFLEET_STARTSTOP_ROUNDS=200 \
       ASAN_OPTIONS="detect_leaks=1:log_path=$rep/asan" UBSAN_OPTIONS="print_stacktrace=1:log_path=$rep/ubsan" \
       timeout 1200 /usr/bin/python3 -m unittest -v "$f") >"$out" 2>&1
     rc=$?
-    ran=$(grep -Eo '^Ran [0-9]+ test' "$out" | awk '{print $2}'); ran=${ran:-0}
-    bad=$(grep -Eo '^FAILED \((failures|errors)=[0-9]+(, (failures|errors)=[0-9]+)?' "$out" | grep -Eo '[0-9]+' | awk '{s+=$1} END{print s+0}')
-    if [ "$rc" != 0 ] && [ "$bad" = 0 ]; then bad=1; fi
+    unittest_counts "$out" "$rc"
     if [ -n "$(ls -A "$rep")" ]; then
       echo "sanitizer reports from $f:"; cat "$rep"/* | head -80
       [ "$bad" = 0 ] && bad=1
     fi
     rm -rf "$rep"
-    pass=$((pass + ran - bad)); fail=$((fail + bad))
-    if [ "$bad" != 0 ]; then failed_names+=("asan-integration $f"); echo "FAIL asan-integration $f (see $out)"; tail -40 "$out"; else echo "ok   asan-integration $f: $ran"; fi
+    pass=$((pass + ran - bad - skipped)); fail=$((fail + bad)); skip=$((skip + skipped))
+    if [ "$bad" != 0 ]; then failed_names+=("asan-integration $f"); echo "FAIL asan-integration $f (see $out)"; tail -40 "$out"; else echo "ok   asan-integration $f: $((ran - skipped))$([ "$skipped" -gt 0 ] && echo " (+$skipped skipped)")"; fi
   done
 fi
 
+# `mailfleet run` started and stopped under ThreadSanitizer (slower: fewer
+# rounds).  Any report fails it; tests/tsan.supp may only name third-party code.
+if { [ "$only" = all ] || [ "$only" = integration ] || [ "$only" = tsan ]; } && [ -x build-tsan/mailfleet ] &&
+   { [ -z "$match" ] || [[ test_startstop == *"$match"* ]]; }; then
+  rep=$(mktemp -d /tmp/mf-tsan-reports.XXXXXX)
+  out="$log/test_startstop.tsan.log"
+  (cd tests/integration && MAILFLEET_BUILD="$PWD/../../build-tsan" MAILFLEET_STARTSTOP_ROUNDS=20 \
+    TSAN_OPTIONS="log_path=$rep/tsan:suppressions=$PWD/../tsan.supp:halt_on_error=0" \
+    timeout 1200 /usr/bin/python3 -m unittest -v test_startstop.StartStopTest) >"$out" 2>&1
+  unittest_counts "$out" $?
+  if [ -n "$(ls -A "$rep")" ]; then
+    echo "ThreadSanitizer reports:"; cat "$rep"/* | head -120
+    [ "$bad" = 0 ] && bad=1
+  fi
+  rm -rf "$rep"
+  pass=$((pass + ran - bad - skipped)); fail=$((fail + bad)); skip=$((skip + skipped))
+  if [ "$bad" != 0 ]; then failed_names+=("tsan-integration test_startstop"); echo "FAIL tsan-integration test_startstop (see $out)"; tail -40 "$out"; else echo "ok   tsan-integration test_startstop: $ran"; fi
+fi
+
 for n in "${failed_names[@]}"; do echo "failed: $n"; done
-echo "tests: $pass passed, $fail failed"
+if [ "$skip" -gt 0 ]; then echo "tests: $pass passed, $fail failed, $skip skipped"; else echo "tests: $pass passed, $fail failed"; fi
 [ "$fail" = 0 ] && [ "$pass" -gt 0 ]

@@ -7,20 +7,25 @@
  *   mailfleet version
  * and the admin verbs each worker adds (suppression, links, dlq, alarms, users).
  *
- * Signals: SIGTERM/SIGINT set the stop flag each worker polls; workers drain
- * and return.  SIGPIPE is ignored (peers hang up; writes report EPIPE). */
+ * Process-wide set-up (libraries, signals) happens here, once, before any
+ * thread starts, and is undone after every thread has been joined (see
+ * common/process.h).  Workers always run in threads of their own; the main
+ * thread receives SIGTERM/SIGINT, sets the stop flag each worker polls, and
+ * joins them as they drain. */
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common_config.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
+#include "process.h"
+#include "strbuf.h"
 #include "worker.h"
 #include "admin.h"
 #include "monitor/monitor.h"
@@ -60,7 +65,7 @@ static const struct admin_verb *const verbs[] = {
     NULL
 };
 
-static atomic_int stop_flag;
+static stop_flag_t stop_flag;
 static atomic_int started_count;
 static int expected_count;
 
@@ -77,22 +82,6 @@ static int all_started(void *opaque, char *why, size_t len)
         return 0;
     }
     return 1;
-}
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_flag = 1;
-}
-
-static void install_signals(void)
-{
-    struct sigaction sa = { 0 };
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
 }
 
 /* NULL-terminated list of every config table (common + each worker + verbs). */
@@ -148,16 +137,23 @@ static void *run_thread_main(void *arg)
     t->rc = t->def->run(&t->env);
     if (t->rc != 0) {
         log_kv(LOG_ERROR, "worker stopped with an error; stopping the process", NULL);
-        stop_flag = 1;
+        atomic_store(&stop_flag, 1);
     }
     return NULL;
 }
 
-static struct http_server *start_http(const char *listen, enum http_exposure exposure)
+/* The metrics server (workers > 0) answers /readyz 503 until that many
+ * workers have called worker_started(): the check is in place before the
+ * server listens, so no request ever sees a /readyz without it. */
+static struct http_server *start_http(const char *listen, enum http_exposure exposure, int workers)
 {
     char err[256];
     const char *what = exposure == HTTP_PUBLIC ? "public" : "metrics";
     struct http_server *h = http_server_new(listen, exposure, 1 << 20, err, sizeof(err));
+    if (h && workers) {
+        expected_count = workers;
+        http_ready_add(h, "workers", all_started, NULL);
+    }
     if (!h || http_server_start(h, err, sizeof(err)) != 0) {
         log_kv(LOG_ERROR, "cannot start an HTTP server", "server", what, "error", err, NULL);
         http_server_free(h);
@@ -166,43 +162,72 @@ static struct http_server *start_http(const char *listen, enum http_exposure exp
     return h;
 }
 
+/* Runs defs[0..n) in threads until SIGTERM/SIGINT or a worker fails, then
+ * joins them.  Returns the OR of their exit codes. */
+static int run_workers(const struct worker_def *const *defs, size_t n, const struct config *cfg,
+                       struct http_server *http, struct http_server *pub, int all_in_one)
+{
+    struct run_thread *threads = xcalloc(n ? n : 1, sizeof(*threads));
+    size_t started = 0;
+    for (; started < n; started++) {
+        struct run_thread *t = &threads[started];
+        t->def = defs[started];
+        t->env = (struct worker_env){ cfg, http, pub, &stop_flag, all_in_one, &started_count };
+        if (pthread_create(&t->tid, NULL, run_thread_main, t) != 0) {
+            log_kv(LOG_ERROR, "cannot start a worker thread", "worker", t->def->name, NULL);
+            atomic_store(&stop_flag, 1);
+            break;
+        }
+    }
+    process_wait_stop(&stop_flag);
+    /* Each worker drains within the grace; one that does not (a call
+     * without a bound we missed) must not keep the process alive until
+     * someone sends SIGKILL: say which, and leave. */
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    int64_t left = stop_grace_left_ms();
+    deadline.tv_sec += left / 1000;
+    deadline.tv_nsec += (left % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+    int rc = started < n;
+    for (size_t i = 0; i < started; i++) {
+        if (pthread_timedjoin_np(threads[i].tid, NULL, &deadline) != 0) {
+            log_kv(LOG_ERROR, "worker did not stop within [mailfleet] shutdown_grace; exiting without it",
+                   "worker", threads[i].def->name, NULL);
+            _exit(1);
+        }
+        rc |= threads[i].rc;
+    }
+    free(threads);
+    return rc;
+}
+
 static int cmd_run_all(int argc, char **argv)
 {
     struct config *cfg = mailfleet_load_config(argc, argv);
     if (!cfg)
         return 2;
     log_init("mailfleet", log_level_parse(config_str(cfg, "mailfleet", "log_level")));
+    stop_set_grace_ms(config_duration_ms(cfg, "mailfleet", "shutdown_grace"));
     int want_public = 0;
     size_t n = 0;
     for (; workers[n]; n++)
         want_public |= workers[n]->public_http;
-    struct http_server *http = start_http(config_str(cfg, "mailfleet", "http_listen"), HTTP_INTERNAL);
+    struct http_server *http = start_http(config_str(cfg, "mailfleet", "http_listen"), HTTP_INTERNAL, (int)n);
     struct http_server *pub = want_public && http
-        ? start_http(config_str(cfg, "mailfleet", "public_listen"), HTTP_PUBLIC) : NULL;
+        ? start_http(config_str(cfg, "mailfleet", "public_listen"), HTTP_PUBLIC, 0) : NULL;
     if (!http || (want_public && !pub)) {
         http_server_free(http);
         config_free(cfg);
         return 1;
     }
-    expected_count = (int)n;
-    http_ready_add(http, "workers", all_started, NULL);
-    struct run_thread *threads = calloc(n ? n : 1, sizeof(*threads));
-    for (size_t i = 0; i < n; i++) {
-        threads[i].def = workers[i];
-        threads[i].env = (struct worker_env){ cfg, http, pub, &stop_flag, 1, &started_count };
-        pthread_create(&threads[i].tid, NULL, run_thread_main, &threads[i]);
-    }
     log_kv(LOG_INFO, "mailfleet running", "version", MAILFLEET_VERSION, "http",
            config_str(cfg, "mailfleet", "http_listen"), NULL);
-    while (!stop_flag)
-        usleep(100 * 1000);
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        pthread_join(threads[i].tid, NULL);
-        rc |= threads[i].rc;
-    }
+    int rc = run_workers(workers, n, cfg, http, pub, 1);
     log_kv(LOG_INFO, "mailfleet stopped", NULL);
-    free(threads);
     http_server_free(pub);
     http_server_free(http);
     config_free(cfg);
@@ -215,18 +240,17 @@ static int cmd_worker(const struct worker_def *def, int argc, char **argv)
     if (!cfg)
         return 2;
     log_init(def->name, log_level_parse(config_str(cfg, "mailfleet", "log_level")));
-    struct http_server *http = start_http(config_str(cfg, def->name, "metrics_listen"), HTTP_INTERNAL);
+    stop_set_grace_ms(config_duration_ms(cfg, "mailfleet", "shutdown_grace"));
+    struct http_server *http = start_http(config_str(cfg, def->name, "metrics_listen"), HTTP_INTERNAL, 1);
     struct http_server *pub = def->public_http && http
-        ? start_http(config_str(cfg, def->name, "public_listen"), HTTP_PUBLIC) : NULL;
+        ? start_http(config_str(cfg, def->name, "public_listen"), HTTP_PUBLIC, 0) : NULL;
     if (!http || (def->public_http && !pub)) {
         http_server_free(http);
         config_free(cfg);
         return 1;
     }
-    expected_count = 1;
-    http_ready_add(http, "workers", all_started, NULL);
-    struct worker_env env = { cfg, http, pub, &stop_flag, 0, &started_count };
-    int rc = def->run(&env);
+    const struct worker_def *one[] = { def, NULL };
+    int rc = run_workers(one, 1, cfg, http, pub, 0);
     http_server_free(pub);
     http_server_free(http);
     config_free(cfg);
@@ -263,14 +287,24 @@ static void usage(void)
             "print the version");
 }
 
-int main(int argc, char **argv)
+/* What argv asks for: a worker, `run`, or anything else (verbs, config). */
+static const struct worker_def *worker_named(const char *cmd, int argc, char **argv)
 {
-    if (argc < 2) {
-        usage();
-        return 2;
-    }
-    const char *cmd = argv[1];
-    install_signals();
+    /* `mailfleet <worker> <subcommand>` (e.g. `send pause`) goes to the admin
+     * verb of the same name when there is one; options (-c FILE) mean
+     * running the worker. */
+    int subcommand = argc > 2 && argv[2][0] != '-';
+    for (size_t i = 0; subcommand && verbs[i]; i++)
+        if (strcmp(cmd, verbs[i]->name) == 0)
+            return NULL;
+    for (size_t i = 0; workers[i]; i++)
+        if (strcmp(cmd, workers[i]->name) == 0)
+            return workers[i];
+    return NULL;
+}
+
+static int dispatch(const char *cmd, const struct worker_def *w, int argc, char **argv)
+{
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("mailfleet %s\n", MAILFLEET_VERSION);
         return 0;
@@ -279,19 +313,26 @@ int main(int argc, char **argv)
         return cmd_config(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return cmd_run_all(argc - 1, argv + 1);
-    /* `mailfleet <worker> <subcommand>` (e.g. `send pause`) goes to the admin
-     * verb of the same name when there is one; options (-c FILE) mean
-     * running the worker. */
-    int subcommand = argc > 2 && argv[2][0] != '-';
-    for (size_t i = 0; subcommand && verbs[i]; i++)
-        if (strcmp(cmd, verbs[i]->name) == 0)
-            return verbs[i]->main(argc - 1, argv + 1);
-    for (size_t i = 0; workers[i]; i++)
-        if (strcmp(cmd, workers[i]->name) == 0)
-            return cmd_worker(workers[i], argc - 1, argv + 1);
+    if (w)
+        return cmd_worker(w, argc - 1, argv + 1);
     for (size_t i = 0; verbs[i]; i++)
         if (strcmp(cmd, verbs[i]->name) == 0)
             return verbs[i]->main(argc - 1, argv + 1);
     usage();
     return 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage();
+        return 2;
+    }
+    const char *cmd = argv[1];
+    const struct worker_def *w = worker_named(cmd, argc, argv);
+    /* Admin verbs keep SIGTERM's default action: they have no loop to drain. */
+    process_init(w || strcmp(cmd, "run") == 0 ? PROCESS_STOP_SIGNALS : 0);
+    int rc = dispatch(cmd, w, argc, argv);
+    process_shutdown();
+    return rc;
 }

@@ -6,7 +6,7 @@
  * server on its section's metrics_listen. */
 #ifndef MF_WORKER_H
 #define MF_WORKER_H
-#include <stdatomic.h>
+#include "stop.h"   /* stop_flag_t */
 #include "config.h"
 
 struct http_server;
@@ -15,7 +15,7 @@ struct worker_env {
     const struct config *cfg;
     struct http_server *http;          /* /metrics, /healthz, /readyz + routes */
     struct http_server *public_http;   /* links, unsubscribe, API (if public_http) */
-    atomic_int *stop;       /* set by SIGTERM/SIGINT */
+    stop_flag_t *stop;                 /* set on SIGTERM/SIGINT or a worker failure */
     int all_in_one;                    /* 1 under `mailfleet run` */
     atomic_int *started;               /* workers that called worker_started() */
 };

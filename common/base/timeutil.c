@@ -133,7 +133,7 @@ int64_t duration_parse_ms(const char *s)
     return (int64_t)(v * mult);
 }
 
-int sleep_unless_stopped(int64_t ms, atomic_int *stop)
+int sleep_unless_stopped(int64_t ms, stop_flag_t *stop)
 {
     while (ms > 0) {
         if (stop && *stop)

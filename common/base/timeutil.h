@@ -2,7 +2,7 @@
  * durations ("250ms", "5m", "36h", "14d"). */
 #ifndef MF_TIMEUTIL_H
 #define MF_TIMEUTIL_H
-#include <stdatomic.h>
+#include "stop.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +19,6 @@ int64_t duration_parse_ms(const char *s);
 /* Sleeps ms, waking every 50 ms to look at *stop (the worker's stop flag);
  * returns 1 if it returned early because *stop was set, else 0.  stop may
  * be NULL (a plain sleep).  The one way a worker waits. */
-int sleep_unless_stopped(int64_t ms, atomic_int *stop);
+int sleep_unless_stopped(int64_t ms, stop_flag_t *stop);
 
 #endif

@@ -24,6 +24,7 @@
  * disturbs a worker's group membership. */
 #include "bus_impl.h"
 #include "log.h"
+#include "stop.h"
 #include "strbuf.h"
 #include "timeutil.h"
 #include "topics.h"
@@ -39,11 +40,15 @@
 
 #include <librdkafka/rdkafka.h>
 
-/* Bounds for calls whose API has no timeout of its own. */
+/* Bounds for calls whose API has no timeout of its own.  Admin calls (and
+ * seeks) take at most half the shutdown grace, so one running when SIGTERM
+ * comes still leaves time to close; flush and consumer close at shutdown take
+ * what is left of the grace (process.h). */
 #define KAFKA_TXN_TIMEOUT_MS   30000
-#define KAFKA_ADMIN_TIMEOUT_MS 10000
-#define KAFKA_SEEK_TIMEOUT_MS  10000
-#define KAFKA_CLOSE_FLUSH_MS   10000
+#define KAFKA_ADMIN_TIMEOUT_MS kafka_admin_timeout_ms()
+#define KAFKA_SEEK_TIMEOUT_MS  kafka_admin_timeout_ms()
+/* Kept back from the grace for rd_kafka_destroy and the rest of the exit. */
+#define KAFKA_CLOSE_RESERVE_MS 1000
 
 struct kafka_bus {
     char *bootstrap;
@@ -74,6 +79,19 @@ struct kafka_batch {
 };
 
 /* ---- helpers ---------------------------------------------------------- */
+
+static int kafka_admin_timeout_ms(void)
+{
+    int64_t half = stop_grace_ms() / 2;
+    return half < 10000 ? (int)half : 10000;
+}
+
+/* What a close may still spend: the grace left, less the reserve. */
+static int kafka_close_budget_ms(void)
+{
+    int64_t left = stop_grace_left_ms() - KAFKA_CLOSE_RESERVE_MS;
+    return left > 0 ? (int)left : 0;
+}
 
 static int kafka_errno(rd_kafka_resp_err_t e)
 {
@@ -280,10 +298,60 @@ static int kafka_reader_fetch(rd_kafka_t *rk, const char *topic, int32_t partiti
     return rc;
 }
 
+/* The rebalance a closing consumer goes through: the queue form of close
+ * hands it to us, and the close waits until we give the partitions up. */
+static void kafka_close_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                                  rd_kafka_topic_partition_list_t *parts)
+{
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *ce = NULL;
+    if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        ce = cooperative ? rd_kafka_incremental_assign(rk, parts) : (rd_kafka_assign(rk, parts), NULL);
+    else
+        ce = cooperative ? rd_kafka_incremental_unassign(rk, parts) : (rd_kafka_assign(rk, NULL), NULL);
+    if (ce) {
+        log_kv(LOG_WARN, "kafka rebalance while closing", "component", "kafka", "error",
+               rd_kafka_error_string(ce), NULL);
+        rd_kafka_error_destroy(ce);
+    }
+}
+
+/* consumer_close then destroy, within the close budget.  With every broker
+ * down a plain rd_kafka_consumer_close() waits for a coordinator that never
+ * answers; the queue form lets us stop waiting, and a consumer not closed by
+ * then is destroyed without the close (its group sees it leave when the
+ * session times out, as after a crash: offsets are committed per record). */
+static void kafka_consumer_close_destroy(rd_kafka_t *rk)
+{
+    int64_t deadline = mono_ms() + kafka_close_budget_ms();
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_error_t *e = rd_kafka_consumer_close_queue(rk, q);
+    if (e) {
+        log_kv(LOG_WARN, "kafka consumer close", "component", "kafka", "error",
+               rd_kafka_error_string(e), NULL);
+        rd_kafka_error_destroy(e);
+    } else {
+        while (!rd_kafka_consumer_closed(rk) && mono_ms() < deadline) {
+            int left = kafka_remaining(deadline);
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, left < 100 ? left : 100);
+            if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                kafka_close_rebalance(rk, rd_kafka_event_error(ev),
+                                      rd_kafka_event_topic_partition_list(ev));
+            if (ev)
+                rd_kafka_event_destroy(ev);
+        }
+    }
+    int closed = rd_kafka_consumer_closed(rk);
+    if (!closed)
+        log_kv(LOG_WARN, "kafka consumer not closed within the shutdown grace; leaving without it",
+               "component", "kafka", "client", rd_kafka_name(rk), NULL);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy_flags(rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
+
 static void kafka_reader_free(rd_kafka_t *rk)
 {
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    kafka_consumer_close_destroy(rk);
 }
 
 /* ---- producing -------------------------------------------------------- */
@@ -496,14 +564,14 @@ static void kafka_close(void *impl)
     if (!kb)
         return;
     if (kb->producer) {
-        rd_kafka_resp_err_t e = rd_kafka_flush(kb->producer, KAFKA_CLOSE_FLUSH_MS);
+        rd_kafka_resp_err_t e = rd_kafka_flush(kb->producer, kafka_close_budget_ms());
         if (e) {
             /* Fail what is left, so its delivery reports still run and
              * release their batches (and any caller still waiting). */
             log_kv(LOG_WARN, "kafka flush on close incomplete", "component", "kafka", "error",
                    rd_kafka_err2str(e), NULL);
             rd_kafka_purge(kb->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-            rd_kafka_flush(kb->producer, 1000);
+            rd_kafka_flush(kb->producer, KAFKA_CLOSE_RESERVE_MS / 2);
         }
         atomic_store(&kb->stop, 1);
         pthread_join(kb->poller, NULL);
@@ -722,11 +790,7 @@ static void kafka_consumer_free(void *cimpl)
     if (e)
         log_kv(LOG_WARN, "kafka unsubscribe", "component", "kafka", "error",
                rd_kafka_err2str(e), NULL);
-    e = rd_kafka_consumer_close(c->rk);
-    if (e)
-        log_kv(LOG_WARN, "kafka consumer close", "component", "kafka", "error",
-               rd_kafka_err2str(e), NULL);
-    rd_kafka_destroy(c->rk);
+    kafka_consumer_close_destroy(c->rk);
     free(c);
 }
 

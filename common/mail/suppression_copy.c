@@ -26,7 +26,7 @@ struct suppression_copy {
     struct kv *kv;
     struct bus *bus;
     char *group;
-    atomic_int *stop;
+    stop_flag_t *stop;
     pthread_t tid;
     int started;
     atomic_int ready;
@@ -212,7 +212,7 @@ static void *follow(void *arg)
 }
 
 int suppression_copy_start(struct suppression_copy *s, struct bus *b, const char *group,
-                           atomic_int *stop, char *err, size_t errlen)
+                           stop_flag_t *stop, char *err, size_t errlen)
 {
     s->bus = b;
     s->group = xstrdup(group);

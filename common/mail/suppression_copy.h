@@ -15,7 +15,7 @@
  * compacted topic at startup. */
 #ifndef MF_SUPPRESSION_COPY_H
 #define MF_SUPPRESSION_COPY_H
-#include <stdatomic.h>
+#include "stop.h"   /* stop_flag_t */
 #include <stddef.h>
 
 struct bus;
@@ -41,7 +41,7 @@ int suppression_copy_check(struct suppression_copy *s, const char *addr, const c
 
 /* Follows the topic in a thread (consumer group `group`) until *stop. */
 int suppression_copy_start(struct suppression_copy *s, struct bus *b, const char *group,
-                           atomic_int *stop, char *err, size_t errlen);
+                           stop_flag_t *stop, char *err, size_t errlen);
 /* 1 once the copy holds everything the topic held when following began. */
 int suppression_copy_ready(struct suppression_copy *s);
 /* The LMDB copy itself (key -> suppression.v1 JSON), for listing (feedback's API). */

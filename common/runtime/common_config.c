@@ -6,6 +6,7 @@
 #include "store.h"
 #include "bus.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,12 +31,23 @@ const struct config_key common_config_keys[] = {
     { "mailfleet", "batch_max", CONFIG_INT, "64",
       "records per batch of every consuming worker (1 = one at a time); [send] batch_max overrides" },
     { "mailfleet", "queue_retention", CONFIG_DURATION, "14d", "local queue: drop records older than this" },
+    { "mailfleet", "shutdown_grace", CONFIG_DURATION, "10s",
+      "after SIGTERM the process drains and exits within this, even with every Kafka broker down" },
     { "kafka", "*", CONFIG_STR, NULL, "any librdkafka property, e.g. security.protocol = ssl" },
     { "s3", "access_key", CONFIG_SECRET, NULL, "S3 access key id (or access_key_file)" },
     { "s3", "secret_key", CONFIG_SECRET, NULL, "S3 secret key (or secret_key_file)" },
     { "s3", "session_token", CONFIG_SECRET, NULL, "optional STS session token" },
     CONFIG_KEYS_END
 };
+
+/* Wipes and frees a copy of a secret (accepts NULL). */
+static void secret_free(char *s)
+{
+    if (s) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}
 
 struct tokens *common_tokens(const struct config *cfg, char *err, size_t errlen)
 {
@@ -50,24 +62,26 @@ struct tokens *common_tokens(const struct config *cfg, char *err, size_t errlen)
          k = strtok_r(NULL, ", \t\n", &save))
         v[n++] = k;
     struct tokens *t = tokens_new(v, n, err, errlen);
-    explicit_bzero(keys, strlen(keys));
-    free(keys);
+    secret_free(keys);
     return t;
 }
 
-struct store *common_store(const struct config *cfg, const char *key, char *err, size_t errlen)
+struct store *common_store_uri(const struct config *cfg, const char *uri, char *err, size_t errlen)
 {
     char *ak = config_secret(cfg, "s3", "access_key");
     char *sk = config_secret(cfg, "s3", "secret_key");
     char *st = config_secret(cfg, "s3", "session_token");
     struct store_options o = { ak, sk, st };
-    struct store *s = store_open(config_str(cfg, "mailfleet", key), &o, err, errlen);
-    if (sk)
-        explicit_bzero(sk, strlen(sk));
-    free(ak);
-    free(sk);
-    free(st);
+    struct store *s = store_open(uri, &o, err, errlen);
+    secret_free(ak);
+    secret_free(sk);
+    secret_free(st);
     return s;
+}
+
+struct store *common_store(const struct config *cfg, const char *key, char *err, size_t errlen)
+{
+    return common_store_uri(cfg, config_str(cfg, "mailfleet", key), err, errlen);
 }
 
 const char **common_kafka_conf(const struct config *cfg)

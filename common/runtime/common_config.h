@@ -12,8 +12,13 @@ struct tokens *common_tokens(const struct config *cfg, char *err, size_t errlen)
 
 struct store;
 /* Opens the store named by [mailfleet] <key> (store_incoming,
- * store_attachments) with the [s3] credentials. */
+ * store_attachments) with the [s3] credentials; the copies of the secrets
+ * are wiped before it returns (the store keeps its own, wiped on close).
+ * Every worker opens its stores this way: with no [s3] credentials the store
+ * falls back to AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. */
 struct store *common_store(const struct config *cfg, const char *key, char *err, size_t errlen);
+/* The same for a store URI that is not a [mailfleet] key (ingest's spool_store). */
+struct store *common_store_uri(const struct config *cfg, const char *uri, char *err, size_t errlen);
 
 struct bus;
 struct bus_options;

@@ -36,7 +36,7 @@
  * Threads: a loop belongs to the thread that steps it. */
 #ifndef MF_WORKER_LOOP_H
 #define MF_WORKER_LOOP_H
-#include <stdatomic.h>
+#include "stop.h"
 #include <stddef.h>
 #include <stdint.h>
 #include "bus.h"
@@ -93,7 +93,7 @@ struct worker_loop_options {
     int64_t backoff_ms;         /* first back-off; doubles up to backoff_max_ms */
     int64_t backoff_max_ms;     /* 0 = 30 s */
     int poll_timeout_ms;        /* how long a step waits for its first record */
-    atomic_int *stop;
+    stop_flag_t *stop;
     const struct wl_handler *handler;
     void *opaque;               /* handed to every handler call */
     /* Outputs go to this bus instead of the consumer's (ingest's spool

@@ -68,14 +68,6 @@ static struct s3_store *s3_of(struct store *s)
     return (struct s3_store *)s;
 }
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-static void curl_init_once(void)
-{
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        panic("%s: curl_global_init failed", __func__);
-}
-
 static CURL *handle_get(struct s3_store *s)
 {
     CURL *h = NULL;
@@ -885,7 +877,10 @@ static void s3_close(struct store *st)
         OPENSSL_cleanse(s->secret_key, strlen(s->secret_key));
         free(s->secret_key);
     }
-    free(s->session_token);
+    if (s->session_token) {
+        OPENSSL_cleanse(s->session_token, strlen(s->session_token));
+        free(s->session_token);
+    }
     free(s);
 }
 
@@ -1103,7 +1098,6 @@ struct store *store_s3_open(const char *rest, const struct store_options *opt, c
     if (parse_endpoint(s, endpoint, err, errlen) < 0 || credentials_set(s, opt, err, errlen) < 0)
         goto fail;
     free(endpoint);
-    pthread_once(&curl_once, curl_init_once);
     return &s->base;
 
 fail:

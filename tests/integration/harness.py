@@ -1,8 +1,15 @@
 """Shared helpers for integration tests: real processes on 127.0.0.1.
 
 Each test gets a fresh directory (self.dir), free ports, and processes that
-are killed in tearDown.  Nothing here fakes a peer: it starts real programs
+are stopped in tearDown.  Nothing here fakes a peer: it starts real programs
 (the mailfleet binary, the librdkafka mock cluster tool, s3rver, smtp-sink...).
+
+How a process ends is part of the test: at tearDown every process a test
+started must have exited 0 (our programs, SIGTERM'd if still running) or died
+of the SIGTERM tearDown sent (peers that keep the default action).  A crash,
+a sanitizer's non-zero exit or a hang past the grace fails the test.  A test
+that kills a process on purpose (kill9) or expects it to fail says so:
+start(..., expect_exit=N) or None for "any".
 """
 import os
 import re
@@ -19,6 +26,29 @@ BUILD = os.environ.get("MAILFLEET_BUILD", os.path.join(ROOT, "build"))
 MAILFLEET = os.path.join(BUILD, "mailfleet")
 TOOLS = os.path.join(BUILD, "tools")
 NODE_BIN = os.path.join(ROOT, "tests", "node_modules", ".bin")
+
+
+# How long tearDown waits after SIGTERM: mailfleet's default shutdown_grace
+# (10 s) plus a margin for the sanitizer builds.
+STOP_GRACE = float(os.environ.get("MAILFLEET_STOP_GRACE", "15"))
+
+
+def wait_ready(port, timeout=30.0, proc=None):
+    """Waits until GET /readyz on 127.0.0.1:port answers 200: every worker of
+    the process has registered its routes and checks (a listening socket
+    alone says nothing about routes)."""
+    import urllib.request
+    import urllib.error
+
+    def ready():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("process exited with %s before /readyz was 200" % proc.returncode)
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % port, timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+    wait_for(ready, timeout=timeout, interval=0.05, what="/readyz on port %d" % port)
 
 
 def free_port():
@@ -50,16 +80,29 @@ def wait_for(pred, timeout=15.0, interval=0.1, what="condition"):
     raise TimeoutError("timed out waiting for " + what)
 
 
-class Proc:
-    """A started process whose stdout+stderr go to a log file."""
+def ours(path):
+    """True for programs this repository builds (mailfleet, tests/tools)."""
+    return os.path.abspath(path).startswith(BUILD + os.sep)
 
-    def __init__(self, args, log_path, env=None, cwd=None, stdin=None):
+
+class Proc:
+    """A started process whose stdout+stderr go to a log file.
+
+    expect_exit: the exit code tearDown accepts (None: any; kill9 sets it)."""
+
+    def __init__(self, args, log_path, env=None, cwd=None, stdin=None, expect_exit=0):
         self.args = args
+        self.expect_exit = expect_exit
+        self.terminated = False   # we sent SIGTERM
+        self.killed = False       # we had to SIGKILL it after SIGTERM
         self.log_path = log_path
         self.log = open(log_path, "ab")
         full_env = dict(os.environ)
-        if env:
-            full_env.update(env)
+        for k, v in (env or {}).items():   # None: not in the environment at all
+            if v is None:
+                full_env.pop(k, None)
+            else:
+                full_env[k] = v
         self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
                                   cwd=cwd, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                                   start_new_session=True)
@@ -78,20 +121,40 @@ class Proc:
     def stop(self, timeout=10.0):
         """SIGTERM, then SIGKILL; returns the exit code."""
         if self.alive():
+            self.terminated = True
             self.signal(signal.SIGTERM)
             try:
                 self.p.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 self.signal(signal.SIGKILL)
                 self.p.wait()
         self.log.close()
         return self.p.returncode
 
     def kill9(self):
+        """Kills it on purpose: its end is expected, whatever it is."""
+        self.expect_exit = None
         if self.alive():
             self.signal(signal.SIGKILL)
             self.p.wait()
         self.log.close()
+
+    def exit_problem(self):
+        """None when the process ended as expected, else why not (after stop)."""
+        rc = self.p.returncode
+        name = os.path.basename(self.args[0])
+        if self.expect_exit is None or rc is None:
+            return None
+        if self.killed:
+            return "%s did not stop within the grace after SIGTERM (killed)" % name
+        if rc == self.expect_exit:
+            return None
+        if rc == -signal.SIGTERM and self.terminated and not ours(self.args[0]):
+            return None   # a peer that keeps SIGTERM's default action
+        if rc < 0:
+            return "%s died of %s" % (name, signal.Signals(-rc).name)
+        return "%s exited %d (expected %d)" % (name, rc, self.expect_exit)
 
     def output(self):
         with open(self.log_path, "rb") as f:
@@ -106,26 +169,30 @@ class TestCase(unittest.TestCase):
         self.procs = []
 
     def tearDown(self):
+        problems = []
         for p in reversed(self.procs):
-            try:
-                p.stop(5)
-            except Exception:
-                pass
+            p.stop(STOP_GRACE)
+            why = p.exit_problem()
+            if why:
+                tail = p.output()[-3000:]
+                problems.append("%s (log %s):\n%s" % (why, p.log_path, tail))
         # Python 3.11 resets _Outcome.success to True for the tearDown part; the
         # test's own error or failure is already in the result by then
         res = getattr(self._outcome, "result", None)
         ok = getattr(self._outcome, "success", True) and not any(
             t is self for t, _ in getattr(res, "errors", []) + getattr(res, "failures", []))
-        if ok and not os.environ.get("KEEP_TEST_DIRS"):
+        if ok and not problems and not os.environ.get("KEEP_TEST_DIRS"):
             shutil.rmtree(self.dir, ignore_errors=True)
         else:
             print("kept test dir:", self.dir)
+        if problems:
+            self.fail("a process ended badly:\n" + "\n".join(problems))
 
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
 
-    def start(self, args, name, env=None, cwd=None):
-        p = Proc(args, self.path(name + ".log"), env=env, cwd=cwd or self.dir)
+    def start(self, args, name, env=None, cwd=None, expect_exit=0):
+        p = Proc(args, self.path(name + ".log"), env=env, cwd=cwd or self.dir, expect_exit=expect_exit)
         self.procs.append(p)
         return p
 

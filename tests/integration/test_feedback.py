@@ -224,7 +224,8 @@ sns_allow_unsigned = true
             "127.0.0.1:%d" % self.met, "127.0.0.1:%d" % met).replace(self.path("state"), self.path("state2"))
         self.proc.stop()
         p = self.start([harness.MAILFLEET, "feedback", "-c", self.write("strict.ini", cfg)], "strict")
-        harness.wait_port(pub, proc=p.p)
+        # /readyz, not the port: the public port listens before /sns is routed
+        harness.wait_ready(met, proc=p.p)
         self.pub = pub
         st, _ = self.sns(self.sns_bounce("unsigned@example.com"))
         self.assertEqual(st, 403)

@@ -14,6 +14,7 @@ its legacy provider: hence NODE_OPTIONS=--openssl-legacy-provider.
 import calendar
 import hashlib
 import http.server
+import json
 import os
 import subprocess
 import threading
@@ -54,18 +55,24 @@ def query_dict(url):
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True))
 
 
+def start_s3rver(test):
+    """s3rver on a free port with buckets bkt and vhb.localhost; sets
+    test.port, test.s3, test.endpoint and test.uri (s3://bkt/mf...)."""
+    test.port = harness.free_port()
+    os.makedirs(test.path("s3data"))
+    test.s3 = test.start([S3RVER, "--directory", test.path("s3data"), "--port", str(test.port),
+                          "--address", "127.0.0.1", "--configure-bucket", "bkt",
+                          "--configure-bucket", "vhb.localhost"],
+                         "s3rver", env={"NODE_OPTIONS": "--openssl-legacy-provider"})
+    harness.wait_port(test.port, timeout=30, proc=test.s3.p)
+    test.endpoint = "http://127.0.0.1:%d" % test.port
+    test.uri = "s3://bkt/mf?endpoint=%s&region=us-east-1&path_style=1" % test.endpoint
+
+
 class S3rverTest(harness.TestCase):
     def setUp(self):
         super().setUp()
-        self.port = harness.free_port()
-        os.makedirs(self.path("s3data"))
-        self.s3 = self.start([S3RVER, "--directory", self.path("s3data"), "--port", str(self.port),
-                              "--address", "127.0.0.1", "--configure-bucket", "bkt",
-                              "--configure-bucket", "vhb.localhost"],
-                             "s3rver", env={"NODE_OPTIONS": "--openssl-legacy-provider"})
-        harness.wait_port(self.port, timeout=30, proc=self.s3.p)
-        self.endpoint = "http://127.0.0.1:%d" % self.port
-        self.uri = "s3://bkt/mf?endpoint=%s&region=us-east-1&path_style=1" % self.endpoint
+        start_s3rver(self)
 
     def ok(self, *args, **kw):
         r = tool(*args, **kw)
@@ -454,3 +461,54 @@ class WireSignatureTest(harness.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SendStoreCredentialsTest(harness.TestCase):
+    """send reads a message body kept in the incoming store (outbound.v1
+    body.encoding = store) with the [s3] credentials of its config, like every
+    other worker, and no AWS_* variables in its environment.  It used to open
+    its stores without options, so the [s3] keys were ignored and send could
+    not read S3 at all unless the AWS_* variables happened to be set."""
+
+    def test_send_uses_s3_section_credentials(self):
+        import test_send
+        start_s3rver(self)
+        bus = "local:" + self.path("queue")
+        metrics = harness.free_port()
+        rec = test_send.outbound(["s3@example.com"])
+        body = rec["body"]["data"].encode()
+        key = "outbound/2026-12-03/%s.eml" % rec["id"]
+        src = self.write("body.eml", rec["body"]["data"])
+        self.assertEqual(tool("put", self.uri, key, src).returncode, 0)   # the tool signs with AWS_* env
+        rec["body"] = {"encoding": "store", "store": "incoming", "key": key, "size": len(body),
+                       "sha256": hashlib.sha256(body).hexdigest()}
+        line = "%s\t%s\n" % (rec["inbound_id"], json.dumps(rec, separators=(",", ":")))
+        r = subprocess.run([test_send.SEND_TOOL, "produce", bus, "mailfleet.outbound"], input=line, text=True,
+                           capture_output=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        cfg = self.write("mf.ini", """[mailfleet]
+bus = %s
+state_dir = %s
+store_incoming = %s
+store_attachments = file:%s
+token_keys = %s
+[s3]
+access_key = %s
+secret_key = %s
+[send]
+metrics_listen = 127.0.0.1:%d
+transport = outbox:%s
+""" % (bus, self.path("state"), self.uri, self.path("att"), test_send.TOKEN_KEYS, AK, SK, metrics,
+            self.path("outbox")))
+        no_aws = {k: None for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                    "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")}
+        p = self.start([harness.MAILFLEET, "send", "-c", cfg], "send", env=no_aws)
+        out = self.path("outbox", "s3@example.com", rec["id"] + ".eml")
+        try:
+            harness.wait_for(lambda: os.path.exists(out), timeout=30, what="the message in the outbox")
+        except TimeoutError:
+            self.fail("send did not deliver the stored body:\n" + p.output()[-3000:])
+        with open(out, "rb") as f:
+            self.assertTrue(f.read().endswith(body))
+        self.assertNotIn("cannot open the message store", p.output())
+        self.assertEqual(p.stop(), 0)

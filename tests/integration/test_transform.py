@@ -76,8 +76,9 @@ revocation_poll = 100ms
            secret=TOKEN_SECRET, m1=harness.free_port(), m2=harness.free_port(), sender=sender,
            dir=self.dir, extra=extra, textra=transform_extra))
 
-    def start_transform(self):
-        self.transform = self.start([harness.MAILFLEET, "transform", "-c", self.cfg], "transform")
+    def start_transform(self, expect_exit=0):
+        self.transform = self.start([harness.MAILFLEET, "transform", "-c", self.cfg], "transform",
+                                    expect_exit=expect_exit)
         return self.transform
 
     def start_links(self):
@@ -325,9 +326,9 @@ class TransformLimitsTest(harness.TestCase, Pipeline):
 class TransformStartupTest(harness.TestCase, Pipeline):
     def test_sender_equal_to_capture_address_is_refused(self):
         self.setup_pipeline(sender="Alerts <Alerts@IOT.localhost>")
-        p = self.start_transform()
+        p = self.start_transform(expect_exit=1)
         harness.wait_for(lambda: not p.alive(), timeout=10, what="transform to exit")
-        self.assertNotEqual(p.p.returncode, 0)
+        self.assertEqual(p.p.returncode, 1)
         self.assertIn("capture address", p.output())
 
     def test_forty_megabyte_attachment_in_bounded_memory(self):

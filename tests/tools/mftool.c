@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "process.h"
 #include "bus.h"
 #include "store.h"
 #include "strbuf.h"
@@ -43,7 +44,7 @@ static int print_value(void *opaque, const struct bus_record *r)
     return 0;
 }
 
-int main(int argc, char **argv)
+static int tool_main(int argc, char **argv)
 {
     char err[512];
     if (argc >= 4 && strcmp(argv[1], "sign") == 0) {
@@ -160,4 +161,12 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "usage: mftool sign|verp|put|put-n|dump|commit|store-put ... (see the top of mftool.c)\n");
     return 2;
+}
+
+int main(int argc, char **argv)
+{
+    process_init(0);   /* GMime, libcurl, OpenSSL before anything uses them */
+    int rc = tool_main(argc, argv);
+    process_shutdown();
+    return rc;
 }

@@ -17,6 +17,7 @@
  * Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
  * AWS_SESSION_TOKEN.  QUERY "-" means none.  On failure the message goes to
  * stderr and the exit status is the errno (ENOENT = 2, EIO = 5, ...). */
+#include "process.h"
 #include "sigv4.h"
 #include "store.h"
 #include "log.h"
@@ -141,7 +142,7 @@ static int cmd_stress(struct store *s, const char *prefix, int threads, int n, c
     return rc;
 }
 
-int main(int argc, char **argv)
+static int tool_main(int argc, char **argv)
 {
     char err[512];
     int rc;
@@ -261,4 +262,12 @@ usage:
     fprintf(stderr, "usage: store_tool put|get|head|delete|list|fill|presign URI KEY ... | sign ... | "
                     "presign-query ...\n");
     return EINVAL;
+}
+
+int main(int argc, char **argv)
+{
+    process_init(0);   /* GMime, libcurl, OpenSSL before anything uses them */
+    int rc = tool_main(argc, argv);
+    process_shutdown();
+    return rc;
 }

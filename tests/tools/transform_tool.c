@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "process.h"
 #include "bus.h"
 #include "common_config.h"
 #include "config.h"
@@ -155,7 +156,7 @@ static void usage(void)
                     "[--received-ms MS] [--mime-out FILE] [--repeat N] FILE...\n");
 }
 
-int main(int argc, char **argv)
+static int tool_main(int argc, char **argv)
 {
     const char *cfg_path = NULL, *store_dir = NULL, *key = "tool:transform-tool-key-0123456789";
     const char *id = NULL, *mime_out = NULL;
@@ -268,5 +269,13 @@ int main(int argc, char **argv)
     store_close(st);
     transform_settings_free(&so);
     config_free(cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    process_init(0);   /* GMime, libcurl, OpenSSL before anything uses them */
+    int rc = tool_main(argc, argv);
+    process_shutdown();
     return rc;
 }

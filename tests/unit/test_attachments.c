@@ -8,6 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "process.h"
 #include "strbuf.h"
 #include "transform/attachments.h"
 #include "transform/transform.h"
@@ -147,7 +148,6 @@ static const struct {
 static void test_decode_parts(void **state)
 {
     (void)state;
-    transform_init();
     for (size_t i = 0; i < sizeof(decode_cases) / sizeof(decode_cases[0]); i++) {
         char mail[512];
         snprintf(mail, sizeof(mail),
@@ -173,7 +173,6 @@ static void test_decode_parts(void **state)
 static void test_limits_stop_decoding(void **state)
 {
     (void)state;
-    transform_init();
     struct strbuf mail;
     strbuf_init(&mail);
     strbuf_append(&mail, "Subject: t\r\nContent-Type: application/octet-stream\r\n"
@@ -196,7 +195,6 @@ static void test_limits_stop_decoding(void **state)
 static void test_is_attachment(void **state)
 {
     (void)state;
-    transform_init();
     static const struct {
         const char *headers;
         int att;
@@ -220,6 +218,7 @@ static void test_is_attachment(void **state)
 
 int main(void)
 {
+    process_init(0);   /* GMime, libcurl, OpenSSL: before any test */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_safe_name),
         cmocka_unit_test(test_display_name),
@@ -229,6 +228,6 @@ int main(void)
         cmocka_unit_test(test_is_attachment),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    g_mime_shutdown();
+    process_shutdown();
     return rc;
 }

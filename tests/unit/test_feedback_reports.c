@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "process.h"
 #include "feedback/policy.h"
 #include "feedback/reports.h"
 
@@ -155,13 +156,13 @@ static void test_fields_unfold_and_bound(void **state)
 
 int main(void)
 {
-    g_mime_init();
+    process_init(0);   /* GMime, libcurl, OpenSSL: before any test */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_corpus),
         cmocka_unit_test(test_classify_table),
         cmocka_unit_test(test_fields_unfold_and_bound),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    g_mime_shutdown();
+    process_shutdown();
     return rc;
 }

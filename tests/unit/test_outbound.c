@@ -8,6 +8,7 @@
 #include <cmocka.h>
 #include <gmime/gmime.h>
 
+#include "process.h"
 #include "strbuf.h"
 #include "transform/outbound.h"
 #include "transform/transform.h"
@@ -151,7 +152,7 @@ static void test_bad_sender(void **state)
 
 int main(void)
 {
-    transform_init();
+    process_init(0);   /* GMime, libcurl, OpenSSL: before any test */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_headers),
         cmocka_unit_test(test_subject_injection),
@@ -160,6 +161,6 @@ int main(void)
         cmocka_unit_test(test_bad_sender),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    g_mime_shutdown();
+    process_shutdown();
     return rc;
 }

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "process.h"
 #include "send/ratelimit.h"
 #include "suppression_copy.h"
 #include "send/transport.h"
@@ -185,7 +186,7 @@ static void test_outbox(void **state)
         { .id = id, .mail_from = "b@x.com", .rcpt = "c@x.com", .prefix = "", .prefix_len = 0,
           .body = "S: x\r\n\r\nbody\r\n", .body_len = 14, .opaque = &done },
     };
-    atomic_int stop = 0;
+    stop_flag_t stop = 0;
     assert_int_equal(transport_send(t, jobs, 2, NULL, done_count, &stop), 0);
     assert_int_equal(done, 2);
     assert_int_equal(jobs[0].result, TRANSPORT_OK);
@@ -208,6 +209,7 @@ static void test_outbox(void **state)
 
 int main(void)
 {
+    process_init(0);   /* GMime, libcurl, OpenSSL: before any test */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verp_roundtrip),
         cmocka_unit_test(test_verp_rejects),
@@ -217,5 +219,7 @@ int main(void)
         cmocka_unit_test(test_suppression_copy),
         cmocka_unit_test(test_outbox),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    process_shutdown();
+    return rc;
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "digest.h"
+#include "process.h"
 #include "sigv4.h"
 #include "store.h"
 #include "store_backend.h"
@@ -493,6 +494,7 @@ static void test_open_errors_and_s3_offline(void **state)
 
 int main(void)
 {
+    process_init(0);   /* GMime, libcurl, OpenSSL: before any test */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_key_valid),
         cmocka_unit_test_setup_teardown(test_put_get_head_delete, setup, teardown),
@@ -506,5 +508,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_put_leaves_nothing, setup, teardown),
         cmocka_unit_test(test_open_errors_and_s3_offline),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    process_shutdown();
+    return rc;
 }

@@ -929,7 +929,6 @@ static int feedback_run(struct worker_env *env)
     char err[512], dir[1024];
     int rc = 1;
 
-    g_mime_init();   /* reference-counted: safe beside transform in `mailfleet run` */
     f->cfg = cfg;
     f->transient_threshold = (long)config_int(cfg, "feedback", "transient_threshold");
     f->transient_window_ms = config_duration_ms(cfg, "feedback", "transient_window");

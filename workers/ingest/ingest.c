@@ -288,7 +288,9 @@ static void on_tick(uv_timer_t *t)
 {
     struct ingest *in = t->data;
     if (!in->draining && *in->env->stop) {
+        pthread_mutex_lock(&live_lock);   /* ready_check reads it from an HTTP thread */
         in->draining = 1;
+        pthread_mutex_unlock(&live_lock);
         in->drain_deadline = mono_ms() + config_duration_ms(in->env->cfg, "ingest", "drain_timeout");
         smtp_server_stop_accepting(in->server);
         uv_signal_stop(&in->hup);
@@ -355,8 +357,6 @@ static int ingest_run(struct worker_env *env)
     struct ingest *in = xcalloc(1, sizeof(*in));
     in->env = env;
     pthread_rwlock_init(&in->users_lock, NULL);
-    /* The thread pool does the fsyncs: more threads, more group commit. */
-    setenv("UV_THREADPOOL_SIZE", "32", 0);
     if (config_isset(cfg, "ingest", "hostname"))
         snprintf(in->hostname, sizeof(in->hostname), "%s", config_str(cfg, "ingest", "hostname"));
     else if (gethostname(in->hostname, sizeof(in->hostname) - 1) != 0)
@@ -388,27 +388,22 @@ static int ingest_run(struct worker_env *env)
         snprintf(spool_store, sizeof(spool_store), "file:%s/spool-store", state_dir);
     const char **kconf = common_kafka_conf(cfg);
     struct bus_options bopt = { .client_id = "mailfleet-ingest", .kafka_conf = kconf };
-    char *ak = config_secret(cfg, "s3", "access_key");
-    char *sk = config_secret(cfg, "s3", "secret_key");
-    char *st = config_secret(cfg, "s3", "session_token");
-    struct store_options sopt = { ak, sk, st };
     struct spool_conf spc = {
         .bus_uri = bus_uri,
-        .store_uri = config_str(cfg, "mailfleet", "store_incoming"),
         .spool_uri = spool_uri,
-        .spool_store_uri = spool_store,
         .state_dir = state_dir,
         .dedupe_ttl_ms = config_duration_ms(cfg, "ingest", "dedupe_ttl"),
         .produce_timeout_ms = (int)config_duration_ms(cfg, "ingest", "produce_timeout"),
         .batch_max = worker_loop_batch_max(cfg, NULL),
         .bus_opt = &bopt,
-        .store_opt = &sopt,
     };
-    in->spool = spool_open(&spc, err, sizeof(err));
+    spc.store = common_store(cfg, "store_incoming", err, sizeof(err));
+    if (spc.store && *spool_uri && !(spc.spool_store = common_store_uri(cfg, spool_store, err, sizeof(err)))) {
+        store_close(spc.store);
+        spc.store = NULL;
+    }
+    in->spool = spc.store ? spool_open(&spc, err, sizeof(err)) : NULL;
     free(kconf);
-    free(ak);
-    free(sk);
-    free(st);
     if (!in->spool)
         goto fail_early;
 

@@ -59,7 +59,7 @@ struct spool {
     struct kv *dedupe;
     pthread_t forwarder;
     int forwarder_started;
-    atomic_int stop;            /* set by spool_close, read by the forwarder */
+    stop_flag_t stop;           /* set by spool_close, read by the forwarder */
     pthread_t marker;
     int marker_started, marker_stop;
     pthread_mutex_t mlock;
@@ -226,14 +226,18 @@ struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen
 {
     struct spool *sp = xcalloc(1, sizeof(*sp));
     sp->conf = *conf;
+    sp->store = conf->store;
+    sp->spool_store = conf->spool_store;
+    sp->conf.store = sp->conf.spool_store = NULL;   /* owned through sp->store, sp->spool_store */
     pthread_mutex_init(&sp->mlock, NULL);
     pthread_cond_init(&sp->mcond, NULL);
     sp->bus = bus_open(conf->bus_uri, conf->bus_opt, err, errlen);
     if (!sp->bus)
         goto fail;
-    sp->store = store_open(conf->store_uri, conf->store_opt, err, errlen);
-    if (!sp->store)
+    if (!sp->store) {
+        snprintf(err, errlen, "%s: no incoming store", __func__);
         goto fail;
+    }
     if (conf->spool_uri && *conf->spool_uri) {
         if (strncmp(conf->spool_uri, "local:", 6) != 0) {
             snprintf(err, errlen, "spool '%s' must be local:<dir>", conf->spool_uri);
@@ -243,9 +247,10 @@ struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen
         sp->spool_bus = bus_open(conf->spool_uri, &o, err, errlen);
         if (!sp->spool_bus)
             goto fail;
-        sp->spool_store = store_open(conf->spool_store_uri, NULL, err, errlen);
-        if (!sp->spool_store)
+        if (!sp->spool_store) {
+            snprintf(err, errlen, "%s: forwarding mode needs a spool store", __func__);
             goto fail;
+        }
     }
     if (conf->dedupe_ttl_ms > 0) {
         char dir[4096];

@@ -29,19 +29,20 @@ struct spool;
 struct rules;
 struct smtp_message;
 struct bus_options;
-struct store_options;
+struct store;
 
 struct spool_conf {
     const char *bus_uri;
-    const char *store_uri;
+    /* The incoming store, and the store for raw mail while it fails (only
+     * with spool_uri).  spool_open takes both, even when it fails. */
+    struct store *store;
+    struct store *spool_store;
     const char *spool_uri;         /* "local:<dir>" = forwarding mode, NULL/"" = direct */
-    const char *spool_store_uri;   /* file:<dir> for raw mail while the store fails */
     const char *state_dir;         /* dedupe db lives in <state_dir>/ingest */
     int64_t dedupe_ttl_ms;         /* 0 = no dedupe */
     int produce_timeout_ms;
     size_t batch_max;              /* forwarder: records per batch ([mailfleet] batch_max) */
     const struct bus_options *bus_opt;
-    const struct store_options *store_opt;
 };
 
 struct spool_result {

@@ -68,7 +68,7 @@ struct links {
     int64_t poll_ms;
     atomic_int loaded;
     atomic_int inflight;      /* handlers running; shutdown waits for 0 */
-    atomic_int *stop;
+    stop_flag_t *stop;
     pthread_t reader;
     struct metric *m_ok, *m_forbidden, *m_missing, *m_bytes;
 };
@@ -486,15 +486,9 @@ static int links_run(struct worker_env *env)
         log_kv(LOG_ERROR, "links needs the public HTTP server", NULL);
         return 1;
     }
-    struct store_options so = { config_secret(env->cfg, "s3", "access_key"),
-                                config_secret(env->cfg, "s3", "secret_key"),
-                                config_secret(env->cfg, "s3", "session_token") };
     l.tok = common_tokens(env->cfg, err, sizeof(err));
     if (l.tok)
-        l.st = store_open(config_str(env->cfg, "mailfleet", "store_attachments"), &so, err, sizeof(err));
-    free((char *)so.access_key);
-    free((char *)so.secret_key);
-    free((char *)so.session_token);
+        l.st = common_store(env->cfg, "store_attachments", err, sizeof(err));
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s/links", config_str(env->cfg, "mailfleet", "state_dir"));
     if (l.st)

@@ -425,14 +425,14 @@ static int retention_one(void *opaque, const char *key, const struct store_objec
 
 static void run_retention(struct monitor *m, const struct config *cfg)
 {
-    const char *uris[] = { config_str(cfg, "mailfleet", "store_incoming"),
-                           config_str(cfg, "mailfleet", "store_attachments") };
+    const char *keys[] = { "store_incoming", "store_attachments" };
+    const char *uris[] = { config_str(cfg, "mailfleet", keys[0]), config_str(cfg, "mailfleet", keys[1]) };
     int64_t cutoff = now_ms() - config_duration_ms(cfg, "monitor", "retention");
     for (int i = 0; i < 2; i++) {
         char err[256];
         if (!uris[i] || strncmp(uris[i], "file:", 5) != 0)
             continue;   /* s3: the bucket's lifecycle rule does it (mailfleet retention) */
-        struct store *st = store_open(uris[i], NULL, err, sizeof(err));
+        struct store *st = common_store(cfg, keys[i], err, sizeof(err));
         if (!st) {
             log_kv(LOG_WARN, "retention: cannot open store", "store", uris[i], "error", err, NULL);
             continue;
@@ -526,7 +526,8 @@ static int monitor_run(struct worker_env *env)
         int64_t t = mono_ms();
         if (t >= next_sample) {
             int64_t now = now_ms();
-            for (size_t i = 0; i < m->n_watch; i++)
+            /* a broker that is down makes each sample slow: stop between them */
+            for (size_t i = 0; i < m->n_watch && !atomic_load(env->stop); i++)
                 sample_watch(m, &m->watch[i], now);
             double b, c;
             if (rates(m, now, &b, &c)) {

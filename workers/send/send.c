@@ -108,7 +108,7 @@ const struct config_key send_config_keys[] = {
 
 struct sender {
     const struct config *cfg;
-    atomic_int *stop;
+    stop_flag_t *stop;
     struct bus *bus;
     struct kv *sent;
     struct suppression_copy *supp;
@@ -292,8 +292,8 @@ static int load_message(struct lane *l, struct rec_ctx *rc)
         return dead(rc, "parse", "body.store / body.key missing or unknown%s", NULL);
     char err[256];
     if (!l->store[si]) {
-        const char *uri = config_str(l->w->cfg, "mailfleet", si ? "store_attachments" : "store_incoming");
-        l->store[si] = store_open(uri, NULL, err, sizeof(err));
+        l->store[si] = common_store(l->w->cfg, si ? "store_attachments" : "store_incoming", err,
+                                    sizeof(err));
         if (!l->store[si]) {
             log_kv(LOG_ERROR, "cannot open the message store", "error", err, NULL);
             return -1;

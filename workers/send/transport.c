@@ -14,7 +14,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,13 +28,9 @@ static const struct transport_ops *const backends[] = {
     &transport_outbox_ops, &transport_smtp_ops, &transport_ses_ops, NULL
 };
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 struct transport *transport_open(const char *uri, const struct transport_config *tc, char *err,
                                  size_t errlen)
 {
-    pthread_once(&curl_once, curl_init_once);
     for (size_t i = 0; backends[i]; i++) {
         size_t n = strlen(backends[i]->scheme);
         if (strncmp(uri, backends[i]->scheme, n) == 0 && (uri[n] == ':' || uri[n] == 's')) {
@@ -65,7 +60,7 @@ const char *transport_name(const struct transport *t) { return t->ops->scheme; }
 const char *transport_peer(const struct transport *t) { return t->ops->peer(t->impl); }
 
 int transport_send(struct transport *t, struct transport_job *jobs, size_t n, struct ratelimit *rl,
-                   transport_done_cb done, atomic_int *stop)
+                   transport_done_cb done, stop_flag_t *stop)
 {
     for (size_t i = 0; i < n; i++) {
         jobs[i].result = TRANSPORT_NOT_RUN;

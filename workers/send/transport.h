@@ -13,7 +13,7 @@
  * thread. */
 #ifndef MF_SEND_TRANSPORT_H
 #define MF_SEND_TRANSPORT_H
-#include <stdatomic.h>
+#include "stop.h"   /* stop_flag_t */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -78,7 +78,7 @@ const char *transport_peer(const struct transport *t);
  * asked for a token before each attempt.  When *stop becomes non-zero, jobs
  * not yet started stay NOT_RUN.  Returns 0. */
 int transport_send(struct transport *t, struct transport_job *jobs, size_t n, struct ratelimit *rl,
-                   transport_done_cb done, atomic_int *stop);
+                   transport_done_cb done, stop_flag_t *stop);
 
 /* "550 5.1.1 <x>: User unknown" -> code 550, status "5.1.1" (or the default
  * "5.0.0" / "4.0.0" / "2.0.0" when the reply has none).  Exposed for tests. */

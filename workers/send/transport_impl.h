@@ -9,7 +9,7 @@
 struct transport_run {
     struct ratelimit *rl;
     transport_done_cb done;
-    atomic_int *stop;
+    stop_flag_t *stop;
 };
 
 struct transport_ops {

@@ -356,16 +356,9 @@ static int transform_run(struct worker_env *env)
         tw_close(&w);
         return 1;
     }
-    struct store_options sopt = { config_secret(env->cfg, "s3", "access_key"),
-                                  config_secret(env->cfg, "s3", "secret_key"),
-                                  config_secret(env->cfg, "s3", "session_token") };
-    w.incoming = store_open(config_str(env->cfg, "mailfleet", "store_incoming"), &sopt, err, sizeof(err));
+    w.incoming = common_store(env->cfg, "store_incoming", err, sizeof(err));
     if (w.incoming)
-        w.attachments = store_open(config_str(env->cfg, "mailfleet", "store_attachments"), &sopt,
-                                   err, sizeof(err));
-    free((char *)sopt.access_key);
-    free((char *)sopt.secret_key);
-    free((char *)sopt.session_token);
+        w.attachments = common_store(env->cfg, "store_attachments", err, sizeof(err));
     if (!w.incoming || !w.attachments) {
         log_kv(LOG_ERROR, "cannot open a store", "error", err, NULL);
         tw_close(&w);

@@ -51,9 +51,6 @@ struct transform_settings {
 
 struct transform;
 
-/* Initializes GMime once per process (transform_new does it too). */
-void transform_init(void);
-
 /* store and tokens are borrowed and must outlive t (tokens may be NULL in
  * presigned mode).  Returns NULL + err on a bad setting. */
 struct transform *transform_new(const struct transform_settings *s, struct store *attachments,

@@ -109,7 +109,6 @@ static int list_has(const char *list, const char *addr)
 
 int transform_sender_is_capture(const struct config *cfg, const char *sender, char *why, size_t whylen)
 {
-    transform_init();
     InternetAddressList *l = internet_address_list_parse(NULL, sender);
     InternetAddress *a = l && internet_address_list_length(l) == 1
                              ? internet_address_list_get_address(l, 0) : NULL;

@@ -9,7 +9,6 @@
  * exceed max_parts; depth and header sizes are checked on the tree. */
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,18 +41,6 @@ struct transform {
     struct tokens *tok;
 };
 
-static pthread_once_t gmime_once = PTHREAD_ONCE_INIT;
-
-static void gmime_start(void)
-{
-    g_mime_init();
-}
-
-void transform_init(void)
-{
-    pthread_once(&gmime_once, gmime_start);
-}
-
 const char *transform_reason_name(unsigned bit, size_t n_invalid)
 {
     switch (bit) {
@@ -85,7 +72,6 @@ static char **copy_list(const char *const *in, size_t *n)
 struct transform *transform_new(const struct transform_settings *s, struct store *attachments,
                                 struct tokens *tok, char *err, size_t errlen)
 {
-    pthread_once(&gmime_once, gmime_start);
     if (!s->marker || strlen(s->marker) < 3) {
         snprintf(err, errlen, "marker must be at least 3 characters");
         return NULL;
