@@ -9,10 +9,11 @@
 #include <string.h>
 
 #include "monitor/alarms.h"
+#include "topics.h"
 
 static struct alarm_rule rule(int n, int m, enum alarm_missing missing)
 {
-    struct alarm_rule r = { "inbound-dlq-depth", "desc", "DLQDepth", "mailfleet.inbound.dlq",
+    struct alarm_rule r = { "inbound-dlq-depth", "desc", "DLQDepth", TOPIC_INBOUND_DLQ,
                             "dlq-operator", "Maximum", 60000, n, m, CMP_GT, 50, missing };
     return r;
 }

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "bus.h"
+#include "topics.h"
 #include "timeutil.h"
 
 #include <ftw.h>
@@ -793,17 +794,17 @@ static void test_local_well_known_topics_compact(void **state)
     struct bus *b = bus_open(g_uri, NULL, err, sizeof err);   /* no compacted_topics */
     assert_non_null(b);
     struct bus_partition_stats st;
-    int64_t base = bus_topic_stats(b, "mailfleet.suppression", NULL, &st, 1, err, sizeof err) == 1 ? st.high : 0;
+    int64_t base = bus_topic_stats(b, TOPIC_SUPPRESSION, NULL, &st, 1, err, sizeof err) == 1 ? st.high : 0;
     struct bus_record recs[] = {
-        { .topic = "mailfleet.suppression", .key = "x@example.com", .key_len = 13, .value = "{}",
+        { .topic = TOPIC_SUPPRESSION, .key = "x@example.com", .key_len = 13, .value = "{}",
           .value_len = 2, .partition = -1 },
-        { .topic = "mailfleet.suppression", .key = "x@example.com", .key_len = 13, .value = NULL,
+        { .topic = TOPIC_SUPPRESSION, .key = "x@example.com", .key_len = 13, .value = NULL,
           .partition = -1 },
     };
     assert_int_equal(bus_produce(b, recs, 2, 1000, err, sizeof err), 0);
     struct bus_record *r = NULL;
-    assert_int_equal(bus_read_at(b, "mailfleet.suppression", 0, base, &r, 0), 0);   /* value gone */
-    assert_int_equal(bus_read_at(b, "mailfleet.suppression", 0, base + 1, &r, 0), 1);
+    assert_int_equal(bus_read_at(b, TOPIC_SUPPRESSION, 0, base, &r, 0), 0);   /* value gone */
+    assert_int_equal(bus_read_at(b, TOPIC_SUPPRESSION, 0, base + 1, &r, 0), 1);
     assert_null(r->value);                                                     /* tombstone kept */
     bus_record_free(r);
     bus_close(b);
