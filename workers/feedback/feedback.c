@@ -101,14 +101,9 @@ static void on_event(void *opaque, const struct bus_record *r, size_t index, str
 static const struct wl_handler feedback_handler = { .handle = on_feedback };
 static const struct wl_handler event_handler = { .handle = on_event };
 
-static int feedback_run(struct worker_env *env)
+/* Settings and metrics: nothing here fails. */
+static void feedback_configure(struct feedback *f, const struct config *cfg)
 {
-    const struct config *cfg = env->cfg;
-    struct feedback *f = xcalloc(1, sizeof(*f));
-    char err[512], dir[1024];
-    int rc = 1;
-
-    g_mime_init();   /* reference-counted: safe beside transform in `mailfleet run` */
     f->cfg = cfg;
     f->transient_threshold = (long)config_int(cfg, "feedback", "transient_threshold");
     f->transient_window_ms = config_duration_ms(cfg, "feedback", "transient_window");
@@ -123,23 +118,32 @@ static int feedback_run(struct worker_env *env)
     f->m_review = metric_counter("mailfleet_feedback_review_total", "Reports sent to fallback for review.", NULL);
     f->m_suppressed = metric_counter("mailfleet_feedback_suppressions_total", "Suppressions published.", NULL);
     f->m_sns_rejected = metric_counter("mailfleet_feedback_sns_rejected_total", "SNS posts rejected.", NULL);
+}
+
+/* Tokens, the incoming store, the bus, the state dbs, the suppression copy
+ * and both consumers.  0, or -1 after logging why; feedback_close frees
+ * whatever was opened. */
+static int feedback_open(struct feedback *f, struct worker_env *env)
+{
+    const struct config *cfg = env->cfg;
+    char err[512], dir[1024];
 
     if (!(f->tokens = common_tokens(cfg, err, sizeof(err))) ||
         !(f->verp_key = verp_key_derive(f->tokens)) ||
         !(f->incoming = common_store(cfg, "store_incoming", err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot start feedback", "error", err, NULL);
-        goto out;
+        return -1;
     }
     struct bus_options bo = { .client_id = "mailfleet-feedback" };
     if (!(f->bus = common_bus(cfg, &bo, err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot open the bus", "error", err, NULL);
-        goto out;
+        return -1;
     }
     snprintf(dir, sizeof(dir), "%s/feedback", config_str(cfg, "mailfleet", "state_dir"));
     if (!(f->transient = kv_open(dir, "transient", 0, err, sizeof(err))) ||
         !(f->seen = kv_open(dir, "seen", 0, err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot open feedback state", "error", err, NULL);
-        goto out;
+        return -1;
     }
     snprintf(dir, sizeof(dir), "%s/feedback/suppression", config_str(cfg, "mailfleet", "state_dir"));
     /* the copy is rebuilt from the topic at each start: its group never
@@ -150,21 +154,22 @@ static int feedback_run(struct worker_env *env)
     if (!(f->copy = suppression_copy_open(dir, err, sizeof(err))) ||
         suppression_copy_start(f->copy, f->bus, group, env->stop, err, sizeof(err)) != 0) {
         log_kv(LOG_ERROR, "cannot follow the suppression list", "error", err, NULL);
-        goto out;
+        return -1;
     }
     const char *ft[] = { TOPIC_FEEDBACK, NULL }, *et[] = { TOPIC_EVENTS, NULL };
     if (!(f->fc = bus_consumer_new(f->bus, GROUP_FEEDBACK, ft, 1, err, sizeof(err))) ||
         !(f->ec = bus_consumer_new(f->bus, GROUP_FEEDBACK_EVENTS, et, 1, err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot consume", "error", err, NULL);
-        goto out;
+        return -1;
     }
-    http_route(env->public_http, "/u/", feedback_http_unsubscribe, f);
-    http_route(env->public_http, "/sns", feedback_http_sns, f);
-    http_route(env->public_http, "/v2/email/suppression/", feedback_api_serve, f);
-    http_ready_add(env->http, "feedback", ready, f);
-    worker_started(env);
-    log_kv(LOG_INFO, "feedback started", NULL);
-    size_t batch_max = worker_loop_batch_max(cfg, NULL);
+    return 0;
+}
+
+/* Until stopped: one thread, two topics, a batch of each in turn; the
+ * dedupe and transient-count state is swept of expired keys hourly. */
+static void feedback_loop(struct feedback *f, struct worker_env *env)
+{
+    size_t batch_max = worker_loop_batch_max(env->cfg, NULL);
     struct worker_loop_options fo = {
         .worker = "feedback", .group = GROUP_FEEDBACK, .batch_max = batch_max, .backoff_ms = 500,
         .poll_timeout_ms = 0, .stop = env->stop, .handler = &feedback_handler, .opaque = f,
@@ -188,8 +193,10 @@ static int feedback_run(struct worker_env *env)
         if (!busy)
             sleep_unless_stopped(20, env->stop);
     }
-    rc = 0;
-out:
+}
+
+static void feedback_close(struct feedback *f, struct worker_env *env)
+{
     /* no handler may run on f once it is freed */
     http_route_remove(env->public_http, "/u/", f);
     http_route_remove(env->public_http, "/sns", f);
@@ -210,6 +217,26 @@ out:
     free(f->api_token);
     free(f);
     log_kv(LOG_INFO, "feedback stopped", NULL);
+}
+
+static int feedback_run(struct worker_env *env)
+{
+    struct feedback *f = xcalloc(1, sizeof(*f));
+    int rc = 1;
+
+    g_mime_init();   /* reference-counted: safe beside transform in `mailfleet run` */
+    feedback_configure(f, env->cfg);
+    if (feedback_open(f, env) == 0) {
+        http_route(env->public_http, "/u/", feedback_http_unsubscribe, f);
+        http_route(env->public_http, "/sns", feedback_http_sns, f);
+        http_route(env->public_http, "/v2/email/suppression/", feedback_api_serve, f);
+        http_ready_add(env->http, "feedback", ready, f);
+        worker_started(env);
+        log_kv(LOG_INFO, "feedback started", NULL);
+        feedback_loop(f, env);
+        rc = 0;
+    }
+    feedback_close(f, env);
     return rc;
 }
 

@@ -135,22 +135,91 @@ static void api_list(struct feedback *f, const struct http_request *req, struct 
     api_json(resp, out);
 }
 
-void feedback_api_serve(void *opaque, const struct http_request *req, struct http_response *resp)
+/* 1 when the request carries the API's bearer token; otherwise the answer
+ * (403: the API is off, 401: no or a wrong token) is already in resp. */
+static int api_authorized(const struct feedback *f, const struct http_request *req, struct http_response *resp)
 {
-    struct feedback *f = opaque;
     const char *auth = http_header(req, "Authorization");
-    char err[256], key[512];
     if (!f->api_token) {
         api_error(resp, 403, "AccessDeniedException", "the suppression API is not enabled");
-        return;
+        return 0;
     }
     size_t tl = strlen(f->api_token);
     if (!auth || strncmp(auth, "Bearer ", 7) != 0 || strlen(auth + 7) != tl ||
         CRYPTO_memcmp(auth + 7, f->api_token, tl) != 0) {
         http_response_header(resp, "WWW-Authenticate", "Bearer");
         api_error(resp, 401, "UnauthorizedException", "missing or wrong bearer token");
-        return;
+        return 0;
     }
+    return 1;
+}
+
+/* GET /addresses/<addr>: the entry as SES v2 shows a SuppressedDestination. */
+static void api_get(struct feedback *f, const char *key, struct http_response *resp)
+{
+    void *v = NULL;
+    size_t vl = 0;
+    if (kv_get(suppression_copy_kv(f->copy), key, strlen(key), &v, &vl) != 1) {
+        api_error(resp, 404, "NotFoundException", "not on the suppression list");
+    } else {
+        char perr[128];
+        json_t *o = suppression_record_parse(v, vl, perr, sizeof(perr));
+        if (!o) {
+            log_kv(LOG_ERROR, "unreadable suppression entry", "error", perr, NULL);
+            api_error(resp, 500, "InternalFailure", "unreadable suppression entry");
+            free(v);
+            return;
+        }
+        json_t *attrs = json_object();
+        if (json_object_get(o, "messageId"))
+            json_object_set(attrs, "MessageId", json_object_get(o, "messageId"));
+        if (json_object_get(o, "feedbackId"))
+            json_object_set(attrs, "FeedbackId", json_object_get(o, "feedbackId"));
+        api_json(resp, json_pack("{s:{s:O, s:O, s:O, s:o}}", "SuppressedDestination",
+                                 "EmailAddress", json_object_get(o, "emailAddress"), "Reason",
+                                 json_object_get(o, "reason"), "LastUpdateTime",
+                                 json_object_get(o, "lastUpdateTime"), "Attributes", attrs));
+        json_decref(o);
+    }
+    free(v);
+}
+
+/* PUT: suppress addr with the body's Reason. */
+static void api_put(struct feedback *f, const char *addr, const char *key, json_t *body,
+                    struct http_response *resp)
+{
+    char err[256];
+    const char *reason = json_string_value(json_object_get(body, "Reason"));
+    if (!suppression_reason_valid(reason)) {
+        api_error(resp, 400, "BadRequestException", "Reason must be BOUNCE, COMPLAINT, UNSUBSCRIBE or MANUAL");
+    } else if (suppression_publish(f->bus, addr, NULL, reason, "api", NULL, NULL, err, sizeof(err)) != 0) {
+        api_error(resp, 503, "ServiceUnavailableException", "cannot record the change");
+    } else {
+        char *v = suppression_record(addr, NULL, reason, now_ms(), "api", NULL, NULL);
+        suppression_copy_apply(f->copy, key, strlen(key), v, strlen(v));
+        free(v);
+        api_json(resp, json_object());
+    }
+}
+
+/* DELETE: a tombstone for addr. */
+static void api_delete(struct feedback *f, const char *addr, const char *key, struct http_response *resp)
+{
+    char err[256];
+    if (suppression_remove(f->bus, addr, NULL, err, sizeof(err)) != 0) {
+        api_error(resp, 503, "ServiceUnavailableException", "cannot record the change");
+    } else {
+        suppression_copy_apply(f->copy, key, strlen(key), NULL, 0);
+        api_json(resp, json_object());
+    }
+}
+
+void feedback_api_serve(void *opaque, const struct http_request *req, struct http_response *resp)
+{
+    struct feedback *f = opaque;
+    char key[512];
+    if (!api_authorized(f, req, resp))
+        return;
     const char *base = "/v2/email/suppression/addresses";
     const char *rest = req->path + strlen(base);
     if (strncmp(req->path, base, strlen(base)) != 0 || (*rest && *rest != '/')) {
@@ -172,54 +241,13 @@ void feedback_api_serve(void *opaque, const struct http_request *req, struct htt
         json_decref(body);
         return;
     }
-    if (strcmp(req->method, "GET") == 0) {
-        void *v = NULL;
-        size_t vl = 0;
-        if (kv_get(suppression_copy_kv(f->copy), key, strlen(key), &v, &vl) != 1) {
-            api_error(resp, 404, "NotFoundException", "not on the suppression list");
-        } else {
-            char perr[128];
-            json_t *o = suppression_record_parse(v, vl, perr, sizeof(perr));
-            if (!o) {
-                log_kv(LOG_ERROR, "unreadable suppression entry", "error", perr, NULL);
-                api_error(resp, 500, "InternalFailure", "unreadable suppression entry");
-                free(v);
-                json_decref(body);
-                return;
-            }
-            json_t *attrs = json_object();
-            if (json_object_get(o, "messageId"))
-                json_object_set(attrs, "MessageId", json_object_get(o, "messageId"));
-            if (json_object_get(o, "feedbackId"))
-                json_object_set(attrs, "FeedbackId", json_object_get(o, "feedbackId"));
-            api_json(resp, json_pack("{s:{s:O, s:O, s:O, s:o}}", "SuppressedDestination",
-                                     "EmailAddress", json_object_get(o, "emailAddress"), "Reason",
-                                     json_object_get(o, "reason"), "LastUpdateTime",
-                                     json_object_get(o, "lastUpdateTime"), "Attributes", attrs));
-            json_decref(o);
-        }
-        free(v);
-    } else if (strcmp(req->method, "PUT") == 0) {
-        const char *reason = json_string_value(json_object_get(body, "Reason"));
-        if (!suppression_reason_valid(reason)) {
-            api_error(resp, 400, "BadRequestException", "Reason must be BOUNCE, COMPLAINT, UNSUBSCRIBE or MANUAL");
-        } else if (suppression_publish(f->bus, addr, NULL, reason, "api", NULL, NULL, err, sizeof(err)) != 0) {
-            api_error(resp, 503, "ServiceUnavailableException", "cannot record the change");
-        } else {
-            char *v = suppression_record(addr, NULL, reason, now_ms(), "api", NULL, NULL);
-            suppression_copy_apply(f->copy, key, strlen(key), v, strlen(v));
-            free(v);
-            api_json(resp, json_object());
-        }
-    } else if (strcmp(req->method, "DELETE") == 0) {
-        if (suppression_remove(f->bus, addr, NULL, err, sizeof(err)) != 0) {
-            api_error(resp, 503, "ServiceUnavailableException", "cannot record the change");
-        } else {
-            suppression_copy_apply(f->copy, key, strlen(key), NULL, 0);
-            api_json(resp, json_object());
-        }
-    } else {
+    if (strcmp(req->method, "GET") == 0)
+        api_get(f, key, resp);
+    else if (strcmp(req->method, "PUT") == 0)
+        api_put(f, addr, key, body, resp);
+    else if (strcmp(req->method, "DELETE") == 0)
+        api_delete(f, addr, key, resp);
+    else
         api_error(resp, 405, "MethodNotAllowed", "GET, PUT or DELETE");
-    }
     json_decref(body);
 }
