@@ -213,17 +213,10 @@ static void sender_free(struct sender *w)
     free(w->tier_ms);
 }
 
-static int sender_init(struct sender *w, const struct worker_env *env, char *err, size_t errlen)
+/* The VERP and unsubscribe domains end up in MAIL FROM and headers: check
+ * them like data. */
+static int sender_check_domains(const struct config *cfg, char *err, size_t errlen)
 {
-    const struct config *cfg = env->cfg;
-    w->cfg = cfg;
-    w->stop = env->stop;
-    /* [mailfleet] token_keys signs unsubscribe URLs and yields the VERP key. */
-    w->tokens = common_tokens(cfg, err, errlen);
-    if (!w->tokens)
-        return -EINVAL;
-    w->verp_key = verp_key_derive(w->tokens);
-    /* These end up in MAIL FROM and headers: check them like data. */
     char addr_probe[ADDRESS_BUFSZ];
     snprintf(addr_probe, sizeof(addr_probe), "%s+x@%s", config_str(cfg, "send", "bounce_prefix"),
              config_str(cfg, "send", "bounce_domain"));
@@ -236,6 +229,12 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
         snprintf(err, errlen, "[send] unsubscribe_domain is not a domain");
         return -EINVAL;
     }
+    return 0;
+}
+
+/* [send] retry_tiers: the tier names and their delays. */
+static int sender_tiers(struct sender *w, const struct config *cfg, char *err, size_t errlen)
+{
     w->n_tiers = config_list(cfg, "send", "retry_tiers", &w->tiers);
     if (w->n_tiers == 0) {
         snprintf(err, errlen, "[send] retry_tiers: at least one delay is needed");
@@ -249,16 +248,12 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
             return -EINVAL;
         }
     }
-    w->max_age_ms = config_duration_ms(cfg, "send", "max_retry_age");
-    w->marker_ttl_ms = config_duration_ms(cfg, "send", "sent_marker_ttl");
-    w->unsub_ttl_ms = config_duration_ms(cfg, "send", "unsubscribe_ttl");
-    w->batch_max = worker_loop_batch_max(cfg, "send");
-    w->pause_file = send_pause_file(cfg);
-    w->transport_uri = xstrdup(config_str(cfg, "send", "transport"));
-    w->smtp_password = config_secret(cfg, "send", "smtp_password");
-    w->ses_access = config_secret(cfg, "send", "ses_access_key");
-    w->ses_secret = config_secret(cfg, "send", "ses_secret_key");
-    w->ses_token = config_secret(cfg, "send", "ses_session_token");
+    return 0;
+}
+
+/* What every lane's transport is opened with (the secrets stay owned by w). */
+static void sender_transport_config(struct sender *w, const struct config *cfg)
+{
     int64_t conns = config_int(cfg, "send", "connections"), pd = config_int(cfg, "send", "per_domain");
     w->tc = (struct transport_config){
         .connections = conns < 1 ? 1 : conns > 256 ? 256 : (int)conns,
@@ -274,21 +269,11 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
         .ses_endpoint = config_isset(cfg, "send", "ses_endpoint") ? config_str(cfg, "send", "ses_endpoint") : NULL,
         .access_key = w->ses_access, .secret_key = w->ses_secret, .session_token = w->ses_token,
     };
-    w->rl = ratelimit_new((double)config_int(cfg, "send", "rate"), (double)config_int(cfg, "send", "burst"));
-    w->list_unsubscribe = config_bool(cfg, "send", "list_unsubscribe");
-    if (config_isset(cfg, "send", "dkim_key_file")) {
-        const char *dom = config_isset(cfg, "send", "dkim_domain") ? config_str(cfg, "send", "dkim_domain") : NULL;
-        w->dkim = dkim_signer_new(config_str(cfg, "send", "dkim_algorithm"), config_str(cfg, "send", "dkim_selector"),
-                                  dom, config_str(cfg, "send", "dkim_key_file"), err, errlen);
-        if (!w->dkim)
-            return -EINVAL;
-    }
-    /* Check the transport settings now: a bad URI is a startup error. */
-    struct transport *probe = transport_open(w->transport_uri, &w->tc, err, errlen);
-    if (!probe)
-        return -EINVAL;
-    transport_free(probe);
+}
 
+/* The bus, the sent markers and the suppression copy. */
+static int sender_open_state(struct sender *w, const struct config *cfg, char *err, size_t errlen)
+{
     struct bus_options bo = { .client_id = "mailfleet-send" };
     const char *compacted[] = { TOPIC_SUPPRESSION, NULL };
     bo.compacted_topics = compacted;
@@ -308,6 +293,49 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     if (!w->sent || !w->supp)
         return -EIO;
     return 0;
+}
+
+static int sender_init(struct sender *w, const struct worker_env *env, char *err, size_t errlen)
+{
+    const struct config *cfg = env->cfg;
+    w->cfg = cfg;
+    w->stop = env->stop;
+    /* [mailfleet] token_keys signs unsubscribe URLs and yields the VERP key. */
+    w->tokens = common_tokens(cfg, err, errlen);
+    if (!w->tokens)
+        return -EINVAL;
+    w->verp_key = verp_key_derive(w->tokens);
+    if (sender_check_domains(cfg, err, errlen) != 0)
+        return -EINVAL;
+    if (sender_tiers(w, cfg, err, errlen) != 0)
+        return -EINVAL;
+    w->max_age_ms = config_duration_ms(cfg, "send", "max_retry_age");
+    w->marker_ttl_ms = config_duration_ms(cfg, "send", "sent_marker_ttl");
+    w->unsub_ttl_ms = config_duration_ms(cfg, "send", "unsubscribe_ttl");
+    w->batch_max = worker_loop_batch_max(cfg, "send");
+    w->pause_file = send_pause_file(cfg);
+    w->transport_uri = xstrdup(config_str(cfg, "send", "transport"));
+    w->smtp_password = config_secret(cfg, "send", "smtp_password");
+    w->ses_access = config_secret(cfg, "send", "ses_access_key");
+    w->ses_secret = config_secret(cfg, "send", "ses_secret_key");
+    w->ses_token = config_secret(cfg, "send", "ses_session_token");
+    sender_transport_config(w, cfg);
+    w->rl = ratelimit_new((double)config_int(cfg, "send", "rate"), (double)config_int(cfg, "send", "burst"));
+    w->list_unsubscribe = config_bool(cfg, "send", "list_unsubscribe");
+    if (config_isset(cfg, "send", "dkim_key_file")) {
+        const char *dom = config_isset(cfg, "send", "dkim_domain") ? config_str(cfg, "send", "dkim_domain") : NULL;
+        w->dkim = dkim_signer_new(config_str(cfg, "send", "dkim_algorithm"), config_str(cfg, "send", "dkim_selector"),
+                                  dom, config_str(cfg, "send", "dkim_key_file"), err, errlen);
+        if (!w->dkim)
+            return -EINVAL;
+    }
+    /* Check the transport settings now: a bad URI is a startup error. */
+    struct transport *probe = transport_open(w->transport_uri, &w->tc, err, errlen);
+    if (!probe)
+        return -EINVAL;
+    transport_free(probe);
+
+    return sender_open_state(w, cfg, err, errlen);
 }
 
 static int send_run(struct worker_env *env)
