@@ -5,7 +5,7 @@
  * operator configures the certificate file), and the signature
  * (SignatureVersion 1 = SHA1withRSA, 2 = SHA256withRSA) over the fields SNS
  * documents for each message type.  Refusing version 1 and stale timestamps
- * is the caller's policy (feedback.c: sns_allow_sha1, sns_max_age). */
+ * is the caller's policy (feedback_http.c: sns_allow_sha1, sns_max_age). */
 #ifndef MF_SNS_H
 #define MF_SNS_H
 #include <stddef.h>

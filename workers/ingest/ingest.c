@@ -349,6 +349,91 @@ static int check_config(const struct config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* The spool: straight to the bus, or through the local queue and its
+ * forwarder (spool = auto with Kafka, or a queue URI).  spool_uri gets the
+ * queue's URI ("" when there is none).  0, or -1 with err set. */
+static int open_spool(struct ingest *in, char *spool_uri, size_t urilen, char *err, size_t errlen)
+{
+    const struct config *cfg = in->env->cfg;
+    const char *bus_uri = config_str(cfg, "mailfleet", "bus");
+    const char *state_dir = config_str(cfg, "mailfleet", "state_dir");
+    const char *spool_opt = config_str(cfg, "ingest", "spool");
+    char spool_store[4096];
+    if (strcmp(spool_opt, "auto") == 0) {
+        if (strncmp(bus_uri, "kafka:", 6) == 0)
+            snprintf(spool_uri, urilen, "local:%s/spool", state_dir);
+    } else if (strcmp(spool_opt, "off") != 0) {
+        snprintf(spool_uri, urilen, "%s", spool_opt);
+    }
+    if (config_isset(cfg, "ingest", "spool_store"))
+        snprintf(spool_store, sizeof(spool_store), "%s", config_str(cfg, "ingest", "spool_store"));
+    else
+        snprintf(spool_store, sizeof(spool_store), "file:%s/spool-store", state_dir);
+    const char **kconf = common_kafka_conf(cfg);
+    struct bus_options bopt = { .client_id = "mailfleet-ingest", .kafka_conf = kconf };
+    struct spool_conf spc = {
+        .bus_uri = bus_uri,
+        .spool_uri = spool_uri,
+        .state_dir = state_dir,
+        .dedupe_ttl_ms = config_duration_ms(cfg, "ingest", "dedupe_ttl"),
+        .produce_timeout_ms = (int)config_duration_ms(cfg, "ingest", "produce_timeout"),
+        .batch_max = worker_loop_batch_max(cfg, NULL),
+        .bus_opt = &bopt,
+    };
+    spc.store = common_store(cfg, "store_incoming", err, errlen);
+    if (spc.store && *spool_uri && !(spc.spool_store = common_store_uri(cfg, spool_store, err, errlen))) {
+        store_close(spc.store);
+        spc.store = NULL;
+    }
+    in->spool = spc.store ? spool_open(&spc, err, errlen) : NULL;
+    free(kconf);
+    return in->spool ? 0 : -1;
+}
+
+static void server_conf(struct ingest *in)
+{
+    const struct config *cfg = in->env->cfg;
+    struct smtp_server_conf *sc = &in->sconf;
+    sc->listen = config_str(cfg, "ingest", "listen");
+    sc->listen_tls = config_str(cfg, "ingest", "listen_tls");
+    sc->max_connections = (unsigned)config_int(cfg, "ingest", "max_connections");
+    sc->max_per_ip = (unsigned)config_int(cfg, "ingest", "max_connections_per_ip");
+    sc->command_timeout_ms = config_duration_ms(cfg, "ingest", "command_timeout");
+    sc->data_timeout_ms = config_duration_ms(cfg, "ingest", "data_timeout");
+    sc->session_timeout_ms = config_duration_ms(cfg, "ingest", "session_timeout");
+    sc->min_data_rate = config_size(cfg, "ingest", "min_data_rate");
+    sc->data_rate_window_ms = config_duration_ms(cfg, "ingest", "data_rate_window");
+    sc->auth_delay_ms = config_duration_ms(cfg, "ingest", "auth_delay");
+    sc->auth_delay_max_ms = config_duration_ms(cfg, "ingest", "auth_delay_max");
+    sc->auth_block_ms = config_duration_ms(cfg, "ingest", "auth_block_time");
+    sc->auth_max_failures = (unsigned)config_int(cfg, "ingest", "auth_max_failures");
+    session_conf(in, &sc->session);
+}
+
+static void metrics_init(struct ingest *in)
+{
+    const char *labels_ok = "result=\"accepted\",reason=\"\"";
+    in->m_accepted = metric_counter("mailfleet_ingest_messages_total", "messages by result", labels_ok);
+    in->m_duplicate = metric_counter("mailfleet_ingest_messages_total", "messages by result",
+                                     "result=\"duplicate\",reason=\"dedupe\"");
+    in->m_tempfail = metric_counter("mailfleet_ingest_messages_total", "messages by result",
+                                    "result=\"tempfail\",reason=\"queue\"");
+    in->m_bytes = metric_counter("mailfleet_ingest_bytes_total", "bytes of accepted messages", NULL);
+    in->m_latency = metric_histogram("mailfleet_ingest_data_to_ack_seconds",
+                                     "end of DATA to the 250 (store + bus durable)", NULL,
+                                     metrics_latency_buckets, metrics_latency_buckets_n);
+}
+
+/* Everything ingest_run allocated before the event loop. */
+static void ingest_free(struct ingest *in)
+{
+    spool_close(in->spool);
+    rules_free(in->rules);
+    users_free(in->users);
+    pthread_rwlock_destroy(&in->users_lock);
+    free(in);
+}
+
 static int ingest_run(struct worker_env *env)
 {
     const struct config *cfg = env->cfg;
@@ -372,57 +457,13 @@ static int ingest_run(struct worker_env *env)
     if (load_users(in, err, sizeof(err)) != 0)
         goto fail_early;
 
-    const char *bus_uri = config_str(cfg, "mailfleet", "bus");
-    const char *state_dir = config_str(cfg, "mailfleet", "state_dir");
-    const char *spool_opt = config_str(cfg, "ingest", "spool");
-    char spool_uri[4096] = "", spool_store[4096];
-    if (strcmp(spool_opt, "auto") == 0) {
-        if (strncmp(bus_uri, "kafka:", 6) == 0)
-            snprintf(spool_uri, sizeof(spool_uri), "local:%s/spool", state_dir);
-    } else if (strcmp(spool_opt, "off") != 0) {
-        snprintf(spool_uri, sizeof(spool_uri), "%s", spool_opt);
-    }
-    if (config_isset(cfg, "ingest", "spool_store"))
-        snprintf(spool_store, sizeof(spool_store), "%s", config_str(cfg, "ingest", "spool_store"));
-    else
-        snprintf(spool_store, sizeof(spool_store), "file:%s/spool-store", state_dir);
-    const char **kconf = common_kafka_conf(cfg);
-    struct bus_options bopt = { .client_id = "mailfleet-ingest", .kafka_conf = kconf };
-    struct spool_conf spc = {
-        .bus_uri = bus_uri,
-        .spool_uri = spool_uri,
-        .state_dir = state_dir,
-        .dedupe_ttl_ms = config_duration_ms(cfg, "ingest", "dedupe_ttl"),
-        .produce_timeout_ms = (int)config_duration_ms(cfg, "ingest", "produce_timeout"),
-        .batch_max = worker_loop_batch_max(cfg, NULL),
-        .bus_opt = &bopt,
-    };
-    spc.store = common_store(cfg, "store_incoming", err, sizeof(err));
-    if (spc.store && *spool_uri && !(spc.spool_store = common_store_uri(cfg, spool_store, err, sizeof(err)))) {
-        store_close(spc.store);
-        spc.store = NULL;
-    }
-    in->spool = spc.store ? spool_open(&spc, err, sizeof(err)) : NULL;
-    free(kconf);
-    if (!in->spool)
+    char spool_uri[4096] = "";
+    if (open_spool(in, spool_uri, sizeof(spool_uri), err, sizeof(err)) != 0)
         goto fail_early;
 
     uv_loop_init(&in->loop);
+    server_conf(in);
     struct smtp_server_conf *sc = &in->sconf;
-    sc->listen = config_str(cfg, "ingest", "listen");
-    sc->listen_tls = config_str(cfg, "ingest", "listen_tls");
-    sc->max_connections = (unsigned)config_int(cfg, "ingest", "max_connections");
-    sc->max_per_ip = (unsigned)config_int(cfg, "ingest", "max_connections_per_ip");
-    sc->command_timeout_ms = config_duration_ms(cfg, "ingest", "command_timeout");
-    sc->data_timeout_ms = config_duration_ms(cfg, "ingest", "data_timeout");
-    sc->session_timeout_ms = config_duration_ms(cfg, "ingest", "session_timeout");
-    sc->min_data_rate = config_size(cfg, "ingest", "min_data_rate");
-    sc->data_rate_window_ms = config_duration_ms(cfg, "ingest", "data_rate_window");
-    sc->auth_delay_ms = config_duration_ms(cfg, "ingest", "auth_delay");
-    sc->auth_delay_max_ms = config_duration_ms(cfg, "ingest", "auth_delay_max");
-    sc->auth_block_ms = config_duration_ms(cfg, "ingest", "auth_block_time");
-    sc->auth_max_failures = (unsigned)config_int(cfg, "ingest", "auth_max_failures");
-    session_conf(in, &sc->session);
     struct smtp_server_hooks hooks = { in, hook_submit, hook_auth_verify };
     in->server = smtp_server_new(&in->loop, sc, &hooks, err, sizeof(err));
     if (!in->server)
@@ -436,16 +477,7 @@ static int ingest_run(struct worker_env *env)
         goto fail_loop;
     }
 
-    const char *labels_ok = "result=\"accepted\",reason=\"\"";
-    in->m_accepted = metric_counter("mailfleet_ingest_messages_total", "messages by result", labels_ok);
-    in->m_duplicate = metric_counter("mailfleet_ingest_messages_total", "messages by result",
-                                     "result=\"duplicate\",reason=\"dedupe\"");
-    in->m_tempfail = metric_counter("mailfleet_ingest_messages_total", "messages by result",
-                                    "result=\"tempfail\",reason=\"queue\"");
-    in->m_bytes = metric_counter("mailfleet_ingest_bytes_total", "bytes of accepted messages", NULL);
-    in->m_latency = metric_histogram("mailfleet_ingest_data_to_ack_seconds",
-                                     "end of DATA to the 250 (store + bus durable)", NULL,
-                                     metrics_latency_buckets, metrics_latency_buckets_n);
+    metrics_init(in);
     pthread_mutex_lock(&live_lock);
     live = in;
     pthread_mutex_unlock(&live_lock);
@@ -472,19 +504,11 @@ fail_loop:
     if (rc != 0)
         log_kv(LOG_ERROR, "ingest cannot start", "error", err, NULL);
     uv_loop_close(&in->loop);
-    spool_close(in->spool);
-    rules_free(in->rules);
-    users_free(in->users);
-    pthread_rwlock_destroy(&in->users_lock);
-    free(in);
+    ingest_free(in);
     return rc;
 fail_early:
     log_kv(LOG_ERROR, "ingest cannot start", "error", err, NULL);
-    spool_close(in->spool);
-    rules_free(in->rules);
-    users_free(in->users);
-    pthread_rwlock_destroy(&in->users_lock);
-    free(in);
+    ingest_free(in);
     return 1;
 }
 

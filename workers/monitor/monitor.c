@@ -450,6 +450,66 @@ static void run_retention(struct monitor *m, const struct config *cfg)
     }
 }
 
+/* The topics and groups to sample: [monitor] watch ("topic[:group]") and
+ * every alarm's, except the rate alarms, which read mailfleet.events. */
+static void add_watches(struct monitor *m, const struct config *cfg)
+{
+    char **wl;
+    size_t nw = config_list(cfg, "monitor", "watch", &wl);
+    for (size_t i = 0; i < nw; i++) {
+        char *colon = strchr(wl[i], ':');
+        if (colon)
+            *colon = '\0';
+        add_watch(m, wl[i], colon ? colon + 1 : NULL);
+    }
+    config_list_free(wl, nw);
+    for (size_t i = 0; i < m->n_alarms; i++) {
+        const struct alarm_rule *r = alarm_rule(m->alarms[i]);
+        if (strcmp(r->metric, "BounceRate") && strcmp(r->metric, "ComplaintRate"))
+            add_watch(m, r->topic, r->group);
+    }
+}
+
+/* Counts every event waiting; returns the last poll's answer (< 0: error). */
+static int drain_events(struct monitor *m)
+{
+    struct bus_record *r = NULL;
+    int got;
+    while ((got = bus_consumer_poll(m->events, &r, 0)) == 1) {
+        count_event(m, r);
+        bus_record_free(r);
+    }
+    return got;
+}
+
+/* One sample of every watched topic, the rates, and the alarms evaluated. */
+static void sample_all(struct monitor *m, int64_t now, int64_t renotify, stop_flag_t *stop)
+{
+    /* a broker that is down makes each sample slow: stop between them */
+    for (size_t i = 0; i < m->n_watch && !atomic_load(stop); i++)
+        sample_watch(m, &m->watch[i], now);
+    double b, c;
+    if (rates(m, now, &b, &c)) {
+        metric_set(m->m_bounce_rate, b);
+        metric_set(m->m_complaint_rate, c);
+    }
+    evaluate(m, now, renotify);
+}
+
+static void monitor_free(struct monitor *m)
+{
+    bus_consumer_free(m->events);
+    bus_close(m->bus);
+    for (size_t i = 0; i < m->n_alarms; i++)
+        alarm_free(m->alarms[i]);
+    for (size_t i = 0; i < m->n_watch; i++) {
+        free(m->watch[i].topic);
+        free(m->watch[i].group);
+    }
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
 static int monitor_run(struct worker_env *env)
 {
     const struct config *cfg = env->cfg;
@@ -471,20 +531,7 @@ static int monitor_run(struct worker_env *env)
         log_kv(LOG_ERROR, "bad alarm configuration", "error", err, NULL);
         goto out;
     }
-    char **wl;
-    size_t nw = config_list(cfg, "monitor", "watch", &wl);
-    for (size_t i = 0; i < nw; i++) {
-        char *colon = strchr(wl[i], ':');
-        if (colon)
-            *colon = '\0';
-        add_watch(m, wl[i], colon ? colon + 1 : NULL);
-    }
-    config_list_free(wl, nw);
-    for (size_t i = 0; i < m->n_alarms; i++) {
-        const struct alarm_rule *r = alarm_rule(m->alarms[i]);
-        if (strcmp(r->metric, "BounceRate") && strcmp(r->metric, "ComplaintRate"))
-            add_watch(m, r->topic, r->group);
-    }
+    add_watches(m, cfg);
 
     struct bus_options bo = { .client_id = "mailfleet-monitor" };
     m->bus = common_bus(cfg, &bo, err, sizeof(err));
@@ -512,12 +559,7 @@ static int monitor_run(struct worker_env *env)
      * make durable.  It drains what is there between samples instead. */
     int64_t next_poll_warning = 0;
     while (!*env->stop) {
-        struct bus_record *r = NULL;
-        int got;
-        while ((got = bus_consumer_poll(m->events, &r, 0)) == 1) {
-            count_event(m, r);
-            bus_record_free(r);
-        }
+        int got = drain_events(m);
         if (got < 0 && mono_ms() >= next_poll_warning) {
             /* Rates computed meanwhile miss events: say so, once a minute. */
             log_kv(LOG_WARN, "cannot read mailfleet.events; rates may be low", NULL);
@@ -525,16 +567,7 @@ static int monitor_run(struct worker_env *env)
         }
         int64_t t = mono_ms();
         if (t >= next_sample) {
-            int64_t now = now_ms();
-            /* a broker that is down makes each sample slow: stop between them */
-            for (size_t i = 0; i < m->n_watch && !atomic_load(env->stop); i++)
-                sample_watch(m, &m->watch[i], now);
-            double b, c;
-            if (rates(m, now, &b, &c)) {
-                metric_set(m->m_bounce_rate, b);
-                metric_set(m->m_complaint_rate, c);
-            }
-            evaluate(m, now, renotify);
+            sample_all(m, now_ms(), renotify, env->stop);
             next_sample = t + sample_ms;
         }
         if (ret_every > 0 && t >= next_retention) {
@@ -546,16 +579,7 @@ static int monitor_run(struct worker_env *env)
     rc = 0;
 out:
     http_route_remove(env->http, "/alarms", m);   /* waits for a running /alarms */
-    bus_consumer_free(m->events);
-    bus_close(m->bus);
-    for (size_t i = 0; i < m->n_alarms; i++)
-        alarm_free(m->alarms[i]);
-    for (size_t i = 0; i < m->n_watch; i++) {
-        free(m->watch[i].topic);
-        free(m->watch[i].group);
-    }
-    pthread_mutex_destroy(&m->lock);
-    free(m);
+    monitor_free(m);
     log_kv(LOG_INFO, "monitor stopped", NULL);
     return rc;
 }

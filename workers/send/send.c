@@ -27,16 +27,14 @@
  * dot-stuffs).  Never logs message bodies, passwords or keys.  Writes files
  * only under the outbox directory and state_dir. */
 #include "send.h"
+#include "send_int.h"
 #include "address.h"
 #include "base64.h"
 #include "bus.h"
 #include "common_config.h"
 #include "config.h"
 #include "dkim_signer.h"
-#include "event_record.h"
 #include "http.h"
-#include "ids.h"
-#include "jsonx.h"
 #include "kv.h"
 #include "log.h"
 #include "metrics.h"
@@ -52,12 +50,8 @@
 #include "worker_loop.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <openssl/evp.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,650 +100,6 @@ const struct config_key send_config_keys[] = {
     CONFIG_KEYS_END
 };
 
-struct sender {
-    const struct config *cfg;
-    stop_flag_t *stop;
-    struct bus *bus;
-    struct kv *sent;
-    struct suppression_copy *supp;
-    struct ratelimit *rl;
-    struct dkim_signer *dkim;
-    struct tokens *tokens;
-    char *verp_key;
-    char *pause_file;
-    char *transport_uri;
-    struct transport_config tc;
-    char *smtp_password, *ses_access, *ses_secret, *ses_token;
-    int64_t marker_ttl_ms, max_age_ms, unsub_ttl_ms;
-    size_t batch_max;
-    bool list_unsubscribe;
-    char **tiers;
-    int64_t *tier_ms;
-    size_t n_tiers;
-    struct {
-        struct metric *delivered, *deferred, *bounced_perm, *bounced_trans, *suppressed_res, *dead;
-        struct metric *suppressed, *attempt_seconds, *rl_tokens, *rl_rate, *rl_burst, *paused;
-    } m;
-};
-
-/* One consuming thread: the outbound topic or one retry tier. */
-struct lane {
-    struct sender *w;
-    char topic[128];
-    char group[160];
-    int tier;                      /* -1 = the outbound topic */
-    pthread_t tid;
-    struct transport *t;
-    struct store *store[2];        /* incoming, attachments: opened on first use */
-    struct bus_consumer *c;
-    struct worker_loop *loop;
-    struct send_batch *b;          /* the batch between batch_begin and batch_end */
-    int rc;
-};
-
-/* One input record of a batch. */
-struct rec_ctx {
-    struct bus_record *r;
-    size_t idx;                    /* in the batch */
-    json_t *doc;
-    const char *id, *inbound_id, *subject, *list;
-    char from_addr[ADDRESS_BUFSZ];
-    const char *dead_stage;
-    char **rcpts;                  /* normalized */
-    size_t n_rcpts;
-    char *body;
-    size_t body_len;
-    int64_t created_ms, first_ms;
-    int attempt;
-    struct event_mail mail;
-    json_t *retry;                 /* recipients for the next tier */
-    const char *dead_class;
-    char dead_msg[256];
-};
-
-struct job_ctx {
-    struct lane *lane;
-    struct rec_ctx *rc;
-    char rcpt[ADDRESS_BUFSZ];
-    char mail_from[ADDRESS_BUFSZ + 64];
-    char *prefix;
-    size_t prefix_len;
-    int64_t done_ms;               /* when the transport finished it */
-};
-
-/* Outputs of a batch, each tagged with the record it belongs to; handle()
- * hands a record's share to the loop. */
-struct outputs {
-    struct bus_record *recs;
-    size_t *owner;
-    size_t n, cap;
-    void **owned;
-    size_t n_owned, cap_owned;
-};
-
-static void *own(struct outputs *o, void *p)
-{
-    if (o->n_owned == o->cap_owned) {
-        o->cap_owned = o->cap_owned ? o->cap_owned * 2 : 64;
-        o->owned = xrealloc(o->owned, o->cap_owned * sizeof(void *));
-    }
-    o->owned[o->n_owned++] = p;
-    return p;
-}
-
-static void out_add(struct outputs *o, size_t owner, const char *topic, const char *key, char *value,
-                    size_t vlen, struct bus_header *hs, size_t nh)
-{
-    if (o->n == o->cap) {
-        o->cap = o->cap ? o->cap * 2 : 64;
-        o->recs = xrealloc(o->recs, o->cap * sizeof(*o->recs));
-        o->owner = xrealloc(o->owner, o->cap * sizeof(*o->owner));
-    }
-    o->owner[o->n] = owner;
-    own(o, value);
-    if (hs)
-        own(o, hs);
-    o->recs[o->n++] = (struct bus_record){
-        .topic = topic, .key = key, .key_len = key ? strlen(key) : 0, .value = value,
-        .value_len = vlen, .headers = hs, .n_headers = nh, .partition = -1,
-    };
-}
-
-static void outputs_free(struct outputs *o)
-{
-    for (size_t i = 0; i < o->n_owned; i++)
-        free(o->owned[i]);
-    free(o->owned);
-    free(o->recs);
-    free(o->owner);
-}
-
-/* ---- record parsing ---- */
-
-static int dead(struct rec_ctx *rc, const char *cls, const char *fmt, const char *detail)
-{
-    rc->dead_class = cls;
-    snprintf(rc->dead_msg, sizeof(rc->dead_msg), fmt, detail ? detail : "");
-    return 1;
-}
-
-/* Bare LF -> CRLF (devices and some builders write LF); a bare CR is left as
- * it is (content, sent byte for byte).  Ends with CRLF. */
-static char *to_crlf(const char *in, size_t n, size_t *outlen)
-{
-    struct strbuf b;
-    strbuf_init(&b);
-    strbuf_reserve(&b, n + n / 32 + 3);
-    size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (in[i] == '\n' && (i == 0 || in[i - 1] != '\r')) {
-            strbuf_append_n(&b, in + start, i - start);
-            strbuf_append_n(&b, "\r\n", 2);
-            start = i + 1;
-        }
-    }
-    strbuf_append_n(&b, in + start, n - start);
-    if (b.len < 2 || b.data[b.len - 2] != '\r' || b.data[b.len - 1] != '\n')
-        strbuf_append_n(&b, "\r\n", 2);
-    return strbuf_detach(&b, outlen);
-}
-
-static int collect_cb(void *opaque, const void *buf, size_t len)
-{
-    struct strbuf *b = opaque;
-    strbuf_append_n(b, buf, len);
-    return 0;
-}
-
-/* body {"encoding": "text"|"base64"|"store", ...} -> rc->body (CRLF).
- * 0 ok, 1 dead (rc->dead_*), -1 transient (retry the record later). */
-static int load_message(struct lane *l, struct rec_ctx *rc)
-{
-    json_t *b = json_object_get(rc->doc, "body");
-    const char *enc = json_string_value(json_object_get(b, "encoding"));
-    json_t *data = json_object_get(b, "data");
-    if (!enc)
-        return dead(rc, "parse", "body.encoding missing%s", NULL);
-    if (strcmp(enc, "text") == 0 && json_is_string(data)) {
-        rc->body = to_crlf(json_string_value(data), json_string_length(data), &rc->body_len);
-        return 0;
-    }
-    if (strcmp(enc, "base64") == 0 && json_is_string(data)) {
-        size_t n;
-        char *raw = (char *)base64_decode_alloc(json_string_value(data), json_string_length(data), &n);
-        if (!raw)
-            return dead(rc, "parse", "body.data is not base64%s", NULL);
-        rc->body = to_crlf(raw, n, &rc->body_len);
-        free(raw);
-        return 0;
-    }
-    if (strcmp(enc, "store") != 0)
-        return dead(rc, "parse", "body.encoding %s not understood", enc);
-    const char *which = json_string_value(json_object_get(b, "store"));
-    const char *key = json_string_value(json_object_get(b, "key"));
-    int si = which && strcmp(which, "attachments") == 0 ? 1 : 0;
-    if (!key || !which || (si == 0 && strcmp(which, "incoming") != 0))
-        return dead(rc, "parse", "body.store / body.key missing or unknown%s", NULL);
-    char err[256];
-    if (!l->store[si]) {
-        l->store[si] = common_store(l->w->cfg, si ? "store_attachments" : "store_incoming", err,
-                                    sizeof(err));
-        if (!l->store[si]) {
-            log_kv(LOG_ERROR, "cannot open the message store", "error", err, NULL);
-            return -1;
-        }
-    }
-    struct strbuf m;
-    strbuf_init(&m);
-    int r = store_get_cb(l->store[si], key, 0, 0, collect_cb, &m, err, sizeof(err));
-    if (r == -ENOENT || r == -EINVAL) {
-        strbuf_free(&m);
-        rc->dead_stage = "send.store";
-        return dead(rc, "store", "message object not found: %s", key);
-    }
-    if (r != 0) {
-        log_kv(LOG_WARN, "cannot read the message; will retry", "id", rc->id, "error", err, NULL);
-        strbuf_free(&m);
-        return -1;
-    }
-    rc->body = to_crlf(m.data ? m.data : "", m.len, &rc->body_len);
-    strbuf_free(&m);
-    return 0;
-}
-
-static int parse_record(struct lane *l, struct rec_ctx *rc)
-{
-    struct bus_record *r = rc->r;
-    if (!r->value)
-        return dead(rc, "parse", "empty record%s", NULL);
-    char perr[256];
-    rc->doc = jsonx_record_parse(r->value, r->value_len, SCHEMA_OUTBOUND, perr, sizeof(perr));
-    if (!rc->doc)
-        return dead(rc, "parse", "%s", perr);
-    const char *from;
-    const json_t *rs;
-    if (jsonx_want_str(rc->doc, "id", 1, &rc->id, perr, sizeof(perr)) != 0 ||
-        jsonx_want_str(rc->doc, "inbound_id", 0, &rc->inbound_id, perr, sizeof(perr)) != 0 ||
-        jsonx_want_str(rc->doc, "subject", 0, &rc->subject, perr, sizeof(perr)) != 0 ||
-        jsonx_want_str(rc->doc, "list", 0, &rc->list, perr, sizeof(perr)) != 0 ||
-        jsonx_want_str(rc->doc, "from", 1, &from, perr, sizeof(perr)) != 0 ||
-        jsonx_want_array(rc->doc, "recipients", 1, &rs, perr, sizeof(perr)) != 0)
-        return dead(rc, "parse", "%s", perr);
-    if (!id_valid(rc->id))
-        return dead(rc, "parse", "id is not a UUIDv7%s", NULL);
-    if (rc->list && (!*rc->list || strlen(rc->list) > 64 ||
-                     strspn(rc->list, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") !=
-                         strlen(rc->list)))
-        return dead(rc, "parse", "list is not a name%s", NULL);
-    if (address_normalize(from, rc->from_addr, sizeof(rc->from_addr)) != 0)
-        return dead(rc, "parse", "from is not an address%s", NULL);
-    if (json_array_size(rs) == 0)
-        return dead(rc, "parse", "recipients is empty%s", NULL);
-    /* Transform writes normalized addresses (schema); anything else means a
-     * record we must not guess about: the whole record goes to the DLQ. */
-    rc->n_rcpts = json_array_size(rs);
-    rc->rcpts = xcalloc(rc->n_rcpts, sizeof(char *));
-    for (size_t i = 0; i < rc->n_rcpts; i++) {
-        const char *a = json_string_value(json_array_get(rs, i));
-        char norm[ADDRESS_BUFSZ];
-        if (!a || address_normalize(a, norm, sizeof(norm)) != 0)
-            return dead(rc, "parse", "recipients[] holds a value that is not an address%s", NULL);
-        rc->rcpts[i] = xstrdup(norm);
-    }
-    int64_t attempt = 0;
-    if (jsonx_path(rc->doc, "attempt") && jsonx_int(rc->doc, "attempt", &attempt) != 0)
-        return dead(rc, "parse", "field attempt is not an integer%s", NULL);
-    rc->attempt = attempt > 0 ? (int)attempt : 0;
-    rc->created_ms = jsonx_time_ms(rc->doc, "created_at");
-    if (rc->created_ms < 0)
-        rc->created_ms = r->timestamp_ms > 0 ? r->timestamp_ms : now_ms();
-    rc->first_ms = jsonx_time_ms(rc->doc, "first_attempt_at");
-    if (rc->first_ms < 0)
-        rc->first_ms = now_ms();
-    rc->mail = (struct event_mail){ rc->id, rc->inbound_id, rc->from_addr, rc->subject,
-                                    rc->created_ms, (const char *const *)rc->rcpts, rc->n_rcpts };
-    return load_message(l, rc);
-}
-
-/* ---- per-recipient copy ---- */
-
-/* The token in a VERP return path (use = "verp") or a mailto
- * unsubscribe address (use = the list name, "" for none).  compact: the
- * 42-character verp.h token, so <prefix>+<token> fits a 64-character local
- * part.  token: a tokens.h token of "<id>|<rcpt>" / "u|<rcpt>|<list>", which
- * feedback verifies today but which makes the local part ~150 characters.
- * malloc'd; only [A-Za-z0-9._-] either way. */
-/* The compact VERP token (common/verp) of a message and recipient; use
- * "verp" for the return path, anything else for the mailto unsubscribe. */
-static char *verp_local_token(struct sender *w, const char *id, const char *rcpt, const char *use)
-{
-    int unsub = strcmp(use, "verp") != 0;
-    char *tok = xmalloc(VERP_TOKEN_LEN + 1);
-    if (verp_token(w->verp_key, strlen(w->verp_key), unsub ? "unsubscribe" : "verp", id, rcpt, tok) != 0)
-        panic("%s: verp_token refused a checked id", __func__);
-    return tok;
-}
-
-static int build_prefix(struct sender *w, struct rec_ctx *rc, struct job_ctx *j, char *err, size_t errlen)
-{
-    struct strbuf p;
-    strbuf_init(&p);
-    if (w->list_unsubscribe) {
-        /* "u|<rcpt>|<list>": what feedback's /u/ handler and mailto
-         * unsubscribe verify (an empty list = every message to rcpt). */
-        const char *list = rc->list ? rc->list : "";
-        struct strbuf payload;
-        strbuf_init(&payload);
-        strbuf_appendf(&payload, "u|%s|%s", j->rcpt, list);
-        int64_t exp = (now_ms() + w->unsub_ttl_ms) / 1000;
-        char *tok = tokens_sign(w->tokens, payload.data, payload.len, exp);
-        strbuf_free(&payload);
-        char *vt = verp_local_token(w, rc->id, j->rcpt, list);
-        const char *base = config_isset(w->cfg, "send", "unsubscribe_url")
-                               ? config_str(w->cfg, "send", "unsubscribe_url")
-                               : config_str(w->cfg, "mailfleet", "public_base_url");
-        size_t bl = strlen(base);
-        while (bl > 0 && base[bl - 1] == '/')
-            bl--;
-        strbuf_appendf(&p, "List-Unsubscribe: <%.*s/u/%s>,\r\n <mailto:unsubscribe+%s@%s>\r\n", (int)bl,
-                       base, tok, vt, config_str(w->cfg, "send", "unsubscribe_domain"));
-        strbuf_append(&p, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
-        free(tok);
-        free(vt);
-    }
-    if (w->dkim) {
-        char *sig = dkim_signer_sign(w->dkim, rc->id, p.data ? p.data : "", p.len, rc->body, rc->body_len,
-                                     err, errlen);
-        if (!sig) {
-            strbuf_free(&p);
-            return -EINVAL;
-        }
-        struct strbuf all;
-        strbuf_init(&all);
-        strbuf_append(&all, sig);
-        strbuf_append_n(&all, p.data ? p.data : "", p.len);
-        free(sig);
-        strbuf_free(&p);
-        p = all;
-    }
-    j->prefix = strbuf_detach(&p, &j->prefix_len);
-    if (!j->prefix) {
-        j->prefix = xstrdup("");
-        j->prefix_len = 0;
-    }
-    return 0;
-}
-
-static void marker_key(const char *id, const char *rcpt, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%s|%s", id, rcpt);
-}
-
-/* Called by the transport the moment one recipient's transfer ends. */
-static void on_job_done(void *opaque, struct transport_job *job)
-{
-    struct job_ctx *j = opaque;
-    struct sender *w = j->lane->w;
-    j->done_ms = now_ms();
-    metric_observe(w->m.attempt_seconds, (double)job->elapsed_us / 1e6);
-    if (job->result != TRANSPORT_OK)
-        return;
-    char k[ADDRESS_BUFSZ + 64];
-    marker_key(j->rc->id, j->rcpt, k, sizeof(k));
-    if (kv_put(w->sent, k, strlen(k), job->response, strlen(job->response), now_ms() + w->marker_ttl_ms) < 0)
-        log_kv(LOG_ERROR, "cannot write a sent marker", "id", j->rc->id, NULL);
-}
-
-/* ---- outputs ---- */
-
-static const char *bounce_subtype(const char *status)
-{
-    return strncmp(status, "5.1.", 4) == 0 ? "NoEmail" : "General";
-}
-
-static void add_event(struct outputs *o, struct rec_ctx *rc, char *ev, size_t len)
-{
-    out_add(o, rc->idx, TOPIC_EVENTS, rc->id, ev, len, NULL, 0);
-}
-
-/* Tier for a record that has made `attempt` attempts before this one. */
-static size_t tier_for(const struct sender *w, int attempt)
-{
-    size_t t = attempt < 0 ? 0 : (size_t)attempt;
-    return t >= w->n_tiers ? w->n_tiers - 1 : t;
-}
-
-/* Re-publishes the record for the recipients that got a 4xx: same id,
- * created_at and links; attempt + 1; first_attempt_at kept or set; not_before
- * = now + the tier's delay.  Keyed like the input (inbound_id). */
-static void add_retry(struct lane *l, struct outputs *o, struct rec_ctx *rc)
-{
-    struct sender *w = l->w;
-    size_t tier = tier_for(w, rc->attempt);
-    int64_t nb = now_ms() + w->tier_ms[tier];
-    char buf[32];
-    json_t *d = json_deep_copy(rc->doc);
-    json_object_set(d, "recipients", rc->retry);
-    json_object_set_new(d, "attempt", json_integer(rc->attempt + 1));
-    json_object_set_new(d, "first_attempt_at", json_string(rfc3339_ms(rc->first_ms, buf, sizeof(buf))));
-    json_object_set_new(d, "not_before", json_string(rfc3339_ms(nb, buf, sizeof(buf))));
-    char *v = json_dumps(d, JSON_COMPACT);
-    json_decref(d);
-    if (!v)
-        panic("%s: json_dumps failed", __func__);
-    struct bus_header *hs = xcalloc(1, sizeof(*hs));
-    char *nbs = own(o, xmalloc(24));
-    snprintf(nbs, 24, "%lld", (long long)nb);
-    hs[0] = (struct bus_header){ "mf.not_before", nbs, strlen(nbs) };
-    char *topic = own(o, xmalloc(strlen(TOPIC_OUTBOUND_RETRY) + strlen(w->tiers[tier]) + 1));
-    sprintf(topic, "%s%s", TOPIC_OUTBOUND_RETRY, w->tiers[tier]);
-    char *key = rc->r->key ? own(o, xstrndup(rc->r->key, rc->r->key_len))
-                           : (char *)(rc->inbound_id ? rc->inbound_id : rc->id);
-    out_add(o, rc->idx, topic, key, v, strlen(v), hs, 1);
-}
-
-/* ---- a batch ---- */
-
-static int stopping(struct sender *w) { return *w->stop != 0; }
-
-static void rec_free(struct rec_ctx *rc)
-{
-    json_decref(rc->doc);
-    json_decref(rc->retry);
-    for (size_t i = 0; rc->rcpts && i < rc->n_rcpts; i++)
-        free(rc->rcpts[i]);
-    free(rc->rcpts);
-    free(rc->body);
-}
-
-/* Decides per recipient: already sent (event again), suppressed (event), or
- * a transport job with its envelope and per-recipient headers.  Returns the
- * number of jobs filled in. */
-static size_t plan_jobs(struct lane *l, struct rec_ctx *rcs, size_t n_rcs, struct outputs *o,
-                        struct transport_job *jobs, struct job_ctx *jcs)
-{
-    struct sender *w = l->w;
-    size_t n_jobs = 0;
-    int64_t now = now_ms();
-    char err[256], reason[128];
-
-    for (size_t i = 0; i < n_rcs; i++) {
-        struct rec_ctx *rc = &rcs[i];
-        if (rc->dead_class)
-            continue;
-        rc->retry = json_array();
-        for (size_t k = 0; k < rc->n_rcpts; k++) {
-            struct job_ctx *j = &jcs[n_jobs];
-            size_t len;
-            snprintf(j->rcpt, sizeof(j->rcpt), "%s", rc->rcpts[k]);
-            /* The same outbound record twice in one batch (a redelivery under
-             * at-least-once): its markers are not written yet, so only this
-             * batch knows the recipient is already planned. */
-            int planned = 0;
-            for (size_t x = 0; x < n_jobs && !planned; x++)
-                planned = strcmp(jcs[x].rc->id, rc->id) == 0 && strcmp(jcs[x].rcpt, j->rcpt) == 0;
-            if (planned) {
-                log_kv(LOG_INFO, "duplicate in this batch; sent once", "id", rc->id, NULL);
-                continue;
-            }
-            char mk[ADDRESS_BUFSZ + 64];
-            marker_key(rc->id, j->rcpt, mk, sizeof(mk));
-            void *prev = NULL;
-            size_t prevlen = 0;
-            if (kv_get(w->sent, mk, strlen(mk), &prev, &prevlen) == 1) {
-                /* Delivered before a crash or redelivery: never again.  The
-                 * Delivery event may have been lost with the crash, so it is
-                 * produced again (consumers treat events as at-least-once). */
-                char resp[512];
-                snprintf(resp, sizeof(resp), "%.*s", (int)prevlen, prev ? (char *)prev : "");
-                free(prev);
-                char *ev = event_record_delivery(&rc->mail, j->rcpt, resp, now - rc->created_ms,
-                                                 transport_peer(l->t), now, &len);
-                add_event(o, rc, ev, len);
-                log_kv(LOG_INFO, "already delivered; not sent again", "id", rc->id, NULL);
-                continue;
-            }
-            int per_list = 0;
-            if (suppression_copy_check(w->supp, j->rcpt, rc->list, reason, sizeof(reason), &per_list) == 1) {
-                char *ev = event_record_suppressed(&rc->mail, j->rcpt, reason, per_list ? rc->list : NULL, now,
-                                                   &len);
-                add_event(o, rc, ev, len);
-                metric_inc(w->m.suppressed);
-                metric_inc(w->m.suppressed_res);
-                continue;
-            }
-            char *tok = verp_local_token(w, rc->id, j->rcpt, "verp");
-            snprintf(j->mail_from, sizeof(j->mail_from), "%s+%s@%s", config_str(w->cfg, "send", "bounce_prefix"),
-                     tok, config_str(w->cfg, "send", "bounce_domain"));
-            free(tok);
-            if (build_prefix(w, rc, j, err, sizeof(err)) != 0) {
-                /* A signing failure is ours, not the recipient's: retry later. */
-                log_kv(LOG_ERROR, "cannot build the message copy", "id", rc->id, "error", err, NULL);
-                json_array_append_new(rc->retry, json_string(j->rcpt));
-                continue;
-            }
-            j->lane = l;
-            j->rc = rc;
-            jobs[n_jobs] = (struct transport_job){
-                .id = rc->id, .mail_from = j->mail_from, .rcpt = j->rcpt, .from_addr = rc->from_addr,
-                .prefix = j->prefix, .prefix_len = j->prefix_len, .body = rc->body, .body_len = rc->body_len,
-                .opaque = j,
-            };
-            n_jobs++;
-        }
-    }
-    return n_jobs;
-}
-
-/* One event per finished job; 4xx recipients collected for the next tier
- * unless the max retry age is used up.  Returns 1 when a job never ran
- * (stopping), in which case the caller produces and commits nothing. */
-static int report_outcomes(struct lane *l, struct transport_job *jobs, struct job_ctx *jcs, size_t n_jobs,
-                           struct outputs *o)
-{
-    struct sender *w = l->w;
-    int64_t now = now_ms();
-    for (size_t i = 0; i < n_jobs; i++)
-        if (jobs[i].result == TRANSPORT_NOT_RUN)
-            return 1;
-    for (size_t i = 0; i < n_jobs; i++) {
-        struct transport_job *job = &jobs[i];
-        struct rec_ctx *rc = jcs[i].rc;
-        const char *peer = transport_peer(l->t);
-        size_t len = 0;
-        char *ev = NULL, diag[600];
-        snprintf(diag, sizeof(diag), "smtp; %s", job->response);
-        struct event_recipient er = { job->rcpt, "failed", job->status, diag };
-        if (job->result == TRANSPORT_OK) {
-            ev = event_record_delivery(&rc->mail, job->rcpt, job->response, jcs[i].done_ms - rc->created_ms,
-                                       peer, jcs[i].done_ms, &len);
-            metric_inc(w->m.delivered);
-        } else if (job->result == TRANSPORT_PERM) {
-            ev = event_record_bounce(&rc->mail, &er, "Permanent", bounce_subtype(job->status), peer, now, &len);
-            metric_inc(w->m.bounced_perm);
-        } else {
-            int64_t expires = rc->first_ms + w->max_age_ms;
-            if (now + w->tier_ms[tier_for(w, rc->attempt)] > expires) {
-                ev = event_record_bounce(&rc->mail, &er, "Transient", "General", peer, now, &len);
-                metric_inc(w->m.bounced_trans);
-            } else {
-                er.action = NULL;   /* not failed (yet) */
-                ev = event_record_delay(&rc->mail, &er, expires, peer, now, &len);
-                json_array_append_new(rc->retry, json_string(job->rcpt));
-                metric_inc(w->m.deferred);
-            }
-        }
-        add_event(o, rc, ev, len);
-    }
-    return 0;
-}
-
-/* What batch_begin worked out for the batch, read by handle(). */
-struct send_batch {
-    struct rec_ctx *rcs;
-    size_t n, upto;                /* records from upto on were not parsed (transient) */
-    struct transport_job *jobs;
-    struct job_ctx *jcs;
-    size_t n_jobs;
-    struct outputs o;
-};
-
-static void send_batch_end(void *opaque, size_t committed)
-{
-    struct lane *l = opaque;
-    struct send_batch *b = l->b;
-    if (!b)
-        return;
-    for (size_t i = 0; i < b->n_jobs; i++)
-        free(b->jcs[i].prefix);
-    for (size_t i = 0; i < b->n; i++)
-        rec_free(&b->rcs[i]);
-    free(b->jobs);
-    free(b->jcs);
-    free(b->rcs);
-    outputs_free(&b->o);
-    free(b);
-    l->b = NULL;
-}
-
-/* Parses every record (a transient store error stops there: handle() asks
- * the loop to retry from that record), delivers all recipients at once,
- * then builds every event and retry record.  Non-zero when stopping left
- * transfers not run: the loop commits nothing and the batch comes back
- * after the restart, where the sent markers skip whoever already got it. */
-static int send_batch_begin(void *opaque, struct bus_record *const *recs, size_t n)
-{
-    struct lane *l = opaque;
-    struct sender *w = l->w;
-    struct send_batch *b = xcalloc(1, sizeof(*b));
-    size_t cap_jobs = 0;
-    l->b = b;
-    b->rcs = xcalloc(n, sizeof(*b->rcs));
-    b->n = n;
-    b->upto = n;
-    for (size_t i = 0; i < n; i++) {
-        b->rcs[i].r = recs[i];
-        b->rcs[i].idx = i;
-        int pr = parse_record(l, &b->rcs[i]);
-        if (pr < 0) {
-            b->upto = i;
-            break;
-        }
-        if (pr == 0)
-            cap_jobs += b->rcs[i].n_rcpts;
-    }
-    b->jobs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*b->jobs));
-    b->jcs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*b->jcs));
-    b->n_jobs = plan_jobs(l, b->rcs, b->upto, &b->o, b->jobs, b->jcs);
-    if (b->n_jobs)
-        transport_send(l->t, b->jobs, b->n_jobs, w->rl, on_job_done, w->stop);
-    if (report_outcomes(l, b->jobs, b->jcs, b->n_jobs, &b->o))
-        return -1;
-    for (size_t i = 0; i < b->upto; i++)
-        if (!b->rcs[i].dead_class && b->rcs[i].retry && json_array_size(b->rcs[i].retry) > 0)
-            add_retry(l, &b->o, &b->rcs[i]);
-    return 0;
-}
-
-static void send_handle(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
-                        struct wl_result *res)
-{
-    struct lane *l = opaque;
-    struct send_batch *b = l->b;
-    struct rec_ctx *rc = &b->rcs[index];
-    if (index >= b->upto) {
-        /* The message could not be read (store trouble): not the record's
-         * fault, so retried until it works, never dead-lettered. */
-        wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "send.store", "store",
-                      "cannot read the message; will retry");
-        res->retry_ms = 1000;
-        return;
-    }
-    if (rc->dead_class) {
-        wl_result_set(res, WL_DEAD, WL_CAUSE_RECORD, rc->dead_stage ? rc->dead_stage : "send.parse",
-                      rc->dead_class, "%s", rc->dead_msg);
-        res->attempts = rc->attempt + 1;
-        metric_inc(l->w->m.dead);
-        return;
-    }
-    for (size_t i = 0; i < b->o.n; i++)
-        if (b->o.owner[i] == index)
-            wl_output(out, &b->o.recs[i]);
-}
-
-/* Only retry tiers wait: a record is due at its mf.not_before. */
-static int64_t not_before(const struct bus_record *r);
-static int64_t send_not_before(void *opaque, const struct bus_record *r)
-{
-    const struct lane *l = opaque;
-    return l->tier < 0 ? 0 : not_before(r);
-}
-
-static const struct wl_handler send_handler = {
-    .batch_begin = send_batch_begin, .handle = send_handle, .batch_end = send_batch_end,
-    .not_before = send_not_before,
-};
-
 /* ---- lanes ---- */
 
 /* Readiness lives in a static, not in the worker's (stack) state: the HTTP
@@ -762,17 +112,7 @@ static int paused(struct sender *w)
     return stat(w->pause_file, &st) == 0;
 }
 
-static int64_t not_before(const struct bus_record *r)
-{
-    const struct bus_header *h = bus_record_header(r, "mf.not_before");
-    if (h && h->value_len > 0 && h->value_len < 24) {
-        char b[24];
-        memcpy(b, h->value, h->value_len);
-        b[h->value_len] = '\0';
-        return strtoll(b, NULL, 10);
-    }
-    return 0;
-}
+static int stopping(struct sender *w) { return *w->stop != 0; }
 
 static void *lane_main(void *arg)
 {
@@ -794,7 +134,7 @@ static void *lane_main(void *arg)
     struct worker_loop_options lo = {
         .worker = "send", .group = l->group, .dlq_topic = TOPIC_OUTBOUND_DLQ, .batch_max = w->batch_max,
         .max_attempts = 1, .backoff_ms = 1000, .poll_timeout_ms = 200, .stop = w->stop,
-        .handler = &send_handler, .opaque = l,
+        .handler = &send_batch_handler, .opaque = l,
     };
     l->loop = worker_loop_new(l->c, &lo);
     int64_t next_expire = mono_ms() + 60000;
@@ -874,17 +214,10 @@ static void sender_free(struct sender *w)
     free(w->tier_ms);
 }
 
-static int sender_init(struct sender *w, const struct worker_env *env, char *err, size_t errlen)
+/* The VERP and unsubscribe domains end up in MAIL FROM and headers: check
+ * them like data. */
+static int sender_check_domains(const struct config *cfg, char *err, size_t errlen)
 {
-    const struct config *cfg = env->cfg;
-    w->cfg = cfg;
-    w->stop = env->stop;
-    /* [mailfleet] token_keys signs unsubscribe URLs and yields the VERP key. */
-    w->tokens = common_tokens(cfg, err, errlen);
-    if (!w->tokens)
-        return -EINVAL;
-    w->verp_key = verp_key_derive(w->tokens);
-    /* These end up in MAIL FROM and headers: check them like data. */
     char addr_probe[ADDRESS_BUFSZ];
     snprintf(addr_probe, sizeof(addr_probe), "%s+x@%s", config_str(cfg, "send", "bounce_prefix"),
              config_str(cfg, "send", "bounce_domain"));
@@ -897,6 +230,12 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
         snprintf(err, errlen, "[send] unsubscribe_domain is not a domain");
         return -EINVAL;
     }
+    return 0;
+}
+
+/* [send] retry_tiers: the tier names and their delays. */
+static int sender_tiers(struct sender *w, const struct config *cfg, char *err, size_t errlen)
+{
     w->n_tiers = config_list(cfg, "send", "retry_tiers", &w->tiers);
     if (w->n_tiers == 0) {
         snprintf(err, errlen, "[send] retry_tiers: at least one delay is needed");
@@ -910,16 +249,12 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
             return -EINVAL;
         }
     }
-    w->max_age_ms = config_duration_ms(cfg, "send", "max_retry_age");
-    w->marker_ttl_ms = config_duration_ms(cfg, "send", "sent_marker_ttl");
-    w->unsub_ttl_ms = config_duration_ms(cfg, "send", "unsubscribe_ttl");
-    w->batch_max = worker_loop_batch_max(cfg, "send");
-    w->pause_file = send_pause_file(cfg);
-    w->transport_uri = xstrdup(config_str(cfg, "send", "transport"));
-    w->smtp_password = config_secret(cfg, "send", "smtp_password");
-    w->ses_access = config_secret(cfg, "send", "ses_access_key");
-    w->ses_secret = config_secret(cfg, "send", "ses_secret_key");
-    w->ses_token = config_secret(cfg, "send", "ses_session_token");
+    return 0;
+}
+
+/* What every lane's transport is opened with (the secrets stay owned by w). */
+static void sender_transport_config(struct sender *w, const struct config *cfg)
+{
     int64_t conns = config_int(cfg, "send", "connections"), pd = config_int(cfg, "send", "per_domain");
     w->tc = (struct transport_config){
         .connections = conns < 1 ? 1 : conns > 256 ? 256 : (int)conns,
@@ -935,21 +270,11 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
         .ses_endpoint = config_isset(cfg, "send", "ses_endpoint") ? config_str(cfg, "send", "ses_endpoint") : NULL,
         .access_key = w->ses_access, .secret_key = w->ses_secret, .session_token = w->ses_token,
     };
-    w->rl = ratelimit_new((double)config_int(cfg, "send", "rate"), (double)config_int(cfg, "send", "burst"));
-    w->list_unsubscribe = config_bool(cfg, "send", "list_unsubscribe");
-    if (config_isset(cfg, "send", "dkim_key_file")) {
-        const char *dom = config_isset(cfg, "send", "dkim_domain") ? config_str(cfg, "send", "dkim_domain") : NULL;
-        w->dkim = dkim_signer_new(config_str(cfg, "send", "dkim_algorithm"), config_str(cfg, "send", "dkim_selector"),
-                                  dom, config_str(cfg, "send", "dkim_key_file"), err, errlen);
-        if (!w->dkim)
-            return -EINVAL;
-    }
-    /* Check the transport settings now: a bad URI is a startup error. */
-    struct transport *probe = transport_open(w->transport_uri, &w->tc, err, errlen);
-    if (!probe)
-        return -EINVAL;
-    transport_free(probe);
+}
 
+/* The bus, the sent markers and the suppression copy. */
+static int sender_open_state(struct sender *w, const struct config *cfg, char *err, size_t errlen)
+{
     struct bus_options bo = { .client_id = "mailfleet-send" };
     const char *compacted[] = { TOPIC_SUPPRESSION, NULL };
     bo.compacted_topics = compacted;
@@ -969,6 +294,49 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     if (!w->sent || !w->supp)
         return -EIO;
     return 0;
+}
+
+static int sender_init(struct sender *w, const struct worker_env *env, char *err, size_t errlen)
+{
+    const struct config *cfg = env->cfg;
+    w->cfg = cfg;
+    w->stop = env->stop;
+    /* [mailfleet] token_keys signs unsubscribe URLs and yields the VERP key. */
+    w->tokens = common_tokens(cfg, err, errlen);
+    if (!w->tokens)
+        return -EINVAL;
+    w->verp_key = verp_key_derive(w->tokens);
+    if (sender_check_domains(cfg, err, errlen) != 0)
+        return -EINVAL;
+    if (sender_tiers(w, cfg, err, errlen) != 0)
+        return -EINVAL;
+    w->max_age_ms = config_duration_ms(cfg, "send", "max_retry_age");
+    w->marker_ttl_ms = config_duration_ms(cfg, "send", "sent_marker_ttl");
+    w->unsub_ttl_ms = config_duration_ms(cfg, "send", "unsubscribe_ttl");
+    w->batch_max = worker_loop_batch_max(cfg, "send");
+    w->pause_file = send_pause_file(cfg);
+    w->transport_uri = xstrdup(config_str(cfg, "send", "transport"));
+    w->smtp_password = config_secret(cfg, "send", "smtp_password");
+    w->ses_access = config_secret(cfg, "send", "ses_access_key");
+    w->ses_secret = config_secret(cfg, "send", "ses_secret_key");
+    w->ses_token = config_secret(cfg, "send", "ses_session_token");
+    sender_transport_config(w, cfg);
+    w->rl = ratelimit_new((double)config_int(cfg, "send", "rate"), (double)config_int(cfg, "send", "burst"));
+    w->list_unsubscribe = config_bool(cfg, "send", "list_unsubscribe");
+    if (config_isset(cfg, "send", "dkim_key_file")) {
+        const char *dom = config_isset(cfg, "send", "dkim_domain") ? config_str(cfg, "send", "dkim_domain") : NULL;
+        w->dkim = dkim_signer_new(config_str(cfg, "send", "dkim_algorithm"), config_str(cfg, "send", "dkim_selector"),
+                                  dom, config_str(cfg, "send", "dkim_key_file"), err, errlen);
+        if (!w->dkim)
+            return -EINVAL;
+    }
+    /* Check the transport settings now: a bad URI is a startup error. */
+    struct transport *probe = transport_open(w->transport_uri, &w->tc, err, errlen);
+    if (!probe)
+        return -EINVAL;
+    transport_free(probe);
+
+    return sender_open_state(w, cfg, err, errlen);
 }
 
 static int send_run(struct worker_env *env)

@@ -472,39 +472,43 @@ static int decode_part(GMimePart *part, struct limit_state *ls, attachment_sink 
     return rc;
 }
 
+/* The embedded message's exact bytes, straight from the mapped mail
+ * (raw_start..raw_end), handing the pages already copied back as it goes. */
+static int copy_raw_message(struct limit_state *ls, attachment_sink sink, void *opaque)
+{
+    const char *p = ls->lim->raw_map + ls->lim->raw_start;
+    uint64_t left = (uint64_t)(ls->lim->raw_end - ls->lim->raw_start);
+    const char *released = p;
+    while (left > 0) {
+        if (p - released >= (1 << 22)) {
+            attachment_map_release(ls->lim->raw_map, (size_t)(released - ls->lim->raw_map),
+                                   (size_t)(p - ls->lim->raw_map));
+            released = p;
+        }
+        size_t n = left > ATTACHMENT_CHUNK ? ATTACHMENT_CHUNK : (size_t)left;
+        ls->encoded += n;
+        ls->decoded += n;
+        int rc = limit_check(ls);
+        if (rc < 0)
+            return rc;
+        if (sink(opaque, p, n) < 0) {
+            snprintf(ls->err, ls->errlen, "cannot write the decoded attachment");
+            return -EIO;
+        }
+        p += n;
+        left -= n;
+    }
+    attachment_map_release(ls->lim->raw_map, (size_t)(released - ls->lim->raw_map),
+                           (size_t)(p - ls->lim->raw_map));
+    return 0;
+}
+
 /* An embedded message is serialized by GMime (its raw headers and persisted
  * content, so the bytes are the original's) into an unlinked temp file and
  * read back into the sink. */
-static int decode_message(GMimeMessagePart *mp, struct limit_state *ls, attachment_sink sink,
-                          void *opaque)
+static int serialize_message(GMimeMessagePart *mp, struct limit_state *ls, attachment_sink sink,
+                             void *opaque)
 {
-    if (ls->lim->raw_map && ls->lim->raw_start >= 0 && ls->lim->raw_end >= ls->lim->raw_start) {
-        const char *p = ls->lim->raw_map + ls->lim->raw_start;
-        uint64_t left = (uint64_t)(ls->lim->raw_end - ls->lim->raw_start);
-        const char *released = p;
-        while (left > 0) {
-            if (p - released >= (1 << 22)) {
-                attachment_map_release(ls->lim->raw_map, (size_t)(released - ls->lim->raw_map),
-                                       (size_t)(p - ls->lim->raw_map));
-                released = p;
-            }
-            size_t n = left > ATTACHMENT_CHUNK ? ATTACHMENT_CHUNK : (size_t)left;
-            ls->encoded += n;
-            ls->decoded += n;
-            int rc = limit_check(ls);
-            if (rc < 0)
-                return rc;
-            if (sink(opaque, p, n) < 0) {
-                snprintf(ls->err, ls->errlen, "cannot write the decoded attachment");
-                return -EIO;
-            }
-            p += n;
-            left -= n;
-        }
-        attachment_map_release(ls->lim->raw_map, (size_t)(released - ls->lim->raw_map),
-                               (size_t)(p - ls->lim->raw_map));
-        return 0;
-    }
     GMimeMessage *msg = g_mime_message_part_get_message(mp);
     if (!msg)
         return 0;
@@ -556,6 +560,16 @@ static int decode_message(GMimeMessagePart *mp, struct limit_state *ls, attachme
     free(buf);
     close(fd);
     return rc;
+}
+
+/* An embedded message: its exact bytes when the mail is mapped, else as
+ * GMime writes it. */
+static int decode_message(GMimeMessagePart *mp, struct limit_state *ls, attachment_sink sink,
+                          void *opaque)
+{
+    if (ls->lim->raw_map && ls->lim->raw_start >= 0 && ls->lim->raw_end >= ls->lim->raw_start)
+        return copy_raw_message(ls, sink, opaque);
+    return serialize_message(mp, ls, sink, opaque);
 }
 
 int attachment_decode(GMimeObject *obj, const struct attachment_limits *lim, attachment_sink sink,

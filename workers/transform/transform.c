@@ -231,6 +231,50 @@ static enum wl_cause cause_of(int rc)
                : WL_CAUSE_RECORD;
 }
 
+/* The outbound record (when a message was built) and one fallback record
+ * per distinct reason, into the loop's batch.  -1 when the outbound record
+ * cannot be made (err says why): nothing was added, retry the record. */
+static int add_outputs(struct tw *w, const struct inbound_record *in, const struct transform_result *r,
+                       struct wl_batch *batch, char *err, size_t errlen)
+{
+    json_t *docs[8];
+    const char *topics[8];
+    size_t n = 0;
+    int sent = r->mime != NULL;
+    if (sent) {
+        json_t *ob = outbound_json(w, in, r, err, errlen);
+        if (!ob)
+            return -1;
+        docs[n] = ob;
+        topics[n++] = TOPIC_OUTBOUND;
+    }
+    const char *done[8];
+    size_t nd = 0;
+    for (unsigned bit = 1; bit <= TR_LIMITS; bit <<= 1) {
+        if (!(r->reasons & bit))
+            continue;
+        const char *reason = transform_reason_name(bit, r->n_invalid);
+        int dup = 0;
+        for (size_t i = 0; i < nd; i++)
+            // cppcheck-suppress uninitvar ; done[i] is read only for i < nd, all set below
+            dup |= strcmp(done[i], reason) == 0;
+        if (dup)
+            continue;
+        done[nd++] = reason;
+        docs[n] = fallback_json(in, r, bit, reason, sent);
+        topics[n++] = TOPIC_FALLBACK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *val = json_dumps(docs[i], JSON_COMPACT);
+        struct bus_record out = { .topic = topics[i], .key = in->id, .key_len = strlen(in->id),
+                                  .value = val, .value_len = strlen(val), .partition = -1 };
+        wl_output(batch, &out);
+        free(val);
+        json_decref(docs[i]);
+    }
+    return 0;
+}
+
 /* res->stage and res->cls name where and how a failure happened (DLQ
  * headers, schemas/README.md): stage transform.<step>, cls
  * parse|store|bus|internal.  Outputs go to the loop's batch. */
@@ -276,45 +320,13 @@ static void handle(void *opaque, const struct bus_record *rec, size_t index, str
 
     strcpy(stage, "transform.store");
     strcpy(cls, "store");
-    json_t *docs[8];
-    const char *topics[8];
-    size_t n = 0;
+    if (add_outputs(w, &in, &r, batch, err, errlen) != 0) {
+        transform_result_free(&r);
+        json_decref(in.root);
+        res->kind = WL_RETRY;
+        return;
+    }
     int sent = r.mime != NULL;
-    if (sent) {
-        json_t *ob = outbound_json(w, &in, &r, err, errlen);
-        if (!ob) {
-            transform_result_free(&r);
-            json_decref(in.root);
-            res->kind = WL_RETRY;
-            return;
-        }
-        docs[n] = ob;
-        topics[n++] = TOPIC_OUTBOUND;
-    }
-    const char *done[8];
-    size_t nd = 0;
-    for (unsigned bit = 1; bit <= TR_LIMITS; bit <<= 1) {
-        if (!(r.reasons & bit))
-            continue;
-        const char *reason = transform_reason_name(bit, r.n_invalid);
-        int dup = 0;
-        for (size_t i = 0; i < nd; i++)
-            // cppcheck-suppress uninitvar ; done[i] is read only for i < nd, all set below
-            dup |= strcmp(done[i], reason) == 0;
-        if (dup)
-            continue;
-        done[nd++] = reason;
-        docs[n] = fallback_json(&in, &r, bit, reason, sent);
-        topics[n++] = TOPIC_FALLBACK;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char *val = json_dumps(docs[i], JSON_COMPACT);
-        struct bus_record out = { .topic = topics[i], .key = in.id, .key_len = strlen(in.id),
-                                  .value = val, .value_len = strlen(val), .partition = -1 };
-        wl_output(batch, &out);
-        free(val);
-        json_decref(docs[i]);
-    }
     /* Counted when handled: a failed batch commit redoes the record and
      * counts it again (the loop's own metrics count commits). */
     metric_inc(sent ? w->m_ok : w->m_fallback);

@@ -791,6 +791,93 @@ static size_t header_block_start(const char *map, size_t len)
     return p;
 }
 
+/* GMime's parser over fd (the file stream into *fs), from where the header
+ * block starts; the top-level message, or NULL when no header could be
+ * parsed.  Parts keep reading *fs (persist stream): no copy in memory. */
+static GMimeMessage *parse_message(int fd, const struct walk *w, GMimeStream **fs_out)
+{
+    GMimeStream *fs = g_mime_stream_fs_new(fd);
+    /* A substream keeps offsets in the file: the map still applies. */
+    size_t skip = w->map ? header_block_start(w->map, w->map_len) : 0;
+    GMimeStream *ps = skip ? g_mime_stream_substream(fs, (gint64)skip, -1) : fs;
+    GMimeParser *parser = g_mime_parser_new_with_stream(ps);
+    if (ps != fs)
+        g_object_unref(ps);
+    g_mime_parser_set_persist_stream(parser, TRUE);
+    g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
+    GMimeMessage *msg = g_mime_parser_construct_message(parser, NULL);
+    g_object_unref(parser);
+    *fs_out = fs;
+    return msg;
+}
+
+/* Subject and From as display text. */
+static void message_headers(GMimeMessage *msg, struct transform_result *out)
+{
+    const char *subj = g_mime_message_get_subject(msg);
+    out->subject = header_text(subj);
+    InternetAddressList *from = g_mime_message_get_from(msg);
+    if (from && internet_address_list_length(from) > 0) {
+        char *f = internet_address_list_to_string(from, NULL, FALSE);
+        out->from = header_text(f);
+        g_free(f);
+    }
+}
+
+/* The body text (text/plain preferred, else text/html reduced to text, then
+ * the other text parts appended up to max_body_bytes) with the recipient
+ * list taken out of it, and the recipients chosen. */
+static void body_and_recipients(struct transform *t, const struct walk *w, struct transform_result *out)
+{
+    size_t tlen = 0;
+    char *text = NULL;
+    if (w->plain) {
+        text = part_text(t, w->plain, &tlen);
+    } else if (w->html) {
+        size_t hl;
+        char *h = part_text(t, w->html, &hl);
+        text = recipients_html_to_text(h, hl);
+        tlen = strlen(text);
+        free(h);
+    } else {
+        text = xstrdup("");
+    }
+    struct recipients rcp;
+    recipients_parse(text, tlen, t->marker, t->s.max_recipients, &rcp);
+    out->body_text = recipients_strip(text, tlen, &rcp);
+    free(text);
+    for (guint i = 0; i < w->extra->len; i++) {
+        size_t el;
+        char *e = part_text(t, g_ptr_array_index(w->extra, i), &el);
+        size_t bl = strlen(out->body_text);
+        if (bl + el < t->s.max_body_bytes) {
+            out->body_text = xrealloc(out->body_text, bl + el + 2);
+            out->body_text[bl] = '\n';
+            memcpy(out->body_text + bl + 1, e, el + 1);
+        }
+        free(e);
+    }
+    choose_recipients(t, out, &rcp);
+    recipients_free(&rcp);
+}
+
+/* The outbound MIME message into out->mime. */
+static int build_outbound(const struct transform *t, struct transform_result *out, char *err, size_t errlen)
+{
+    struct outbound_params op = {
+        .sender = t->sender,
+        .recipients = (const char *const *)out->recipients,
+        .n_recipients = out->n_recipients,
+        .subject = out->subject,
+        .message_id = out->message_id,
+        .date_ms = now_ms(),
+        .body_text = out->body_text,
+        .links = out->links,
+        .n_links = out->n_links,
+    };
+    return outbound_build(&op, &out->mime, &out->mime_len, err, errlen);
+}
+
 int transform_message(struct transform *t, const char *eml_path, const struct inbound_info *in,
                       struct transform_result *out, char *err, size_t errlen)
 {
@@ -820,21 +907,12 @@ int transform_message(struct transform *t, const char *eml_path, const struct in
             munmap((void *)w.map, w.map_len);
         return -e;
     }
-    GMimeStream *fs = g_mime_stream_fs_new(fd);
-    /* A substream keeps offsets in the file: the map still applies. */
-    size_t skip = w.map ? header_block_start(w.map, w.map_len) : 0;
-    GMimeStream *ps = skip ? g_mime_stream_substream(fs, (gint64)skip, -1) : fs;
-    GMimeParser *parser = g_mime_parser_new_with_stream(ps);
-    if (ps != fs)
-        g_object_unref(ps);
-    g_mime_parser_set_persist_stream(parser, TRUE);
-    g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
-    GMimeMessage *msg = g_mime_parser_construct_message(parser, NULL);
+    GMimeStream *fs;
+    GMimeMessage *msg = parse_message(fd, &w, &fs);
     w.fs = fs;
     w.top = msg;
     w.extra = g_ptr_array_new();
     w.atts = g_array_new(FALSE, FALSE, sizeof(struct att_ref));
-    g_object_unref(parser);
     if (!msg) {
         g_ptr_array_free(w.extra, TRUE);
         g_array_free(w.atts, TRUE);
@@ -844,14 +922,7 @@ int transform_message(struct transform *t, const char *eml_path, const struct in
         set_detail(out, TR_UNPARSEABLE, "no message header could be parsed");
         return 0;
     }
-    const char *subj = g_mime_message_get_subject(msg);
-    out->subject = header_text(subj);
-    InternetAddressList *from = g_mime_message_get_from(msg);
-    if (from && internet_address_list_length(from) > 0) {
-        char *f = internet_address_list_to_string(from, NULL, FALSE);
-        out->from = header_text(f);
-        g_free(f);
-    }
+    message_headers(msg, out);
 
     int rc = 0;
     if (header_bytes(GMIME_OBJECT(msg)) > t->s.max_header_bytes) {
@@ -862,53 +933,13 @@ int transform_message(struct transform *t, const char *eml_path, const struct in
     if (body && walk_tree(&w, body, 1, 1, NULL) < 0)
         goto done;
 
-    size_t tlen = 0;
-    char *text = NULL;
-    if (w.plain) {
-        text = part_text(t, w.plain, &tlen);
-    } else if (w.html) {
-        size_t hl;
-        char *h = part_text(t, w.html, &hl);
-        text = recipients_html_to_text(h, hl);
-        tlen = strlen(text);
-        free(h);
-    } else {
-        text = xstrdup("");
-    }
-    struct recipients rcp;
-    recipients_parse(text, tlen, t->marker, t->s.max_recipients, &rcp);
-    out->body_text = recipients_strip(text, tlen, &rcp);
-    free(text);
-    for (guint i = 0; i < w.extra->len; i++) {
-        size_t el;
-        char *e = part_text(t, g_ptr_array_index(w.extra, i), &el);
-        size_t bl = strlen(out->body_text);
-        if (bl + el < t->s.max_body_bytes) {
-            out->body_text = xrealloc(out->body_text, bl + el + 2);
-            out->body_text[bl] = '\n';
-            memcpy(out->body_text + bl + 1, e, el + 1);
-        }
-        free(e);
-    }
-    choose_recipients(t, out, &rcp);
-    recipients_free(&rcp);
+    body_and_recipients(t, &w, out);
 
     rc = store_attachments(t, &w, in, err, errlen);
     if (rc < 0 || (out->reasons & (TR_LIMITS | TR_TOO_MANY)) || out->n_recipients == 0)
         goto done;
 
-    struct outbound_params op = {
-        .sender = t->sender,
-        .recipients = (const char *const *)out->recipients,
-        .n_recipients = out->n_recipients,
-        .subject = out->subject,
-        .message_id = out->message_id,
-        .date_ms = now_ms(),
-        .body_text = out->body_text,
-        .links = out->links,
-        .n_links = out->n_links,
-    };
-    rc = outbound_build(&op, &out->mime, &out->mime_len, err, errlen);
+    rc = build_outbound(t, out, err, errlen);
 
 done:
     g_ptr_array_free(w.extra, TRUE);
