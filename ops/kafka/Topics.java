@@ -2,6 +2,10 @@
 // JVM per topic: 16 topics took ~20 s on a 2-core machine), after waiting
 // for the cluster to have every broker registered; then waits until every
 // partition has a leader, so a client that starts next finds them all.
+// It also has the group and transaction coordinators loaded: the broker
+// creates __consumer_offsets and __transaction_state on first use, which
+// otherwise costs the first consumer group and the first idempotent
+// producer of a test seconds of "coordinator load in progress".
 // Run by ops/kafka/cluster.py as a single-file source program:
 //   java -cp 'lib/*' Topics.java BOOTSTRAP BROKERS TIMEOUT_S < topic lines
 // with one topic a line: NAME PARTITIONS REPLICAS [KEY=VALUE ...].
@@ -21,6 +25,7 @@ import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.errors.TransactionalIdNotFoundException;
 
 public class Topics {
     public static void main(String[] args) throws Exception {
@@ -63,6 +68,8 @@ public class Topics {
                         throw e;
                 }
             }
+            while (!coordinatorsReady(admin))
+                check(deadline, "the group and transaction coordinators");
             List<String> names = new ArrayList<>();
             for (NewTopic t : topics)
                 names.add(t.name());
@@ -79,6 +86,20 @@ public class Topics {
                         return false;
             return true;
         } catch (ExecutionException e) {
+            Thread.sleep(100);
+            return false;
+        }
+    }
+
+    private static boolean coordinatorsReady(Admin admin) throws InterruptedException {
+        String probe = "mailfleet-cluster-ready";
+        try {
+            admin.listConsumerGroupOffsets(probe).all().get();
+            admin.describeTransactions(List.of(probe)).all().get();
+            return true;
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof TransactionalIdNotFoundException)
+                return true;   // the coordinator answered: it is loaded
             Thread.sleep(100);
             return false;
         }

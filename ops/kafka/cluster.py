@@ -135,10 +135,10 @@ class Cluster:
             "log.dirs": os.path.join(n.dir, "data"),
             # internal topics fit the node count; few partitions start quicker
             "offsets.topic.replication.factor": self.replicas,
-            "offsets.topic.num.partitions": 5,
+            "offsets.topic.num.partitions": 1,
             "transaction.state.log.replication.factor": self.replicas,
             "transaction.state.log.min.isr": min(2, self.replicas),
-            "transaction.state.log.num.partitions": 5,
+            "transaction.state.log.num.partitions": 1,
             "min.insync.replicas": min(2, self.replicas),
             "default.replication.factor": self.replicas,
             # a group's first member need not wait for others to join
