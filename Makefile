@@ -1,6 +1,6 @@
 # mailfleet — one multi-call binary, unit tests (cmocka), integration tests
-# (real processes on 127.0.0.1), benches.  `make run` and `make test` install
-# what is missing first (ops/deps.sh).
+# (real processes on 127.0.0.1), benches.  `make run`, `make run-kafka` and
+# `make test` install what is missing first (ops/deps.sh).
 
 PKGS     := libuv lmdb rdkafka gmime-3.0 libcurl openssl jansson inih libmicrohttpd libcrypt opendkim
 CC       ?= cc
@@ -25,7 +25,7 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_BIN    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps deps-test run test test-unit test-integration check-asan bench clean lint
+.PHONY: all deps deps-test deps-kafka run run-kafka test test-unit test-integration check-asan bench clean lint
 
 all: $(BUILD)/mailfleet $(TOOL_BIN) $(BENCH_BIN)
 
@@ -33,6 +33,8 @@ deps:
 	@ops/deps.sh run
 deps-test:
 	@ops/deps.sh test
+deps-kafka:
+	@ops/deps.sh kafka
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -69,6 +71,11 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 run: deps
 	@$(MAKE) --no-print-directory all
 	@ops/run-dev.sh
+
+# The fleet as on Kubernetes: a local Apache Kafka, one process per worker.
+run-kafka: deps-kafka
+	@$(MAKE) --no-print-directory all
+	@ops/run-kafka.sh
 
 test: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)

@@ -11,8 +11,12 @@ with replication min(3, nodes), and min.insync.replicas at most the
 replication, so 1 node takes writes with acks=all.
 
   cluster.py start DIR [--nodes N] [--manifest] [--topic NAME[:PARTITIONS[:K=V,...]]]...
+                       [--port P] [--keep]
       formats and starts the nodes (detached), creates the topics, waits until
-      every partition has a leader, prints the bootstrap list (also in DIR/bootstrap)
+      every partition has a leader, prints the bootstrap list (also in DIR/bootstrap).
+      --port: node i listens on P+2(i-1) (its controller on the next port)
+      instead of free ports; --keep: a DIR from an earlier start is started
+      again with its data instead of being wiped.
   cluster.py topics DIR [--manifest] [--topic ...]...   creates more topics
   cluster.py stop DIR        stops the nodes by their PIDs (DIR/node-<id>/pid)
   cluster.py run DIR [...]   start, then stay in the foreground; SIGINT/SIGTERM stops
@@ -91,11 +95,11 @@ def java(main, args, heap, log_file, classpath=None):
 
 
 class Node:
-    def __init__(self, cluster, node_id):
+    def __init__(self, cluster, node_id, port=None):
         self.id = node_id
         self.dir = os.path.join(cluster.dir, "node-%d" % node_id)
-        self.port = free_port()
-        self.controller_port = free_port()
+        self.port = port or free_port()
+        self.controller_port = port + 1 if port else free_port()
         self.proc = None
 
     @property
@@ -108,9 +112,9 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, directory, nodes=1, auto_create=False, settings=None):
+    def __init__(self, directory, nodes=1, auto_create=False, settings=None, port=None):
         self.dir = os.path.abspath(directory)
-        self.nodes = [Node(self, i + 1) for i in range(nodes)]
+        self.nodes = [Node(self, i + 1, port + 2 * i if port else None) for i in range(nodes)]
         self.replicas = min(3, nodes)
         self.auto_create = auto_create
         self.settings = settings or {}
@@ -271,13 +275,23 @@ class Cluster:
 
 
 def stop_dir(directory, timeout=30):
-    """Stops the nodes a detached `start` left running, by their PIDs."""
+    """Stops the nodes a detached `start` left running, by their PIDs (only
+    a Kafka broker: a stale PID file may name another process by now)."""
     pids = []
     for name in sorted(os.listdir(directory)):
         pid_file = os.path.join(directory, name, "pid")
         if name.startswith("node-") and os.path.exists(pid_file):
             with open(pid_file) as f:
-                pids.append((int(f.read()), pid_file))
+                pid = int(f.read())
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    ours = MAIN_BROKER.encode() in f.read().split(b"\0")
+            except OSError:
+                ours = False
+            if ours:
+                pids.append((pid, pid_file))
+            else:
+                os.unlink(pid_file)
     for pid, _ in pids:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -324,6 +338,8 @@ def main():
     ap.add_argument("--manifest", action="store_true", help="create every topic of " + MANIFEST)
     ap.add_argument("--topic", action="append", default=[], help="NAME[:PARTITIONS[:K=V,...]]")
     ap.add_argument("--auto-create", action="store_true", help="let the broker create unknown topics")
+    ap.add_argument("--port", type=int, help="node i on PORT+2(i-1), its controller on the next")
+    ap.add_argument("--keep", action="store_true", help="start an existing DIR again with its data")
     ap.add_argument("--timeout", type=int, default=90)
     a = ap.parse_args()
 
@@ -333,19 +349,26 @@ def main():
     if a.command == "topics":
         reattach(a.dir).create_topics(a.topic, manifest=a.manifest, timeout=a.timeout)
         return 0
-    if os.path.isdir(a.dir) and os.listdir(a.dir):
+    resume = a.keep and os.path.exists(os.path.join(a.dir, "node-1", "server.properties"))
+    if os.path.isdir(a.dir):
         stop_dir(a.dir)
-        import shutil
-        shutil.rmtree(a.dir)
-    c = Cluster(a.dir, nodes=a.nodes, auto_create=a.auto_create)
+        if not resume:
+            import shutil
+            shutil.rmtree(a.dir)
+    c = reattach(a.dir) if resume else Cluster(a.dir, nodes=a.nodes, auto_create=a.auto_create, port=a.port)
     t0 = time.time()
     try:
-        c.start(a.topic, manifest=a.manifest, timeout=a.timeout)
+        if resume:
+            for n in c.nodes:
+                c.start_node(n.id)
+            c.create_topics(a.topic, manifest=a.manifest, timeout=a.timeout)
+        else:
+            c.start(a.topic, manifest=a.manifest, timeout=a.timeout)
     except BaseException:
         c.stop()
         raise
     print(c.bootstrap, flush=True)
-    print("kafka %s: %d node(s) ready in %.1f s, logs in %s" % (kafka_version(), a.nodes, time.time() - t0, a.dir),
+    print("kafka %s: %d node(s) ready in %.1f s, logs in %s" % (kafka_version(), len(c.nodes), time.time() - t0, a.dir),
           file=sys.stderr, flush=True)
     if a.command == "start":
         return 0
