@@ -5,7 +5,6 @@ are killed in tearDown.  Nothing here fakes a peer: it starts real programs
 (the mailfleet binary, Apache Kafka, s3rver, smtp-sink...).
 """
 import os
-import re
 import shutil
 import signal
 import socket
@@ -230,31 +229,6 @@ maillog_file_prefixes = /var, {d}
     test.addCleanup(lambda: subprocess.run(["postfix", "-c", d, "abort"], capture_output=True, timeout=60))
     wait_port(port)
     return d, port
-
-
-def start_mock_kafka(test, brokers=1, topics=()):
-    """Starts tests/tools/kafka_mock (librdkafka's mock cluster in its own
-    process); returns (Proc, bootstrap).  topics: "name" or "name:partitions".
-    The mock in librdkafka 2.0.2 cannot be told which port to use, so the
-    tool prints its bootstrap list as a line of its own and this reads it."""
-    tool = os.path.join(TOOLS, "kafka_mock")
-    args = [tool, "--brokers", str(brokers)]
-    for t in topics:
-        args += ["--topic", t]
-    p = test.start(args, "kafka_mock")
-
-    def bootstrap():
-        for line in p.output().splitlines():
-            if re.fullmatch(r"127\.0\.0\.1:\d+(,127\.0\.0\.1:\d+)*", line.strip()):
-                return line.strip()
-        if not p.alive():
-            raise RuntimeError("kafka_mock exited with %s:\n%s" % (p.p.returncode, p.output()))
-        return None
-
-    servers = wait_for(bootstrap, timeout=15, interval=0.05, what="the kafka_mock bootstrap list")
-    for hostport in servers.split(","):
-        wait_port(int(hostport.rsplit(":", 1)[1]), proc=p.p)
-    return p, servers
 
 
 def start_kafka(test, nodes=1, topics=(), manifest=False, auto_create=False):
