@@ -48,6 +48,7 @@ public class Topics {
         Properties p = new Properties();
         p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "5000");
+        p.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "5000");   // keeps to the deadline
         try (Admin admin = Admin.create(p)) {
             while (true) {
                 try {

@@ -25,6 +25,7 @@ As a module (tests/integration/harness.py): Cluster(dir, nodes).start(),
 create_topics(), kill(node), stop_node(node), start_node(node), stop(), tool().
 """
 import argparse
+import ctypes
 import os
 import re
 import signal
@@ -65,10 +66,16 @@ MAIN_CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer"
 MAIN_CONSUMER_GROUPS = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """n distinct free ports (held open together so none repeats)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def manifest_topics(path=MANIFEST):
@@ -94,12 +101,19 @@ def java(main, args, heap, log_file, classpath=None):
              "-Dkafka.logs.file=" + log_file, "-cp", cp, main] + list(args))
 
 
+def _die_with_parent():
+    """A node of a cluster owned by a Python process (a test) is killed with
+    it, even when that process is killed before its cleanup runs."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class Node:
-    def __init__(self, cluster, node_id, port=None):
+    def __init__(self, cluster, node_id, port, controller_port):
         self.id = node_id
         self.dir = os.path.join(cluster.dir, "node-%d" % node_id)
-        self.port = port or free_port()
-        self.controller_port = port + 1 if port else free_port()
+        self.port = port
+        self.controller_port = controller_port
         self.proc = None
 
     @property
@@ -112,9 +126,12 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, directory, nodes=1, auto_create=False, settings=None, port=None):
+    def __init__(self, directory, nodes=1, auto_create=False, settings=None, port=None, detached=False):
+        """detached: the nodes outlive this process (cluster.py start)."""
         self.dir = os.path.abspath(directory)
-        self.nodes = [Node(self, i + 1, port + 2 * i if port else None) for i in range(nodes)]
+        self.detached = detached
+        ports = list(range(port, port + 2 * nodes)) if port else free_ports(2 * nodes)
+        self.nodes = [Node(self, i + 1, ports[2 * i], ports[2 * i + 1]) for i in range(nodes)]
         self.replicas = min(3, nodes)
         self.auto_create = auto_create
         self.settings = settings or {}
@@ -147,6 +164,9 @@ class Cluster:
             "default.replication.factor": self.replicas,
             # a group's first member need not wait for others to join
             "group.initial.rebalance.delay.ms": 0,
+            # a killed node loses its leaderships after 3 s, not 9
+            "broker.session.timeout.ms": 3000,
+            "broker.heartbeat.interval.ms": 500,
             # topics come from the manifest or are named by the test
             "auto.create.topics.enable": str(self.auto_create).lower(),
             "num.partitions": 3,
@@ -193,7 +213,8 @@ class Cluster:
         with open(os.path.join(n.dir, "stdout.log"), "ab") as out:
             n.proc = subprocess.Popen(
                 java(MAIN_BROKER, [os.path.join(n.dir, "server.properties")], BROKER_HEAP, n.log),
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=None if self.detached else _die_with_parent)
         with open(n.pid_file, "w") as f:
             f.write("%d\n" % n.proc.pid)
 
@@ -317,15 +338,12 @@ def reattach(directory):
     """A Cluster for a directory a detached `start` made (ports from its properties)."""
     ids = sorted(int(d[5:]) for d in os.listdir(directory) if d.startswith("node-"))
     c = Cluster.__new__(Cluster)
-    c.dir, c.auto_create, c.settings = os.path.abspath(directory), False, {}
+    c.dir, c.auto_create, c.settings, c.detached = os.path.abspath(directory), False, {}, True
     c.nodes = []
     for i in ids:
-        n = Node.__new__(Node)
-        n.id, n.dir, n.proc = i, os.path.join(c.dir, "node-%d" % i), None
-        with open(os.path.join(n.dir, "server.properties")) as f:
+        with open(os.path.join(c.dir, "node-%d" % i, "server.properties")) as f:
             m = re.search(r"^listeners=PLAINTEXT://127.0.0.1:(\d+),CONTROLLER://127.0.0.1:(\d+)", f.read(), re.M)
-        n.port, n.controller_port = int(m.group(1)), int(m.group(2))
-        c.nodes.append(n)
+        c.nodes.append(Node(c, i, int(m.group(1)), int(m.group(2))))
     c.replicas = min(3, len(ids))
     return c
 
@@ -355,7 +373,9 @@ def main():
         if not resume:
             import shutil
             shutil.rmtree(a.dir)
-    c = reattach(a.dir) if resume else Cluster(a.dir, nodes=a.nodes, auto_create=a.auto_create, port=a.port)
+    c = reattach(a.dir) if resume else Cluster(a.dir, nodes=a.nodes, auto_create=a.auto_create, port=a.port,
+                                               detached=a.command == "start")
+    c.detached = a.command == "start"
     t0 = time.time()
     try:
         if resume:

@@ -223,6 +223,23 @@ class BusKafkaThreeNodesTest(KafkaClients, harness.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout[-4000:] + r.stderr[-4000:])
         self.assertRegex(r.stdout + r.stderr, r"\[  PASSED  \] 1[0-9] test\(s\)\.")
 
+    def test_writes_go_on_with_one_node_killed(self):
+        """Replication 3, min.insync.replicas 2, acks=all: with one node
+        killed (-9) every write is still acknowledged, and nothing
+        acknowledged is lost when the node comes back.  Runs last in the
+        class (name order): it restarts the node it killed."""
+        self.kafka.create_topics(["down:3:min.insync.replicas=2"])
+        self.check("produce", "down", "10")
+        self.kafka.kill(2)
+        self.check("produce", "down", "10")
+        self.assertEqual(len(self.kcat_json("down")), 20)
+        self.kafka.start_node(2)
+        self.kafka.create_topics([])   # waits until all 3 brokers are registered again
+        self.check("produce", "down", "10")
+        recs = self.kcat_json("down")
+        self.assertEqual(len(recs), 30)
+        self.assertEqual(sorted(r["key"] for r in recs), sorted("k%d" % (i % 10) for i in range(30)))
+
 
 if __name__ == "__main__":
     unittest.main()
