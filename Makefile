@@ -1,6 +1,7 @@
 # mailfleet — one multi-call binary, unit tests (cmocka), integration tests
 # (real processes on 127.0.0.1), benches, lint (run first by `make test`).
-# `make run` and `make test` install what is missing first (ops/deps.sh).
+# `make run`, `make run-kafka` and `make test` install what is missing first
+# (ops/deps.sh).
 
 PKGS     := libuv lmdb rdkafka gmime-3.0 libcurl openssl jansson inih libmicrohttpd libcrypt opendkim
 CC       ?= cc
@@ -60,7 +61,7 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_BIN    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all layers deps deps-test run test test-unit test-integration check-asan tsan bench clean lint
+.PHONY: all layers deps deps-test deps-kafka run run-kafka test test-unit test-integration check-asan tsan bench clean lint
 
 all: $(BUILD)/mailfleet $(TOOL_BIN) $(BENCH_BIN) layers
 
@@ -81,6 +82,8 @@ deps:
 	@ops/deps.sh run
 deps-test:
 	@ops/deps.sh test
+deps-kafka:
+	@ops/deps.sh kafka
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -117,6 +120,11 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 run: deps
 	@$(MAKE) --no-print-directory all
 	@ops/run-dev.sh
+
+# The fleet as on Kubernetes: a local Apache Kafka, one process per worker.
+run-kafka: deps-kafka
+	@$(MAKE) --no-print-directory all
+	@ops/run-kafka.sh
 
 test: deps-test
 	@$(MAKE) --no-print-directory lint

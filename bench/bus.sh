@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Bus throughput on the local queue and, when the librdkafka mock tool is
-# built (build/tools/kafka_mock), on Kafka; the disk's fsync latency is
-# printed first, since a local commit cannot beat it.
+# Bus throughput on the local queue and, when Apache Kafka is installed
+# (ops/deps.sh kafka), on a real 1-node Kafka cluster (ops/kafka/cluster.py,
+# topics created on first use: fresh ones per run); the disk's fsync latency
+# is printed first, since a local commit cannot beat it.
 #   bench/bus.sh [N] [RUNS]      (defaults 20000 records per shape, 5 runs)
 # Set BUS_BENCH_DIR to measure another file system (default: a temp dir).
 set -euo pipefail
@@ -13,9 +14,8 @@ build=${BUILD:-build}
 make --no-print-directory "$build/bench/bus" >/dev/null
 
 dir=$(mktemp -d "${BUS_BENCH_DIR:-${TMPDIR:-/tmp}}/mf-bench-bus-XXXXXX")
-mock_pid=""
 cleanup() {
-  if [ -n "$mock_pid" ]; then kill "$mock_pid" 2>/dev/null || true; wait "$mock_pid" 2>/dev/null || true; fi
+  [ ! -d "$dir/kafka" ] || python3 ops/kafka/cluster.py stop "$dir/kafka"
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -24,16 +24,10 @@ echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cpus, $(uname -r)"
 "$build/bench/bus" fsync "$dir"
 "$build/bench/bus" "local:$dir/queue" "$n" "$runs"
 
-if [ -x "$build/tools/kafka_mock" ]; then
-  # the mock picks its own port and prints the bootstrap list first
-  "$build/tools/kafka_mock" --brokers 1 >"$dir/kafka_mock.out" 2>"$dir/kafka_mock.log" &
-  mock_pid=$!
-  for _ in $(seq 200); do
-    grep -qE '^127\.0\.0\.1:[0-9]+' "$dir/kafka_mock.out" && break
-    sleep 0.05
-  done
-  bootstrap=$(head -1 "$dir/kafka_mock.out")
+kafka_home=var/kafka-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' ops/kafka/pom.xml)
+if [ -f "$kafka_home/installed" ]; then
+  bootstrap=$(python3 ops/kafka/cluster.py start "$dir/kafka" --auto-create)
   "$build/bench/bus" "kafka:$bootstrap" "$n" "$runs"
 else
-  echo "kafka: skipped ($build/tools/kafka_mock not built yet)"
+  echo "kafka: skipped (Apache Kafka not installed: ops/deps.sh kafka)"
 fi

@@ -7,8 +7,9 @@
 #   EXTRA_INI=$'[kafka]\nlinger.ms = 0' bench/e2e.sh kafka    (config appended)
 #
 # local: `mailfleet run` (every worker in one process, local queue).
-# kafka: tests/tools/kafka_mock (librdkafka's mock cluster, own process) and one
-#        `mailfleet <worker>` process per worker (ingest spools under state_dir).
+# kafka: a real 1-node Apache Kafka cluster (ops/kafka/cluster.py, the topics of
+#        ops/k8s/base/topics.yaml) and one `mailfleet <worker>` process per
+#        worker (ingest spools under state_dir).
 # Each run starts fresh (new queue, stores, sink), sends 20 warm-up mails and
 # waits for them (so consumer-group joins are not timed), then MSGS mails of
 # ~10 KB (coded list of 3 recipients, 4 KB base64 attachment) over SESSIONS
@@ -30,20 +31,27 @@ SEND_CONNECTIONS=${SEND_CONNECTIONS:-16}
 build=${BUILD:-build}
 py=/usr/bin/python3
 BIN=$build/mailfleet
-for b in "$BIN" "$build/bench/loadgen" "$build/tools/kafka_mock"; do
+for b in "$BIN" "$build/bench/loadgen"; do
   [ -x "$b" ] || { echo "build first: make ($b missing)" >&2; exit 2; }
 done
+if [[ " $modes " == *" kafka "* ]] &&
+   [ ! -f "var/kafka-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' ops/kafka/pom.xml)/installed" ]; then
+  echo "Apache Kafka is not installed: ops/deps.sh kafka" >&2; exit 2
+fi
 command -v smtp-sink >/dev/null || { echo "missing smtp-sink (make deps-test)" >&2; exit 2; }
 
 out=$(mktemp -d "${TMPDIR:-/tmp}/mf-bench-e2e-XXXXXX")
 shm=$(mktemp -d "$( [ -d /dev/shm ] && echo /dev/shm || echo "${TMPDIR:-/tmp}")/mf-bench-e2e-XXXXXX")
 chmod 755 "$out" "$shm"
 pids=()
+kafka_dirs=()
 stop_all() {
-  local p
+  local p d
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
+  for d in "${kafka_dirs[@]}"; do $py ops/kafka/cluster.py stop "$d"; done
+  kafka_dirs=()
 }
 cleanup() { stop_all; [ -n "${KEEP:-}" ] || rm -rf "$out" "$shm"; }
 trap cleanup EXIT
@@ -111,10 +119,6 @@ EOF
 }
 ini_port() { awk -v s="[$2]" -v k="$3" '$0==s{f=1;next} /^\[/{f=0} f && $1==k {sub(/.*:/,"",$3); print $3}' "$1"; }
 
-TOPICS="mailfleet.inbound mailfleet.inbound.dlq mailfleet.outbound mailfleet.outbound.dlq mailfleet.fallback
-mailfleet.events mailfleet.feedback mailfleet.suppression mailfleet.revocations mailfleet.alarms
-mailfleet.outbound.retry.1m mailfleet.outbound.retry.5m mailfleet.outbound.retry.30m mailfleet.outbound.retry.2h"
-
 one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
   local mode=$1 i=$2 dir="$out/$1-$2" dump="$shm/$1-$2" bus ready=() wpids=() mport
   mkdir -p "$dir" "$dump"
@@ -131,12 +135,8 @@ one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
     ready=("$(ini_port "$dir/bench.ini" mailfleet http_listen)")
     mport=${ready[0]}
   else
-    local targs=()
-    for t in $TOPICS; do targs+=(--topic "$t"); done
-    "$build/tools/kafka_mock" --brokers 1 "${targs[@]}" >"$dir/kafka_mock.out" 2>"$dir/kafka_mock.log" &
-    pids+=($!)
-    for _ in $(seq 200); do grep -qE '^127\.0\.0\.1:[0-9]+' "$dir/kafka_mock.out" && break; sleep 0.05; done
-    bus="kafka:$(head -1 "$dir/kafka_mock.out")"
+    kafka_dirs+=("$dir/kafka")
+    bus="kafka:$($py ops/kafka/cluster.py start "$dir/kafka" --manifest 2>"$dir/kafka.log")"
     common_ini "$dir" "$bus" >"$dir/bench.ini"
     for w in ingest transform send links feedback monitor; do
       "$BIN" "$w" -c "$dir/bench.ini" 2>"$dir/$w.log" &
@@ -199,7 +199,7 @@ for mode in $modes; do
     echo "$mode run $i: $(cat "$out/run.json")"
     cat "$out/run.json" >>"$out/$mode.jsonl"
   done
-  printf '%s e2e (%s): ' "$mode" "$([ "$mode" = local ] && echo 'mailfleet run' || echo 'kafka_mock + one process per worker')"
+  printf '%s e2e (%s): ' "$mode" "$([ "$mode" = local ] && echo 'mailfleet run' || echo 'Apache Kafka + one process per worker')"
   for k in e2e_msgs_per_s lat_p50_ms lat_p99_ms ingest_msgs_per_s cpu_s_per_1000; do
     printf '%s %s  ' "$k" "$($py -c "import json,sys; [print(json.loads(l)['$k']) for l in open(sys.argv[1])]" "$out/$mode.jsonl" | median)"
   done

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what mailfleet needs on a Debian machine, only what is missing.
 #   ops/deps.sh run    build + runtime libraries (make run)
-#   ops/deps.sh test   the above plus the real peers the tests drive (make test)
+#   ops/deps.sh test   the above plus the real peers the tests drive (make test),
+#                      Apache Kafka included
+#   ops/deps.sh kafka  build + runtime libraries and Apache Kafka (make run-kafka)
 # As root it runs apt-get; otherwise it prints the exact command and stops.
 # npm test tools go into tests/node_modules (project-local).
 set -euo pipefail
@@ -16,8 +18,12 @@ run_pkgs="swaks curl"
 test_pkgs="libcmocka-dev kcat swaks libnet-ssleay-perl postfix python3 python3-botocore python3-jsonschema
  python3-dkim prometheus yamllint cppcheck curl nodejs npm kubernetes-client binutils python3-yaml"
 
+# Apache Kafka runs on Java; Maven fetches it (ops/kafka/pom.xml)
+kafka_pkgs="openjdk-17-jdk-headless maven"
+
 want="$build_pkgs $run_pkgs"
-[ "$mode" = test ] && want="$build_pkgs $test_pkgs"
+[ "$mode" = test ] && want="$build_pkgs $test_pkgs $kafka_pkgs"
+[ "$mode" = kafka ] && want="$build_pkgs $run_pkgs python3 python3-yaml $kafka_pkgs"
 
 missing=""
 for p in $want; do
@@ -26,6 +32,9 @@ for p in $want; do
   if [ "$p" = nodejs ] && command -v node >/dev/null 2>&1; then continue; fi
   # kubectl (for `kubectl kustomize`) may come from another repository too.
   if [ "$p" = kubernetes-client ] && kubectl kustomize --help >/dev/null 2>&1; then continue; fi
+  # any JDK 17+ and Maven on the PATH will do
+  if [ "$p" = openjdk-17-jdk-headless ] && command -v javac >/dev/null 2>&1; then continue; fi
+  if [ "$p" = maven ] && command -v mvn >/dev/null 2>&1; then continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 
@@ -54,5 +63,30 @@ npm_missing() {
 if [ "$mode" = test ] && npm_missing; then
   echo "mailfleet: installing npm test tools into tests/node_modules" >&2
   (cd tests && npm install --no-audit --no-fund --loglevel=error >&2)
+fi
+
+# Apache Kafka (broker + tools jars and their dependencies) from Maven Central
+# into var/kafka-<version>/lib, once per version: the stamp is written last.
+if [ "$mode" = test ] || [ "$mode" = kafka ]; then
+  kv=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' ops/kafka/pom.xml)
+  home=var/kafka-$kv
+  if [ ! -f "$home/installed" ]; then
+    for tool in java javac mvn; do
+      if ! command -v $tool >/dev/null 2>&1; then
+        echo "mailfleet: Apache Kafka $kv needs $tool (a JDK 17+ and Maven) on the PATH" >&2
+        exit 1
+      fi
+    done
+    echo "mailfleet: fetching Apache Kafka $kv with Maven into $home/lib" >&2
+    rm -rf "$home/lib"; mkdir -p "$home"
+    if ! mvn -q -B -f ops/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+         -DoutputDirectory="$PWD/$home/lib" >"var/kafka-$kv.mvn.log" 2>&1; then
+      tail -30 "var/kafka-$kv.mvn.log" >&2
+      echo "mailfleet: Maven could not fetch Apache Kafka $kv (full log: var/kafka-$kv.mvn.log)" >&2
+      exit 1
+    fi
+    rm -f "var/kafka-$kv.mvn.log"
+    touch "$home/installed"
+  fi
 fi
 exit 0

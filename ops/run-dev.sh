@@ -12,16 +12,9 @@ mkdir -p var/outbox
 # (tls_generate = true, dev only); the dev SMTP user is in ops/dev.users.
 "$bin" config check -c "$cfg" >/dev/null
 
+printf '\nmailfleet is starting (Ctrl-C to stop).  Send a first mail:\n\n'
+cat ops/first-mail.txt
 cat <<'EOT'
-
-mailfleet is starting (Ctrl-C to stop).  Send a first mail:
-
-  swaks --server 127.0.0.1:2525 --tls --auth LOGIN \
-        --auth-user device --auth-password device-password \
-        --from sensor@iot.localhost --to alerts@iot.localhost \
-        --header 'Subject: disk alarm on sensor-7' \
-        --body ':Email_Rxers_Code:[ops@example.com, oncall@example.org]:Email_Rxers_Code: disk /var is 97% full' \
-        --attach-type text/plain --attach @/etc/os-release
 
 Then look at:
   var/outbox/<recipient>/<id>.eml        the mail each recipient gets (attachment -> link)

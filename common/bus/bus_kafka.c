@@ -478,6 +478,13 @@ static int kafka_produce_wait(struct kafka_bus *kb, const struct bus_record *rec
     }
     kafka_batch_unref(b);
     pthread_mutex_unlock(&kb->dr_lock);
+    /* A caller that timed out produces the same records again (the ingest
+     * spool does, every produce_timeout): what is still queued here would
+     * otherwise go out as well once a broker answers, one copy per try.
+     * Withdraw what has not been sent; other callers' queued records fail
+     * too, and they retry as after any error. */
+    if (rc == -ETIMEDOUT)
+        rd_kafka_purge(kb->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
     return rc;
 }
 

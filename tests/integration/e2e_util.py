@@ -1,7 +1,7 @@
 """Helpers for the end-to-end tests (DESIGN.md §1, §6, §10): a whole fleet
 in a test dir, either `mailfleet run` (every worker in one process) or one
-process per worker, on the local queue or against librdkafka's mock cluster
-in its own process; real clients in front (openssl s_client, smtplib) and
+process per worker, on the local queue or against a real 1-node Apache
+Kafka cluster (ops/kafka/cluster.py); real clients in front (openssl s_client, smtplib) and
 real peers behind (Postfix's smtp-sink, curl, kcat).  Records read back are
 validated against schemas/*.json."""
 import base64
@@ -30,11 +30,9 @@ MARKER = ":Email_Rxers_Code:"
 USER, PASSWORD = "device", "e2e-device-password"
 CAPTURE = "alerts@iot.localhost"
 RETRY_TIERS = ("1s", "2s")
-# Every topic of DESIGN.md §5, the retry tiers of RETRY_TIERS included.
-KAFKA_TOPICS = ("mailfleet.inbound", "mailfleet.inbound.dlq", "mailfleet.outbound", "mailfleet.outbound.dlq",
-                "mailfleet.fallback", "mailfleet.events", "mailfleet.feedback", "mailfleet.suppression",
-                "mailfleet.revocations", "mailfleet.alarms") + tuple("mailfleet.outbound.retry." + t
-                                                                      for t in RETRY_TIERS)
+# Kafka mode: every topic of ops/k8s/base/topics.yaml (DESIGN.md §5), as
+# Strimzi creates them, plus this fleet's short retry tiers.
+KAFKA_RETRY_TOPICS = tuple("mailfleet.outbound.retry.%s:12" % t for t in RETRY_TIERS)
 WORKERS = ("feedback", "monitor", "ingest", "transform", "links", "send")
 
 _validators = {}
@@ -59,7 +57,7 @@ def sha256(b):
 class Fleet:
     """The config and processes of one fleet in test.dir.
 
-    mode: "local" (durable local queue) or "kafka" (mock cluster started here).
+    mode: "local" (durable local queue) or "kafka" (a cluster started here).
     per_worker: one `mailfleet <worker>` process per worker instead of
     `mailfleet run`.  transport: the [send] transport (default: outbox dir).
     sections: extra INI text appended (e.g. [alarm.x] sections); settings:
@@ -75,7 +73,7 @@ class Fleet:
         self.restarts = {}
         os.chmod(test.dir, 0o755)   # smtp-sink runs as nobody and writes below here
         if mode == "kafka":
-            self.mock, self.bootstrap = harness.start_mock_kafka(test, topics=KAFKA_TOPICS)
+            self.kafka, self.bootstrap = harness.start_kafka(test, manifest=True, topics=KAFKA_RETRY_TOPICS)
             self.bus = "kafka:" + self.bootstrap
         else:
             self.bus = "local:" + test.path("queue")

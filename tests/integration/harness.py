@@ -2,7 +2,7 @@
 
 Each test gets a fresh directory (self.dir), free ports, and processes that
 are stopped in tearDown.  Nothing here fakes a peer: it starts real programs
-(the mailfleet binary, the librdkafka mock cluster tool, s3rver, smtp-sink...).
+(the mailfleet binary, Apache Kafka, s3rver, smtp-sink...).
 
 How a process ends is part of the test: at tearDown every process a test
 started must have exited 0 (our programs, SIGTERM'd if still running) or died
@@ -12,11 +12,11 @@ that kills a process on purpose (kill9) or expects it to fail says so:
 start(..., expect_exit=N) or None for "any".
 """
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -26,6 +26,9 @@ BUILD = os.environ.get("MAILFLEET_BUILD", os.path.join(ROOT, "build"))
 MAILFLEET = os.path.join(BUILD, "mailfleet")
 TOOLS = os.path.join(BUILD, "tools")
 NODE_BIN = os.path.join(ROOT, "tests", "node_modules", ".bin")
+
+sys.path.insert(0, os.path.join(ROOT, "ops", "kafka"))
+import cluster as kafka_cluster  # noqa: E402  (ops/kafka/cluster.py)
 
 
 # How long tearDown waits after SIGTERM: mailfleet's default shutdown_grace
@@ -295,26 +298,28 @@ maillog_file_prefixes = /var, {d}
     return d, port
 
 
-def start_mock_kafka(test, brokers=1, topics=()):
-    """Starts tests/tools/kafka_mock (librdkafka's mock cluster in its own
-    process); returns (Proc, bootstrap).  topics: "name" or "name:partitions".
-    The mock in librdkafka 2.0.2 cannot be told which port to use, so the
-    tool prints its bootstrap list as a line of its own and this reads it."""
-    tool = os.path.join(TOOLS, "kafka_mock")
-    args = [tool, "--brokers", str(brokers)]
-    for t in topics:
-        args += ["--topic", t]
-    p = test.start(args, "kafka_mock")
+def start_kafka(test, nodes=1, topics=(), manifest=False, auto_create=False):
+    """Starts a real Apache Kafka cluster (ops/kafka/cluster.py: KRaft,
+    combined broker+controller nodes on free ports, in a directory of its
+    own); returns (cluster, bootstrap).  The cluster object kills (-9), stops
+    and restarts single nodes, creates topics and runs Kafka's tools.
+    test: a TestCase (stopped at its cleanup) or a TestCase class from
+    setUpClass (stopped after the class's last test), so that one cluster
+    serves a whole file: ~6 s per 1-node start, ~15 s for 3 nodes.
+    topics: "name[:partitions[:k=v,...]]" or (name, partitions, {config});
+    manifest=True adds every topic of ops/k8s/base/topics.yaml, as Strimzi
+    creates them (replication min(3, nodes)).  auto_create lets the broker
+    create topics on first use (off otherwise: a misspelt topic must fail)."""
+    d = tempfile.mkdtemp(prefix="mf-kafka-")
+    c = kafka_cluster.Cluster(d, nodes=nodes, auto_create=auto_create)
 
-    def bootstrap():
-        for line in p.output().splitlines():
-            if re.fullmatch(r"127\.0\.0\.1:\d+(,127\.0\.0\.1:\d+)*", line.strip()):
-                return line.strip()
-        if not p.alive():
-            raise RuntimeError("kafka_mock exited with %s:\n%s" % (p.p.returncode, p.output()))
-        return None
-
-    servers = wait_for(bootstrap, timeout=15, interval=0.05, what="the kafka_mock bootstrap list")
-    for hostport in servers.split(","):
-        wait_port(int(hostport.rsplit(":", 1)[1]), proc=p.p)
-    return p, servers
+    def cleanup():
+        c.stop()
+        if not os.environ.get("KEEP_TEST_DIRS"):
+            shutil.rmtree(d, ignore_errors=True)
+    if isinstance(test, type):
+        test.addClassCleanup(cleanup)
+    else:
+        test.addCleanup(cleanup)
+    c.start(topics, manifest=manifest)
+    return c, c.bootstrap

@@ -1,5 +1,5 @@
-"""End to end in Kafka mode: librdkafka's mock cluster in its own process
-holding every topic of DESIGN.md §5 (retry tiers included), ONE PROCESS PER
+"""End to end in Kafka mode: a real 1-node Apache Kafka cluster holding every
+topic of ops/k8s/base/topics.yaml (and short retry tiers), ONE PROCESS PER
 WORKER (`mailfleet ingest|transform|send|links|feedback|monitor -c FILE`, each
 with its own metrics port; ingest spools locally first and forwards), driven
 by `openssl s_client -starttls smtp` with AUTH LOGIN, delivering into

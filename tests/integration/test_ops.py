@@ -596,8 +596,8 @@ class PrometheusTest(harness.TestCase):
         """Every metric name in the alert rules and the dashboard is exported by
         the workers.  The real binary runs the whole fleet (`mailfleet run`,
         the embedded default with every port moved to a free one) in Kafka
-        mode, as on Kubernetes, against librdkafka's mock cluster holding the
-        topics of ops/k8s; one SMTP session (EHLO, QUIT) passes through ingest
+        mode, as on Kubernetes, against a real 1-node Apache Kafka cluster
+        holding the topics of ops/k8s; one SMTP session (EHLO, QUIT) passes through ingest
         when it is configured; /metrics is scraped until every name appears
         or 20 s pass."""
         referenced = {}
@@ -605,17 +605,8 @@ class PrometheusTest(harness.TestCase):
             for n in promql_metric_names(expr):
                 referenced.setdefault(n, []).append(where)
         self.assertIn("mailfleet_ready", referenced)
-        topics = ["%s:%d" % (t["spec"]["topicName"], t["spec"]["partitions"])
-                  for t in by_kind(render("base")[1], "KafkaTopic").values()]
-        mock = self.start([os.path.join(harness.TOOLS, "kafka_mock"), "--brokers", "1"] +
-                          [a for t in topics for a in ("--topic", t)], "kafka_mock")
-
-        def bootstrap():
-            m = re.search(r"^(127\.0\.0\.1:\d+(?:,127\.0\.0\.1:\d+)*)$", mock.output(), re.M)
-            if not mock.alive():
-                raise AssertionError("kafka_mock exited: " + mock.output())
-            return m.group(1) if m else None
-        servers = harness.wait_for(bootstrap, timeout=20, what="the mock cluster's bootstrap list")
+        # ops/k8s's topics (topics.yaml, as Strimzi creates them)
+        _, servers = harness.start_kafka(self, manifest=True)
         with open(os.path.join(OPS, "mailfleet.dev.ini")) as f:
             text = f.read()
         ports = {}
@@ -625,9 +616,7 @@ class PrometheusTest(harness.TestCase):
             ports.setdefault(old, harness.free_port())
             return "127.0.0.1:%d" % ports[old]
         text = re.sub(r"\b(127\.0\.0\.1|0\.0\.0\.0|localhost):(\d+)\b", move, text)
-        # the mock does not apply transactional offsets (DESIGN.md §3)
-        text = re.sub(r"(?m)^bus = .*$", "bus = kafka:%s\ncommit_mode = at_least_once" % servers, text)
-        text = re.sub(r"(?m)^commit_mode = (?!at_least_once).*\n", "", text)
+        text = re.sub(r"(?m)^bus = .*$", "bus = kafka:" + servers, text)
         cfg = parse_ini(text)
         http = int(cfg["mailfleet"]["http_listen"].rsplit(":", 1)[1])
         path = self.write("mailfleet.ini", text)

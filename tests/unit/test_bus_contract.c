@@ -921,8 +921,8 @@ int main(void)
     snprintf(g_run, sizeof g_run, "mfc-%d-%lld", (int)getpid(), (long long)now_ms());
     name(g_compacted, sizeof g_compacted, "compacted");
     const char *compacted[] = { g_compacted, NULL };
-    /* The mock rebalances a group only after the last member's session
-     * times out: keep it short so "restart the consumer" cases stay quick. */
+    /* A member that dies without leaving holds its partitions for the
+     * session timeout: the broker's minimum keeps such cases quick. */
     const char *kconf[] = { "session.timeout.ms", "6000", NULL };
     struct bus_options opt = { .client_id = "mailfleet-contract-test", .compacted_topics = compacted,
                                .kafka_conf = kconf };

@@ -388,8 +388,16 @@ static int transform_run(struct worker_env *env)
         return 1;
     }
     struct bus_options bo = { .client_id = "mailfleet-transform" };
-    if (strcmp(config_str(env->cfg, "mailfleet", "commit_mode"), "transactional") == 0)
-        bo.transactional_id = "mailfleet-transform";
+    /* One transactional id per process: a second transform with the same id
+     * fences the first for good (KEDA runs several).  Kafka fences a zombie
+     * by the group generation sent with the offsets, so the id need not be
+     * shared; the host (the pod) and pid keep a restarted pod's id stable. */
+    char txn_id[320], host[256] = "";
+    if (strcmp(config_str(env->cfg, "mailfleet", "commit_mode"), "transactional") == 0) {
+        gethostname(host, sizeof host - 1);
+        snprintf(txn_id, sizeof txn_id, "mailfleet-transform-%s-%d", host, (int)getpid());
+        bo.transactional_id = txn_id;
+    }
     w.bus = common_bus(env->cfg, &bo, err, sizeof(err));
     const char *topics[] = { TOPIC_INBOUND, NULL };
     if (w.bus)
