@@ -11,13 +11,12 @@
  * after the output is durable, read_committed, cooperative-sticky.
  *
  * Consume-transform-produce has two modes.  With opt->transactional_id the
- * outputs and the input's offset go in one transaction (aborted on any error,
- * so read_committed readers of a real broker see none of it; the 2.0.2 mock
- * ignores aborts and shows them everything).  Without it (at_least_once) the
- * outputs are acknowledged first, then the input is committed; a crash in
- * between redelivers the input and the workers' LMDB dedupe absorbs it.  The
- * second mode exists because librdkafka 2.0.2's mock cluster does not apply
- * offsets sent with send_offsets_to_transaction (DESIGN.md §3).
+ * outputs and the inputs' offsets go in one transaction (aborted on any
+ * error, so read_committed readers see none of it).  Without it
+ * (at_least_once) the outputs are acknowledged first, then the inputs are
+ * committed; a crash in between redelivers them and the workers' LMDB dedupe
+ * absorbs it.  at_least_once stays the default while the transactional mode
+ * re-processes committed records after a rebalance (DESIGN.md §3.1, §12).
  *
  * Monitor and CLI helpers (topic_stats, group_set_offset, read_at) open
  * short-lived handles: they run rarely, and a handle of their own never
