@@ -94,6 +94,24 @@ if { [ "$only" = all ] || [ "$only" = integration ]; } && [ -x build-asan/mailfl
   done
 fi
 
+# The workers on the common batch loop again with one record per batch
+# (MAILFLEET__MAILFLEET__BATCH_MAX overrides every process's config): batch
+# size 1 must behave like the default 64.
+batch1_files=${BATCH1_INTEGRATION-test_transform test_send test_feedback test_e2e test_chaos test_ingest_load}
+if { [ "$only" = all ] || [ "$only" = integration ]; } && [ -n "$batch1_files" ]; then
+  for f in $batch1_files; do
+    t=tests/integration/$f.py
+    [ -f "$t" ] || continue
+    [ -n "$match" ] && [[ "$t" != *"$match"* ]] && continue
+    out="$log/$f.batch1.log"
+    (cd tests/integration && MAILFLEET__MAILFLEET__BATCH_MAX=1 \
+      timeout 1200 /usr/bin/python3 -m unittest -v "$f") >"$out" 2>&1
+    unittest_counts "$out" $?
+    pass=$((pass + ran - bad - skipped)); fail=$((fail + bad)); skip=$((skip + skipped))
+    if [ "$bad" != 0 ]; then failed_names+=("batch1-integration $f"); echo "FAIL batch1-integration $f (see $out)"; tail -40 "$out"; else echo "ok   batch1-integration $f: $((ran - skipped))"; fi
+  done
+fi
+
 # `mailfleet run` started and stopped under ThreadSanitizer (slower: fewer
 # rounds).  Any report fails it; tests/tsan.supp may only name third-party code.
 if { [ "$only" = all ] || [ "$only" = integration ] || [ "$only" = tsan ]; } && [ -x build-tsan/mailfleet ] &&
