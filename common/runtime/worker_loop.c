@@ -32,11 +32,16 @@ struct worker_loop {
     struct worker_loop_options o;
     struct bus_record **recs;      /* the batch being handled */
     struct wl_batch out;
-    /* The record that asked for a retry last, and how often in a row. */
-    char *retry_topic;
-    int32_t retry_partition;
-    int64_t retry_offset;
-    int retry_attempts;
+    /* Per partition: the record that asked for a retry there last and how
+     * often in a row (a count per partition, so two failing records on two
+     * partitions cannot reset each other's count for ever). */
+    struct retry_entry {
+        char *topic;
+        int32_t partition;
+        int64_t offset;
+        int attempts;
+    } *retries;
+    size_t n_retries, cap_retries;
     int64_t env_backoff_ms;        /* next environment back-off; 0 = none pending */
     atomic_int ready;
     struct {
@@ -160,7 +165,9 @@ void worker_loop_free(struct worker_loop *wl)
     outputs_truncate(&wl->out, 0);
     free(wl->out.recs);
     free(wl->recs);
-    free(wl->retry_topic);
+    for (size_t i = 0; i < wl->n_retries; i++)
+        free(wl->retries[i].topic);
+    free(wl->retries);
     free(wl);
 }
 
@@ -216,23 +223,49 @@ static void environment_backoff(struct worker_loop *wl, int64_t ms)
     sleep_unless_stopped(ms, wl->o.stop);
 }
 
-/* Counts consecutive retries of one record; returns this attempt's number. */
-static int note_attempt(struct worker_loop *wl, const struct bus_record *r)
+static struct retry_entry *retry_find(struct worker_loop *wl, const struct bus_record *r)
 {
-    if (wl->retry_topic && strcmp(wl->retry_topic, r->topic) == 0 &&
-        wl->retry_partition == r->partition && wl->retry_offset == r->offset)
-        return ++wl->retry_attempts;
-    free(wl->retry_topic);
-    wl->retry_topic = xstrdup(r->topic);
-    wl->retry_partition = r->partition;
-    wl->retry_offset = r->offset;
-    return wl->retry_attempts = 1;
+    for (size_t i = 0; i < wl->n_retries; i++)
+        if (wl->retries[i].partition == r->partition && strcmp(wl->retries[i].topic, r->topic) == 0)
+            return &wl->retries[i];
+    return NULL;
 }
 
-static int is_retrying(const struct worker_loop *wl, const struct bus_record *r)
+/* Counts consecutive retries of r at the head of its partition; returns
+ * this attempt's number. */
+static int note_attempt(struct worker_loop *wl, const struct bus_record *r)
 {
-    return wl->retry_topic && strcmp(wl->retry_topic, r->topic) == 0 &&
-           wl->retry_partition == r->partition && wl->retry_offset == r->offset;
+    struct retry_entry *e = retry_find(wl, r);
+    if (e && e->offset == r->offset)
+        return ++e->attempts;
+    if (!e) {
+        if (wl->n_retries == wl->cap_retries) {
+            wl->cap_retries = wl->cap_retries ? wl->cap_retries * 2 : 8;
+            wl->retries = xrealloc(wl->retries, wl->cap_retries * sizeof(*wl->retries));
+        }
+        e = &wl->retries[wl->n_retries++];
+        e->topic = xstrdup(r->topic);
+        e->partition = r->partition;
+    }
+    e->offset = r->offset;
+    return e->attempts = 1;
+}
+
+/* Attempts r has made so far (0 if it is not the one retrying). */
+static int retried(struct worker_loop *wl, const struct bus_record *r)
+{
+    const struct retry_entry *e = retry_find(wl, r);
+    return e && e->offset == r->offset ? e->attempts : 0;
+}
+
+/* r is done (handled or dead-lettered): its partition starts afresh. */
+static void retry_clear(struct worker_loop *wl, const struct bus_record *r)
+{
+    struct retry_entry *e = retry_find(wl, r);
+    if (!e || e->offset != r->offset)
+        return;
+    free(e->topic);
+    *e = wl->retries[--wl->n_retries];
 }
 
 static void dead_letter(struct worker_loop *wl, const struct bus_record *r, const struct wl_result *res,
@@ -306,10 +339,7 @@ static size_t handle_batch(struct worker_loop *wl, size_t n, struct wl_result *c
         h->handle(wl->o.opaque, r, i, &wl->out, &res);
         if (res.kind == WL_OK) {
             metric_inc(wl->m.ok);
-            if (is_retrying(wl, r)) {
-                free(wl->retry_topic);
-                wl->retry_topic = NULL;
-            }
+            retry_clear(wl, r);
             continue;
         }
         outputs_truncate(&wl->out, mark);
@@ -319,7 +349,7 @@ static size_t handle_batch(struct worker_loop *wl, size_t n, struct wl_result *c
             *attempt = 0;
             return i;
         }
-        int a = res.kind == WL_RETRY ? note_attempt(wl, r) : is_retrying(wl, r) ? wl->retry_attempts + 1 : 1;
+        int a = res.kind == WL_RETRY ? note_attempt(wl, r) : retried(wl, r) + 1;
         if (res.kind == WL_RETRY && a < wl->o.max_attempts) {
             metric_inc(wl->m.retry);
             *cut_res = res;
@@ -331,10 +361,7 @@ static size_t handle_batch(struct worker_loop *wl, size_t n, struct wl_result *c
             snprintf(res.reason + len, sizeof res.reason - len, " (gave up after %d attempts)", a);
         }
         dead_letter(wl, r, &res, a);
-        if (is_retrying(wl, r)) {
-            free(wl->retry_topic);
-            wl->retry_topic = NULL;
-        }
+        retry_clear(wl, r);
     }
     return n;
 }

@@ -406,6 +406,24 @@ class SlowClientTest(harness.TestCase):
         self.assertEqual(d.reply()[0], 250)
         wait_records(ing, 1)
 
+    def test_deadline_spares_a_message_that_keeps_the_rate(self):
+        """A large message over a slow but steady uplink outlasts the session
+        deadline: it is accepted, and the deadline ends the session after."""
+        ing = Ingest(self, session_timeout="2s", min_data_rate="1000", data_rate_window="1s",
+                     data_timeout="10s").start()
+        d = script(self, ing.port, [(EHLO, 250), (ENV, None), (None, 250), (None, 250), (None, 354)])
+        d.send(b"Subject: steady\r\n\r\n")
+        chunk = (b"z" * 98 + b"\r\n") * 20   # 10 KB/s, ten times the minimum rate
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.5:   # past the 2 s deadline
+            d.send(chunk)
+            time.sleep(0.2)
+        d.send(b".\r\n")
+        self.assertEqual(d.reply()[0], 250)
+        wait_records(ing, 1)
+        code, lines = d.reply()
+        self.assertEqual((code, lines[0][4:9]), (421, "4.4.2"), lines)
+
     def test_junk_commands_count_as_errors(self):
         ing = Ingest(self, max_junk_commands="5", max_errors="3").start()
         d = script(self, ing.port, [(EHLO, 250)])

@@ -7,6 +7,7 @@ import email.policy
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -330,6 +331,18 @@ class TransformStartupTest(harness.TestCase, Pipeline):
         harness.wait_for(lambda: not p.alive(), timeout=10, what="transform to exit")
         self.assertEqual(p.p.returncode, 1)
         self.assertIn("capture address", p.output())
+
+    def test_max_recipients_out_of_range_is_refused(self):
+        """The dedupe set of a coded list is sized from max_recipients: -1
+        (read as the largest size) or a huge value must not start."""
+        for value in ("-1", "0", "1000000"):
+            self.setup_pipeline(transform_extra="max_recipients = %s\n" % value)
+            p = self.start_transform(expect_exit=1)
+            harness.wait_for(lambda: not p.alive(), timeout=10, what="transform to exit")
+            self.assertEqual(p.p.returncode, 1, value)
+            self.assertIn("max_recipients must be between 1 and 10000", p.output(), value)
+            shutil.rmtree(self.path("incoming"))
+            shutil.rmtree(self.path("att"))
 
     def test_forty_megabyte_attachment_in_bounded_memory(self):
         """A 40 MB attachment through the transform core: peak RSS < 64 MB."""

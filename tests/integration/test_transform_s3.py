@@ -6,15 +6,23 @@ to a short pre-signed URL."""
 import hashlib
 import json
 import os
+import re
 import time
 import urllib.parse
 import urllib.request
 
 import harness
-from test_links import get, python_attachments
-from test_transform import Pipeline, corpus, uuid7, validate
+from test_links import expected_attachments, get
+from test_transform import DATA, Pipeline, corpus, uuid7, validate
 
 S3RVER = os.path.join(harness.NODE_BIN, "s3rver")
+
+
+def golden(name):
+    """(name, sha256) of the corpus mail's linked attachments, from its
+    golden file (Python's reading, checked by test_transform_golden.py)."""
+    with open(os.path.join(DATA, "expected", name + ".json")) as f:
+        return expected_attachments(json.load(f))
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -26,6 +34,9 @@ class TransformS3Test(harness.TestCase, Pipeline):
     def start_s3(self):
         self.s3port = harness.free_port()
         os.makedirs(self.path("s3data"))
+        return self.run_s3()
+
+    def run_s3(self):
         self.s3 = self.start([S3RVER, "--directory", self.path("s3data"), "--port", str(self.s3port),
                               "--address", "127.0.0.1", "--configure-bucket", "bkt"],
                              "s3rver", env={"NODE_OPTIONS": "--openssl-legacy-provider"})
@@ -62,6 +73,31 @@ class TransformS3Test(harness.TestCase, Pipeline):
         self.publish("mailfleet.inbound", iid, json.dumps(rec).encode())
         return iid
 
+    def test_store_outage_is_retried_not_dead_lettered(self):
+        """An incoming store that is down is the machine's fault, not the
+        mail's: transform retries past its record retries (2 here) without
+        dead-lettering, and the mail goes out once the store is back."""
+        self.setup_s3("link_mode = presigned\n")
+        iid = self.submit_s3(corpus("demo"))
+        self.s3.stop()
+        self.start_transform()
+        port = int(re.search(r"metrics_listen = 127\.0\.0\.1:(\d+)", open(self.cfg).read()).group(1))   # [transform] comes first
+
+        def environment_retries():
+            try:
+                st, _, body = get("http://127.0.0.1:%d/metrics" % port)
+            except OSError:
+                return None   # not listening yet
+            m = re.search(r'mailfleet_loop_records_total\{[^}]*outcome="environment"[^}]*\} (\d+)',
+                          body.decode()) if st == 200 else None
+            return m and int(m.group(1)) >= 4
+        harness.wait_for(environment_retries, timeout=60, what="retries while the store is down")
+        self.assertEqual(self.read("mailfleet.inbound.dlq"), [])
+        self.run_s3()
+        ob = self.outbound_for(iid)
+        self.assertEqual(ob["inbound_id"], iid)
+        self.assertEqual(self.read("mailfleet.inbound.dlq"), [])
+
     def test_presigned_links(self):
         self.setup_s3("link_mode = presigned\nlink_expiry = 2h\n")
         self.start_transform()
@@ -78,7 +114,7 @@ class TransformS3Test(harness.TestCase, Pipeline):
                 st, _, body = get(l["url"])
                 self.assertEqual(st, 200)
                 got.append((l["name"], hashlib.sha256(body).hexdigest()))
-            self.assertEqual(got, python_attachments(raw), name)
+            self.assertEqual(got, golden(name), name)
 
     def test_gateway_redirect(self):
         self.setup_s3("", links_extra="redirect = true\n")
@@ -112,4 +148,4 @@ class TransformS3Test(harness.TestCase, Pipeline):
             got.append((l["name"], hashlib.sha256(body).hexdigest()))
             st, h, part = get(l["url"], {"Range": "bytes=100-199"})
             self.assertEqual((st, part), (206, body[100:200]))
-        self.assertEqual(got, python_attachments(raw))
+        self.assertEqual(got, golden("nested_multipart"))

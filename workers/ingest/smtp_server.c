@@ -541,12 +541,19 @@ static void conn_close(struct smtp_conn *c)
  * max_connections) forever.  The session deadline bounds a session whatever
  * it sends; the DATA rate ends a message trickled in far more slowly than
  * any device sends, long before that deadline; the junk command limit in
- * smtp_session ends NOOP loops. */
+ * smtp_session ends NOOP loops.  A message that keeps up the DATA rate is
+ * not cut by the deadline (a large attachment over a slow uplink): the
+ * deadline applies again once its DATA ends. */
+static int deadline_applies(const struct smtp_conn *c)
+{
+    return c->srv->conf.session_timeout_ms > 0 && !c->shutting && !c->rate_on;
+}
+
 static void conn_arm_timer(struct smtp_conn *c, int64_t now)
 {
     struct smtp_server *s = c->srv;
     int64_t at = c->idle_at_ms;
-    if (s->conf.session_timeout_ms > 0 && !c->shutting && c->started_ms + s->conf.session_timeout_ms < at)
+    if (deadline_applies(c) && c->started_ms + s->conf.session_timeout_ms < at)
         at = c->started_ms + s->conf.session_timeout_ms;
     if (c->rate_on && c->window_end_ms < at)
         at = c->window_end_ms;
@@ -596,7 +603,7 @@ static void on_timeout(uv_timer_t *t)
         return;
     }
     int64_t now = mono_ms();
-    if (s->conf.session_timeout_ms > 0 && now >= c->started_ms + s->conf.session_timeout_ms) {
+    if (deadline_applies(c) && now >= c->started_ms + s->conf.session_timeout_ms) {
         conn_timed_out(c, "session time limit", "timeout");
         return;
     }

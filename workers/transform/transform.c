@@ -193,12 +193,13 @@ static json_t *outbound_json(struct tw *w, const struct inbound_record *in,
 
 /* The raw mail as a local file: the file store's own path, or a download
  * into an unlinked-on-return temp file for S3. */
-static char *raw_mail_path(struct tw *w, const char *key, int *is_temp, char *err, size_t errlen)
+static char *raw_mail_path(struct tw *w, const char *key, int *is_temp, int *rcp, char *err, size_t errlen)
 {
     *is_temp = 0;
     char *p = store_local_path(w->incoming, key);
     if (p) {
         if (access(p, R_OK) != 0) {
+            *rcp = -errno;
             snprintf(err, errlen, "raw mail %s: %s", key, strerror(errno));
             free(p);
             return NULL;
@@ -209,12 +210,14 @@ static char *raw_mail_path(struct tw *w, const char *key, int *is_temp, char *er
     snprintf(tmpl, sizeof(tmpl), "%s/mf-raw-XXXXXX", w->so.s.tmp_dir);
     int fd = mkstemp(tmpl);
     if (fd < 0) {
+        *rcp = -errno;
         snprintf(err, errlen, "temp file: %s", strerror(errno));
         return NULL;
     }
     int rc = store_get_fd(w->incoming, key, fd, err, errlen);
     close(fd);
     if (rc != 0) {
+        *rcp = rc;
         unlink(tmpl);
         return NULL;
     }
@@ -222,13 +225,16 @@ static char *raw_mail_path(struct tw *w, const char *key, int *is_temp, char *er
     return xstrdup(tmpl);
 }
 
-/* Errors of the machine, not of the mail: retried for ever, never
- * dead-lettered (worker_loop.h). */
+/* A record's own fault: a raw mail that is not there (ENOENT), a mail or
+ * key we cannot read (EINVAL, EBADMSG), a limit (EFBIG, E2BIG): retried a
+ * few times, then dead-lettered.  Anything else is the machine's (a full
+ * disk, descriptors, memory, a store that times out or answers 5xx, EIO):
+ * retried for ever, never dead-lettered (worker_loop.h). */
 static enum wl_cause cause_of(int rc)
 {
-    return rc == -ENOSPC || rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM || rc == -EDQUOT
-               ? WL_CAUSE_ENVIRONMENT
-               : WL_CAUSE_RECORD;
+    return rc == -ENOENT || rc == -EINVAL || rc == -EBADMSG || rc == -EFBIG || rc == -E2BIG
+               ? WL_CAUSE_RECORD
+               : WL_CAUSE_ENVIRONMENT;
 }
 
 /* The outbound record (when a message was built) and one fallback record
@@ -294,11 +300,12 @@ static void handle(void *opaque, const struct bus_record *rec, size_t index, str
     }
     strcpy(stage, "transform.read");
     strcpy(cls, "store");
-    int is_temp;
-    char *path = raw_mail_path(w, in.key, &is_temp, err, errlen);
+    int is_temp, rrc = -EIO;
+    char *path = raw_mail_path(w, in.key, &is_temp, &rrc, err, errlen);
     if (!path) {
         json_decref(in.root);
         res->kind = WL_RETRY;
+        res->cause = cause_of(rrc);
         return;
     }
     strcpy(stage, "transform.parse");
@@ -321,9 +328,11 @@ static void handle(void *opaque, const struct bus_record *rec, size_t index, str
     strcpy(stage, "transform.store");
     strcpy(cls, "store");
     if (add_outputs(w, &in, &r, batch, err, errlen) != 0) {
+        /* the outbound body could not be stored: the store's fault */
         transform_result_free(&r);
         json_decref(in.root);
         res->kind = WL_RETRY;
+        res->cause = WL_CAUSE_ENVIRONMENT;
         return;
     }
     int sent = r.mime != NULL;

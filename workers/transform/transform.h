@@ -31,9 +31,11 @@ enum transform_reason {
  * found but held no valid address is "invalid_recipients". */
 const char *transform_reason_name(unsigned bit, size_t n_invalid);
 
+#define TRANSFORM_MAX_RECIPIENTS 10000   /* max_recipients' upper bound */
+
 struct transform_settings {
     const char *marker;              /* ":Email_Rxers_Code:" */
-    size_t max_recipients;           /* 50 */
+    size_t max_recipients;           /* 50; 1..TRANSFORM_MAX_RECIPIENTS */
     const char *const *default_recipients;  /* used when no marker; NULL-terminated or NULL */
     int max_depth;                   /* 20 */
     int max_parts;                   /* 500 */

@@ -76,6 +76,11 @@ struct transform *transform_new(const struct transform_settings *s, struct store
         snprintf(err, errlen, "marker must be at least 3 characters");
         return NULL;
     }
+    /* The dedupe set of a coded list is sized from it (recipients.c). */
+    if (s->max_recipients < 1 || s->max_recipients > TRANSFORM_MAX_RECIPIENTS) {
+        snprintf(err, errlen, "max_recipients must be between 1 and %d", TRANSFORM_MAX_RECIPIENTS);
+        return NULL;
+    }
     if (s->link_expiry_s < 1 || s->link_expiry_s > 604800) {
         snprintf(err, errlen, "link_expiry must be between 1 s and 7 d");
         return NULL;
