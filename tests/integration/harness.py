@@ -106,6 +106,7 @@ class Proc:
                 full_env.pop(k, None)
             else:
                 full_env[k] = v
+        self.started = time.monotonic()
         self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
                                   cwd=cwd, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                                   start_new_session=True)
@@ -121,8 +122,26 @@ class Proc:
         if self.alive():
             os.killpg(self.p.pid, sig)
 
+    def sigterm_taken(self):
+        """True once the process blocks or catches SIGTERM (our workers block
+        it in main before anything else), or has gone."""
+        try:
+            with open("/proc/%d/status" % self.p.pid) as f:
+                for line in f:
+                    if line.startswith(("SigBlk:", "SigCgt:")) and int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)):
+                        return True
+        except OSError:
+            return True
+        return not self.alive()
+
     def stop(self, timeout=10.0):
-        """SIGTERM, then SIGKILL; returns the exit code."""
+        """SIGTERM, then SIGKILL; returns the exit code.  A program of ours
+        stopped right after its start gets the SIGTERM only once its main has
+        taken the signal (a barrier, not a sleep): before that, the default
+        action would kill it while the dynamic loader still runs."""
+        if self.alive() and ours(self.args[0]):
+            while not self.sigterm_taken() and time.monotonic() - self.started < 3.0:
+                time.sleep(0.01)
         if self.alive():
             self.terminated = True
             self.signal(signal.SIGTERM)
