@@ -310,7 +310,8 @@ static void handle(void *opaque, const struct bus_record *rec, size_t index, str
     strcpy(stage, "transform.parse");
     struct transform_result r;
     const struct transform_rule_policy *pol = transform_rule_policy(&w->so, in.rule);
-    struct inbound_info info = { in.id, in.mail_from, in.received_ms, pol ? pol->allowed_v : NULL };
+    struct inbound_info info = { in.id, in.mail_from, in.received_ms, pol ? pol->allowed_v : NULL,
+                                 pol ? pol->show_sender : 1 };
     int rc = transform_message(w->t, path, &info, &r, err, errlen);
     if (is_temp)
         unlink(path);

@@ -68,6 +68,9 @@ struct inbound_info {
      * must match (NULL-terminated; NULL = any), so a device whose password
      * leaked cannot make the fleet an open relay. */
     const char *const *allowed_recipients;
+    /* Name the device to the recipients: Reply-To and a "Sent by" line
+     * (the envelope sender, else the From address).  0 = neither. */
+    int show_sender;
 };
 
 struct transform_link {

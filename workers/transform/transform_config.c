@@ -19,6 +19,8 @@ const struct config_key transform_config_keys[] = {
     { "rule.*", "allowed_recipients", CONFIG_LIST, NULL,
       "coded recipients this capture rule may reach: example.com, ops@example.org, *.example.net; "
       "others -> fallback recipient_not_allowed (unset = any: set it in production, no open relay)" },
+    { "rule.*", "show_sender", CONFIG_BOOL, "true",
+      "name the device that sent the mail to its recipients: Reply-To and a line in the text" },
     { "transform", "metrics_listen", CONFIG_STR, "127.0.0.1:9102", "metrics/health when run alone" },
     { "transform", "marker", CONFIG_STR, ":Email_Rxers_Code:", "recipient list marker (before and after)" },
     { "transform", "max_recipients", CONFIG_INT, "50", "more coded recipients -> fallback, nothing sent" },
@@ -120,6 +122,7 @@ static void rule_policies_load(const struct config *cfg, struct transform_settin
     for (size_t i = 0; i < ns; i++) {
         struct transform_rule_policy *p = &o->rules[i];
         p->name = secs[i] + strlen("rule.");
+        p->show_sender = config_bool(cfg, secs[i], "show_sender");
         p->n_allowed = config_list(cfg, secs[i], "allowed_recipients", &p->allowed);
         if (p->n_allowed)
             p->allowed_v = null_terminated(p->allowed, p->n_allowed);

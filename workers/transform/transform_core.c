@@ -20,6 +20,7 @@
 #include <gmime/gmime.h>
 #include <openssl/evp.h>
 
+#include "address.h"
 #include "attachments.h"
 #include "log.h"
 #include "outbound.h"
@@ -875,8 +876,25 @@ static void body_and_recipients(struct transform *t, const struct walk *w, const
     recipients_free(&rcp);
 }
 
+/* The address the recipients see as the mail's origin: the envelope
+ * sender (ingest held it to the rule's allowed_senders), else the header
+ * From's address; 0, or -1 when neither is a valid address. */
+static int original_sender(GMimeMessage *msg, const struct inbound_info *in, char *buf, size_t len)
+{
+    if (in->mail_from && *in->mail_from && address_normalize(in->mail_from, buf, len) == 0)
+        return 0;
+    InternetAddressList *from = g_mime_message_get_from(msg);
+    InternetAddress *a = from && internet_address_list_length(from) > 0
+                             ? internet_address_list_get_address(from, 0) : NULL;
+    if (a && INTERNET_ADDRESS_IS_MAILBOX(a) &&
+        address_normalize(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a)), buf, len) == 0)
+        return 0;
+    return -1;
+}
+
 /* The outbound MIME message into out->mime. */
-static int build_outbound(const struct transform *t, struct transform_result *out, char *err, size_t errlen)
+static int build_outbound(const struct transform *t, struct transform_result *out, const char *shown,
+                          char *err, size_t errlen)
 {
     struct outbound_params op = {
         .sender = t->sender,
@@ -888,6 +906,7 @@ static int build_outbound(const struct transform *t, struct transform_result *ou
         .body_text = out->body_text,
         .links = out->links,
         .n_links = out->n_links,
+        .original_sender = shown,
     };
     return outbound_build(&op, &out->mime, &out->mime_len, err, errlen);
 }
@@ -953,7 +972,9 @@ int transform_message(struct transform *t, const char *eml_path, const struct in
     if (rc < 0 || (out->reasons & (TR_LIMITS | TR_TOO_MANY)) || out->n_recipients == 0)
         goto done;
 
-    rc = build_outbound(t, out, err, errlen);
+    char shown[ADDRESS_BUFSZ];
+    int show = in->show_sender && original_sender(msg, in, shown, sizeof(shown)) == 0;
+    rc = build_outbound(t, out, show ? shown : NULL, err, errlen);
 
 done:
     g_ptr_array_free(w.extra, TRUE);
