@@ -58,3 +58,18 @@ class E2ELocalTest(Scenarios, harness.TestCase):
         self.assertEqual(m["From"], "mailfleet <noreply@iot.localhost>")
         self.assertIsNone(m["Reply-To"])
         self.assertNotIn(b"sensor7@devices.example", hidden)
+
+    def test_allowed_recipients_delivers_to_allowed_and_falls_back_for_the_rest(self):
+        """A rule's allow-list: a stolen device password cannot mail anyone."""
+        limited = "limited@iot.localhost"
+        self.fleet(sections="\n[rule.limited]\nrecipients = %s\naction = capture\n"
+                            "allowed_recipients = example.com\n" % limited)
+        raw = reference_message(["ok@example.com", "victim@mail.example.net"], os.urandom(64), subject="limited")
+        self.assertRegex(SClient(self, self.f.smtp_port).submit("sensor7@devices.example", [limited], raw), r"^250 ")
+        self.wait_delivered(["ok@example.com"], "limited")
+        fb = harness.wait_for(lambda: self.f.docs("mailfleet.fallback", "fallback"), timeout=30, what="fallback")
+        self.assertEqual([f["reason"] for f in fb], ["recipient_not_allowed"])
+        self.assertEqual(fb[0]["rule"], "limited")
+        self.assertEqual(fb[0]["not_allowed"], ["victim@mail.example.net"])
+        self.assertEqual(fb[0]["sent_to"], ["ok@example.com"])
+        self.assertEqual(self.f.outbox_mail("victim@mail.example.net"), [])
