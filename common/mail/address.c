@@ -129,6 +129,17 @@ static int glob(const char *p, size_t pn, const char *s, size_t sn)
     return pi == pn;
 }
 
+int address_pattern_ok(const char *p)
+{
+    const char *at = strchr(p, '@');
+    if (at && strchr(at + 1, '@'))
+        return 0;
+    for (; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == '<' || *p == '>' || *p == ',' || *p == ':')
+            return 0;
+    return 1;
+}
+
 int address_match(const char *pattern, const char *addr)
 {
     const char *aat = strchr(addr, '@');

@@ -31,6 +31,10 @@ int address_normalize(const char *in, char *out, size_t outlen);
  * sender allow-lists are in practice.  addr should be normalized first. */
 int address_match(const char *pattern, const char *addr);
 
+/* 1 if p can be a pattern for address_match: at most one '@', no blanks,
+ * control characters or list punctuation ('<', '>', ',', ':'). */
+int address_pattern_ok(const char *p);
+
 /* Pointer to the domain of a normalized address (after the last '@'). */
 const char *address_domain(const char *addr);
 

@@ -31,6 +31,8 @@ json_t *fallback_record_new(const struct fallback_fields *f)
         jsonx_set(o, "subject", jsonx_text(f->subject));
     jsonx_set(o, "found", texts(f->found, f->n_found));
     jsonx_set(o, "invalid", texts(f->invalid, f->n_invalid));
+    if (f->not_allowed)
+        jsonx_set(o, "not_allowed", texts(f->not_allowed, f->n_not_allowed));
     if (f->sent_to)
         jsonx_set(o, "sent_to", texts(f->sent_to, f->n_sent_to));
     if (f->flagged)

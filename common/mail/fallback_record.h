@@ -20,6 +20,8 @@ struct fallback_fields {
     size_t n_found;
     const char *const *invalid;
     size_t n_invalid;
+    const char *const *not_allowed;        /* NULL: left out */
+    size_t n_not_allowed;
     const char *const *sent_to;            /* NULL: left out */
     size_t n_sent_to;
     json_t *flagged;                       /* taken over; NULL: left out */

@@ -723,6 +723,16 @@ class ConfigMapTest(harness.TestCase):
                 self.assertEqual(r.returncode, 0, "%s %s: %s%s" % (name, comp, r.stdout, r.stderr))
                 self.assertIn("ok", r.stdout)
 
+    def test_capture_rules_restrict_coded_recipients(self):
+        """A leaked device password must not make the fleet an open relay:
+        every capture rule we ship limits where coded lists may send."""
+        for name in RENDERS:
+            cfg = parse_ini(ini_of(render(name)[1]))
+            for s in cfg.sections():
+                if s.startswith("rule.") and cfg[s].get("action", "capture") == "capture":
+                    with self.subTest(render=name, rule=s):
+                        self.assertTrue(cfg[s].get("allowed_recipients", "").strip())
+
     def test_config_check_refuses_an_unknown_configmap_key(self):
         """The check above can fail: a key that no table declares is refused."""
         _, objs = render("overlays/dev")

@@ -241,6 +241,11 @@ timeout = 10s
                 with open(path, "rb") as f:
                     data = f.read()
                 self.assertTrue(data.endswith(r["body"]["data"].encode()))
+                # A final delivery: the delivery agent's Return-Path first,
+                # holding the envelope sender (the VERP address).
+                self.assertRegex(data.split(b"\r\n", 1)[0],
+                                 rb"^Return-Path: <bounce\+[a-z2-7]{42}@iot\.localhost>$")
+                self.assertEqual(data.count(b"Return-Path:"), 1)
         leftovers = [n for _, _, fs in os.walk(self.path("outbox")) for n in fs if n.endswith(".tmp")]
         self.assertEqual(leftovers, [])
 

@@ -324,7 +324,50 @@ class TransformLimitsTest(harness.TestCase, Pipeline):
         self.assertTrue(self.transform.alive())
 
 
+class TransformRulePolicyTest(harness.TestCase, Pipeline):
+    """[rule.NAME] settings transform applies to the mails that rule took."""
+
+    def setUp(self):
+        super().setUp()
+        self.setup_pipeline(extra="\n[rule.capture]\nrecipients = alerts@iot.localhost\n"
+                                  "allowed_recipients = x.com, ops@y.org, alert-*@*.iot.example\n")
+        self.start_transform()
+
+    def test_allowed_recipients_sends_to_allowed_and_reports_the_others(self):
+        # demo codes a@x.com and b@y.org: x.com is allowed, b@y.org is not.
+        iid = self.submit(corpus("demo"))
+        ob = self.outbound_for(iid)
+        validate("outbound", ob)
+        self.assertEqual(ob["recipients"], ["a@x.com"])
+        fb = self.fallbacks_for(iid)
+        self.assertEqual([f["reason"] for f in fb], ["recipient_not_allowed"])
+        validate("fallback", fb[0])
+        self.assertEqual(fb[0]["not_allowed"], ["b@y.org"])
+        self.assertEqual(fb[0]["sent_to"], ["a@x.com"])
+        self.assertEqual(fb[0]["rule"], "capture")
+        self.assertIn("b@y.org", fb[0]["found"])
+
+    def test_nothing_allowed_is_a_fallback_only(self):
+        raw = (b"From: dev@devices.example\r\nSubject: relay?\r\n\r\n"
+               b":Email_Rxers_Code:[victim@gmail.com, other@y.org]:Email_Rxers_Code:\r\nbuy now\r\n")
+        iid = self.submit(raw)
+        fb = self.fallbacks_for(iid)
+        self.assertEqual([f["reason"] for f in fb], ["recipient_not_allowed"])
+        validate("fallback", fb[0])
+        self.assertEqual(fb[0]["not_allowed"], ["victim@gmail.com", "other@y.org"])
+        self.assertNotIn("sent_to", fb[0])
+        self.assertNotIn(iid, {r["key"] for r in self.read("mailfleet.outbound")})
+
+
 class TransformStartupTest(harness.TestCase, Pipeline):
+    def test_allowed_recipients_that_are_not_patterns_refuse_start(self):
+        self.setup_pipeline(extra="\n[rule.capture]\nrecipients = alerts@iot.localhost\n"
+                                  "allowed_recipients = a@b@c.example\n")
+        p = self.start_transform(expect_exit=1)
+        harness.wait_for(lambda: not p.alive(), timeout=10, what="transform to exit")
+        self.assertEqual(p.p.returncode, 1)
+        self.assertIn("allowed_recipients", p.output())
+
     def test_sender_equal_to_capture_address_is_refused(self):
         self.setup_pipeline(sender="Alerts <Alerts@IOT.localhost>")
         p = self.start_transform(expect_exit=1)

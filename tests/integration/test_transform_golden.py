@@ -100,6 +100,7 @@ class TransformGoldenTest(harness.TestCase):
         self.assertEqual(msg["To"].addresses[0].addr_spec, "a@x.com")
         self.assertEqual(len(msg["To"].addresses), 2)
         self.assertEqual(msg["Subject"], "Demo alert")
+        self.assertEqual(msg["Reply-To"], "device@example.com")   # the envelope sender the tool gives
         self.assertRegex(msg["Message-ID"], r"^<msg-001@iot\.localhost>$")
         self.assertEqual(msg.get_content_type(), "multipart/alternative")
         plain = msg.get_body(("plain",)).get_content()
@@ -107,6 +108,8 @@ class TransformGoldenTest(harness.TestCase):
         self.assertNotIn(MARKER, plain)
         self.assertIn("report.csv", plain)
         self.assertIn("http://127.0.0.1:8025/a/", plain)
+        self.assertIn("\n-- \nSent by device@example.com via mailfleet\n", plain.replace("\r\n", "\n"))
+        self.assertIn("Sent by device@example.com via mailfleet", html)
         self.assertIn("<table", html)
         self.assertIn("report.csv", html)
 

@@ -224,7 +224,8 @@ static int tool_main(int argc, char **argv)
                 snprintf(idbuf, sizeof(idbuf), "%s", id);
             else
                 snprintf(idbuf, sizeof(idbuf), "msg-%03d", f - i + 1);
-            struct inbound_info in = { idbuf, "device@example.com", received_ms };
+            /* as a rule with the defaults takes it: no allow-list, sender shown */
+            struct inbound_info in = { idbuf, "device@example.com", received_ms, NULL, 1 };
             struct transform_result r;
             int x = transform_message(t, argv[f], &in, &r, err, sizeof(err));
             struct stat sb;

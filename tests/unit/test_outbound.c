@@ -150,6 +150,56 @@ static void test_bad_sender(void **state)
     assert_null(mime);
 }
 
+/* The device named to the recipients (a rule's show_sender): Reply-To and a
+ * line in both alternatives; without it, neither. */
+static const struct {
+    const char *original_sender;
+    const char *reply_to;   /* expected header, NULL = absent */
+} sender_cases[] = {
+    { "sensor7@devices.example", "sensor7@devices.example" },
+    { NULL, NULL },
+};
+
+static void test_original_sender(void **state)
+{
+    (void)state;
+    const char *rcpts[] = { "a@x.com" };
+    for (size_t i = 0; i < sizeof(sender_cases) / sizeof(sender_cases[0]); i++) {
+        struct outbound_params p = { "mailfleet <noreply@iot.localhost>", rcpts, 1, "s", "id@iot.localhost", 0,
+                                     "hello\n", NULL, 0, sender_cases[i].original_sender };
+        char *mime, err[128];
+        size_t len;
+        assert_int_equal(outbound_build(&p, &mime, &len, err, sizeof(err)), 0);
+        GMimeStream *st = g_mime_stream_mem_new_with_buffer(mime, len);
+        GMimeParser *ps = g_mime_parser_new_with_stream(st);
+        GMimeMessage *m = g_mime_parser_construct_message(ps, NULL);
+        g_object_unref(ps);
+        g_object_unref(st);
+        assert_non_null(m);
+        const char *rt = g_mime_object_get_header(GMIME_OBJECT(m), "Reply-To");
+        char *text = part_text(m, "plain"), *html = part_text(m, "html");
+        if (sender_cases[i].reply_to) {
+            assert_non_null(rt);
+            assert_string_equal(rt, sender_cases[i].reply_to);
+            /* after the signature separator, on its own line (CRLF on the wire) */
+            assert_non_null(strstr(text, "\r\n-- \r\nSent by sensor7@devices.example via mailfleet"));
+            assert_non_null(strstr(html, "Sent by sensor7@devices.example via mailfleet"));
+        } else {
+            assert_null(rt);
+            assert_null(strstr(text, "Sent by"));
+            assert_null(strstr(html, "Sent by"));
+        }
+        /* From is always the fleet's own sender. */
+        char *from = internet_address_list_to_string(g_mime_message_get_from(m), NULL, FALSE);
+        assert_string_equal(from, "mailfleet <noreply@iot.localhost>");
+        g_free(from);
+        g_free(text);
+        g_free(html);
+        g_object_unref(m);
+        free(mime);
+    }
+}
+
 int main(void)
 {
     process_init(0);   /* GMime, libcurl, OpenSSL: before any test */
@@ -159,6 +209,7 @@ int main(void)
         cmocka_unit_test(test_bodies),
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_bad_sender),
+        cmocka_unit_test(test_original_sender),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     process_shutdown();

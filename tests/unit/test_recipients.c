@@ -171,6 +171,37 @@ static void test_html_to_text(void **state)
     }
 }
 
+/* A rule's allowed_recipients: domains, addresses and patterns, any match
+ * allows; no list at all allows everything. */
+static const char *const allow_list[] = { "example.com", "ops@partner.org", "alert-*@*.iot.example", NULL };
+static const char *const allow_none[] = { NULL };
+static const struct {
+    const char *const *allowed;
+    const char *addr;
+    int ok;
+} allow_cases[] = {
+    { allow_list, "ops@example.com", 1 },             /* domain */
+    { allow_list, "OPS@EXAMPLE.COM", 1 },             /* case-insensitive */
+    { allow_list, "ops@sub.example.com", 0 },         /* a domain is not its subdomains */
+    { allow_list, "ops@example.com.evil.net", 0 },
+    { allow_list, "ops@partner.org", 1 },             /* one address */
+    { allow_list, "other@partner.org", 0 },
+    { allow_list, "alert-7@site1.iot.example", 1 },   /* pattern */
+    { allow_list, "alert@site1.iot.example", 0 },
+    { allow_list, "victim@gmail.com", 0 },
+    { allow_none, "ops@example.com", 0 },             /* an empty list allows nothing */
+    { NULL, "victim@gmail.com", 1 },                  /* no list: no restriction */
+};
+
+static void test_allowed_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(allow_cases) / sizeof(allow_cases[0]); i++) {
+        if (recipients_allowed(allow_cases[i].allowed, allow_cases[i].addr) != allow_cases[i].ok)
+            fail_msg("row %zu: %s expected %d", i, allow_cases[i].addr, allow_cases[i].ok);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -180,6 +211,7 @@ int main(void)
         cmocka_unit_test(test_huge_list_cpu),
         cmocka_unit_test(test_case_variants_within_limit),
         cmocka_unit_test(test_html_to_text),
+        cmocka_unit_test(test_allowed_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

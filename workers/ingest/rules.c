@@ -83,18 +83,6 @@ static size_t split_list(const char *s, char ***out)
     return n;
 }
 
-/* A pattern has exactly one '@' (or none: a bare domain) and no blanks. */
-static int pattern_ok(const char *p)
-{
-    const char *at = strchr(p, '@');
-    if (at && strchr(at + 1, '@'))
-        return 0;
-    for (; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == '<' || *p == '>' || *p == ',' || *p == ':')
-            return 0;
-    return 1;
-}
-
 int rules_add(struct rules *r, const struct rule_spec *spec, char *err, size_t errlen)
 {
     struct rule nr = { 0 };
@@ -115,13 +103,13 @@ int rules_add(struct rules *r, const struct rule_spec *spec, char *err, size_t e
         goto bad;
     }
     for (size_t i = 0; i < nr.n_patterns; i++)
-        if (!pattern_ok(nr.patterns[i])) {
+        if (!address_pattern_ok(nr.patterns[i])) {
             snprintf(err, errlen, "[rule.%s] recipients: bad pattern '%s'", spec->name, nr.patterns[i]);
             goto bad;
         }
     for (size_t i = 0; i < nr.n_senders; i++) {
         char *colon = strchr(nr.senders[i], ':');
-        if (!colon || colon == nr.senders[i] || !pattern_ok(colon + 1) || !colon[1]) {
+        if (!colon || colon == nr.senders[i] || !address_pattern_ok(colon + 1) || !colon[1]) {
             snprintf(err, errlen, "[rule.%s] allowed_senders: '%s' is not user:pattern", spec->name,
                      nr.senders[i]);
             goto bad;

@@ -3,7 +3,12 @@
  * and the directory fsynced, so a reader never sees a torn message and a
  * redelivered record simply replaces the same file.  The recipient was
  * validated by address_normalize (no "..", no control characters); '/' and
- * '%' are still escaped so every recipient is exactly one directory. */
+ * '%' are still escaped so every recipient is exactly one directory.
+ *
+ * The outbox is a final delivery, so each file starts with the Return-Path
+ * a delivery agent writes (RFC 5321 4.4): the envelope sender, here the
+ * VERP address, which a bounce or a reader of the file can use.  It goes
+ * before the DKIM-Signature and is not signed, as at any receiving MTA. */
 #include "transport_impl.h"
 #include "fsutil.h"
 #include "ratelimit.h"
@@ -80,7 +85,13 @@ static int outbox_write(struct outbox *o, const struct transport_job *job, char 
         rc = -errno;
         goto out;
     }
-    if ((rc = fs_write_all(fd, job->prefix, job->prefix_len)) != 0 ||
+    /* mail_from is built by send from checked parts: no CR/LF, no '>'. */
+    struct strbuf rp;
+    strbuf_init(&rp);
+    strbuf_appendf(&rp, "Return-Path: <%s>\r\n", job->mail_from ? job->mail_from : "");
+    rc = fs_write_all(fd, rp.data, rp.len);
+    strbuf_free(&rp);
+    if (rc != 0 || (rc = fs_write_all(fd, job->prefix, job->prefix_len)) != 0 ||
         (rc = fs_write_all(fd, job->body, job->body_len)) != 0)
         goto out;
     if (fsync(fd) != 0) {

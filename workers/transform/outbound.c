@@ -49,6 +49,9 @@ void outbound_text(const struct outbound_params *p, struct strbuf *out)
     strbuf_append(out, p->body_text ? p->body_text : "");
     if (out->len && out->data[out->len - 1] != '\n')
         strbuf_append(out, "\n");
+    /* After "-- " mail clients show it as a signature, set apart. */
+    if (p->original_sender)
+        strbuf_appendf(out, "\n-- \nSent by %s via mailfleet\n", p->original_sender);
     if (!p->n_links)
         return;
     strbuf_append(out, "\n-- Attachments --\n");
@@ -94,6 +97,11 @@ void outbound_html(const struct outbound_params *p, struct strbuf *out)
                        "<pre style=\"white-space:pre-wrap;font-family:monospace\">");
     html_escape(out, p->body_text);
     strbuf_append(out, "</pre>\n");
+    if (p->original_sender) {
+        strbuf_append(out, "<p style=\"color:#666\">Sent by ");
+        html_escape(out, p->original_sender);
+        strbuf_append(out, " via mailfleet</p>\n");
+    }
     if (p->n_links) {
         strbuf_append(out, "<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">\n"
                            "<tr><th>Attachment</th><th>Size</th><th>SHA-256</th><th>Expires</th>"
@@ -220,6 +228,10 @@ int outbound_build(const struct outbound_params *p, char **mime, size_t *len, ch
         strbuf_appendf(&to, "%s%s", i ? ", " : "", p->recipients[i]);
     append_header(&out, fo, "To", to.data ? to.data : "", 1);
     strbuf_free(&to);
+    /* Our From stays (the fleet's domain aligns with SPF, DKIM and DMARC);
+     * a reply goes to the device.  A normalized address needs no quoting. */
+    if (p->original_sender)
+        append_header(&out, fo, "Reply-To", p->original_sender, 1);
     char *subj = one_line(p->subject);
     char *esub = g_mime_utils_header_encode_text(fo, subj, "utf-8");
     append_header(&out, fo, "Subject", esub, 0);

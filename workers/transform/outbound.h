@@ -17,6 +17,8 @@ struct outbound_params {
     int64_t date_ms;
     const char *body_text;            /* UTF-8 */
     const struct transform_link *links; size_t n_links;
+    const char *original_sender;      /* normalized address: Reply-To and a
+                                         "Sent by" line; NULL = neither */
 };
 
 /* Builds the mail (CRLF line ends) into *mime (malloc'd).  0 or -EINVAL. */

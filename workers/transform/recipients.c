@@ -424,3 +424,13 @@ char *recipients_html_to_text(const char *html, size_t len)
         return xstrdup("");
     return strbuf_detach(&b, NULL);
 }
+
+int recipients_allowed(const char *const *allowed, const char *addr)
+{
+    if (!allowed)
+        return 1;
+    for (; *allowed; allowed++)
+        if (address_match(*allowed, addr))
+            return 1;
+    return 0;
+}

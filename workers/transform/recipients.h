@@ -37,4 +37,9 @@ char *recipients_strip(const char *text, size_t len, const struct recipients *r)
  * newlines), the common entities and numeric references decoded.  malloc'd. */
 char *recipients_html_to_text(const char *html, size_t len);
 
+/* 1 if addr (normalized) may be sent to under a rule's allow-list:
+ * allowed is a NULL-terminated list of address.h patterns (a domain, an
+ * address, '*' globs), NULL for a rule with no list (anything goes). */
+int recipients_allowed(const char *const *allowed, const char *addr);
+
 #endif

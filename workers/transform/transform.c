@@ -107,6 +107,10 @@ static json_t *fallback_json(const struct inbound_record *in, const struct trans
         details = buf;
     } else if (bit == TR_BLOCKED) {
         details = "an attachment has a blocked file extension and was not linked";
+    } else if (bit == TR_NOT_ALLOWED) {
+        snprintf(buf, sizeof(buf), "%zu coded address(es) outside rule %s's allowed_recipients%s",
+                 r->n_not_allowed, in->rule ? in->rule : "", sent ? "; sent to the allowed ones" : "");
+        details = buf;
     }
     json_t *flagged = NULL;
     if (bit == TR_BLOCKED) {
@@ -122,13 +126,15 @@ static json_t *fallback_json(const struct inbound_record *in, const struct trans
             json_array_append_new(flagged, f);
         }
     }
-    int with_sent = sent && (bit == TR_SOME_INVALID || bit == TR_BLOCKED);
+    int with_sent = sent && (bit == TR_SOME_INVALID || bit == TR_BLOCKED || bit == TR_NOT_ALLOWED);
     struct fallback_fields ff = {
         .id = id, .inbound_id = in->id, .created_ms = now_ms(), .reason = reason, .details = details,
         .rule = in->rule, .subject = r->subject, .sender = in->mail_from,
         .found = (const char *const *)r->found, .n_found = r->n_found,
         .invalid = (const char *const *)r->invalid, .n_invalid = r->n_invalid,
         .sent_to = with_sent ? (const char *const *)r->recipients : NULL, .n_sent_to = r->n_recipients,
+        .not_allowed = bit == TR_NOT_ALLOWED ? (const char *const *)r->not_allowed : NULL,
+        .n_not_allowed = r->n_not_allowed,
         .flagged = flagged, .links = links_json(r),
     };
     return fallback_record_new(&ff);
@@ -256,7 +262,7 @@ static int add_outputs(struct tw *w, const struct inbound_record *in, const stru
     }
     const char *done[8];
     size_t nd = 0;
-    for (unsigned bit = 1; bit <= TR_LIMITS; bit <<= 1) {
+    for (unsigned bit = 1; bit <= TR_LAST; bit <<= 1) {
         if (!(r->reasons & bit))
             continue;
         const char *reason = transform_reason_name(bit, r->n_invalid);
@@ -310,7 +316,9 @@ static void handle(void *opaque, const struct bus_record *rec, size_t index, str
     }
     strcpy(stage, "transform.parse");
     struct transform_result r;
-    struct inbound_info info = { in.id, in.mail_from, in.received_ms };
+    const struct transform_rule_policy *pol = transform_rule_policy(&w->so, in.rule);
+    struct inbound_info info = { in.id, in.mail_from, in.received_ms, pol ? pol->allowed_v : NULL,
+                                 pol ? pol->show_sender : 1 };
     int rc = transform_message(w->t, path, &info, &r, err, errlen);
     if (is_temp)
         unlink(path);
@@ -372,7 +380,8 @@ static int transform_run(struct worker_env *env)
     w.cfg = env->cfg;
     transform_settings_load(env->cfg, &w.so);
     w.inline_max = config_size(env->cfg, "transform", "inline_max");
-    if (transform_sender_is_capture(env->cfg, w.so.s.sender, err, sizeof(err))) {
+    if (transform_sender_is_capture(env->cfg, w.so.s.sender, err, sizeof(err)) ||
+        transform_rule_policies_check(&w.so, err, sizeof(err)) != 0) {
         log_kv(LOG_ERROR, "refusing to start", "error", err, NULL);
         tw_close(&w);
         return 1;

@@ -26,7 +26,10 @@ enum transform_reason {
     TR_BLOCKED      = 1 << 3,   /* a blocked attachment was not linked */
     TR_UNPARSEABLE  = 1 << 4,   /* not a mail GMime can read */
     TR_LIMITS       = 1 << 5,   /* MIME depth / parts / header / size limits */
+    TR_NOT_ALLOWED  = 1 << 6,   /* outside the rule's allowed_recipients; the
+                                   allowed ones are still sent to */
 };
+#define TR_LAST TR_NOT_ALLOWED
 /* fallback.v1 reason of one bit ("no_recipients", ...); a list that was
  * found but held no valid address is "invalid_recipients". */
 const char *transform_reason_name(unsigned bit, size_t n_invalid);
@@ -63,6 +66,13 @@ struct inbound_info {
     const char *id;          /* inbound id: names the attachment folder and the outbound */
     const char *mail_from;   /* envelope sender, for the fallback notice */
     int64_t received_ms;     /* dates the attachment keys */
+    /* The receipt rule's policy: the address.h patterns coded recipients
+     * must match (NULL-terminated; NULL = any), so a device whose password
+     * leaked cannot make the fleet an open relay. */
+    const char *const *allowed_recipients;
+    /* Name the device to the recipients: Reply-To and a "Sent by" line
+     * (the envelope sender, else the From address).  0 = neither. */
+    int show_sender;
 };
 
 struct transform_link {
@@ -82,6 +92,7 @@ struct transform_result {
     char **recipients;  size_t n_recipients;
     char **invalid;     size_t n_invalid;   /* as written (sanitized) */
     char **found;       size_t n_found;     /* every entry between the markers */
+    char **not_allowed; size_t n_not_allowed; /* valid, refused by allowed_recipients */
     int marker_found;
     char *from;                       /* original From (display), or NULL */
     char *subject;                    /* original Subject, UTF-8, CR/LF stripped */

@@ -1,6 +1,7 @@
 /* transform_config — the [transform] keys and what is derived from them
  * (settings, link keys, the sender-is-not-a-capture-address check), apart
  * from the worker loop so tools and tests link without the bus. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,13 @@
 #include "transform_worker.h"
 
 const struct config_key transform_config_keys[] = {
+    /* receipt rule settings transform reads (after ingest's, so the example
+     * config keeps one [rule.NAME] block) */
+    { "rule.*", "allowed_recipients", CONFIG_LIST, NULL,
+      "coded recipients this capture rule may reach: example.com, ops@example.org, *.example.net; "
+      "others -> fallback recipient_not_allowed (unset = any: set it in production, no open relay)" },
+    { "rule.*", "show_sender", CONFIG_BOOL, "true",
+      "name the device that sent the mail to its recipients: Reply-To and a line in the text" },
     { "transform", "metrics_listen", CONFIG_STR, "127.0.0.1:9102", "metrics/health when run alone" },
     { "transform", "marker", CONFIG_STR, ":Email_Rxers_Code:", "recipient list marker (before and after)" },
     { "transform", "max_recipients", CONFIG_INT, "50", "more coded recipients -> fallback, nothing sent" },
@@ -47,8 +55,15 @@ void transform_settings_free(struct transform_settings_owned *o)
     free(o->defaults_v);
     free(o->blocked_v);
     free(o->links_url);
+    for (size_t i = 0; i < o->n_rules; i++) {
+        config_list_free(o->rules[i].allowed, o->rules[i].n_allowed);
+        free(o->rules[i].allowed_v);
+    }
+    free(o->rules);
     memset(o, 0, sizeof(*o));
 }
+
+static void rule_policies_load(const struct config *cfg, struct transform_settings_owned *o);
 
 static const char **null_terminated(char **l, size_t n)
 {
@@ -93,6 +108,48 @@ void transform_settings_load(const struct config *cfg, struct transform_settings
     s->links_url = o->links_url;
     s->link_expiry_s = config_duration_ms(cfg, "transform", "link_expiry") / 1000;
     s->tmp_dir = config_str(cfg, "transform", "tmp_dir");
+    rule_policies_load(cfg, o);
+}
+
+/* Every [rule.*] section's transform settings; ingest decides which rule
+ * took a mail and names it in the inbound record. */
+static void rule_policies_load(const struct config *cfg, struct transform_settings_owned *o)
+{
+    const char **secs;
+    size_t ns = config_sections(cfg, "rule", &secs);
+    o->rules = ns ? xcalloc(ns, sizeof(*o->rules)) : NULL;
+    o->n_rules = ns;
+    for (size_t i = 0; i < ns; i++) {
+        struct transform_rule_policy *p = &o->rules[i];
+        p->name = secs[i] + strlen("rule.");
+        p->show_sender = config_bool(cfg, secs[i], "show_sender");
+        p->n_allowed = config_list(cfg, secs[i], "allowed_recipients", &p->allowed);
+        if (p->n_allowed)
+            p->allowed_v = null_terminated(p->allowed, p->n_allowed);
+    }
+    if (ns)
+        free(secs);
+}
+
+const struct transform_rule_policy *transform_rule_policy(const struct transform_settings_owned *o,
+                                                          const char *name)
+{
+    for (size_t i = 0; name && i < o->n_rules; i++)
+        if (strcmp(o->rules[i].name, name) == 0)
+            return &o->rules[i];
+    return NULL;
+}
+
+int transform_rule_policies_check(const struct transform_settings_owned *o, char *why, size_t whylen)
+{
+    for (size_t i = 0; i < o->n_rules; i++)
+        for (size_t j = 0; j < o->rules[i].n_allowed; j++)
+            if (!address_pattern_ok(o->rules[i].allowed[j])) {
+                snprintf(why, whylen, "[rule.%s] allowed_recipients: %s is not a pattern", o->rules[i].name,
+                         o->rules[i].allowed[j]);
+                return -EINVAL;
+            }
+    return 0;
 }
 
 /* 1 if addr appears in a comma-separated list value. */

@@ -20,6 +20,7 @@
 #include <gmime/gmime.h>
 #include <openssl/evp.h>
 
+#include "address.h"
 #include "attachments.h"
 #include "log.h"
 #include "outbound.h"
@@ -52,6 +53,7 @@ const char *transform_reason_name(unsigned bit, size_t n_invalid)
      * files it under unparseable, with the limit in details. */
     case TR_UNPARSEABLE: return "unparseable";
     case TR_LIMITS: return "unparseable";
+    case TR_NOT_ALLOWED: return "recipient_not_allowed";
     }
     return "unknown";
 }
@@ -157,6 +159,7 @@ void transform_result_free(struct transform_result *r)
     free_list(r->recipients, r->n_recipients);
     free_list(r->invalid, r->n_invalid);
     free_list(r->found, r->n_found);
+    free_list(r->not_allowed, r->n_not_allowed);
     free(r->from);
     free(r->subject);
     free(r->body_text);
@@ -724,7 +727,7 @@ static int store_attachments(struct transform *t, struct walk *w, const struct i
 }
 
 static void choose_recipients(struct transform *t, struct transform_result *r,
-                              const struct recipients *rc)
+                              const struct recipients *rc, const char *const *allowed)
 {
     r->marker_found = rc->found;
     for (size_t i = 0; i < rc->n_entries; i++) {
@@ -754,8 +757,19 @@ static void choose_recipients(struct transform *t, struct transform_result *r,
         set_detail(r, TR_SOME_INVALID, "%zu invalid address(es) in the recipient list",
                    rc->n_invalid);
     r->recipients = xcalloc(n + 1, sizeof(char *));
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        /* The allow-list binds what the mail codes; default_recipients are
+         * the operator's own choice. */
+        if (rc->found && !recipients_allowed(allowed, src[i])) {
+            r->not_allowed = xrealloc(r->not_allowed, (r->n_not_allowed + 1) * sizeof(char *));
+            r->not_allowed[r->n_not_allowed++] = xstrdup(src[i]);
+            continue;
+        }
         r->recipients[r->n_recipients++] = xstrdup(src[i]);
+    }
+    if (r->n_not_allowed)
+        set_detail(r, TR_NOT_ALLOWED, "%zu coded address(es) outside the rule's allowed_recipients",
+                   r->n_not_allowed);
 }
 
 static char *header_text(const char *s)
@@ -832,7 +846,8 @@ static void message_headers(GMimeMessage *msg, struct transform_result *out)
 /* The body text (text/plain preferred, else text/html reduced to text, then
  * the other text parts appended up to max_body_bytes) with the recipient
  * list taken out of it, and the recipients chosen. */
-static void body_and_recipients(struct transform *t, const struct walk *w, struct transform_result *out)
+static void body_and_recipients(struct transform *t, const struct walk *w, const struct inbound_info *in,
+                                struct transform_result *out)
 {
     size_t tlen = 0;
     char *text = NULL;
@@ -862,12 +877,29 @@ static void body_and_recipients(struct transform *t, const struct walk *w, struc
         }
         free(e);
     }
-    choose_recipients(t, out, &rcp);
+    choose_recipients(t, out, &rcp, in->allowed_recipients);
     recipients_free(&rcp);
 }
 
+/* The address the recipients see as the mail's origin: the envelope
+ * sender (ingest held it to the rule's allowed_senders), else the header
+ * From's address; 0, or -1 when neither is a valid address. */
+static int original_sender(GMimeMessage *msg, const struct inbound_info *in, char *buf, size_t len)
+{
+    if (in->mail_from && *in->mail_from && address_normalize(in->mail_from, buf, len) == 0)
+        return 0;
+    InternetAddressList *from = g_mime_message_get_from(msg);
+    InternetAddress *a = from && internet_address_list_length(from) > 0
+                             ? internet_address_list_get_address(from, 0) : NULL;
+    if (a && INTERNET_ADDRESS_IS_MAILBOX(a) &&
+        address_normalize(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a)), buf, len) == 0)
+        return 0;
+    return -1;
+}
+
 /* The outbound MIME message into out->mime. */
-static int build_outbound(const struct transform *t, struct transform_result *out, char *err, size_t errlen)
+static int build_outbound(const struct transform *t, struct transform_result *out, const char *shown,
+                          char *err, size_t errlen)
 {
     struct outbound_params op = {
         .sender = t->sender,
@@ -879,6 +911,7 @@ static int build_outbound(const struct transform *t, struct transform_result *ou
         .body_text = out->body_text,
         .links = out->links,
         .n_links = out->n_links,
+        .original_sender = shown,
     };
     return outbound_build(&op, &out->mime, &out->mime_len, err, errlen);
 }
@@ -938,13 +971,15 @@ int transform_message(struct transform *t, const char *eml_path, const struct in
     if (body && walk_tree(&w, body, 1, 1, NULL) < 0)
         goto done;
 
-    body_and_recipients(t, &w, out);
+    body_and_recipients(t, &w, in, out);
 
     rc = store_attachments(t, &w, in, err, errlen);
     if (rc < 0 || (out->reasons & (TR_LIMITS | TR_TOO_MANY)) || out->n_recipients == 0)
         goto done;
 
-    rc = build_outbound(t, out, err, errlen);
+    char shown[ADDRESS_BUFSZ];
+    int show = in->show_sender && original_sender(msg, in, shown, sizeof(shown)) == 0;
+    rc = build_outbound(t, out, show ? shown : NULL, err, errlen);
 
 done:
     g_ptr_array_free(w.extra, TRUE);
@@ -972,7 +1007,7 @@ void transform_result_json(const struct transform_result *r, struct strbuf *b)
     strbuf_append(b, "{\"reasons\":[");
     const char *seen[8];
     size_t ns = 0;
-    for (unsigned bit = 1; bit <= TR_LIMITS; bit <<= 1) {
+    for (unsigned bit = 1; bit <= TR_LAST; bit <<= 1) {
         if (!(r->reasons & bit))
             continue;
         const char *name = transform_reason_name(bit, r->n_invalid);
