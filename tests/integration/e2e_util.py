@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+import uuid
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -48,6 +49,13 @@ def validate(kind, doc):
         _validators[kind] = v
     v.validate(doc)
     return doc
+
+
+def uuid7():
+    ms = int(time.time() * 1000)
+    r = uuid.uuid4().int
+    v = (ms << 80) | (0x7 << 76) | ((r >> 64) & 0xFFF) << 64 | (0b10 << 62) | (r & ((1 << 62) - 1))
+    return str(uuid.UUID(int=v))
 
 
 def sha256(b):
@@ -514,25 +522,63 @@ class Scenarios:
         self.check_reference_delivery(others, subject, attachment)
         self.assertEqual(self.delivered(gone), [])
 
+    def transform_retries(self, outcome):
+        """transform's loop: records of that outcome so far (its metrics)."""
+        port = self.f.metrics["transform"] if self.f.per_worker else self.f.http_port
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0
+        m = re.search(r'mailfleet_loop_records_total\{[^}]*worker="transform"[^}]*outcome="%s"[^}]*\} (\d+)'
+                      % outcome, text)
+        return int(m.group(1)) if m else 0
+
     def scenario_poison_dlq_alarm_replay(self):
         # before any failure: OK, or INSUFFICIENT_DATA while no DLQ topic exists
         time.sleep(2.5)
         self.assertIn(self.f.alarms().get("inbound-dlq-depth"), ("OK", "INSUFFICIENT_DATA"))
-        # The fault: the attachments root becomes a regular file, so every
-        # mkdir below it fails with ENOTDIR, for root too.
+        # 1. A store fault is the machine's, not the mail's: the attachments
+        # root becomes a regular file (every mkdir below it fails with
+        # ENOTDIR, for root too).  The mail is retried, never dead-lettered,
+        # and goes out by itself once the fault is gone.
         saved = self.f.attachments + ".saved"
         os.rename(self.f.attachments, saved)
         with open(self.f.attachments, "w") as fh:
             fh.write("not a directory\n")
         attachment = os.urandom(30000)
-        subject = "poison %s" % self.MODE
-        submit_with_openssl(self, self.f, reference_message(REFERENCE_RCPTS, attachment, subject=subject))
+        subject = "store fault %s" % self.MODE
+        raw = reference_message(REFERENCE_RCPTS, attachment, subject=subject)
+        submit_with_openssl(self, self.f, raw)
         inbound = self.f.wait_inbound()
+        harness.wait_for(lambda: self.transform_retries("environment") >= 3, timeout=self.DELIVERY_TIMEOUT,
+                         what="transform retrying the store")
+        self.assertEqual(self.f.dlq_list(), [])
+        self.assertEqual(self.f.read("mailfleet.outbound"), [])
+        os.unlink(self.f.attachments)
+        os.rename(saved, self.f.attachments)
+        self.check_reference_delivery(REFERENCE_RCPTS, subject, attachment)
+        self.assertEqual(self.f.dlq_list(), [])
+        # 2. A poison record: an inbound record whose raw mail is not in the
+        # store (the record's fault): retried twice, then dead-lettered with
+        # its reason, the alarm fires; the operator puts the mail back and
+        # replays it.
+        attachment = os.urandom(20000)
+        subject = "poison %s" % self.MODE
+        raw = reference_message(REFERENCE_RCPTS, attachment, subject=subject)
+        rec = dict(inbound[0])
+        rec["id"] = uuid7()
+        key = "incoming/poison/%s.eml" % rec["id"]
+        rec["store"] = dict(rec["store"], key=key, size=len(raw), sha256=sha256(raw))
+        recfile = self.path("poison.json")
+        with open(recfile, "w") as fh:
+            json.dump(rec, fh)
+        subprocess.run([MFTOOL, "put", self.f.bus, "mailfleet.inbound", rec["id"], recfile], check=True, timeout=60)
         dlq = harness.wait_for(self.f.dlq_list, timeout=self.DELIVERY_TIMEOUT, what="a DLQ record")
         self.assertEqual(len(dlq), 1)
-        self.assertEqual(dlq[0]["key"], inbound[0]["id"])
+        self.assertEqual(dlq[0]["key"], rec["id"])
         # the DLQ keeps the original inbound.v1 value
-        self.assertEqual([d["id"] for d in self.f.docs("mailfleet.inbound.dlq", "inbound")], [inbound[0]["id"]])
+        self.assertEqual([d["id"] for d in self.f.docs("mailfleet.inbound.dlq", "inbound")], [rec["id"]])
         h = dlq[0]["headers"]
         self.assertEqual(h["mf.error.class"], "store")
         self.assertEqual(h["mf.source.topic"], "mailfleet.inbound")
@@ -545,10 +591,11 @@ class Scenarios:
                                           if a["AlarmName"] == "inbound-dlq-depth" and a["NewStateValue"] == "ALARM"],
                                  timeout=10, what="the alarm record")
         self.assertEqual(alarm[0]["Trigger"]["Threshold"], 0)
-        self.assertEqual(self.f.read("mailfleet.outbound"), [])
-        # fault removed, then the operator replays
-        os.unlink(self.f.attachments)
-        os.rename(saved, self.f.attachments)
+        # fault removed (the raw mail put where the record says), then the operator replays
+        path = os.path.join(self.incoming_root(), key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(raw)
         out = self.mailfleet("dlq", "replay", "-c", self.f.cfg, timeout=60).stdout
         self.assertIn("-> mailfleet.inbound", out)
         self.check_reference_delivery(REFERENCE_RCPTS, subject, attachment)
@@ -556,6 +603,9 @@ class Scenarios:
                          what="inbound-dlq-depth back to OK")
         self.assertEqual(self.f.dlq_list(), [])
         self.assertTrue(self.f.alive(), self.f.logs())
+
+    def incoming_root(self):
+        return self.path("store", "incoming")
 
 
 POISON_SECTIONS = """
