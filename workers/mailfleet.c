@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common_config.h"
+#include "dev_secrets.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -123,6 +124,20 @@ struct config *mailfleet_load_config(int argc, char **argv)
     return cfg;
 }
 
+/* mailfleet_load_config for a process that serves: also refuses the published
+ * development secrets on a listener beyond loopback (dev_secrets.h). */
+static struct config *load_serving_config(int argc, char **argv)
+{
+    struct config *cfg = mailfleet_load_config(argc, argv);
+    char err[512];
+    if (cfg && dev_secrets_check(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "mailfleet: refusing to start: %s\n", err);
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
 struct run_thread {
     pthread_t tid;
     const struct worker_def *def;
@@ -207,7 +222,7 @@ static int run_workers(const struct worker_def *const *defs, size_t n, const str
 
 static int cmd_run_all(int argc, char **argv)
 {
-    struct config *cfg = mailfleet_load_config(argc, argv);
+    struct config *cfg = load_serving_config(argc, argv);
     if (!cfg)
         return 2;
     log_init("mailfleet", log_level_parse(config_str(cfg, "mailfleet", "log_level")));
@@ -236,7 +251,7 @@ static int cmd_run_all(int argc, char **argv)
 
 static int cmd_worker(const struct worker_def *def, int argc, char **argv)
 {
-    struct config *cfg = mailfleet_load_config(argc, argv);
+    struct config *cfg = load_serving_config(argc, argv);
     if (!cfg)
         return 2;
     log_init(def->name, log_level_parse(config_str(cfg, "mailfleet", "log_level")));

@@ -210,9 +210,21 @@ static void mac(const struct tokens_key *k, const char *msg, size_t len,
         panic("%s: HMAC-SHA256 failed", __func__);
 }
 
+size_t tokens_count(const struct tokens *t)
+{
+    return t->n;
+}
+
 char *tokens_sign(struct tokens *t, const void *payload, size_t len, int64_t expires_s)
 {
-    const struct tokens_key *k = &t->keys[0];
+    return tokens_sign_key(t, 0, payload, len, expires_s);
+}
+
+char *tokens_sign_key(struct tokens *t, size_t key, const void *payload, size_t len, int64_t expires_s)
+{
+    if (key >= t->n)
+        panic("%s: key %zu of %zu", __func__, key, t->n);
+    const struct tokens_key *k = &t->keys[key];
     struct strbuf b;
     unsigned char m[TOKENS_MAC_LEN];
 

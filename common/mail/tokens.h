@@ -22,6 +22,11 @@ void tokens_free(struct tokens *t);
 
 /* malloc'd token; expires_s = absolute epoch seconds (0 = never). */
 char *tokens_sign(struct tokens *t, const void *payload, size_t len, int64_t expires_s);
+/* How many keys are configured, and tokens_sign() with keys[key] instead of the
+ * sign key (key < tokens_count()), for callers that derive one value per key
+ * (common/mail/verp's MAC keys) and must accept all of them. */
+size_t tokens_count(const struct tokens *t);
+char *tokens_sign_key(struct tokens *t, size_t key, const void *payload, size_t len, int64_t expires_s);
 /* On TOKEN_OK *payload is malloc'd (NUL-terminated), *expires_s set. */
 enum token_result tokens_verify(struct tokens *t, const char *token, int64_t now_s,
                                 char **payload, size_t *len, int64_t *expires_s);

@@ -1,6 +1,7 @@
 /* verp — see verp.h for the token layout and why it is not a tokens.h token. */
 #include "verp.h"
 #include "ids.h"
+#include "strbuf.h"
 #include "tokens.h"
 #include "topics.h"
 
@@ -8,6 +9,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define VERP_MAC_LEN 10
@@ -95,8 +97,45 @@ int verp_check(const void *key, size_t keylen, const char *tag, const char *toke
     return 0;
 }
 
-char *verp_key_derive(struct tokens *t)
+struct verp_keys {
+    char **key;   /* key[0] from the sign key; NUL-terminated text */
+    size_t n;
+};
+
+struct verp_keys *verp_keys_new(struct tokens *t)
 {
     static const char label[] = VERP_KEY_LABEL;
-    return tokens_sign(t, label, sizeof(label) - 1, 0);
+    struct verp_keys *k = xcalloc(1, sizeof(*k));
+    k->n = tokens_count(t);
+    k->key = xcalloc(k->n, sizeof(*k->key));
+    for (size_t i = 0; i < k->n; i++)
+        k->key[i] = tokens_sign_key(t, i, label, sizeof(label) - 1, 0);
+    return k;
+}
+
+void verp_keys_free(struct verp_keys *k)
+{
+    if (!k)
+        return;
+    for (size_t i = 0; i < k->n; i++) {
+        OPENSSL_cleanse(k->key[i], strlen(k->key[i]));
+        free(k->key[i]);
+    }
+    free(k->key);
+    free(k);
+}
+
+int verp_keys_token(const struct verp_keys *k, const char *tag, const char *id, const char *rcpt,
+                    char out[VERP_TOKEN_LEN + 1])
+{
+    return verp_token(k->key[0], strlen(k->key[0]), tag, id, rcpt, out);
+}
+
+int verp_keys_check(const struct verp_keys *k, const char *tag, const char *token, const char *rcpt,
+                    char id_out[VERP_ID_LEN + 1])
+{
+    for (size_t i = 0; i < k->n; i++)
+        if (verp_check(k->key[i], strlen(k->key[i]), tag, token, rcpt, id_out) == 0)
+            return 0;
+    return -EINVAL;
 }

@@ -33,11 +33,22 @@ int verp_token(const void *key, size_t keylen, const char *tag, const char *id, 
 int verp_check(const void *key, size_t keylen, const char *tag, const char *token, const char *rcpt,
                char id_out[VERP_ID_LEN + 1]);
 
-/* The MAC key, derived from the sign key of [mailfleet] token_keys: the
- * tokens_sign() of a fixed label with expiry 0, which is deterministic, so
- * every process holding token_keys (send, feedback) derives the same key and
- * there is no second secret to manage.  Rotating the sign key rotates it.
- * malloc'd, NUL-terminated. */
-char *verp_key_derive(struct tokens *t);
+/* The MAC keys, one derived from each key of [mailfleet] token_keys: the
+ * tokens_sign_key() of a fixed label with expiry 0, which is deterministic, so
+ * every process holding token_keys (send, feedback) derives the same keys and
+ * there is no second secret to manage.  Tokens are made with the key derived
+ * from the sign key (the first) and checked against every key, so rotating
+ * token_keys (new key first, old one kept) leaves the VERP and mailto
+ * unsubscribe addresses of mail sent before the rotation valid until the old
+ * key is removed. */
+struct verp_keys;
+struct verp_keys *verp_keys_new(struct tokens *t);
+void verp_keys_free(struct verp_keys *k);   /* accepts NULL */
+/* verp_token() with the sign key's MAC key. */
+int verp_keys_token(const struct verp_keys *k, const char *tag, const char *id, const char *rcpt,
+                    char out[VERP_TOKEN_LEN + 1]);
+/* verp_check() against each MAC key in turn: 0 when one verifies. */
+int verp_keys_check(const struct verp_keys *k, const char *tag, const char *token, const char *rcpt,
+                    char id_out[VERP_ID_LEN + 1]);
 
 #endif

@@ -80,3 +80,72 @@ class CliTest(harness.TestCase):
             self.assertIn("no.such.property", r.stderr, w)
         r = self.mailfleet("alarms", "-c", cfg, check=False)
         self.assertIn("no.such.property", r.stderr)
+
+
+class DevSecretsTest(harness.TestCase):
+    """The development secrets published in ops/ (token key, API token, the
+    device user) are refused on any listener beyond loopback, and only there:
+    `make run`'s config on 127.0.0.1 starts."""
+
+    def dev_config(self, ingest_host="127.0.0.1", **replace):
+        """ops/mailfleet.dev.ini with free ports and this test's dirs;
+        replace: {key: new value} for token_keys, api_token, users_file."""
+        import re
+        text = open(os.path.join(harness.ROOT, "ops", "mailfleet.dev.ini")).read()
+        self.ports = {}
+
+        def port(m):
+            p = harness.free_port()
+            self.ports.setdefault(m.group(1), p)
+            return "%s = 127.0.0.1:%d" % (m.group(1), p)
+        text = re.sub(r"^(\w+) = 127\.0\.0\.1:\d+$", port, text, flags=re.M)
+        text = re.sub(r"^listen = 127\.0\.0\.1:", "listen = %s:" % ingest_host, text, flags=re.M)
+        text = text.replace("var/", self.path("var") + "/")
+        text = text.replace("ops/dev.users", os.path.join(harness.ROOT, "ops", "dev.users"))
+        for key, value in replace.items():
+            text, n = re.subn(r"^%s = .*$" % key, "%s = %s" % (key, value), text, flags=re.M)
+            self.assertEqual(n, 1, key)
+        return self.write("mf.ini", text)
+
+    def refused(self, cfg, *args):
+        r = self.mailfleet(*(args or ("run",)), "-c", cfg, check=False, timeout=30)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("refusing to start", r.stderr)
+        self.assertIn("[ingest] listen = 0.0.0.0:", r.stderr)
+        return r.stderr
+
+    def own_users(self):
+        r = self.mailfleet("users", "add", "ops", "-c", self.write("u.ini", "[ingest]\nusers_file = %s\n"
+                                                                    % self.path("users")),
+                           input="a-password-of-our-own\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return self.path("users")
+
+    def test_dev_config_on_loopback_starts(self):
+        p = self.start([harness.MAILFLEET, "run", "-c", self.dev_config()], "run")
+        harness.wait_port(self.ports["listen"], proc=p.p)
+        harness.wait_port(self.ports["http_listen"], proc=p.p)
+
+    def test_each_dev_secret_beyond_loopback_is_refused_by_name(self):
+        own_key = "prod1:" + "c3" * 32
+        rows = [
+            ({}, "[mailfleet] token_keys"),
+            ({"token_keys": own_key, "users_file": self.own_users()}, "[feedback] api_token"),
+            ({"token_keys": own_key, "api_token": "a-token-of-our-own-1234"}, "[ingest] users_file"),
+            # a renamed key id is still the published key
+            ({"token_keys": own_key + ",old:" + "6d61696c666c6565742d6465762d6b65792d6f6e652d646f2d6e6f742d757365",
+              "api_token": "a-token-of-our-own-1234", "users_file": self.own_users()}, "[mailfleet] token_keys"),
+        ]
+        for replace, named in rows:
+            err = self.refused(self.dev_config("0.0.0.0", **replace))
+            self.assertIn(named, err)
+            self.assertNotIn("6d61696c666c6565742d", err)   # the secret itself is never printed
+        # a single worker refuses the same way
+        self.assertIn("[mailfleet] token_keys", self.refused(self.dev_config("0.0.0.0"), "ingest"))
+
+    def test_own_secrets_beyond_loopback_start(self):
+        cfg = self.dev_config("0.0.0.0", token_keys="prod1:" + "c3" * 32, api_token="a-token-of-our-own-1234",
+                              users_file=self.own_users())
+        p = self.start([harness.MAILFLEET, "run", "-c", cfg], "run")
+        harness.wait_port(self.ports["listen"], proc=p.p)
+        harness.wait_port(self.ports["http_listen"], proc=p.p)

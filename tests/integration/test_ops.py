@@ -882,6 +882,26 @@ class DockerfileTest(unittest.TestCase):
         for w in workloads(render("base")[1]).values():
             self.assertEqual(w["spec"]["template"]["spec"]["securityContext"]["runAsUser"], 10001)
 
+    def test_image_bakes_in_no_development_config(self):
+        """The dev config's token key, API token and user are published: the
+        image neither copies ops/mailfleet.dev.ini nor ops/dev.users, and its
+        default command reads a config that only a mount provides."""
+        rt = self.stages()["runtime"]["lines"]
+        copies = [l for l in rt if l.upper().startswith(("COPY", "ADD"))]
+        for l in copies:
+            self.assertNotIn("mailfleet.dev.ini", l)
+            self.assertNotIn("dev.users", l)
+            self.assertNotIn("/etc/mailfleet", l)
+        cmd = [l for l in rt if l.upper().startswith("CMD")]
+        self.assertEqual(len(cmd), 1)
+        self.assertNotIn("dev", cmd[0])
+        self.assertIn('"/etc/mailfleet/mailfleet.ini"', cmd[0])
+        # and the pods mount their config exactly there
+        for w in workloads(render("base")[1]).values():
+            mounts = [m["mountPath"] for c in w["spec"]["template"]["spec"]["containers"]
+                      for m in c.get("volumeMounts", [])]
+            self.assertTrue(any(m in ("/etc/mailfleet", "/etc/mailfleet/mailfleet.ini") for m in mounts), mounts)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -72,13 +72,13 @@ static int tool_main(int argc, char **argv)
         for (char *s = NULL, *k = strtok_r(keys, ",", &s); k && n < 16; k = strtok_r(NULL, ",", &s))
             v[n++] = k;
         struct tokens *t = tokens_new(v, n, err, sizeof(err));
-        char *key = t ? verp_key_derive(t) : NULL;
-        if (!key || verp_token(key, strlen(key), argv[2], argv[4], argv[5], tok) != 0) {
+        struct verp_keys *vk = t ? verp_keys_new(t) : NULL;
+        if (!vk || verp_keys_token(vk, argv[2], argv[4], argv[5], tok) != 0) {
             fprintf(stderr, "mftool: cannot make a VERP token\n");
             return 1;
         }
         printf("%s\n", tok);
-        free(key);
+        verp_keys_free(vk);
         tokens_free(t);
         free(keys);
         return 0;

@@ -5,11 +5,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tokens.h"
+#include "topics.h"
+#include "verp.h"
 
 #define NOW 1800000000LL
 
@@ -239,6 +242,70 @@ static void test_rotation(void **state)
     tokens_free(rot);
 }
 
+/* VERP and mailto unsubscribe tokens across a rotation of token_keys: made
+ * with the first key, checked with every key, so mail sent before the
+ * rotation keeps its bounce and unsubscribe addresses until its key goes. */
+static void test_verp_rotation_table(void **state)
+{
+    static const char *const keys_new_only[] = { "b2:this is a long text secret" };
+    static const struct {
+        const char *const *made; size_t mn;
+        const char *const *checked; size_t cn;
+        const char *tag;
+        int expect;
+    } rows[] = {
+        { keys_a, 1, keys_a, 1, "verp", 0 },
+        { keys_a, 1, keys_b, 2, "verp", 0 },            /* made before rotation, checked after */
+        { keys_a, 1, keys_b, 2, "unsubscribe", 0 },
+        { keys_b, 2, keys_b, 2, "verp", 0 },
+        { keys_b, 2, keys_a, 1, "verp", -EINVAL },      /* new key unknown to the old set */
+        { keys_a, 1, keys_new_only, 1, "verp", -EINVAL },   /* old key removed */
+        { keys_a, 1, keys_new_only, 1, "unsubscribe", -EINVAL },
+        { keys_a, 1, keys_other, 1, "verp", -EINVAL },  /* same kid, other secret */
+    };
+    static const char id[] = "0190f3a2-0000-7000-8000-0000000000aa";
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct tokens *tm = mk(rows[i].made, rows[i].mn), *tc = mk(rows[i].checked, rows[i].cn);
+        struct verp_keys *vm = verp_keys_new(tm), *vc = verp_keys_new(tc);
+        char tok[VERP_TOKEN_LEN + 1], back[VERP_ID_LEN + 1] = "";
+        assert_int_equal(verp_keys_token(vm, rows[i].tag, id, "reader@example.com", tok), 0);
+        int r = verp_keys_check(vc, rows[i].tag, tok, "reader@example.com", back);
+        if (r != rows[i].expect)
+            fail_msg("row %zu: verp_keys_check %d, want %d", i, r, rows[i].expect);
+        if (r == 0) {
+            assert_string_equal(back, id);
+            /* bound to the recipient and the tag under every key */
+            assert_int_equal(verp_keys_check(vc, rows[i].tag, tok, "other@example.com", back), -EINVAL);
+            assert_int_equal(verp_keys_check(vc, strcmp(rows[i].tag, "verp") ? "verp" : "unsubscribe",
+                                             tok, "reader@example.com", back), -EINVAL);
+        }
+        verp_keys_free(vm);
+        verp_keys_free(vc);
+        tokens_free(tm);
+        tokens_free(tc);
+    }
+}
+
+/* The sign key's VERP key is the one earlier releases derived (tokens_sign of
+ * the label), so addresses in mail already sent stay valid across an upgrade. */
+static void test_verp_sign_key_unchanged(void **state)
+{
+    static const char label[] = VERP_KEY_LABEL;
+    static const char id[] = "0190f3a2-0000-7000-8000-0000000000ab";
+    (void)state;
+    struct tokens *t = mk(keys_b, 2);
+    struct verp_keys *vk = verp_keys_new(t);
+    char *key = tokens_sign(t, label, sizeof(label) - 1, 0);
+    char a[VERP_TOKEN_LEN + 1], b[VERP_TOKEN_LEN + 1];
+    assert_int_equal(verp_token(key, strlen(key), "verp", id, "x@example.com", a), 0);
+    assert_int_equal(verp_keys_token(vk, "verp", id, "x@example.com", b), 0);
+    assert_string_equal(a, b);
+    free(key);
+    verp_keys_free(vk);
+    tokens_free(t);
+}
+
 static void test_b64url_table(void **state)
 {
     static const struct { const char *raw; size_t n; const char *enc; } rows[] = {
@@ -281,6 +348,8 @@ int main(void)
         cmocka_unit_test(test_malformed_table),
         cmocka_unit_test(test_expiry_table),
         cmocka_unit_test(test_rotation),
+        cmocka_unit_test(test_verp_rotation_table),
+        cmocka_unit_test(test_verp_sign_key_unchanged),
         cmocka_unit_test(test_b64url_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -129,7 +129,7 @@ static int feedback_open(struct feedback *f, struct worker_env *env)
     char err[512], dir[1024];
 
     if (!(f->tokens = common_tokens(cfg, err, sizeof(err))) ||
-        !(f->verp_key = verp_key_derive(f->tokens)) ||
+        !(f->verp_keys = verp_keys_new(f->tokens)) ||
         !(f->incoming = common_store(cfg, "store_incoming", err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot start feedback", "error", err, NULL);
         return -1;
@@ -211,7 +211,7 @@ static void feedback_close(struct feedback *f, struct worker_env *env)
     kv_close(f->seen);
     store_close(f->incoming);
     tokens_free(f->tokens);
-    free(f->verp_key);
+    verp_keys_free(f->verp_keys);
     bus_close(f->bus);
     config_list_free(f->arns, f->n_arns);
     free(f->api_token);

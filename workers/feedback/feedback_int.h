@@ -16,7 +16,7 @@ struct feedback {
     struct bus *bus;
     struct store *incoming;
     struct tokens *tokens;
-    char *verp_key;
+    struct verp_keys *verp_keys;   /* checks with every token key (rotation) */
     struct suppression_copy *copy;
     struct kv *transient, *seen;
     struct bus_consumer *fc, *ec;

@@ -233,7 +233,7 @@ static int verp_for(struct feedback *f, const char *tag, const char *tok, const 
     char a[ADDRESS_BUFSZ];
     if (!tok[0] || address_normalize(rcpt, a, sizeof(a)) != 0)
         return -1;
-    return verp_check(f->verp_key, strlen(f->verp_key), tag, tok, a, msgid) == 0 ? 0 : -1;
+    return verp_keys_check(f->verp_keys, tag, tok, a, msgid) == 0 ? 0 : -1;
 }
 
 /* One-click token "u|rcpt|list" -> address, list. */

@@ -203,7 +203,7 @@ static void sender_free(struct sender *w)
     ratelimit_free(w->rl);
     dkim_signer_free(w->dkim);
     tokens_free(w->tokens);
-    free(w->verp_key);
+    verp_keys_free(w->verp_keys);
     free(w->pause_file);
     free(w->transport_uri);
     free(w->smtp_password);
@@ -301,11 +301,11 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     const struct config *cfg = env->cfg;
     w->cfg = cfg;
     w->stop = env->stop;
-    /* [mailfleet] token_keys signs unsubscribe URLs and yields the VERP key. */
+    /* [mailfleet] token_keys signs unsubscribe URLs and yields the VERP keys. */
     w->tokens = common_tokens(cfg, err, errlen);
     if (!w->tokens)
         return -EINVAL;
-    w->verp_key = verp_key_derive(w->tokens);
+    w->verp_keys = verp_keys_new(w->tokens);
     if (sender_check_domains(cfg, err, errlen) != 0)
         return -EINVAL;
     if (sender_tiers(w, cfg, err, errlen) != 0)

@@ -25,7 +25,7 @@ struct sender {
     struct ratelimit *rl;
     struct dkim_signer *dkim;
     struct tokens *tokens;
-    char *verp_key;
+    struct verp_keys *verp_keys;   /* makes with the sign key, see verp.h */
     char *pause_file;
     char *transport_uri;
     struct transport_config tc;

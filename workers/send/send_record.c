@@ -186,8 +186,8 @@ char *send_record_verp_token(struct sender *w, const char *id, const char *rcpt,
 {
     int unsub = strcmp(use, "verp") != 0;
     char *tok = xmalloc(VERP_TOKEN_LEN + 1);
-    if (verp_token(w->verp_key, strlen(w->verp_key), unsub ? "unsubscribe" : "verp", id, rcpt, tok) != 0)
-        panic("%s: verp_token refused a checked id", __func__);
+    if (verp_keys_token(w->verp_keys, unsub ? "unsubscribe" : "verp", id, rcpt, tok) != 0)
+        panic("%s: verp_keys_token refused a checked id", __func__);
     return tok;
 }
 
