@@ -123,13 +123,17 @@ class Proc:
             os.killpg(self.p.pid, sig)
 
     def sigterm_taken(self):
-        """True once the process blocks or catches SIGTERM (our workers block
-        it in main before anything else), or has gone."""
+        """True once a thread of the process blocks or catches SIGTERM (our
+        workers block it in main before any thread starts, and every thread
+        inherits that; main itself unblocks it only inside sigtimedwait), or
+        the process has gone."""
+        bit = 1 << (signal.SIGTERM - 1)
         try:
-            with open("/proc/%d/status" % self.p.pid) as f:
-                for line in f:
-                    if line.startswith(("SigBlk:", "SigCgt:")) and int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)):
-                        return True
+            for task in os.listdir("/proc/%d/task" % self.p.pid):
+                with open("/proc/%d/task/%s/status" % (self.p.pid, task)) as f:
+                    for line in f:
+                        if line.startswith(("SigBlk:", "SigCgt:")) and int(line.split()[1], 16) & bit:
+                            return True
         except OSError:
             return True
         return not self.alive()
