@@ -320,7 +320,7 @@ static void kafka_close_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
  * answers; the queue form lets us stop waiting, and a consumer not closed by
  * then is destroyed without the close (its group sees it leave when the
  * session times out, as after a crash: offsets are committed per record). */
-static void kafka_consumer_close_destroy(rd_kafka_t *rk)
+static void kafka_consumer_close_destroy(rd_kafka_t *rk, int keep_handle)
 {
     int64_t deadline = mono_ms() + kafka_close_budget_ms();
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
@@ -345,12 +345,36 @@ static void kafka_consumer_close_destroy(rd_kafka_t *rk)
         log_kv(LOG_WARN, "kafka consumer not closed within the shutdown grace; leaving without it",
                "component", "kafka", "client", rd_kafka_name(rk), NULL);
     rd_kafka_queue_destroy(q);
+    if (keep_handle) {
+        log_kv(LOG_DEBUG, "kafka consumer left without destroy (first rebalance unfinished)",
+               "component", "kafka", "client", rd_kafka_name(rk), NULL);
+        return;
+    }
     rd_kafka_destroy_flags(rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
+
+/* librdkafka 2.0.2 (Debian's) aborts in rd_kafka_destroy with the
+ * cooperative-sticky assignor when the group was joined but the first
+ * assignment never arrived (its assignor state is still NULL; fixed
+ * upstream in 2.3.0): a consumer stopped during its first rebalance would
+ * crash the process at shutdown.  Such a consumer is closed but its handle
+ * is not destroyed; the process is exiting anyway. */
+static int kafka_first_rebalance_unfinished(rd_kafka_t *rk)
+{
+    char *mid = rd_kafka_memberid(rk);
+    int joined = mid && *mid;
+    if (mid)
+        rd_kafka_mem_free(rk, mid);
+    rd_kafka_topic_partition_list_t *a = NULL;
+    int assigned = rd_kafka_assignment(rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a && a->cnt > 0;
+    if (a)
+        rd_kafka_topic_partition_list_destroy(a);
+    return joined && !assigned;
 }
 
 static void kafka_reader_free(rd_kafka_t *rk)
 {
-    kafka_consumer_close_destroy(rk);
+    kafka_consumer_close_destroy(rk, 0);   /* assign(), no group protocol */
 }
 
 /* ---- producing -------------------------------------------------------- */
@@ -792,11 +816,12 @@ static void kafka_consumer_free(void *cimpl)
      * once instead of after session.timeout.ms.  librdkafka 2.0.2 sends no
      * LeaveGroup from consumer_close with the cooperative assignor; an
      * explicit unsubscribe first does. */
+    int keep = kafka_first_rebalance_unfinished(c->rk);
     rd_kafka_resp_err_t e = rd_kafka_unsubscribe(c->rk);
     if (e)
         log_kv(LOG_WARN, "kafka unsubscribe", "component", "kafka", "error",
                rd_kafka_err2str(e), NULL);
-    kafka_consumer_close_destroy(c->rk);
+    kafka_consumer_close_destroy(c->rk, keep);
     free(c);
 }
 
