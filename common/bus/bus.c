@@ -213,6 +213,7 @@ struct bus_record *bus_record_build(const char *topic, const void *key, size_t k
     r->timestamp_ms = ts_ms;
     r->partition = partition;
     r->offset = offset;
+    r->epoch = 0;
     return r;
 }
 

@@ -44,6 +44,8 @@ struct bus_record {
     int64_t timestamp_ms;  /* 0 on produce = now */
     int32_t partition;     /* consumed: partition; produce: -1 = partitioner */
     int64_t offset;        /* consumed: offset */
+    uint32_t epoch;        /* consumed: the consumer's assignment it came with
+                            * (Kafka; bumped at every rebalance), else 0 */
 };
 
 struct bus_options {
@@ -79,27 +81,35 @@ struct bus_consumer *bus_consumer_new(struct bus *b, const char *group, const ch
                                       int from_beginning, char *err, size_t errlen);
 /* 1 = *out holds a record (free it), 0 = nothing within timeout, <0 = error. */
 int bus_consumer_poll(struct bus_consumer *c, struct bus_record **out, int timeout_ms);
-/* Commits the position after r (r->offset + 1 on r's topic/partition). */
+/* Commits the position after r (r->offset + 1 on r's topic/partition).
+ * -ESTALE: r was read before a rebalance (Kafka) and is not committed; its
+ * partition restarts from the group's committed offset, wherever it went. */
 int bus_consumer_commit(struct bus_consumer *c, const struct bus_record *r);
-/* Rewinds so the next poll returns r again (after a RETRY). */
+/* Rewinds so the next poll returns r again (after a RETRY).  A record read
+ * before a rebalance needs no rewind (0, nothing done). */
 int bus_consumer_seek(struct bus_consumer *c, const struct bus_record *r);
 void bus_consumer_free(struct bus_consumer *c);   /* clean close; accepts NULL */
 
 /* Consume-transform-produce: produce outs and commit past `in` atomically.
  * Kafka with a transactional_id: one transaction (aborted on failure, so
- * read_committed consumers see nothing).  Otherwise (local, or Kafka
- * at_least_once) outputs are made durable first, then the input committed. */
+ * read_committed consumers see nothing).  Otherwise (local, or Kafka without
+ * one) outputs are made durable first, then the input committed. */
 int bus_produce_and_commit(struct bus_consumer *c, const struct bus_record *in,
                            const struct bus_record *outs, size_t n, char *err, size_t errlen);
 
 /* The same for a batch: outputs durable and every partition's offset moved
  * past its highest record in ins, as one unit.  Local: one LMDB write
  * transaction.  Kafka with a transactional_id: one transaction (produce +
- * send_offsets_to_transaction).  Kafka at_least_once: produce, wait until
+ * send_offsets_to_transaction).  Kafka without one: produce, wait until
  * durable, then commit the offsets.  On failure nothing is committed (Kafka
- * at_least_once may have produced some outputs: consumers see them again
- * when the batch is redone).  n_in = 0: a plain produce.  Records in ins may
- * come from several topics and partitions; order does not matter. */
+ * without a transaction may have produced some outputs: consumers see them
+ * again when the batch is redone).  n_in = 0: a plain produce.  Records in
+ * ins may come from several topics and partitions; order does not matter.
+ * -ESTALE: a rebalance came after some of ins were read; nothing was
+ * produced or committed, and the batch is to be dropped, not redone (its
+ * partitions restart from the group's committed offsets).
+ * -ENOTRECOVERABLE: the producer is fenced (a newer instance took its
+ * transactional id) or failed for good; the process should exit. */
 #define BUS_BATCH_TIMEOUT_MS 30000
 int bus_produce_and_commit_batch(struct bus_consumer *c, const struct bus_record *const *ins,
                                  size_t n_in, const struct bus_record *outs, size_t n_out,

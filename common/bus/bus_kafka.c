@@ -8,15 +8,24 @@
  * the message opaque) and a background thread serves the reports.
  *
  * Consumers: one group member per bus_consumer, manual commits of offset+1
- * after the output is durable, read_committed, cooperative-sticky.
+ * after the output is durable, read_committed.  The assignor is the eager
+ * roundrobin, not cooperative-sticky: librdkafka 2.0.2 restarts the
+ * partitions a member keeps through a cooperative rebalance from where they
+ * were first fetched, so records committed since come again (upstream issue
+ * 4637, fixed after 2.3), and it aborts in rd_kafka_destroy when such a
+ * consumer stops during its first rebalance.  An eager rebalance takes every
+ * partition back and restarts each from the group's committed offset.
+ * Every record carries the consumer's assignment epoch; a batch read
+ * across a rebalance is refused (-ESTALE) rather than committed for
+ * partitions that may already be someone else's, and needs no seek.
  *
- * Consume-transform-produce has two modes.  With opt->transactional_id the
- * outputs and the inputs' offsets go in one transaction (aborted on any
- * error, so read_committed readers see none of it).  Without it
- * (at_least_once) the outputs are acknowledged first, then the inputs are
- * committed; a crash in between redelivers them and the workers' LMDB dedupe
- * absorbs it.  at_least_once stays the default while the transactional mode
- * re-processes committed records after a rebalance (DESIGN.md §3.1, §12).
+ * Consume-transform-produce: with opt->transactional_id the outputs and the
+ * inputs' offsets go in one transaction (aborted on any error, so
+ * read_committed readers see none of it), fenced by the group generation
+ * (KIP-447) when the partitions moved meanwhile.  Without one the outputs are
+ * acknowledged first, then the inputs committed; a crash in between
+ * redelivers them.  A producer fenced for good (a newer instance took its
+ * transactional id) answers -ENOTRECOVERABLE from then on.
  *
  * Monitor and CLI helpers (topic_stats, group_set_offset, read_at) open
  * short-lived handles: they run rarely, and a handle of their own never
@@ -55,6 +64,7 @@ struct kafka_bus {
     char **conf;                 /* copied name/value pairs, NULL-terminated */
     rd_kafka_t *producer;
     int transactional;
+    int abort_pending;           /* an abort timed out; retried first (txn_lock) */
     pthread_t poller;
     atomic_int stop;
     pthread_mutex_t txn_lock;    /* a producer runs one transaction at a time */
@@ -65,6 +75,7 @@ struct kafka_bus {
 struct kafka_consumer {
     struct kafka_bus *kb;
     rd_kafka_t *rk;
+    uint32_t epoch;              /* bumped at each rebalance (polling thread only) */
 };
 
 /* The delivery reports one produce call waits for.  Shared by the caller and
@@ -182,9 +193,28 @@ static rd_kafka_conf_t *kafka_conf_new(const struct kafka_bus *kb, const char *c
     return conf;
 }
 
-/* A consumer handle: our defaults, the [kafka] pairs, then settings. */
+/* A group member's rebalances, served inside its rd_kafka_consumer_poll:
+ * every change of assignment starts a new epoch, so records read before it
+ * are known as stale when their batch comes to commit. */
+static void kafka_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                               rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct kafka_consumer *c = opaque;
+    int assign = e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+    c->epoch++;
+    rd_kafka_resp_err_t ae = rd_kafka_assign(rk, assign ? parts : NULL);
+    char n[16];
+    snprintf(n, sizeof n, "%d", parts ? parts->cnt : 0);
+    log_kv(ae ? LOG_WARN : LOG_INFO, assign ? "kafka partitions assigned" : "kafka partitions revoked",
+           "component", "kafka", "client", rd_kafka_name(rk), "partitions", n, "error",
+           ae ? rd_kafka_err2str(ae) : NULL, NULL);
+}
+
+/* A consumer handle: our defaults, the [kafka] pairs, then settings; a group
+ * member (member != NULL) gets the rebalance callback. */
 static rd_kafka_t *kafka_consumer_handle(const struct kafka_bus *kb, const char *const *defaults,
-                                         const char *const *settings, char *err, size_t errlen)
+                                         const char *const *settings,
+                                         struct kafka_consumer *member, char *err, size_t errlen)
 {
     char errstr[512];
     rd_kafka_conf_t *conf = kafka_conf_new(kb, defaults, err, errlen);
@@ -193,6 +223,10 @@ static rd_kafka_t *kafka_consumer_handle(const struct kafka_bus *kb, const char 
     if (kafka_set_all(conf, settings, err, errlen) < 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
+    }
+    if (member) {
+        rd_kafka_conf_set_rebalance_cb(conf, kafka_rebalance_cb);
+        rd_kafka_conf_set_opaque(conf, member);
     }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (!rk) {
@@ -219,7 +253,7 @@ static rd_kafka_t *kafka_reader_new(const struct kafka_bus *kb, const char *grou
         "enable.partition.eof", "true",
         NULL,
     };
-    return kafka_consumer_handle(kb, NULL, reader, err, errlen);
+    return kafka_consumer_handle(kb, NULL, reader, NULL, err, errlen);
 }
 
 static struct bus_record *kafka_record_from(const rd_kafka_message_t *m)
@@ -243,7 +277,8 @@ static struct bus_record *kafka_record_from(const rd_kafka_message_t *m)
 }
 
 /* Polls for the next record: 1 = *out set, 0 = nothing within timeout_ms
- * (for a reader: nothing before the end of its partition), <0 = error.
+ * (for a reader: nothing committed before the end of its partition, and
+ * -ETIMEDOUT when the time ran out first), <0 = error.
  * Consumer errors are mostly transient (a broker away, a topic not created
  * yet) and librdkafka keeps trying, so they are logged and polling goes on;
  * a fatal error ends it, and so does, for a reader, a missing partition. */
@@ -255,7 +290,7 @@ static int kafka_next(rd_kafka_t *rk, struct bus_record **out, int timeout_ms, i
     for (;;) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, kafka_remaining(deadline));
         if (!m)
-            return 0;
+            return reader ? -ETIMEDOUT : 0;
         if (!m->err) {
             *out = kafka_record_from(m);
             rd_kafka_message_destroy(m);
@@ -276,7 +311,7 @@ static int kafka_next(rd_kafka_t *rk, struct bus_record **out, int timeout_ms, i
         if (reader && kafka_errno(e) == -ENOENT)
             return -ENOENT;
         if (mono_ms() >= deadline)
-            return 0;
+            return reader ? -ETIMEDOUT : 0;
     }
 }
 
@@ -302,17 +337,10 @@ static int kafka_reader_fetch(rd_kafka_t *rk, const char *topic, int32_t partiti
 static void kafka_close_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                                   rd_kafka_topic_partition_list_t *parts)
 {
-    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    rd_kafka_error_t *ce = NULL;
-    if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
-        ce = cooperative ? rd_kafka_incremental_assign(rk, parts) : (rd_kafka_assign(rk, parts), NULL);
-    else
-        ce = cooperative ? rd_kafka_incremental_unassign(rk, parts) : (rd_kafka_assign(rk, NULL), NULL);
-    if (ce) {
+    rd_kafka_resp_err_t ae = rd_kafka_assign(rk, e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? parts : NULL);
+    if (ae)
         log_kv(LOG_WARN, "kafka rebalance while closing", "component", "kafka", "error",
-               rd_kafka_error_string(ce), NULL);
-        rd_kafka_error_destroy(ce);
-    }
+               rd_kafka_err2str(ae), NULL);
 }
 
 /* consumer_close then destroy, within the close budget.  With every broker
@@ -320,7 +348,7 @@ static void kafka_close_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
  * answers; the queue form lets us stop waiting, and a consumer not closed by
  * then is destroyed without the close (its group sees it leave when the
  * session times out, as after a crash: offsets are committed per record). */
-static void kafka_consumer_close_destroy(rd_kafka_t *rk, int keep_handle)
+static void kafka_consumer_close_destroy(rd_kafka_t *rk)
 {
     int64_t deadline = mono_ms() + kafka_close_budget_ms();
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
@@ -345,36 +373,12 @@ static void kafka_consumer_close_destroy(rd_kafka_t *rk, int keep_handle)
         log_kv(LOG_WARN, "kafka consumer not closed within the shutdown grace; leaving without it",
                "component", "kafka", "client", rd_kafka_name(rk), NULL);
     rd_kafka_queue_destroy(q);
-    if (keep_handle) {
-        log_kv(LOG_DEBUG, "kafka consumer left without destroy (first rebalance unfinished)",
-               "component", "kafka", "client", rd_kafka_name(rk), NULL);
-        return;
-    }
     rd_kafka_destroy_flags(rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-}
-
-/* librdkafka 2.0.2 (Debian's) aborts in rd_kafka_destroy with the
- * cooperative-sticky assignor when the group was joined but the first
- * assignment never arrived (its assignor state is still NULL; fixed
- * upstream in 2.3.0): a consumer stopped during its first rebalance would
- * crash the process at shutdown.  Such a consumer is closed but its handle
- * is not destroyed; the process is exiting anyway. */
-static int kafka_first_rebalance_unfinished(rd_kafka_t *rk)
-{
-    char *mid = rd_kafka_memberid(rk);
-    int joined = mid && *mid;
-    if (mid)
-        rd_kafka_mem_free(rk, mid);
-    rd_kafka_topic_partition_list_t *a = NULL;
-    int assigned = rd_kafka_assignment(rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a && a->cnt > 0;
-    if (a)
-        rd_kafka_topic_partition_list_destroy(a);
-    return joined && !assigned;
 }
 
 static void kafka_reader_free(rd_kafka_t *rk)
 {
-    kafka_consumer_close_destroy(rk, 0);   /* assign(), no group protocol */
+    kafka_consumer_close_destroy(rk);
 }
 
 /* ---- producing -------------------------------------------------------- */
@@ -516,6 +520,8 @@ static int kafka_produce_wait(struct kafka_bus *kb, const struct bus_record *rec
 static int kafka_txn_end(struct kafka_bus *kb, int rc, int64_t deadline, char *err, size_t errlen)
 {
     rd_kafka_error_t *e = NULL;
+    if (rc == -ENOTRECOVERABLE)
+        return rc;
     if (rc == 0) {
         while ((e = rd_kafka_commit_transaction(kb->producer, kafka_remaining(deadline))) &&
                rd_kafka_error_is_retriable(e) && mono_ms() < deadline)
@@ -530,7 +536,10 @@ static int kafka_txn_end(struct kafka_bus *kb, int rc, int64_t deadline, char *e
         }
         rd_kafka_error_destroy(e);
     }
+    /* An abort that times out is to be called again before the next
+     * transaction can begin. */
     e = rd_kafka_abort_transaction(kb->producer, KAFKA_TXN_TIMEOUT_MS);
+    kb->abort_pending = e != NULL;
     if (e) {
         log_kv(LOG_ERROR, "kafka abort transaction failed", "component", "kafka", "error",
                rd_kafka_error_string(e), NULL);
@@ -539,10 +548,27 @@ static int kafka_txn_end(struct kafka_bus *kb, int rc, int64_t deadline, char *e
     return rc;
 }
 
-static int kafka_txn_error(rd_kafka_error_t *e, const char *what, char *err, size_t errlen)
+/* -ENOTRECOVERABLE once the producer has a fatal error (fenced by a newer
+ * instance with its transactional id, or its idempotence state lost): no
+ * call on it can succeed again. */
+static int kafka_fatal(struct kafka_bus *kb, char *err, size_t errlen)
+{
+    char why[256];
+    if (!rd_kafka_fatal_error(kb->producer, why, sizeof why))
+        return 0;
+    snprintf(err, errlen, "kafka: the producer failed for good (fenced by a newer instance?): %s",
+             why);
+    return -ENOTRECOVERABLE;
+}
+
+static int kafka_txn_error(struct kafka_bus *kb, rd_kafka_error_t *e, const char *what, char *err,
+                           size_t errlen)
 {
     snprintf(err, errlen, "kafka: %s: %s", what, rd_kafka_error_string(e));
+    int fatal = rd_kafka_error_is_fatal(e);
     rd_kafka_error_destroy(e);
+    if (fatal)
+        return kafka_fatal(kb, err, errlen) ? -ENOTRECOVERABLE : -EIO;
     return -EIO;
 }
 
@@ -553,9 +579,16 @@ static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, si
                          int64_t deadline, char *err, size_t errlen)
 {
     pthread_mutex_lock(&kb->txn_lock);
-    rd_kafka_error_t *e = rd_kafka_begin_transaction(kb->producer);
-    if (e) {
-        int rc = kafka_txn_error(e, "begin transaction", err, errlen);
+    rd_kafka_error_t *e = NULL;
+    int fatal = kafka_fatal(kb, err, errlen);
+    if (!fatal && kb->abort_pending) {
+        e = rd_kafka_abort_transaction(kb->producer, kafka_remaining(deadline));
+        kb->abort_pending = e != NULL;
+    }
+    if (!fatal && !e)
+        e = rd_kafka_begin_transaction(kb->producer);
+    if (fatal || e) {
+        int rc = fatal ? fatal : kafka_txn_error(kb, e, "begin transaction", err, errlen);
         pthread_mutex_unlock(&kb->txn_lock);
         return rc;
     }
@@ -565,9 +598,13 @@ static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, si
         e = rd_kafka_send_offsets_to_transaction(kb->producer, offsets, md, kafka_remaining(deadline));
         rd_kafka_consumer_group_metadata_destroy(md);
         if (e)
-            rc = kafka_txn_error(e, "send offsets to transaction", err, errlen);
+            rc = kafka_txn_error(kb, e, "send offsets to transaction", err, errlen);
     }
+    if (rc < 0 && rc != -ENOTRECOVERABLE && kafka_fatal(kb, err, errlen))
+        rc = -ENOTRECOVERABLE;
     rc = kafka_txn_end(kb, rc, deadline, err, errlen);
+    if (rc < 0 && rc != -ENOTRECOVERABLE && kafka_fatal(kb, err, errlen))
+        rc = -ENOTRECOVERABLE;
     pthread_mutex_unlock(&kb->txn_lock);
     return rc;
 }
@@ -583,7 +620,8 @@ static int kafka_produce(void *impl, const struct bus_record *recs, size_t n, in
      * records of one call then become visible together. */
     if (kb->transactional)
         return kafka_txn_run(kb, recs, n, NULL, NULL, deadline, err, errlen);
-    return kafka_produce_wait(kb, recs, n, deadline, err, errlen);
+    int rc = kafka_produce_wait(kb, recs, n, deadline, err, errlen);
+    return rc < 0 && kafka_fatal(kb, err, errlen) ? -ENOTRECOVERABLE : rc;
 }
 
 /* ---- open / close ----------------------------------------------------- */
@@ -684,7 +722,7 @@ static void *kafka_open(const char *where, const struct bus_options *opt, char *
     if (opt->transactional_id) {
         rd_kafka_error_t *e = rd_kafka_init_transactions(kb->producer, KAFKA_TXN_TIMEOUT_MS);
         if (e) {
-            kafka_txn_error(e, "init transactions", err, errlen);
+            kafka_txn_error(kb, e, "init transactions", err, errlen);
             kafka_close(kb);
             return NULL;
         }
@@ -704,15 +742,14 @@ static void *kafka_consumer_new(void *impl, const char *group, const char *const
         "enable.auto.commit", "false",
         "enable.auto.offset.store", "false",
         "isolation.level", "read_committed",
-        "partition.assignment.strategy", "cooperative-sticky",
+        "partition.assignment.strategy", "roundrobin",
         "auto.offset.reset", from_beginning ? "earliest" : "latest",
         "allow.auto.create.topics", "true",
         NULL,
     };
     /* librdkafka's 45 s leaves a crashed worker's partitions idle for that
      * long; 10 s (Kafka's old default, above brokers' 6 s minimum) moves
-     * them sooner.  The mock cluster also holds a group's next rebalance for
-     * about this long after the last member leaves. */
+     * them sooner. */
     static const char *const consumer_defaults[] = {
         "session.timeout.ms", "10000",
         NULL,
@@ -721,9 +758,13 @@ static void *kafka_consumer_new(void *impl, const char *group, const char *const
         snprintf(err, errlen, "kafka: a consumer needs a group and at least one topic");
         return NULL;
     }
-    rd_kafka_t *rk = kafka_consumer_handle(kb, consumer_defaults, consumer, err, errlen);
-    if (!rk)
+    struct kafka_consumer *c = xcalloc(1, sizeof *c);
+    c->kb = kb;
+    rd_kafka_t *rk = kafka_consumer_handle(kb, consumer_defaults, consumer, c, err, errlen);
+    if (!rk) {
+        free(c);
         return NULL;
+    }
 
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
     for (const char *const *t = topics; *t; t++)
@@ -733,10 +774,9 @@ static void *kafka_consumer_new(void *impl, const char *group, const char *const
     if (e) {
         snprintf(err, errlen, "kafka: subscribe (group %s): %s", group, rd_kafka_err2str(e));
         rd_kafka_destroy(rk);
+        free(c);
         return NULL;
     }
-    struct kafka_consumer *c = xcalloc(1, sizeof *c);
-    c->kb = kb;
     c->rk = rk;
     return c;
 }
@@ -744,7 +784,19 @@ static void *kafka_consumer_new(void *impl, const char *group, const char *const
 static int kafka_poll(void *cimpl, struct bus_record **out, int timeout_ms)
 {
     struct kafka_consumer *c = cimpl;
-    return kafka_next(c->rk, out, timeout_ms, 0);
+    int rc = kafka_next(c->rk, out, timeout_ms, 0);
+    if (rc == 1)
+        (*out)->epoch = c->epoch;   /* after any rebalance this poll served */
+    return rc;
+}
+
+/* Records read before the latest rebalance: not to be committed or sought. */
+static int kafka_stale(const struct kafka_consumer *c, const struct bus_record *const *rs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (rs[i]->epoch != c->epoch)
+            return 1;
+    return 0;
 }
 
 static rd_kafka_resp_err_t kafka_commit_raw(rd_kafka_t *rk, const char *topic, int32_t partition,
@@ -780,6 +832,8 @@ static int kafka_commit(void *cimpl, const struct bus_record *r)
 {
     struct kafka_consumer *c = cimpl;
     char err[512];
+    if (kafka_stale(c, &r, 1))
+        return -ESTALE;
     int rc = kafka_commit_offset(c->rk, r->topic, r->partition, r->offset + 1, err, sizeof err);
     if (rc < 0)
         log_kv(LOG_WARN, err, "component", "kafka", NULL);
@@ -789,6 +843,8 @@ static int kafka_commit(void *cimpl, const struct bus_record *r)
 static int kafka_seek(void *cimpl, const struct bus_record *r)
 {
     struct kafka_consumer *c = cimpl;
+    if (kafka_stale(c, &r, 1))
+        return 0;   /* the rebalance restarted its partition at the committed offset */
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, r->topic, r->partition)->offset = r->offset;
     rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, KAFKA_SEEK_TIMEOUT_MS);
@@ -813,15 +869,12 @@ static void kafka_consumer_free(void *cimpl)
     if (!c)
         return;
     /* Leaves the group now, so the partitions move to another member at
-     * once instead of after session.timeout.ms.  librdkafka 2.0.2 sends no
-     * LeaveGroup from consumer_close with the cooperative assignor; an
-     * explicit unsubscribe first does. */
-    int keep = kafka_first_rebalance_unfinished(c->rk);
+     * once instead of after session.timeout.ms. */
     rd_kafka_resp_err_t e = rd_kafka_unsubscribe(c->rk);
     if (e)
         log_kv(LOG_WARN, "kafka unsubscribe", "component", "kafka", "error",
                rd_kafka_err2str(e), NULL);
-    kafka_consumer_close_destroy(c->rk, keep);
+    kafka_consumer_close_destroy(c->rk);
     free(c);
 }
 
@@ -849,12 +902,19 @@ static int kafka_produce_and_commit(void *cimpl, const struct bus_record *const 
     struct kafka_consumer *c = cimpl;
     struct kafka_bus *kb = c->kb;
     int64_t deadline = mono_ms() + KAFKA_TXN_TIMEOUT_MS;
+    if (kafka_stale(c, ins, n_in)) {
+        snprintf(err, errlen, "kafka: the group rebalanced while the batch was read; dropped, its "
+                 "partitions restart from the committed offsets");
+        return -ESTALE;
+    }
     rd_kafka_topic_partition_list_t *l = kafka_batch_offsets(ins, n_in);
     int rc;
     if (kb->transactional) {
         rc = kafka_txn_run(kb, outs, n, c, l, deadline, err, errlen);
     } else {
         rc = n ? kafka_produce_wait(kb, outs, n, deadline, err, errlen) : 0;
+        if (rc < 0 && kafka_fatal(kb, err, errlen))
+            rc = -ENOTRECOVERABLE;
         if (rc == 0) {
             rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, l, 0);
             for (int i = 0; !e && i < l->cnt; i++)
@@ -962,9 +1022,8 @@ static int kafka_topic_stats(void *impl, const char *topic, const char *group,
 }
 
 /* A commit from outside the group is what real brokers accept while the
- * group is empty.  A broker that refuses it (a group with members, or the
- * mock cluster, which takes commits only from members) gets one from a
- * member: the handle joins, commits and leaves. */
+ * group is empty.  A broker that refuses it (a group with members) gets one
+ * from a member: the handle joins, commits and leaves. */
 static int kafka_group_set_offset(void *impl, const char *group, const char *topic,
                                   int32_t partition, int64_t offset, char *err, size_t errlen)
 {
@@ -1018,18 +1077,11 @@ static int kafka_read_at(void *impl, const char *topic, int32_t partition, int64
         return -EINVAL;
     }
     struct bus_record *r = NULL;
+    /* 0: the partition ended (read_committed: nothing committed from there
+     * on); a slow fetch is -ETIMEDOUT, for the caller to retry, never a
+     * skipped record. */
     int rc = kafka_reader_fetch(rk, topic, partition, offset, &r, timeout_ms);
     kafka_reader_free(rk);
-    if (rc == 0) {
-        /* Nothing came back: "no record" only past the end; below it, a slow
-         * fetch is an error for the caller to retry, never a skipped record. */
-        int64_t lo = 0, hi = 0;
-        if (rd_kafka_query_watermark_offsets(kb->producer, topic, partition, &lo, &hi,
-                                             KAFKA_ADMIN_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-            offset >= hi)
-            return 0;
-        return -ETIMEDOUT;
-    }
     if (rc == 1 && r->offset != offset) {
         /* Nothing at that exact offset (a transaction marker, an aborted or
          * compacted record): the next one is not what was asked for. */

@@ -10,11 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const struct config_key common_config_keys[] = {
     { "mailfleet", "bus", CONFIG_STR, "local:var/queue", "local:<dir> or kafka:<host:port,...>" },
-    { "mailfleet", "commit_mode", CONFIG_STR, "at_least_once",
-      "at_least_once or transactional (Kafka consume-transform-produce)" },
     { "mailfleet", "store_incoming", CONFIG_STR, "file:var/store/incoming",
       "raw mail store: file:<dir> or s3://bucket/prefix?endpoint=&region=&path_style=" },
     { "mailfleet", "store_attachments", CONFIG_STR, "file:var/store/attachments", "attachment store" },
@@ -93,6 +92,14 @@ const char **common_kafka_conf(const struct config *cfg)
         memcpy(out, kv, 2 * n * sizeof(char *));
     free(kv);
     return out;
+}
+
+void common_transactional_id(const char *worker, char *buf, size_t len)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || !*host)
+        snprintf(host, sizeof host, "localhost");
+    snprintf(buf, len, "mailfleet-%s-%s-%d", worker, host, (int)getpid());
 }
 
 struct bus *common_bus(const struct config *cfg, struct bus_options *opt, char *err, size_t errlen)

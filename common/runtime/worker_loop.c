@@ -13,6 +13,7 @@
 #include "strbuf.h"
 #include "timeutil.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,9 +45,10 @@ struct worker_loop {
     size_t n_retries, cap_retries;
     int64_t env_backoff_ms;        /* next environment back-off; 0 = none pending */
     atomic_int ready;
+    int failed;                    /* the bus failed for good */
     struct {
         struct metric *batch, *handler, *commit;
-        struct metric *ok, *retry, *dead, *env, *poll_err, *commit_err, *ready;
+        struct metric *ok, *retry, *dead, *env, *poll_err, *commit_err, *ready, *rebalanced;
     } m;
 };
 
@@ -152,6 +154,9 @@ struct worker_loop *worker_loop_new(struct bus_consumer *c, const struct worker_
     wl->m.poll_err = metric_counter("mailfleet_loop_errors_total", "Bus errors in the loop", l2);
     snprintf(l2, sizeof l2, "%s,op=\"commit\"", labels);
     wl->m.commit_err = metric_counter("mailfleet_loop_errors_total", "Bus errors in the loop", l2);
+    wl->m.rebalanced = metric_counter("mailfleet_loop_rebalanced_batches_total",
+                                      "Batches dropped because the group rebalanced meanwhile",
+                                      labels);
     wl->m.ready = metric_gauge("mailfleet_loop_ready",
                                "0 while an environment error holds the loop back, else 1", labels);
     metric_set(wl->m.ready, 1);
@@ -171,6 +176,11 @@ void worker_loop_free(struct worker_loop *wl)
     free(wl);
 }
 
+int worker_loop_failed(const struct worker_loop *wl)
+{
+    return wl->failed;
+}
+
 int worker_loop_ready(const struct worker_loop *wl)
 {
     return atomic_load(&((struct worker_loop *)wl)->ready);
@@ -188,7 +198,7 @@ size_t worker_loop_batch_max(const struct config *cfg, const char *section)
 
 static int stopping(const struct worker_loop *wl)
 {
-    return wl->o.stop && *wl->o.stop;
+    return wl->failed || (wl->o.stop && *wl->o.stop);
 }
 
 /* Rewinds each partition to its first record in recs[from..n). */
@@ -414,6 +424,25 @@ int worker_loop_step(struct worker_loop *wl)
     rc = commit(wl, upto, err, sizeof err);
     metric_observe(wl->m.commit, (double)(mono_us() - t1) / 1e6);
     outputs_truncate(&wl->out, 0);
+    if (rc == -ESTALE) {
+        /* Nothing to seek: the rebalance put each partition back at its
+         * committed offset, here or in another member. */
+        metric_inc(wl->m.rebalanced);
+        log_kv(LOG_INFO, "batch dropped: the group rebalanced while it was read", "group",
+               wl->o.group, NULL);
+        upto = 0;
+        rc = 0;
+        goto out;
+    }
+    if (rc == -ENOTRECOVERABLE) {
+        metric_inc(wl->m.commit_err);
+        log_kv(LOG_ERROR, "the bus failed for good; the worker stops", "group", wl->o.group,
+               "error", err, NULL);
+        set_ready(wl, 0);
+        wl->failed = 1;
+        upto = 0;
+        goto out;
+    }
     if (rc < 0) {
         metric_inc(wl->m.commit_err);
         log_kv(LOG_ERROR, "cannot commit the batch; it will be redone", "group", wl->o.group, "error",
@@ -452,8 +481,9 @@ out:
     return rc < 0 ? rc : (int)upto;
 }
 
-void worker_loop_run(struct worker_loop *wl)
+int worker_loop_run(struct worker_loop *wl)
 {
     while (!stopping(wl))
         worker_loop_step(wl);
+    return wl->failed ? -1 : 0;
 }

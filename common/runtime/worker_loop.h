@@ -20,7 +20,12 @@
  *             and worker_loop_ready() says 0 until a batch goes through.
  * A failed commit is an environment error for the whole batch: nothing of
  * it is committed and every record comes again, so handlers' side effects
- * must be idempotent (keys derived from the input's id).
+ * must be idempotent (keys derived from the input's id).  A batch read
+ * across a Kafka rebalance (-ESTALE) is dropped without a back-off: its
+ * partitions restart from the group's committed offsets, here or in another
+ * member.  A bus that failed for good (-ENOTRECOVERABLE: a fenced Kafka
+ * producer) ends the loop: worker_loop_failed() says so, and the worker
+ * returns an error so the process exits and is restarted.
  *
  * Stop: a step that has polled finishes its batch and commits it; back-offs
  * end early when *stop is set; worker_loop_run returns once *stop is seen.
@@ -31,6 +36,7 @@
  *   mailfleet_loop_commit_seconds           produce + commit time per batch
  *   mailfleet_loop_records_total{outcome}   ok, retry, dead, environment
  *   mailfleet_loop_errors_total{op}         poll, commit
+ *   mailfleet_loop_rebalanced_batches_total batches dropped by a rebalance
  *   mailfleet_loop_ready                    0 while an environment error holds it
  *
  * Threads: a loop belongs to the thread that steps it. */
@@ -109,11 +115,13 @@ struct worker_loop *worker_loop_new(struct bus_consumer *c, const struct worker_
 void worker_loop_free(struct worker_loop *wl);   /* accepts NULL */
 
 /* One batch.  Returns the records it committed (handled or dead-lettered),
- * 0 when there was nothing to do (or stopping), <0 after a poll or commit
- * error (it has backed off already). */
+ * 0 when there was nothing to do (or stopping, or failed), <0 after a poll
+ * or commit error (it has backed off already). */
 int worker_loop_step(struct worker_loop *wl);
-/* Steps until *stop. */
-void worker_loop_run(struct worker_loop *wl);
+/* Steps until *stop or a failure; 0, or -1 when worker_loop_failed(). */
+int worker_loop_run(struct worker_loop *wl);
+/* 1 once the bus failed for good: stop and exit non-zero. */
+int worker_loop_failed(const struct worker_loop *wl);
 /* 0 while an environment error holds the loop back (for /readyz). */
 int worker_loop_ready(const struct worker_loop *wl);
 

@@ -95,7 +95,7 @@ class Fleet:
         open(self.users, "w").close()
         conf = {
             "mailfleet": {
-                "bus": self.bus, "commit_mode": "at_least_once",
+                "bus": self.bus,
                 "store_incoming": "file:" + test.path("store", "incoming"),
                 "store_attachments": "file:" + self.attachments,
                 "state_dir": test.path("state"), "log_level": "info",

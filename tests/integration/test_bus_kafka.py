@@ -216,9 +216,11 @@ class BusKafkaThreeNodesTest(KafkaClients, harness.TestCase):
 
     def test_shared_contract_suite(self):
         """The same cmocka contract suite the local queue passes
-        (tests/unit/test_bus_contract.c): the backends keep one contract."""
+        (tests/unit/test_bus_contract.c): the backends keep one contract.
+        With a transactional id, as the consume-produce workers run."""
         r = subprocess.run([os.path.join(harness.BUILD, "tests", "test_bus_contract")],
-                           env=dict(os.environ, MF_BUS_URI="kafka:" + self.kafka.bootstrap),
+                           env=dict(os.environ, MF_BUS_URI="kafka:" + self.kafka.bootstrap,
+                                    MF_BUS_TRANSACTIONAL="1"),
                            capture_output=True, text=True, timeout=600)
         self.assertEqual(r.returncode, 0, r.stdout[-4000:] + r.stderr[-4000:])
         self.assertRegex(r.stdout + r.stderr, r"\[  PASSED  \] 1[0-9] test\(s\)\.")

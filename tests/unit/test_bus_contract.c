@@ -927,10 +927,8 @@ int main(void)
     struct bus_options opt = { .client_id = "mailfleet-contract-test", .compacted_topics = compacted,
                                .kafka_conf = kconf };
     /* MF_BUS_TRANSACTIONAL=1: the Kafka bus gets a transactional_id, so
-     * produce_and_commit runs as Kafka transactions (commit_mode =
-     * transactional).  librdkafka's mock cluster does not apply
-     * transactional offsets (the produce-and-commit cases then read none
-     * back), so this mode is for a real broker. */
+     * produce_and_commit runs as Kafka transactions (as the consume-produce
+     * workers run it). */
     char txn_id[96];
     if (getenv("MF_BUS_TRANSACTIONAL") && *getenv("MF_BUS_TRANSACTIONAL") == '1') {
         snprintf(txn_id, sizeof txn_id, "%s-txn", g_run);

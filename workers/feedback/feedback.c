@@ -134,7 +134,9 @@ static int feedback_open(struct feedback *f, struct worker_env *env)
         log_kv(LOG_ERROR, "cannot start feedback", "error", err, NULL);
         return -1;
     }
-    struct bus_options bo = { .client_id = "mailfleet-feedback" };
+    char txn_id[320];
+    common_transactional_id("feedback", txn_id, sizeof txn_id);
+    struct bus_options bo = { .client_id = "mailfleet-feedback", .transactional_id = txn_id };
     if (!(f->bus = common_bus(cfg, &bo, err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot open the bus", "error", err, NULL);
         return -1;
@@ -166,8 +168,9 @@ static int feedback_open(struct feedback *f, struct worker_env *env)
 }
 
 /* Until stopped: one thread, two topics, a batch of each in turn; the
- * dedupe and transient-count state is swept of expired keys hourly. */
-static void feedback_loop(struct feedback *f, struct worker_env *env)
+ * dedupe and transient-count state is swept of expired keys hourly.  -1 when
+ * a loop's bus failed for good. */
+static int feedback_loop(struct feedback *f, struct worker_env *env)
 {
     size_t batch_max = worker_loop_batch_max(env->cfg, NULL);
     struct worker_loop_options fo = {
@@ -185,6 +188,8 @@ static void feedback_loop(struct feedback *f, struct worker_env *env)
          * when neither had anything. */
         int busy = worker_loop_step(f->floop) != 0;
         busy |= worker_loop_step(f->eloop) != 0;
+        if (worker_loop_failed(f->floop) || worker_loop_failed(f->eloop))
+            return -1;
         if (mono_ms() > next_expire) {
             kv_expire(f->seen, now_ms());
             kv_expire(f->transient, now_ms());
@@ -193,6 +198,7 @@ static void feedback_loop(struct feedback *f, struct worker_env *env)
         if (!busy)
             sleep_unless_stopped(20, env->stop);
     }
+    return 0;
 }
 
 static void feedback_close(struct feedback *f, struct worker_env *env)
@@ -232,8 +238,7 @@ static int feedback_run(struct worker_env *env)
         http_ready_add(env->http, "feedback", ready, f);
         worker_started(env);
         log_kv(LOG_INFO, "feedback started", NULL);
-        feedback_loop(f, env);
-        rc = 0;
+        rc = feedback_loop(f, env) < 0;
     }
     feedback_close(f, env);
     return rc;

@@ -379,6 +379,7 @@ static int open_spool(struct ingest *in, char *spool_uri, size_t urilen, char *e
         .produce_timeout_ms = (int)config_duration_ms(cfg, "ingest", "produce_timeout"),
         .batch_max = worker_loop_batch_max(cfg, NULL),
         .bus_opt = &bopt,
+        .process_stop = in->env->stop,
     };
     spc.store = common_store(cfg, "store_incoming", err, errlen);
     if (spc.store && *spool_uri && !(spc.spool_store = common_store_uri(cfg, spool_store, err, errlen))) {
@@ -494,7 +495,7 @@ static int ingest_run(struct worker_env *env)
            spool_forwarding(in->spool) ? spool_uri : "off", NULL);
 
     uv_run(&in->loop, UV_RUN_DEFAULT);
-    rc = 0;
+    rc = spool_failed(in->spool);
     pthread_mutex_lock(&live_lock);
     live = NULL;
     pthread_mutex_unlock(&live_lock);

@@ -60,6 +60,7 @@ struct spool {
     pthread_t forwarder;
     int forwarder_started;
     stop_flag_t stop;           /* set by spool_close, read by the forwarder */
+    atomic_int failed;          /* the forwarder's bus failed for good */
     pthread_t marker;
     int marker_started, marker_stop;
     pthread_mutex_t mlock;
@@ -305,6 +306,11 @@ void spool_close(struct spool *sp)
     bus_close(sp->bus);
     store_close(sp->store);
     free(sp);
+}
+
+int spool_failed(const struct spool *sp)
+{
+    return sp && atomic_load(&((struct spool *)sp)->failed);
 }
 
 int spool_forwarding(const struct spool *sp)
@@ -717,6 +723,14 @@ static void *forwarder_main(void *arg)
     while (!sp->stop) {
         fw.batch_seen = 0;
         worker_loop_step(wl);
+        if (worker_loop_failed(wl)) {
+            /* The spool keeps every mail; a restarted process forwards it. */
+            log_kv(LOG_ERROR, "spool forwarding stopped; the process exits to be restarted", NULL);
+            atomic_store(&sp->failed, 1);
+            if (sp->conf.process_stop)
+                atomic_store(sp->conf.process_stop, 1);
+            break;
+        }
         // cppcheck-suppress knownConditionTrueFalse ; the loop's handler sets it through lo.opaque
         if (!fw.batch_seen)
             forwarder_drop_pending(&fw);   /* caught up: nothing more names it */

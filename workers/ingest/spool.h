@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "ids.h"
+#include "stop.h"
 
 struct spool;
 struct rules;
@@ -43,6 +44,10 @@ struct spool_conf {
     int produce_timeout_ms;
     size_t batch_max;              /* forwarder: records per batch ([mailfleet] batch_max) */
     const struct bus_options *bus_opt;
+    /* Set when the forwarder's bus fails for good (a Kafka producer in a
+     * fatal state): the process is to exit and be restarted; the spool
+     * keeps every mail for the next one. */
+    stop_flag_t *process_stop;
 };
 
 struct spool_result {
@@ -60,6 +65,8 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
                struct spool_result *res);
 
 int spool_forwarding(const struct spool *sp);
+/* 1 once the forwarder stopped on a bus that failed for good. */
+int spool_failed(const struct spool *sp);
 /* Records waiting in the spool and the age of the oldest (0 when none). */
 int spool_backlog(struct spool *sp, int64_t *records, double *oldest_age_s);
 

@@ -154,6 +154,11 @@ static void *lane_main(void *arg)
             continue;
         }
         worker_loop_step(l->loop);
+        if (worker_loop_failed(l->loop)) {
+            l->rc = 1;
+            *w->stop = 1;
+            break;
+        }
     }
     worker_loop_free(l->loop);
     l->loop = NULL;
@@ -275,7 +280,9 @@ static void sender_transport_config(struct sender *w, const struct config *cfg)
 /* The bus, the sent markers and the suppression copy. */
 static int sender_open_state(struct sender *w, const struct config *cfg, char *err, size_t errlen)
 {
-    struct bus_options bo = { .client_id = "mailfleet-send" };
+    char txn_id[320];
+    common_transactional_id("send", txn_id, sizeof txn_id);
+    struct bus_options bo = { .client_id = "mailfleet-send", .transactional_id = txn_id };
     const char *compacted[] = { TOPIC_SUPPRESSION, NULL };
     bo.compacted_topics = compacted;
     w->bus = common_bus(cfg, &bo, err, errlen);

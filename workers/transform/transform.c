@@ -405,17 +405,9 @@ static int transform_run(struct worker_env *env)
         tw_close(&w);
         return 1;
     }
-    struct bus_options bo = { .client_id = "mailfleet-transform" };
-    /* One transactional id per process: a second transform with the same id
-     * fences the first for good (KEDA runs several).  Kafka fences a zombie
-     * by the group generation sent with the offsets, so the id need not be
-     * shared; the host (the pod) and pid keep a restarted pod's id stable. */
-    char txn_id[320], host[256] = "";
-    if (strcmp(config_str(env->cfg, "mailfleet", "commit_mode"), "transactional") == 0) {
-        gethostname(host, sizeof host - 1);
-        snprintf(txn_id, sizeof txn_id, "mailfleet-transform-%s-%d", host, (int)getpid());
-        bo.transactional_id = txn_id;
-    }
+    char txn_id[320];
+    common_transactional_id("transform", txn_id, sizeof txn_id);
+    struct bus_options bo = { .client_id = "mailfleet-transform", .transactional_id = txn_id };
     w.bus = common_bus(env->cfg, &bo, err, sizeof(err));
     const char *topics[] = { TOPIC_INBOUND, NULL };
     if (w.bus)
@@ -443,10 +435,10 @@ static int transform_run(struct worker_env *env)
         .poll_timeout_ms = 500, .stop = env->stop, .handler = &transform_handler, .opaque = &w,
     };
     w.loop = worker_loop_new(w.cons, &lo);
-    worker_loop_run(w.loop);
+    int rc = worker_loop_run(w.loop) < 0;
     tw_close(&w);
     log_kv(LOG_INFO, "transform stopped", NULL);
-    return 0;
+    return rc;
 }
 
 const struct worker_def transform_worker = { "transform", transform_config_keys, transform_run };
