@@ -58,15 +58,23 @@
 /* Kept back from the grace for rd_kafka_destroy and the rest of the exit. */
 #define KAFKA_CLOSE_RESERVE_MS 1000
 
+/* A producer handle and the thread that serves its delivery reports. */
+struct kafka_producer {
+    rd_kafka_t *rk;
+    pthread_t poller;
+    atomic_int stop;
+};
+
+/* Plain produces go through an idempotent producer of their own, even on a
+ * bus with a transactional id: they need no transaction, and threads that
+ * produce (feedback's HTTP handlers) then never queue behind a batch's. */
 struct kafka_bus {
     char *bootstrap;
     char *client_id;
     char **conf;                 /* copied name/value pairs, NULL-terminated */
-    rd_kafka_t *producer;
-    int transactional;
+    struct kafka_producer plain;
+    struct kafka_producer txn;   /* .rk NULL without a transactional id */
     int abort_pending;           /* an abort timed out; retried first (txn_lock) */
-    pthread_t poller;
-    atomic_int stop;
     pthread_mutex_t txn_lock;    /* a producer runs one transaction at a time */
     pthread_mutex_t dr_lock;     /* guards every kafka_batch */
     pthread_cond_t dr_cond;
@@ -427,14 +435,14 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 
 static void *kafka_poller(void *arg)
 {
-    struct kafka_bus *kb = arg;
+    struct kafka_producer *p = arg;
     log_set_worker("bus-kafka");
-    while (!atomic_load(&kb->stop))
-        rd_kafka_poll(kb->producer, 100);
+    while (!atomic_load(&p->stop))
+        rd_kafka_poll(p->rk, 100);
     return NULL;
 }
 
-static rd_kafka_resp_err_t kafka_enqueue(struct kafka_bus *kb, const struct bus_record *r,
+static rd_kafka_resp_err_t kafka_enqueue(rd_kafka_t *rk, const struct bus_record *r,
                                          struct kafka_batch *b)
 {
     rd_kafka_headers_t *hdrs = NULL;
@@ -445,7 +453,7 @@ static rd_kafka_resp_err_t kafka_enqueue(struct kafka_bus *kb, const struct bus_
                                 (ssize_t)r->headers[i].value_len);
     }
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        kb->producer, RD_KAFKA_V_TOPIC(r->topic), RD_KAFKA_V_PARTITION(r->partition),
+        rk, RD_KAFKA_V_TOPIC(r->topic), RD_KAFKA_V_PARTITION(r->partition),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(r->key, r->key_len),
         RD_KAFKA_V_VALUE((void *)r->value, r->value_len), RD_KAFKA_V_TIMESTAMP(r->timestamp_ms),
         RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(b), RD_KAFKA_V_END);
@@ -458,8 +466,8 @@ static rd_kafka_resp_err_t kafka_enqueue(struct kafka_bus *kb, const struct bus_
  * passes.  After a failed enqueue it still waits for the records already
  * handed over, so the caller knows where they stand (a transaction can then
  * be aborted with nothing in flight). */
-static int kafka_produce_wait(struct kafka_bus *kb, const struct bus_record *recs, size_t n,
-                              int64_t deadline, char *err, size_t errlen)
+static int kafka_produce_wait(struct kafka_bus *kb, rd_kafka_t *rk, const struct bus_record *recs,
+                              size_t n, int64_t deadline, char *err, size_t errlen)
 {
     struct kafka_batch *b = xcalloc(1, sizeof *b);
     b->pending = n;
@@ -470,9 +478,9 @@ static int kafka_produce_wait(struct kafka_bus *kb, const struct bus_record *rec
         b->refs++;
         pthread_mutex_unlock(&kb->dr_lock);
         rd_kafka_resp_err_t e;
-        while ((e = kafka_enqueue(kb, &recs[i], b)) == RD_KAFKA_RESP_ERR__QUEUE_FULL &&
+        while ((e = kafka_enqueue(rk, &recs[i], b)) == RD_KAFKA_RESP_ERR__QUEUE_FULL &&
                mono_ms() < deadline)
-            rd_kafka_poll(kb->producer, 10);   /* the queue drains as reports are served */
+            rd_kafka_poll(rk, 10);   /* the queue drains as reports are served */
         if (e) {
             pthread_mutex_lock(&kb->dr_lock);
             b->refs--;
@@ -511,7 +519,7 @@ static int kafka_produce_wait(struct kafka_bus *kb, const struct bus_record *rec
      * Withdraw what has not been sent; other callers' queued records fail
      * too, and they retry as after any error. */
     if (rc == -ETIMEDOUT)
-        rd_kafka_purge(kb->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
+        rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
     return rc;
 }
 
@@ -523,7 +531,7 @@ static int kafka_txn_end(struct kafka_bus *kb, int rc, int64_t deadline, char *e
     if (rc == -ENOTRECOVERABLE)
         return rc;
     if (rc == 0) {
-        while ((e = rd_kafka_commit_transaction(kb->producer, kafka_remaining(deadline))) &&
+        while ((e = rd_kafka_commit_transaction(kb->txn.rk, kafka_remaining(deadline))) &&
                rd_kafka_error_is_retriable(e) && mono_ms() < deadline)
             rd_kafka_error_destroy(e);
         if (!e)
@@ -538,7 +546,7 @@ static int kafka_txn_end(struct kafka_bus *kb, int rc, int64_t deadline, char *e
     }
     /* An abort that times out is to be called again before the next
      * transaction can begin. */
-    e = rd_kafka_abort_transaction(kb->producer, KAFKA_TXN_TIMEOUT_MS);
+    e = rd_kafka_abort_transaction(kb->txn.rk, KAFKA_TXN_TIMEOUT_MS);
     kb->abort_pending = e != NULL;
     if (e) {
         log_kv(LOG_ERROR, "kafka abort transaction failed", "component", "kafka", "error",
@@ -551,10 +559,10 @@ static int kafka_txn_end(struct kafka_bus *kb, int rc, int64_t deadline, char *e
 /* -ENOTRECOVERABLE once the producer has a fatal error (fenced by a newer
  * instance with its transactional id, or its idempotence state lost): no
  * call on it can succeed again. */
-static int kafka_fatal(struct kafka_bus *kb, char *err, size_t errlen)
+static int kafka_fatal(rd_kafka_t *rk, char *err, size_t errlen)
 {
     char why[256];
-    if (!rd_kafka_fatal_error(kb->producer, why, sizeof why))
+    if (!rd_kafka_fatal_error(rk, why, sizeof why))
         return 0;
     snprintf(err, errlen, "kafka: the producer failed for good (fenced by a newer instance?): %s",
              why);
@@ -568,7 +576,7 @@ static int kafka_txn_error(struct kafka_bus *kb, rd_kafka_error_t *e, const char
     int fatal = rd_kafka_error_is_fatal(e);
     rd_kafka_error_destroy(e);
     if (fatal)
-        return kafka_fatal(kb, err, errlen) ? -ENOTRECOVERABLE : -EIO;
+        return kafka_fatal(kb->txn.rk, err, errlen) ? -ENOTRECOVERABLE : -EIO;
     return -EIO;
 }
 
@@ -580,30 +588,30 @@ static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, si
 {
     pthread_mutex_lock(&kb->txn_lock);
     rd_kafka_error_t *e = NULL;
-    int fatal = kafka_fatal(kb, err, errlen);
+    int fatal = kafka_fatal(kb->txn.rk, err, errlen);
     if (!fatal && kb->abort_pending) {
-        e = rd_kafka_abort_transaction(kb->producer, kafka_remaining(deadline));
+        e = rd_kafka_abort_transaction(kb->txn.rk, kafka_remaining(deadline));
         kb->abort_pending = e != NULL;
     }
     if (!fatal && !e)
-        e = rd_kafka_begin_transaction(kb->producer);
+        e = rd_kafka_begin_transaction(kb->txn.rk);
     if (fatal || e) {
         int rc = fatal ? fatal : kafka_txn_error(kb, e, "begin transaction", err, errlen);
         pthread_mutex_unlock(&kb->txn_lock);
         return rc;
     }
-    int rc = kafka_produce_wait(kb, recs, n, deadline, err, errlen);
+    int rc = kafka_produce_wait(kb, kb->txn.rk, recs, n, deadline, err, errlen);
     if (rc == 0 && c) {
         rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(c->rk);
-        e = rd_kafka_send_offsets_to_transaction(kb->producer, offsets, md, kafka_remaining(deadline));
+        e = rd_kafka_send_offsets_to_transaction(kb->txn.rk, offsets, md, kafka_remaining(deadline));
         rd_kafka_consumer_group_metadata_destroy(md);
         if (e)
             rc = kafka_txn_error(kb, e, "send offsets to transaction", err, errlen);
     }
-    if (rc < 0 && rc != -ENOTRECOVERABLE && kafka_fatal(kb, err, errlen))
+    if (rc < 0 && rc != -ENOTRECOVERABLE && kafka_fatal(kb->txn.rk, err, errlen))
         rc = -ENOTRECOVERABLE;
     rc = kafka_txn_end(kb, rc, deadline, err, errlen);
-    if (rc < 0 && rc != -ENOTRECOVERABLE && kafka_fatal(kb, err, errlen))
+    if (rc < 0 && rc != -ENOTRECOVERABLE && kafka_fatal(kb->txn.rk, err, errlen))
         rc = -ENOTRECOVERABLE;
     pthread_mutex_unlock(&kb->txn_lock);
     return rc;
@@ -616,35 +624,38 @@ static int kafka_produce(void *impl, const struct bus_record *recs, size_t n, in
     int64_t deadline = mono_ms() + timeout_ms;
     if (n == 0)
         return 0;
-    /* A transactional producer can only write inside a transaction: the
-     * records of one call then become visible together. */
-    if (kb->transactional)
-        return kafka_txn_run(kb, recs, n, NULL, NULL, deadline, err, errlen);
-    int rc = kafka_produce_wait(kb, recs, n, deadline, err, errlen);
-    return rc < 0 && kafka_fatal(kb, err, errlen) ? -ENOTRECOVERABLE : rc;
+    int rc = kafka_produce_wait(kb, kb->plain.rk, recs, n, deadline, err, errlen);
+    return rc < 0 && kafka_fatal(kb->plain.rk, err, errlen) ? -ENOTRECOVERABLE : rc;
 }
 
 /* ---- open / close ----------------------------------------------------- */
+
+static void kafka_producer_stop(struct kafka_producer *p)
+{
+    if (!p->rk)
+        return;
+    rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, kafka_close_budget_ms());
+    if (e) {
+        /* Fail what is left, so its delivery reports still run and
+         * release their batches (and any caller still waiting). */
+        log_kv(LOG_WARN, "kafka flush on close incomplete", "component", "kafka", "error",
+               rd_kafka_err2str(e), NULL);
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(p->rk, KAFKA_CLOSE_RESERVE_MS / 2);
+    }
+    atomic_store(&p->stop, 1);
+    pthread_join(p->poller, NULL);
+    rd_kafka_destroy(p->rk);
+    p->rk = NULL;
+}
 
 static void kafka_close(void *impl)
 {
     struct kafka_bus *kb = impl;
     if (!kb)
         return;
-    if (kb->producer) {
-        rd_kafka_resp_err_t e = rd_kafka_flush(kb->producer, kafka_close_budget_ms());
-        if (e) {
-            /* Fail what is left, so its delivery reports still run and
-             * release their batches (and any caller still waiting). */
-            log_kv(LOG_WARN, "kafka flush on close incomplete", "component", "kafka", "error",
-                   rd_kafka_err2str(e), NULL);
-            rd_kafka_purge(kb->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-            rd_kafka_flush(kb->producer, KAFKA_CLOSE_RESERVE_MS / 2);
-        }
-        atomic_store(&kb->stop, 1);
-        pthread_join(kb->poller, NULL);
-        rd_kafka_destroy(kb->producer);
-    }
+    kafka_producer_stop(&kb->txn);
+    kafka_producer_stop(&kb->plain);
     pthread_mutex_destroy(&kb->txn_lock);
     pthread_mutex_destroy(&kb->dr_lock);
     pthread_cond_destroy(&kb->dr_cond);
@@ -656,7 +667,10 @@ static void kafka_close(void *impl)
     free(kb);
 }
 
-static void *kafka_open(const char *where, const struct bus_options *opt, char *err, size_t errlen)
+/* A producer: idempotent, acks=all; with txn_id transactional, and ready
+ * for transactions (init_transactions) when this returns 0. */
+static int kafka_producer_start(struct kafka_bus *kb, struct kafka_producer *p, const char *txn_id,
+                                char *err, size_t errlen)
 {
     static const char *const producer[] = {
         "enable.idempotence", "true",
@@ -664,8 +678,45 @@ static void *kafka_open(const char *where, const struct bus_options *opt, char *
         "partitioner", "murmur2_random",
         NULL,
     };
-    static const struct bus_options no_options;
+    /* A transaction here lasts one batch's produce and commit (milliseconds).
+     * A process that dies inside one under a new transactional id (a new
+     * pid) leaves it open until the coordinator times it out, and
+     * read_committed readers of its partitions wait until then: 10 s, not
+     * librdkafka's 60 s.  [kafka] may set it otherwise. */
+    static const char *const transactional_defaults[] = {
+        "transaction.timeout.ms", "10000",
+        NULL,
+    };
     char errstr[512];
+    rd_kafka_conf_t *conf = kafka_conf_new(kb, txn_id ? transactional_defaults : NULL, err, errlen);
+    if (!conf)
+        return -EINVAL;
+    if (kafka_set_all(conf, producer, err, errlen) < 0 ||
+        (txn_id && kafka_set(conf, "transactional.id", txn_id, err, errlen) < 0)) {
+        rd_kafka_conf_destroy(conf);
+        return -EINVAL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, kafka_dr_cb);
+    rd_kafka_conf_set_opaque(conf, kb);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (!p->rk) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(err, errlen, "kafka: producer: %s", errstr);
+        return -EINVAL;
+    }
+    if (pthread_create(&p->poller, NULL, kafka_poller, p) != 0)
+        panic("%s: cannot start the delivery report thread", __func__);
+    if (txn_id) {
+        rd_kafka_error_t *e = rd_kafka_init_transactions(p->rk, KAFKA_TXN_TIMEOUT_MS);
+        if (e)
+            return kafka_txn_error(kb, e, "init transactions", err, errlen);
+    }
+    return 0;
+}
+
+static void *kafka_open(const char *where, const struct bus_options *opt, char *err, size_t errlen)
+{
+    static const struct bus_options no_options;
     if (!opt)
         opt = &no_options;
     if (!where || !*where) {
@@ -694,39 +745,11 @@ static void *kafka_open(const char *where, const struct bus_options *opt, char *
     for (size_t i = 0; i < nconf; i++)
         kb->conf[i] = xstrdup(opt->kafka_conf[i]);
 
-    rd_kafka_conf_t *conf = kafka_conf_new(kb, NULL, err, errlen);
-    if (!conf) {
-        kafka_close(kb);
-        return NULL;
-    }
-    if (kafka_set_all(conf, producer, err, errlen) < 0 ||
+    if (kafka_producer_start(kb, &kb->plain, NULL, err, errlen) < 0 ||
         (opt->transactional_id &&
-         kafka_set(conf, "transactional.id", opt->transactional_id, err, errlen) < 0)) {
-        rd_kafka_conf_destroy(conf);
+         kafka_producer_start(kb, &kb->txn, opt->transactional_id, err, errlen) < 0)) {
         kafka_close(kb);
         return NULL;
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, kafka_dr_cb);
-    rd_kafka_conf_set_opaque(conf, kb);
-    kb->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!kb->producer) {
-        rd_kafka_conf_destroy(conf);
-        snprintf(err, errlen, "kafka: producer: %s", errstr);
-        kafka_close(kb);
-        return NULL;
-    }
-    conf = NULL;
-    if (pthread_create(&kb->poller, NULL, kafka_poller, kb) != 0)
-        panic("%s: cannot start the delivery report thread", __func__);
-
-    if (opt->transactional_id) {
-        rd_kafka_error_t *e = rd_kafka_init_transactions(kb->producer, KAFKA_TXN_TIMEOUT_MS);
-        if (e) {
-            kafka_txn_error(kb, e, "init transactions", err, errlen);
-            kafka_close(kb);
-            return NULL;
-        }
-        kb->transactional = 1;
     }
     return kb;
 }
@@ -909,11 +932,11 @@ static int kafka_produce_and_commit(void *cimpl, const struct bus_record *const 
     }
     rd_kafka_topic_partition_list_t *l = kafka_batch_offsets(ins, n_in);
     int rc;
-    if (kb->transactional) {
+    if (kb->txn.rk) {
         rc = kafka_txn_run(kb, outs, n, c, l, deadline, err, errlen);
     } else {
-        rc = n ? kafka_produce_wait(kb, outs, n, deadline, err, errlen) : 0;
-        if (rc < 0 && kafka_fatal(kb, err, errlen))
+        rc = n ? kafka_produce_wait(kb, kb->plain.rk, outs, n, deadline, err, errlen) : 0;
+        if (rc < 0 && kafka_fatal(kb->plain.rk, err, errlen))
             rc = -ENOTRECOVERABLE;
         if (rc == 0) {
             rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, l, 0);
@@ -938,7 +961,7 @@ static int kafka_produce_and_commit(void *cimpl, const struct bus_record *const 
 static int kafka_partition_count(struct kafka_bus *kb, const char *topic, char *err, size_t errlen)
 {
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t e = rd_kafka_metadata(kb->producer, 1, NULL, &md, KAFKA_ADMIN_TIMEOUT_MS);
+    rd_kafka_resp_err_t e = rd_kafka_metadata(kb->plain.rk, 1, NULL, &md, KAFKA_ADMIN_TIMEOUT_MS);
     if (e) {
         snprintf(err, errlen, "kafka: metadata: %s", rd_kafka_err2str(e));
         return kafka_errno(e);
@@ -971,7 +994,7 @@ static int kafka_topic_stats(void *impl, const char *topic, const char *group,
         out[p] = (struct bus_partition_stats){ .partition = p, .committed = -1,
                                                .committed_ts_ms = -1 };
         rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
-            kb->producer, topic, p, &out[p].low, &out[p].high, KAFKA_ADMIN_TIMEOUT_MS);
+            kb->plain.rk, topic, p, &out[p].low, &out[p].high, KAFKA_ADMIN_TIMEOUT_MS);
         if (e) {
             snprintf(err, errlen, "kafka: watermarks of %s [%d]: %s", topic, p,
                      rd_kafka_err2str(e));

@@ -14,6 +14,9 @@
 
 const struct config_key common_config_keys[] = {
     { "mailfleet", "bus", CONFIG_STR, "local:var/queue", "local:<dir> or kafka:<host:port,...>" },
+    { "mailfleet", "instance_id", CONFIG_STR, NULL,
+      "names this process in Kafka transactional ids (default <host>-<pid>); two live processes "
+      "with one id fence each other" },
     { "mailfleet", "store_incoming", CONFIG_STR, "file:var/store/incoming",
       "raw mail store: file:<dir> or s3://bucket/prefix?endpoint=&region=&path_style=" },
     { "mailfleet", "store_attachments", CONFIG_STR, "file:var/store/attachments", "attachment store" },
@@ -94,8 +97,12 @@ const char **common_kafka_conf(const struct config *cfg)
     return out;
 }
 
-void common_transactional_id(const char *worker, char *buf, size_t len)
+void common_transactional_id(const struct config *cfg, const char *worker, char *buf, size_t len)
 {
+    if (config_isset(cfg, "mailfleet", "instance_id")) {
+        snprintf(buf, len, "mailfleet-%s-%s", worker, config_str(cfg, "mailfleet", "instance_id"));
+        return;
+    }
     char host[256] = "";
     if (gethostname(host, sizeof host - 1) != 0 || !*host)
         snprintf(host, sizeof host, "localhost");

@@ -26,11 +26,13 @@ struct bus_options;
  * the queue retention; opt (may be NULL) gives the rest (client id, ...). */
 struct bus *common_bus(const struct config *cfg, struct bus_options *opt, char *err, size_t errlen);
 /* The transactional id of a consume-produce worker's Kafka producer:
- * "mailfleet-<worker>-<host>-<pid>".  Unique per process, so replicas never
+ * "mailfleet-<worker>-<instance>", the instance being [mailfleet]
+ * instance_id or else "<host>-<pid>".  Unique per process, so replicas never
  * fence each other (Kafka fences a zombie by the group generation sent with
  * its offsets), and stable for a restarted container of the same pod (pid 1,
- * same host name), which fences what is left of the one before. */
-void common_transactional_id(const char *worker, char *buf, size_t len);
+ * same host name): its first transaction call fences what is left of the
+ * one before and aborts its open transaction at once. */
+void common_transactional_id(const struct config *cfg, const char *worker, char *buf, size_t len);
 /* The [kafka] properties as name, value, ..., NULL (malloc'd array; the
  * strings stay owned by cfg). */
 const char **common_kafka_conf(const struct config *cfg);

@@ -167,6 +167,9 @@ class Cluster:
             # a killed node loses its leaderships after 3 s, not 9
             "broker.session.timeout.ms": 3000,
             "broker.heartbeat.interval.ms": 500,
+            # the open transaction of a producer killed -9 is aborted within
+            # ~1 s of its transaction.timeout.ms (10 s), not 10 s after it
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": 1000,
             # topics come from the manifest or are named by the test
             "auto.create.topics.enable": str(self.auto_create).lower(),
             "num.partitions": 3,

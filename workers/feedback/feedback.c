@@ -135,7 +135,7 @@ static int feedback_open(struct feedback *f, struct worker_env *env)
         return -1;
     }
     char txn_id[320];
-    common_transactional_id("feedback", txn_id, sizeof txn_id);
+    common_transactional_id(cfg, "feedback", txn_id, sizeof txn_id);
     struct bus_options bo = { .client_id = "mailfleet-feedback", .transactional_id = txn_id };
     if (!(f->bus = common_bus(cfg, &bo, err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot open the bus", "error", err, NULL);

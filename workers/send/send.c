@@ -281,7 +281,7 @@ static void sender_transport_config(struct sender *w, const struct config *cfg)
 static int sender_open_state(struct sender *w, const struct config *cfg, char *err, size_t errlen)
 {
     char txn_id[320];
-    common_transactional_id("send", txn_id, sizeof txn_id);
+    common_transactional_id(cfg, "send", txn_id, sizeof txn_id);
     struct bus_options bo = { .client_id = "mailfleet-send", .transactional_id = txn_id };
     const char *compacted[] = { TOPIC_SUPPRESSION, NULL };
     bo.compacted_topics = compacted;

@@ -406,7 +406,7 @@ static int transform_run(struct worker_env *env)
         return 1;
     }
     char txn_id[320];
-    common_transactional_id("transform", txn_id, sizeof txn_id);
+    common_transactional_id(env->cfg, "transform", txn_id, sizeof txn_id);
     struct bus_options bo = { .client_id = "mailfleet-transform", .transactional_id = txn_id };
     w.bus = common_bus(env->cfg, &bo, err, sizeof(err));
     const char *topics[] = { TOPIC_INBOUND, NULL };
