@@ -213,9 +213,13 @@ static void kafka_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     rd_kafka_resp_err_t ae = rd_kafka_assign(rk, assign ? parts : NULL);
     char n[16];
     snprintf(n, sizeof n, "%d", parts ? parts->cnt : 0);
-    log_kv(ae ? LOG_WARN : LOG_INFO, assign ? "kafka partitions assigned" : "kafka partitions revoked",
-           "component", "kafka", "client", rd_kafka_name(rk), "partitions", n, "error",
-           ae ? rd_kafka_err2str(ae) : NULL, NULL);
+    if (ae)
+        log_kv(LOG_WARN, assign ? "kafka assign failed" : "kafka unassign failed", "component",
+               "kafka", "client", rd_kafka_name(rk), "partitions", n, "error", rd_kafka_err2str(ae),
+               NULL);
+    else
+        log_kv(LOG_INFO, assign ? "kafka partitions assigned" : "kafka partitions revoked",
+               "component", "kafka", "client", rd_kafka_name(rk), "partitions", n, NULL);
 }
 
 /* A consumer handle: our defaults, the [kafka] pairs, then settings; a group

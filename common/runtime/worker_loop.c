@@ -46,6 +46,15 @@ struct worker_loop {
     int64_t env_backoff_ms;        /* next environment back-off; 0 = none pending */
     atomic_int ready;
     int failed;                    /* the bus failed for good */
+    size_t isolate;                /* batches of one to run before full ones again */
+    /* The record whose output the broker refused, and how often in a row
+     * (its handler succeeds each time, so the retry count can't hold it). */
+    struct {
+        char topic[256];
+        int32_t partition;
+        int64_t offset;
+        int attempts;
+    } refused;
     struct {
         struct metric *batch, *handler, *commit;
         struct metric *ok, *retry, *dead, *env, *poll_err, *commit_err, *ready, *rebalanced;
@@ -315,9 +324,11 @@ static int poll_batch(struct worker_loop *wl)
             }
         }
     }
-    size_t n = 0;
+    size_t n = 0, max = wl->isolate ? 1 : wl->o.batch_max;
+    if (wl->isolate)
+        wl->isolate--;
     wl->recs[n++] = r;
-    while (n < wl->o.batch_max) {
+    while (n < max) {
         rc = bus_consumer_poll(wl->c, &r, 0);
         if (rc < 0) {
             metric_inc(wl->m.poll_err);
@@ -390,6 +401,56 @@ static int commit(struct worker_loop *wl, size_t upto, char *err, size_t errlen)
     return rc;
 }
 
+/* The broker refused an output as too large (-EMSGSIZE).  A batch is redone
+ * one record at a time to find whose output it was; that record is then
+ * retried like a record error and, at max_attempts, dead-lettered with the
+ * broker's reason instead of its outputs.  Returns the records committed. */
+static size_t refused_output(struct worker_loop *wl, size_t n, const char *why)
+{
+    char err[512] = "";
+    if (n > 1) {
+        log_kv(LOG_WARN, "an output was refused as too large; redoing the batch one by one",
+               "group", wl->o.group, "error", why, NULL);
+        wl->isolate = n;
+        seek_back(wl, 0, n);
+        return 0;
+    }
+    const struct bus_record *r = wl->recs[0];
+    if (wl->refused.partition != r->partition || wl->refused.offset != r->offset ||
+        strcmp(wl->refused.topic, r->topic) != 0) {
+        snprintf(wl->refused.topic, sizeof wl->refused.topic, "%s", r->topic);
+        wl->refused.partition = r->partition;
+        wl->refused.offset = r->offset;
+        wl->refused.attempts = 0;
+    }
+    int a = ++wl->refused.attempts;
+    if (a < wl->o.max_attempts) {
+        metric_inc(wl->m.retry);
+        log_kv(LOG_WARN, "will retry", "group", wl->o.group, "stage", "bus.produce", "error", why,
+               "cause", "record", NULL);
+        seek_back(wl, 0, 1);
+        sleep_unless_stopped(wl->o.backoff_ms, wl->o.stop);
+        return 0;
+    }
+    struct wl_result res;
+    memset(&res, 0, sizeof res);
+    wl_result_set(&res, WL_DEAD, WL_CAUSE_RECORD, "bus.produce", "bus", "%s (gave up after %d attempts)",
+                  why, a);
+    dead_letter(wl, r, &res, a);
+    int rc = commit(wl, 1, err, sizeof err);
+    outputs_truncate(&wl->out, 0);
+    if (rc < 0) {
+        metric_inc(wl->m.commit_err);
+        log_kv(LOG_ERROR, "cannot commit the dead letter; it will be redone", "group", wl->o.group,
+               "error", err, NULL);
+        seek_back(wl, 0, 1);
+        environment_backoff(wl, 0);
+        return 0;
+    }
+    wl->refused.attempts = 0;
+    return 1;
+}
+
 int worker_loop_step(struct worker_loop *wl)
 {
     const struct wl_handler *h = wl->o.handler;
@@ -431,6 +492,11 @@ int worker_loop_step(struct worker_loop *wl)
         log_kv(LOG_INFO, "batch dropped: the group rebalanced while it was read", "group",
                wl->o.group, NULL);
         upto = 0;
+        rc = 0;
+        goto out;
+    }
+    if (rc == -EMSGSIZE) {
+        upto = refused_output(wl, n, err);
         rc = 0;
         goto out;
     }

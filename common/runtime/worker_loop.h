@@ -23,7 +23,10 @@
  * must be idempotent (keys derived from the input's id).  A batch read
  * across a Kafka rebalance (-ESTALE) is dropped without a back-off: its
  * partitions restart from the group's committed offsets, here or in another
- * member.  A bus that failed for good (-ENOTRECOVERABLE: a fenced Kafka
+ * member.  An output the broker refuses as too large (-EMSGSIZE) is traced
+ * to its record by redoing the batch one record at a time; that record is
+ * retried and then dead-lettered with the broker's reason.  A bus that
+ * failed for good (-ENOTRECOVERABLE: a fenced Kafka
  * producer) ends the loop: worker_loop_failed() says so, and the worker
  * returns an error so the process exits and is restarted.
  *

@@ -254,12 +254,15 @@ class Cluster:
 
     def create_topics(self, topics, timeout=60, manifest=False):
         """topics: [(name, partitions, {config})] or "NAME[:P[:K=V,...]]"
-        strings; manifest=True adds every topic of ops/k8s/base/topics.yaml.
+        strings; manifest=True adds every topic of ops/k8s/base/topics.yaml
+        (a topic also in topics takes its partitions and config from there).
         Waits for all registered brokers first and for every partition's
         leader after.  Existing topics are left as they are."""
         topics = [parse_topic(t) if isinstance(t, str) else t for t in topics]
         if manifest:
             topics = manifest_topics() + topics
+        # a topic named again (a test's settings over the manifest's) wins
+        topics = list({t[0]: t for t in topics}.values())
         lines = []
         for name, partitions, config in topics:
             config = dict(config)

@@ -78,3 +78,37 @@ class TransformKafkaTest(harness.TestCase, Pipeline):
         harness.wait_for(lambda: get(url)[0] == 200, timeout=30, what="link served")
         self.mailfleet("links", "revoke", "--message", iid, "-c", self.cfg, timeout=60)
         harness.wait_for(lambda: get(url)[0] == 403, timeout=15, what="revoked on kafka")
+
+
+class TransformKafkaRefusalTest(harness.TestCase, Pipeline):
+    """The broker refuses one mail's output (mailfleet.outbound takes records
+    of at most 4,000 bytes here; the mail codes 50 long addresses): the batch is redone one record at a time,
+    that mail is retried and then dead-lettered with the broker's reason
+    naming the topic; mails before and after it flow."""
+
+    def setUp(self):
+        super().setUp()
+        _, bootstrap = harness.start_kafka(self, manifest=True, topics=[
+            "mailfleet.outbound:12:max.message.bytes=4000"])
+        self.setup_pipeline(bus="kafka:" + bootstrap)
+        self.start_transform()
+
+    def test_refused_output_goes_to_the_dlq_with_the_broker_reason(self):
+        before = self.submit(corpus("demo"))
+        self.outbound_for(before)
+        many = ",".join("sensor-maintenance-team-member-%02d@plant-seven.operations.example.com" % i
+                        for i in range(50))
+        raw = corpus("demo").replace(b"[a@x.com,b@y.org]", ("[%s]" % many).encode())
+        self.assertNotEqual(raw, corpus("demo"))
+        big = self.submit(raw)
+        dlq = self.wait_records("mailfleet.inbound.dlq", lambda r: r["key"] == big, timeout=90)
+        h = dlq[0]["headers"]
+        self.assertEqual(h["mf.error.stage"], "bus.produce")
+        self.assertEqual(h["mf.error.class"], "bus")
+        self.assertIn("mailfleet.outbound", h["mf.error.message"])
+        self.assertIn("Message size too large", h["mf.error.message"])
+        self.assertEqual(h["mf.attempts"], "2")
+        after = self.submit(corpus("demo"))
+        self.outbound_for(after)
+        self.assertNotIn(big, {r["key"] for r in self.read("mailfleet.outbound")})
+        self.assertTrue(self.transform.alive())

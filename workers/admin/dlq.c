@@ -150,6 +150,14 @@ static int dlq_main(int argc, char **argv)
             if (rc)
                 break;
         }
+        /* Past the end too: on Kafka the DLQ is written in transactions, and
+         * the commit marker after the last record still counts as depth. */
+        if (replay && rc == 0 && st[p].high > from &&
+            bus_group_set_offset(b, GROUP_DLQ_OPERATOR, topic, st[p].partition, st[p].high, err,
+                                 sizeof(err)) != 0) {
+            fprintf(stderr, "mailfleet dlq replay: %s\n", err);
+            rc = 1;
+        }
     }
     bus_close(b);
     config_free(cfg);
