@@ -152,6 +152,11 @@ int bus_group_set_offset(struct bus *b, const char *group, const char *topic, in
     return b->ops->group_set_offset(b->impl, group, topic, partition, offset, err, errlen);
 }
 
+int bus_ready(struct bus *b, char *why, size_t len)
+{
+    return b->ops->ready ? b->ops->ready(b->impl, why, len) : 1;
+}
+
 int bus_read_at(struct bus *b, const char *topic, int32_t partition, int64_t offset,
                 struct bus_record **out, int timeout_ms)
 {

@@ -57,8 +57,13 @@ struct bus_options {
     uint64_t map_size;                      /* local: LMDB map size, 0 = default 8 GiB */
 };
 
-/* Returns NULL and fills err on failure (bad URI, cannot open, ...). */
+/* Returns NULL and fills err on failure (bad URI, cannot open, ...).  A
+ * Kafka bus opens without any broker answering (bus_ready says so). */
 struct bus *bus_open(const char *uri, const struct bus_options *opt, char *err, size_t errlen);
+/* 1 when the bus can be used now; 0 with why (Kafka: no broker has answered
+ * within the last few seconds: address, TLS or SASL settings, or an outage).
+ * Cheap: for readiness checks. */
+int bus_ready(struct bus *b, char *why, size_t len);
 void bus_close(struct bus *b);   /* flushes; accepts NULL */
 const char *bus_backend(const struct bus *b);   /* "local" or "kafka" */
 

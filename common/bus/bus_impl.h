@@ -25,6 +25,7 @@ struct bus_ops {
                             int64_t offset, char *err, size_t errlen);
     int (*read_at)(void *impl, const char *topic, int32_t partition, int64_t offset,
                    struct bus_record **out, int timeout_ms);
+    int (*ready)(void *impl, char *why, size_t len);   /* NULL: always ready */
 };
 
 extern const struct bus_ops bus_local_ops;

@@ -57,6 +57,7 @@
 #define KAFKA_SEEK_TIMEOUT_MS  kafka_admin_timeout_ms()
 /* Kept back from the grace for rd_kafka_destroy and the rest of the exit. */
 #define KAFKA_CLOSE_RESERVE_MS 1000
+#define KAFKA_HEALTH_MS 2000
 
 /* A producer handle and the thread that serves its delivery reports. */
 struct kafka_producer {
@@ -74,7 +75,14 @@ struct kafka_bus {
     char **conf;                 /* copied name/value pairs, NULL-terminated */
     struct kafka_producer plain;
     struct kafka_producer txn;   /* .rk NULL without a transactional id */
+    int txn_ready;               /* init_transactions done (txn_lock) */
     int abort_pending;           /* an abort timed out; retried first (txn_lock) */
+    /* Whether a broker answers: the plain producer's poller asks for
+     * metadata every KAFKA_HEALTH_MS; errors say why not (health_lock). */
+    pthread_mutex_t health_lock;
+    int up;                      /* 1 yes, 0 no, -1 not asked yet */
+    int64_t next_health_ms;
+    char last_error[256];
     pthread_mutex_t txn_lock;    /* a producer runs one transaction at a time */
     pthread_mutex_t dr_lock;     /* guards every kafka_batch */
     pthread_cond_t dr_cond;
@@ -157,7 +165,14 @@ static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
  * they are logged, and only calls that run out of time fail. */
 static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
-    (void)opaque;
+    /* A producer's opaque is its bus (consumers' are not): its errors are
+     * what readiness reports while no broker answers. */
+    if (rd_kafka_type(rk) == RD_KAFKA_PRODUCER && opaque) {
+        struct kafka_bus *kb = opaque;
+        pthread_mutex_lock(&kb->health_lock);
+        snprintf(kb->last_error, sizeof kb->last_error, "%s", reason);
+        pthread_mutex_unlock(&kb->health_lock);
+    }
     log_kv(err == RD_KAFKA_RESP_ERR__FATAL ? LOG_ERROR : LOG_WARN, reason, "component", "kafka",
            "error", rd_kafka_err2name(err), "client", rd_kafka_name(rk), NULL);
 }
@@ -437,12 +452,36 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     pthread_mutex_unlock(&kb->dr_lock);
 }
 
+/* Asks a broker for metadata (no topics: cheap) now and then; the answer,
+ * or its absence, is the bus's readiness. */
+static void kafka_health(struct kafka_bus *kb, rd_kafka_t *rk)
+{
+    if (mono_ms() < kb->next_health_ms)
+        return;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, NULL, &md, KAFKA_HEALTH_MS);
+    int up = !e && md && md->broker_cnt > 0;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    pthread_mutex_lock(&kb->health_lock);
+    if (up != kb->up)
+        log_kv(up ? LOG_INFO : LOG_WARN, up ? "kafka brokers answer" : "no kafka broker answers",
+               "component", "kafka", "error", up ? "" : kb->last_error, NULL);
+    kb->up = up;
+    pthread_mutex_unlock(&kb->health_lock);
+    kb->next_health_ms = mono_ms() + KAFKA_HEALTH_MS;
+}
+
 static void *kafka_poller(void *arg)
 {
     struct kafka_producer *p = arg;
+    struct kafka_bus *kb = rd_kafka_opaque(p->rk);
     log_set_worker("bus-kafka");
-    while (!atomic_load(&p->stop))
+    while (!atomic_load(&p->stop)) {
         rd_kafka_poll(p->rk, 100);
+        if (p == &kb->plain)
+            kafka_health(kb, p->rk);
+    }
     return NULL;
 }
 
@@ -593,6 +632,15 @@ static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, si
     pthread_mutex_lock(&kb->txn_lock);
     rd_kafka_error_t *e = NULL;
     int fatal = kafka_fatal(kb->txn.rk, err, errlen);
+    if (!fatal && !kb->txn_ready) {
+        e = rd_kafka_init_transactions(kb->txn.rk, kafka_remaining(deadline));
+        kb->txn_ready = e == NULL;
+        if (e) {
+            int rc = kafka_txn_error(kb, e, "init transactions", err, errlen);
+            pthread_mutex_unlock(&kb->txn_lock);
+            return rc;
+        }
+    }
     if (!fatal && kb->abort_pending) {
         e = rd_kafka_abort_transaction(kb->txn.rk, kafka_remaining(deadline));
         kb->abort_pending = e != NULL;
@@ -661,6 +709,7 @@ static void kafka_close(void *impl)
     kafka_producer_stop(&kb->txn);
     kafka_producer_stop(&kb->plain);
     pthread_mutex_destroy(&kb->txn_lock);
+    pthread_mutex_destroy(&kb->health_lock);
     pthread_mutex_destroy(&kb->dr_lock);
     pthread_cond_destroy(&kb->dr_cond);
     for (char **p = kb->conf; p && *p; p++)
@@ -710,10 +759,19 @@ static int kafka_producer_start(struct kafka_bus *kb, struct kafka_producer *p, 
     }
     if (pthread_create(&p->poller, NULL, kafka_poller, p) != 0)
         panic("%s: cannot start the delivery report thread", __func__);
+    /* Fences an earlier producer with this id at once; with no broker
+     * answering, the first transaction tries again (the worker stays up,
+     * not ready, rather than exiting into a restart loop). */
     if (txn_id) {
-        rd_kafka_error_t *e = rd_kafka_init_transactions(p->rk, KAFKA_TXN_TIMEOUT_MS);
-        if (e)
-            return kafka_txn_error(kb, e, "init transactions", err, errlen);
+        rd_kafka_error_t *e = rd_kafka_init_transactions(p->rk, KAFKA_ADMIN_TIMEOUT_MS);
+        kb->txn_ready = e == NULL;
+        if (e) {
+            int rc = kafka_txn_error(kb, e, "init transactions", err, errlen);
+            if (rc == -ENOTRECOVERABLE)
+                return rc;
+            log_kv(LOG_WARN, "kafka transactions not ready yet; the first batch tries again",
+                   "component", "kafka", "error", err, NULL);
+        }
     }
     return 0;
 }
@@ -729,6 +787,9 @@ static void *kafka_open(const char *where, const struct bus_options *opt, char *
     }
     struct kafka_bus *kb = xcalloc(1, sizeof *kb);
     pthread_mutex_init(&kb->txn_lock, NULL);
+    pthread_mutex_init(&kb->health_lock, NULL);
+    snprintf(kb->last_error, sizeof kb->last_error, "not connected yet");
+    kb->up = -1;   /* not asked yet */
     pthread_mutex_init(&kb->dr_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -1119,7 +1180,19 @@ static int kafka_read_at(void *impl, const char *topic, int32_t partition, int64
     return rc;
 }
 
+static int kafka_ready(void *impl, char *why, size_t len)
+{
+    struct kafka_bus *kb = impl;
+    pthread_mutex_lock(&kb->health_lock);
+    int up = kb->up == 1;
+    if (!up)
+        snprintf(why, len, "kafka: no broker answers at %s (%s)", kb->bootstrap, kb->last_error);
+    pthread_mutex_unlock(&kb->health_lock);
+    return up;
+}
+
 const struct bus_ops bus_kafka_ops = {
+    .ready = kafka_ready,
     .name = "kafka",
     .open = kafka_open,
     .close = kafka_close,

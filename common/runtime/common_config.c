@@ -97,6 +97,11 @@ const char **common_kafka_conf(const struct config *cfg)
     return out;
 }
 
+int common_bus_ready(void *bus, char *why, size_t whylen)
+{
+    return bus_ready(bus, why, whylen);
+}
+
 void common_transactional_id(const struct config *cfg, const char *worker, char *buf, size_t len)
 {
     if (config_isset(cfg, "mailfleet", "instance_id")) {

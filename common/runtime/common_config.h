@@ -33,6 +33,8 @@ struct bus *common_bus(const struct config *cfg, struct bus_options *opt, char *
  * same host name): its first transaction call fences what is left of the
  * one before and aborts its open transaction at once. */
 void common_transactional_id(const struct config *cfg, const char *worker, char *buf, size_t len);
+/* A readiness check (http_ready_check) on a struct bus *: bus_ready(). */
+int common_bus_ready(void *bus, char *why, size_t whylen);
 /* The [kafka] properties as name, value, ..., NULL (malloc'd array; the
  * strings stay owned by cfg). */
 const char **common_kafka_conf(const struct config *cfg);

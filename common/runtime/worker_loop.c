@@ -14,6 +14,7 @@
 #include "timeutil.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -45,6 +46,8 @@ struct worker_loop {
     size_t n_retries, cap_retries;
     int64_t env_backoff_ms;        /* next environment back-off; 0 = none pending */
     atomic_int ready;
+    pthread_mutex_t why_lock;      /* why: read by readiness checks */
+    char why[256];                 /* the error that holds the loop back */
     int failed;                    /* the bus failed for good */
     size_t isolate;                /* batches of one to run before full ones again */
     /* The record whose output the broker refused, and how often in a row
@@ -145,6 +148,7 @@ struct worker_loop *worker_loop_new(struct bus_consumer *c, const struct worker_
         wl->o.group = "";
     wl->recs = xcalloc(wl->o.batch_max, sizeof *wl->recs);
     atomic_init(&wl->ready, 1);
+    pthread_mutex_init(&wl->why_lock, NULL);
 
     char labels[256], l2[320];
     snprintf(labels, sizeof labels, "worker=\"%s\",group=\"%s\"", o->worker, o->group ? o->group : "");
@@ -182,6 +186,7 @@ void worker_loop_free(struct worker_loop *wl)
     for (size_t i = 0; i < wl->n_retries; i++)
         free(wl->retries[i].topic);
     free(wl->retries);
+    pthread_mutex_destroy(&wl->why_lock);
     free(wl);
 }
 
@@ -193,6 +198,17 @@ int worker_loop_failed(const struct worker_loop *wl)
 int worker_loop_ready(const struct worker_loop *wl)
 {
     return atomic_load(&((struct worker_loop *)wl)->ready);
+}
+
+int worker_loop_ready_check(void *opaque, char *why, size_t whylen)
+{
+    struct worker_loop *wl = opaque;
+    if (atomic_load(&wl->ready))
+        return 1;
+    pthread_mutex_lock(&wl->why_lock);
+    snprintf(why, whylen, "%s loop held back: %s", wl->o.worker, wl->why);
+    pthread_mutex_unlock(&wl->why_lock);
+    return 0;
 }
 
 size_t worker_loop_batch_max(const struct config *cfg, const char *section)
@@ -232,8 +248,11 @@ static void set_ready(struct worker_loop *wl, int ready)
     metric_set(wl->m.ready, ready);
 }
 
-static void environment_backoff(struct worker_loop *wl, int64_t ms)
+static void environment_backoff(struct worker_loop *wl, int64_t ms, const char *why)
 {
+    pthread_mutex_lock(&wl->why_lock);
+    snprintf(wl->why, sizeof wl->why, "%s", why && *why ? why : "see the log");
+    pthread_mutex_unlock(&wl->why_lock);
     set_ready(wl, 0);
     if (ms <= 0) {
         ms = wl->env_backoff_ms ? wl->env_backoff_ms : wl->o.backoff_ms;
@@ -444,7 +463,7 @@ static size_t refused_output(struct worker_loop *wl, size_t n, const char *why)
         log_kv(LOG_ERROR, "cannot commit the dead letter; it will be redone", "group", wl->o.group,
                "error", err, NULL);
         seek_back(wl, 0, 1);
-        environment_backoff(wl, 0);
+        environment_backoff(wl, 0, err);
         return 0;
     }
     wl->refused.attempts = 0;
@@ -461,7 +480,7 @@ int worker_loop_step(struct worker_loop *wl)
     if (got < 0) {
         metric_inc(wl->m.poll_err);
         log_kv(LOG_WARN, "poll failed", "group", wl->o.group, NULL);
-        environment_backoff(wl, 0);
+        environment_backoff(wl, 0, "poll failed");
         return got;
     }
     if (got == 0)
@@ -515,7 +534,7 @@ int worker_loop_step(struct worker_loop *wl)
                err, NULL);
         seek_back(wl, 0, n);
         upto = 0;
-        environment_backoff(wl, 0);
+        environment_backoff(wl, 0, err);
         goto out;
     }
     if (upto == n) {
@@ -527,7 +546,7 @@ int worker_loop_step(struct worker_loop *wl)
     log_kv(LOG_WARN, "will retry", "group", wl->o.group, "stage", cut.stage, "error", cut.reason,
            "cause", cut.cause == WL_CAUSE_ENVIRONMENT ? "environment" : "record", NULL);
     if (cut.cause == WL_CAUSE_ENVIRONMENT) {
-        environment_backoff(wl, cut.retry_ms);
+        environment_backoff(wl, cut.retry_ms, cut.reason);
     } else {
         int64_t ms = cut.retry_ms;
         if (ms <= 0) {

@@ -127,6 +127,9 @@ int worker_loop_run(struct worker_loop *wl);
 int worker_loop_failed(const struct worker_loop *wl);
 /* 0 while an environment error holds the loop back (for /readyz). */
 int worker_loop_ready(const struct worker_loop *wl);
+/* The same as a readiness check (http_ready_check) on a struct worker_loop *,
+ * with the error that holds it back in why. */
+int worker_loop_ready_check(void *wl, char *why, size_t whylen);
 
 /* Copies r (topic, key, value, headers) into the batch's outputs; the
  * loop frees the copy after the commit. */

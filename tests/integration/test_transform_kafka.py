@@ -70,6 +70,44 @@ class TransformKafkaTest(harness.TestCase, Pipeline):
             self.assertTrue(p.alive(), p.output()[-3000:])
             self.assertNotIn("fenced", p.output())
 
+    def test_no_broker_or_bad_sasl_keeps_it_up_and_not_ready(self):
+        """A wrong bootstrap address, and SASL towards a listener without
+        it: the transform stays up (no exit, no restart loop), /readyz
+        answers 503 naming Kafka and the cause, and the log says why; the
+        healthy transform next to them is ready."""
+        from test_links import get
+        import re
+        with open(self.cfg) as f:
+            good_port = int(re.search(r"\[transform\]\nmetrics_listen = 127.0.0.1:(\d+)", f.read()).group(1))
+        harness.wait_for(lambda: get("http://127.0.0.1:%d/readyz" % good_port)[0] == 200, timeout=30,
+                         what="the healthy transform ready")
+        port = harness.free_port()
+        nowhere_port, sasl_port = harness.free_port(), harness.free_port()
+        nowhere = self.start([harness.MAILFLEET, "transform", "-c", self.cfg], "transform-nowhere", env={
+            "MAILFLEET__MAILFLEET__BUS": "kafka:127.0.0.1:%d" % port,
+            "MAILFLEET__TRANSFORM__METRICS_LISTEN": "127.0.0.1:%d" % nowhere_port})
+        with open(self.cfg) as f:
+            sasl_cfg = self.write("sasl.ini", f.read() + "\n[kafka]\nsecurity.protocol = sasl_plaintext\n"
+                                  "sasl.mechanism = PLAIN\nsasl.username = device\nsasl.password = wrong\n")
+        sasl = self.start([harness.MAILFLEET, "transform", "-c", sasl_cfg], "transform-sasl", env={
+            "MAILFLEET__TRANSFORM__METRICS_LISTEN": "127.0.0.1:%d" % sasl_port})
+        for p, mport, want in ((nowhere, nowhere_port, "127.0.0.1:%d" % port),
+                               (sasl, sasl_port, self.bus[len("kafka:"):])):
+            harness.wait_port(mport, proc=p.p, timeout=30)
+            code, _, body = harness.wait_for(
+                lambda: (lambda r: r if r[0] == 503 and b"no broker answers" in r[2] else None)(
+                    get("http://127.0.0.1:%d/readyz" % mport)), timeout=30, what="readyz 503")
+            self.assertIn(("kafka: no broker answers at " + want).encode(), body)
+        # Past the bound on init_transactions at start-up: still up, not ready.
+        for p, mport in ((nowhere, nowhere_port), (sasl, sasl_port)):
+            harness.wait_for(lambda: "the first batch tries again" in p.output(), timeout=30,
+                             what="start-up past init_transactions")
+            self.assertTrue(p.alive(), p.output()[-2000:])
+            self.assertEqual(get("http://127.0.0.1:%d/readyz" % mport)[0], 503)
+        self.assertIn("Connection refused", nowhere.output())
+        self.assertRegex(sasl.output(), r"(?i)sasl|authentication|disconnected")
+        self.assertEqual(get("http://127.0.0.1:%d/readyz" % good_port)[0], 200)
+
     def test_links_revocation_on_kafka(self):
         from test_links import get
         self.start_links()

@@ -64,6 +64,8 @@ const struct config_key feedback_config_keys[] = {
 static int ready(void *opaque, char *why, size_t len)
 {
     struct feedback *f = opaque;
+    if (!bus_ready(f->bus, why, len))
+        return 0;
     if (!suppression_copy_ready(f->copy)) {
         snprintf(why, len, "suppression copy is catching up");
         return 0;

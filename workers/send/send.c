@@ -396,6 +396,8 @@ static int send_run(struct worker_env *env)
         started++;
     }
     if (rc == 0) {
+        if (env->http)
+            http_ready_add(env->http, "send-bus", common_bus_ready, w.bus);
         worker_started(env);
         log_kv(LOG_INFO, "send running", "transport", transport_name(lanes[0].t), NULL);
     }
@@ -407,6 +409,8 @@ static int send_run(struct worker_env *env)
         store_close(lanes[i].store[1]);
     }
     free(lanes);
+    if (rc == 0 && env->http)
+        http_ready_remove(env->http, "send-bus", w.bus);
     atomic_store(&send_ready, 0);
     sender_free(&w);
     log_kv(LOG_INFO, "send stopped", NULL);

@@ -30,6 +30,7 @@
 #include "bus.h"
 #include "common_config.h"
 #include "fallback_record.h"
+#include "http.h"
 #include "inbound_record.h"
 #include "jsonx.h"
 #include "log.h"
@@ -424,9 +425,6 @@ static int transform_run(struct worker_env *env)
     w.m_att = metric_counter("mailfleet_transform_attachments_total", "Attachments stored", NULL);
     w.m_att_bytes = metric_counter("mailfleet_transform_attachment_bytes_total",
                                    "Decoded attachment bytes", NULL);
-    worker_started(env);
-    log_kv(LOG_INFO, "transform consuming mailfleet.inbound", "link_mode", w.so.s.link_mode, NULL);
-
     struct worker_loop_options lo = {
         .worker = "transform", .group = GROUP_TRANSFORM, .dlq_topic = TOPIC_INBOUND_DLQ,
         .batch_max = worker_loop_batch_max(env->cfg, NULL),
@@ -435,7 +433,19 @@ static int transform_run(struct worker_env *env)
         .poll_timeout_ms = 500, .stop = env->stop, .handler = &transform_handler, .opaque = &w,
     };
     w.loop = worker_loop_new(w.cons, &lo);
+    /* Ready while a broker answers and no environment error (store, bus)
+     * holds the loop back. */
+    if (env->http) {
+        http_ready_add(env->http, "transform-bus", common_bus_ready, w.bus);
+        http_ready_add(env->http, "transform-loop", worker_loop_ready_check, w.loop);
+    }
+    worker_started(env);
+    log_kv(LOG_INFO, "transform consuming mailfleet.inbound", "link_mode", w.so.s.link_mode, NULL);
     int rc = worker_loop_run(w.loop) < 0;
+    if (env->http) {
+        http_ready_remove(env->http, "transform-loop", w.loop);
+        http_ready_remove(env->http, "transform-bus", w.bus);
+    }
     tw_close(&w);
     log_kv(LOG_INFO, "transform stopped", NULL);
     return rc;
