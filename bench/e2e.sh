@@ -17,7 +17,7 @@
 # the sink holds 3 x MSGS mails.  Per run: ingest msgs/s (loadgen), end-to-end
 # msgs/s (messages whose 3 mails all reached the sink / time from the first
 # connect to the last acceptance), 250->sink latency p50/p99, CPU seconds per
-# 1,000 messages of the mailfleet processes.  Medians over RUNS are printed last.
+# 1,000 messages of the mailfleet processes (and of the Kafka broker, apart).  Medians over RUNS are printed last.
 # State and stores live under ${TMPDIR:-/tmp} (the disk); sink dumps on /dev/shm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -120,7 +120,7 @@ EOF
 ini_port() { awk -v s="[$2]" -v k="$3" '$0==s{f=1;next} /^\[/{f=0} f && $1==k {sub(/.*:/,"",$3); print $3}' "$1"; }
 
 one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
-  local mode=$1 i=$2 dir="$out/$1-$2" dump="$shm/$1-$2" bus ready=() wpids=() mport
+  local mode=$1 i=$2 dir="$out/$1-$2" dump="$shm/$1-$2" bus ready=() wpids=() bpids=() mport
   mkdir -p "$dir" "$dump"
   chmod 777 "$dump"
   SMTP_PORT=$(free_port); SINK_PORT=$(free_port)
@@ -137,6 +137,7 @@ one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
   else
     kafka_dirs+=("$dir/kafka")
     bus="kafka:$($py ops/kafka/cluster.py start "$dir/kafka" --manifest 2>"$dir/kafka.log")"
+    bpids=($(cat "$dir"/kafka/node-*/pid))   # the broker's CPU is counted apart
     common_ini "$dir" "$bus" >"$dir/bench.ini"
     for w in ingest transform send links feedback monitor; do
       "$BIN" "$w" -c "$dir/bench.ini" 2>"$dir/$w.log" &
@@ -151,8 +152,9 @@ one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
   "$build/bench/loadgen" "127.0.0.1:$SMTP_PORT" -s 4 -m 20 -t "warm$i" >/dev/null
   $py bench/sinkcount.py wait "$dump" 60 --timeout 120 --stall 60 >/dev/null ||
     { echo "$mode run $i: warm-up mails did not all arrive (see $dir)" >&2; KEEP=1; return 1; }
-  local c0 c1 lg rep per0=() per=() k
+  local c0 c1 b0 b1 lg rep per0=() per=() k
   c0=$(cpu_ticks "${wpids[@]}")
+  b0=$(cpu_ticks "${bpids[@]}")
   for k in "${wpids[@]}"; do per0+=("$(cpu_ticks "$k")"); done
   lg=$("$build/bench/loadgen" "127.0.0.1:$SMTP_PORT" -s "$SESSIONS" -m "$MSGS" -r "$RATE" -t "run$i" -o "$dir/records.tsv") ||
     echo "$mode run $i: loadgen: $lg" >&2
@@ -162,12 +164,14 @@ one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
   $py bench/sinkcount.py wait "$dump" $((60 + 3 * MSGS)) --timeout 600 --stall 30 >/dev/null ||
     echo "$mode run $i: not every mail reached the sink" >&2
   c1=$(cpu_ticks "${wpids[@]}")
+  b1=$(cpu_ticks "${bpids[@]}")
   for k in "${!wpids[@]}"; do per+=("$(( $(cpu_ticks "${wpids[$k]}") - per0[k] ))"); done
   rep=$($py bench/sinkcount.py report "$dump" "$dir/records.tsv" "run$i" "$(json "$lg" t0_us)")
   stop_all
-  $py - "$lg" "$rep" "$(( c1 - c0 ))" "$hz" "$MSGS" "${per[*]}" "$dir/backlog.txt" <<'PY'
+  $py - "$lg" "$rep" "$(( c1 - c0 ))" "$hz" "$MSGS" "${per[*]}" "$dir/backlog.txt" "$(( b1 - b0 ))" <<'PY'
 import json, sys
 lg, rep = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+broker = int(sys.argv[8]) / int(sys.argv[4])
 hz, msgs = int(sys.argv[4]), int(sys.argv[5])
 cpu = int(sys.argv[3]) / hz
 per = [int(x) / hz / msgs * 1000 for x in sys.argv[6].split()]
@@ -183,6 +187,7 @@ print(json.dumps({"ingest_msgs_per_s": lg["msgs_per_s"], "data_250_p99_ms": lg["
                   "duplicates": rep["duplicates"], "missing": rep["missing_deliveries"],
                   "lat_p50_ms": rep["p50_ms"], "lat_p99_ms": rep["p99_ms"], "lat_max_ms": rep["max_ms"],
                   "cpu_s_per_1000": round(cpu / msgs * 1000, 3),
+                  "broker_cpu_s_per_1000": round(broker / msgs * 1000, 3),
                   "cpu_s_per_1000_by_worker": {n: round(c, 3) for n, c in zip(names, per)},
                   "backlog_after_last_250": backlog}))
 PY
@@ -200,7 +205,7 @@ for mode in $modes; do
     cat "$out/run.json" >>"$out/$mode.jsonl"
   done
   printf '%s e2e (%s): ' "$mode" "$([ "$mode" = local ] && echo 'mailfleet run' || echo 'Apache Kafka + one process per worker')"
-  for k in e2e_msgs_per_s lat_p50_ms lat_p99_ms ingest_msgs_per_s cpu_s_per_1000; do
+  for k in e2e_msgs_per_s lat_p50_ms lat_p99_ms ingest_msgs_per_s cpu_s_per_1000 broker_cpu_s_per_1000; do
     printf '%s %s  ' "$k" "$($py -c "import json,sys; [print(json.loads(l)['$k']) for l in open(sys.argv[1])]" "$out/$mode.jsonl" | median)"
   done
   printf 'complete %s/%s dups %s  (medians of %s)\n' \

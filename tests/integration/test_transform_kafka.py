@@ -79,6 +79,7 @@ class TransformKafkaTest(harness.TestCase, Pipeline):
         import re
         with open(self.cfg) as f:
             good_port = int(re.search(r"\[transform\]\nmetrics_listen = 127.0.0.1:(\d+)", f.read()).group(1))
+        harness.wait_port(good_port, proc=self.transform.p, timeout=30)
         harness.wait_for(lambda: get("http://127.0.0.1:%d/readyz" % good_port)[0] == 200, timeout=30,
                          what="the healthy transform ready")
         port = harness.free_port()
