@@ -251,7 +251,19 @@ long bus_scan(struct bus *b, const char *topic, bus_scan_cb cb, void *opaque, ch
     if (n < 0)
         return n;
     long seen = 0;
-    for (int p = 0; p < n; p++)
+    for (int p = 0; p < n && b->ops->scan_partition; p++) {
+        int stopped = 0;
+        if (st[p].high <= st[p].low)
+            continue;
+        long got = b->ops->scan_partition(b->impl, topic, st[p].partition, st[p].low, st[p].high, cb,
+                                          opaque, &stopped, err, errlen);
+        if (got < 0)
+            return got;
+        seen += got;
+        if (stopped)
+            return seen;
+    }
+    for (int p = 0; p < n && !b->ops->scan_partition; p++)
         for (int64_t off = st[p].low; off < st[p].high; off++) {
             struct bus_record *r = NULL;
             int rc = bus_read_at(b, topic, st[p].partition, off, &r, 5000);

@@ -26,6 +26,12 @@ struct bus_ops {
     int (*read_at)(void *impl, const char *topic, int32_t partition, int64_t offset,
                    struct bus_record **out, int timeout_ms);
     int (*ready)(void *impl, char *why, size_t len);   /* NULL: always ready */
+    /* Optional: bus_scan of one partition up to (not including) high in one
+     * pass; returns records seen or <0.  *stopped set when cb asked to stop.
+     * NULL: bus.c reads record by record with read_at. */
+    long (*scan_partition)(void *impl, const char *topic, int32_t partition, int64_t from,
+                           int64_t high, bus_scan_cb cb, void *opaque, int *stopped, char *err,
+                           size_t errlen);
 };
 
 extern const struct bus_ops bus_local_ops;

@@ -1180,6 +1180,47 @@ static int kafka_read_at(void *impl, const char *topic, int32_t partition, int64
     return rc;
 }
 
+/* One reader from `from` to the end of the partition as it stood (high):
+ * one fetch stream instead of a client per record. */
+static long kafka_scan_partition(void *impl, const char *topic, int32_t partition, int64_t from,
+                                 int64_t high, bus_scan_cb cb, void *opaque, int *stopped,
+                                 char *err, size_t errlen)
+{
+    struct kafka_bus *kb = impl;
+    rd_kafka_t *rk = kafka_reader_new(kb, NULL, err, errlen);
+    if (!rk)
+        return -EINVAL;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = from;
+    rd_kafka_resp_err_t e = rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    long seen = 0;
+    int rc = e ? kafka_errno(e) : 1;
+    if (e)
+        snprintf(err, errlen, "kafka: assign %s [%d]: %s", topic, (int)partition, rd_kafka_err2str(e));
+    while (rc == 1 && !*stopped) {
+        struct bus_record *r = NULL;
+        /* 0: the end (read_committed: nothing committed after); a slow fetch
+         * is an error, never a hole in the list. */
+        rc = kafka_next(rk, &r, KAFKA_ADMIN_TIMEOUT_MS, 1);
+        if (rc != 1)
+            break;
+        if (r->offset >= high) {
+            bus_record_free(r);
+            rc = 0;
+            break;
+        }
+        seen++;
+        *stopped = cb(opaque, r) != 0;
+        bus_record_free(r);
+    }
+    if (rc < 0 && !e)
+        snprintf(err, errlen, "kafka: reading %s [%d]: %s", topic, (int)partition, strerror(-rc));
+    rd_kafka_assign(rk, NULL);
+    kafka_reader_free(rk);
+    return rc < 0 ? rc : seen;
+}
+
 static int kafka_ready(void *impl, char *why, size_t len)
 {
     struct kafka_bus *kb = impl;
@@ -1193,6 +1234,7 @@ static int kafka_ready(void *impl, char *why, size_t len)
 
 const struct bus_ops bus_kafka_ops = {
     .ready = kafka_ready,
+    .scan_partition = kafka_scan_partition,
     .name = "kafka",
     .open = kafka_open,
     .close = kafka_close,
