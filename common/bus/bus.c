@@ -152,6 +152,37 @@ int bus_group_set_offset(struct bus *b, const char *group, const char *topic, in
     return b->ops->group_set_offset(b->impl, group, topic, partition, offset, err, errlen);
 }
 
+/* First offset in [lo, hi) whose record timestamp >= ts; hi when none. */
+static int64_t offset_for_time(struct bus *b, const char *topic, int32_t part, int64_t lo,
+                               int64_t hi, int64_t ts)
+{
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        struct bus_record *r = NULL;
+        int rc = bus_read_at(b, topic, part, mid, &r, 2000);
+        if (rc <= 0) {       /* gone (retention) or unreadable: look later */
+            lo = mid + 1;
+            continue;
+        }
+        if (r->timestamp_ms >= ts)
+            hi = mid;
+        else
+            lo = mid + 1;
+        bus_record_free(r);
+    }
+    return lo;
+}
+
+int bus_offsets_for_time(struct bus *b, const char *topic, const struct bus_partition_stats *st,
+                         int n, int64_t ts_ms, int64_t *out, char *err, size_t errlen)
+{
+    if (b->ops->offsets_for_time)
+        return b->ops->offsets_for_time(b->impl, topic, st, n, ts_ms, out, err, errlen);
+    for (int i = 0; i < n; i++)
+        out[i] = offset_for_time(b, topic, st[i].partition, st[i].low, st[i].high, ts_ms);
+    return 0;
+}
+
 int bus_ready(struct bus *b, char *why, size_t len)
 {
     return b->ops->ready ? b->ops->ready(b->impl, why, len) : 1;

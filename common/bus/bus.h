@@ -130,6 +130,13 @@ struct bus_partition_stats {
 /* Fills up to max entries; returns count or <0. */
 int bus_topic_stats(struct bus *b, const char *topic, const char *group,
                     struct bus_partition_stats *out, int max, char *err, size_t errlen);
+/* For each st[i] (from bus_topic_stats): the first offset in [low, high)
+ * whose record's timestamp is >= ts_ms, or high when none (records are
+ * appended in time order closely enough for window measures).  0 or <0.
+ * Kafka: one ListOffsets request (offsets_for_times); local: a binary
+ * search with bus_read_at. */
+int bus_offsets_for_time(struct bus *b, const char *topic, const struct bus_partition_stats *st,
+                         int n, int64_t ts_ms, int64_t *out, char *err, size_t errlen);
 /* Sets a group's committed offset on a partition (dlq ack, replay). */
 int bus_group_set_offset(struct bus *b, const char *group, const char *topic, int32_t partition,
                          int64_t offset, char *err, size_t errlen);

@@ -26,6 +26,9 @@ struct bus_ops {
     int (*read_at)(void *impl, const char *topic, int32_t partition, int64_t offset,
                    struct bus_record **out, int timeout_ms);
     int (*ready)(void *impl, char *why, size_t len);   /* NULL: always ready */
+    /* Optional (NULL: bus.c searches with read_at). */
+    int (*offsets_for_time)(void *impl, const char *topic, const struct bus_partition_stats *st,
+                            int n, int64_t ts_ms, int64_t *out, char *err, size_t errlen);
     /* Optional: bus_scan of one partition up to (not including) high in one
      * pass; returns records seen or <0.  *stopped set when cb asked to stop.
      * NULL: bus.c reads record by record with read_at. */

@@ -1221,6 +1221,32 @@ static long kafka_scan_partition(void *impl, const char *topic, int32_t partitio
     return rc < 0 ? rc : seen;
 }
 
+static int kafka_offsets_for_time(void *impl, const char *topic, const struct bus_partition_stats *st,
+                                  int n, int64_t ts_ms, int64_t *out, char *err, size_t errlen)
+{
+    struct kafka_bus *kb = impl;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n > 0 ? n : 1);
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, topic, st[i].partition)->offset = ts_ms;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(kb->plain.rk, l, KAFKA_ADMIN_TIMEOUT_MS);
+    for (int i = 0; !e && i < n; i++) {
+        const rd_kafka_topic_partition_t *p = &l->elems[i];
+        if (p->err) {
+            e = p->err;
+            break;
+        }
+        /* -1: no record that late; below low: gone to retention */
+        int64_t off = p->offset < 0 ? st[i].high : p->offset;
+        out[i] = off < st[i].low ? st[i].low : off > st[i].high ? st[i].high : off;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        snprintf(err, errlen, "kafka: offsets for time on %s: %s", topic, rd_kafka_err2str(e));
+        return kafka_errno(e);
+    }
+    return 0;
+}
+
 static int kafka_ready(void *impl, char *why, size_t len)
 {
     struct kafka_bus *kb = impl;
@@ -1235,6 +1261,7 @@ static int kafka_ready(void *impl, char *why, size_t len)
 const struct bus_ops bus_kafka_ops = {
     .ready = kafka_ready,
     .scan_partition = kafka_scan_partition,
+    .offsets_for_time = kafka_offsets_for_time,
     .name = "kafka",
     .open = kafka_open,
     .close = kafka_close,

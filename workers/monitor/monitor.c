@@ -187,28 +187,6 @@ static int load_alarms(struct monitor *m, const struct config *cfg, char *err, s
     return 0;
 }
 
-/* First offset in [lo, hi) whose record timestamp >= ts (records are appended
- * in time order closely enough for a window measure); hi when none. */
-static int64_t offset_for_time(struct bus *b, const char *topic, int32_t part, int64_t lo,
-                               int64_t hi, int64_t ts)
-{
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        struct bus_record *r = NULL;
-        int rc = bus_read_at(b, topic, part, mid, &r, 2000);
-        if (rc <= 0) {       /* gone (retention) or unreadable: look later */
-            lo = mid + 1;
-            continue;
-        }
-        if (r->timestamp_ms >= ts)
-            hi = mid;
-        else
-            lo = mid + 1;
-        bus_record_free(r);
-    }
-    return lo;
-}
-
 static void sample_watch(struct monitor *m, struct watch *w, int64_t now)
 {
     struct bus_partition_stats st[64];
@@ -217,6 +195,13 @@ static void sample_watch(struct monitor *m, struct watch *w, int64_t now)
     if (n < 0) {
         w->ok = 0;
         log_kv(LOG_WARN, "cannot read topic offsets", "topic", w->topic, "error", err, NULL);
+        return;
+    }
+    /* where the recent window starts in each partition */
+    int64_t cuts[64];
+    if (bus_offsets_for_time(m->bus, w->topic, st, n, now - m->recent_ms, cuts, err, sizeof(err)) < 0) {
+        w->ok = 0;
+        log_kv(LOG_WARN, "cannot find offsets by time", "topic", w->topic, "error", err, NULL);
         return;
     }
     double backlog = 0, recent = 0, stale = 0, age = 0;
@@ -228,8 +213,7 @@ static void sample_watch(struct monitor *m, struct watch *w, int64_t now)
             backlog += (double)(st[i].high - pos);
         if (st[i].committed_ts_ms >= 0 && st[i].high > pos && now - st[i].committed_ts_ms > age * 1000)
             age = (double)(now - st[i].committed_ts_ms) / 1000.0;
-        int64_t cut = offset_for_time(m->bus, w->topic, st[i].partition, st[i].low, st[i].high,
-                                      now - m->recent_ms);
+        int64_t cut = cuts[i];
         recent += (double)(st[i].high - cut);
         if (cut > pos)
             stale += (double)(cut - pos);
