@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -63,6 +64,9 @@ static const struct config_key ingest_keys[] = {
     { "ingest", "max_buffered", CONFIG_SIZE, "512M",
       "mail held in memory by all sessions together; past it DATA gets 452 4.3.1" },
     { "ingest", "max_recipients", CONFIG_INT, "100", "recipients per message (452 4.5.3)" },
+    { "ingest", "min_free", CONFIG_SIZE, "64M",
+      "free space kept on state_dir and file stores; below it MAIL FROM gets 452 4.3.1 and "
+      "ingest is not ready (0 = no check)" },
     { "ingest", "max_connections", CONFIG_INT, "1000", "connections in all (421 4.7.0)" },
     { "ingest", "max_connections_per_ip", CONFIG_INT, "50", "connections per client address" },
     { "ingest", "max_errors", CONFIG_INT, "20", "bad commands before 421" },
@@ -119,6 +123,9 @@ struct ingest {
     int64_t drain_deadline;
     unsigned inflight;
     long buffered;   /* smtp_session_conf.buffered */
+    atomic_int storage_low;          /* smtp_session_conf.storage_low */
+    char storage_why[300];           /* under live_lock */
+    int64_t next_storage_check;
     struct metric *m_accepted, *m_duplicate, *m_tempfail, *m_bytes, *m_latency;
 };
 
@@ -154,6 +161,10 @@ static int ready_check(void *opaque, char *why, size_t whylen)
         snprintf(why, whylen, "not running");
     } else if (live->draining) {
         snprintf(why, whylen, "draining");
+    }
+    if (live && atomic_load(&live->storage_low)) {
+        ok = 0;
+        snprintf(why, whylen, "%s", live->storage_why);
     }
     pthread_mutex_unlock(&live_lock);
     return ok;
@@ -284,9 +295,53 @@ static void on_hup(uv_signal_t *h, int sig)
 
 /* ---- drain -------------------------------------------------------------------------- */
 
+/* Free space on a file-system path against [ingest] min_free; 1 = low (why
+ * filled), 0 = fine or not a local path. */
+static int storage_low_at(const char *path, uint64_t min_free, char *why, size_t len)
+{
+    struct statvfs v;
+    if (!path || !*path || statvfs(path, &v) != 0)
+        return 0;
+    uint64_t avail = (uint64_t)v.f_bavail * v.f_frsize;
+    if (avail >= min_free)
+        return 0;
+    snprintf(why, len, "%llu bytes free on %s, below [ingest] min_free (%llu)",
+             (unsigned long long)avail, path, (unsigned long long)min_free);
+    return 1;
+}
+
+/* Once a second: the state dir (spool, dedupe) and a file store for raw mail. */
+static void check_storage(struct ingest *in)
+{
+    const struct config *cfg = in->env->cfg;
+    uint64_t min_free = config_size(cfg, "ingest", "min_free");
+    if (min_free == 0 || mono_ms() < in->next_storage_check)
+        return;
+    in->next_storage_check = mono_ms() + 1000;
+    const char *paths[] = { config_str(cfg, "mailfleet", "state_dir"),
+                            config_str(cfg, "mailfleet", "store_incoming"), NULL };
+    char why[300] = "";
+    int low = 0;
+    for (int i = 0; paths[i] && !low; i++) {
+        const char *p = paths[i];
+        if (i > 0 && strncmp(p, "file:", 5) != 0)
+            continue;
+        low = storage_low_at(i > 0 ? p + 5 : p, min_free, why, sizeof why);
+    }
+    if (low != atomic_load(&in->storage_low))
+        log_kv(low ? LOG_WARN : LOG_INFO, low ? "storage low: MAIL FROM answers 452 4.3.1"
+                                              : "storage back above min_free",
+               "why", why, NULL);
+    pthread_mutex_lock(&live_lock);
+    snprintf(in->storage_why, sizeof in->storage_why, "%s", why);
+    pthread_mutex_unlock(&live_lock);
+    atomic_store(&in->storage_low, low);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct ingest *in = t->data;
+    check_storage(in);
     if (!in->draining && *in->env->stop) {
         pthread_mutex_lock(&live_lock);   /* ready_check reads it from an HTTP thread */
         in->draining = 1;
@@ -327,7 +382,9 @@ static void session_conf(struct ingest *in, struct smtp_session_conf *sc)
     sc->rules = in->rules;
     sc->buffered = &in->buffered;
     sc->max_buffered = (long)config_size(cfg, "ingest", "max_buffered");
+    sc->storage_low = &in->storage_low;
 }
+
 
 static int check_config(const struct config *cfg, char *err, size_t errlen)
 {

@@ -560,6 +560,13 @@ static void proceed_mail(struct smtp_session *s, const char *args)
         reply(s, 553, "5.1.7 Bad sender address syntax");
         return;
     }
+    /* Refused before the client sends a byte of the message, not after
+     * (Postfix's queue_minfree answers the same). */
+    if (s->conf->storage_low && atomic_load(s->conf->storage_low)) {
+        s->mail_from[0] = 0;
+        reply(s, 452, "4.3.1 Insufficient system storage");
+        return;
+    }
     s->declared_size = 0;
     /* ESMTP parameters: SIZE, BODY, AUTH (RFC 1870, 6152, 4954). */
     while (*p) {

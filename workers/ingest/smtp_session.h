@@ -15,6 +15,7 @@
  * message (550 5.5.2).  Errors found inside DATA are answered at its end. */
 #ifndef MF_INGEST_SMTP_SESSION_H
 #define MF_INGEST_SMTP_SESSION_H
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,7 @@ struct smtp_session_conf {
     const struct rules *rules;
     long *buffered;                /* mail bytes held by all sessions (atomic), or NULL */
     long max_buffered;             /* past it DATA gets 452 4.3.1; 0 = no cap */
+    const atomic_int *storage_low; /* set: MAIL FROM gets 452 4.3.1 (disk below reserve) */
 };
 
 struct smtp_rcpt {
