@@ -66,6 +66,9 @@ static int ready(void *opaque, char *why, size_t len)
     struct feedback *f = opaque;
     if (!bus_ready(f->bus, why, len))
         return 0;
+    if ((f->floop && !worker_loop_ready_check(f->floop, why, len)) ||
+        (f->eloop && !worker_loop_ready_check(f->eloop, why, len)))
+        return 0;
     if (!suppression_copy_ready(f->copy)) {
         snprintf(why, len, "suppression copy is catching up");
         return 0;
@@ -169,10 +172,8 @@ static int feedback_open(struct feedback *f, struct worker_env *env)
     return 0;
 }
 
-/* Until stopped: one thread, two topics, a batch of each in turn; the
- * dedupe and transient-count state is swept of expired keys hourly.  -1 when
- * a loop's bus failed for good. */
-static int feedback_loop(struct feedback *f, struct worker_env *env)
+/* The two loops, made before the readiness check that reads them. */
+static void feedback_loops_new(struct feedback *f, struct worker_env *env)
 {
     size_t batch_max = worker_loop_batch_max(env->cfg, NULL);
     struct worker_loop_options fo = {
@@ -184,6 +185,13 @@ static int feedback_loop(struct feedback *f, struct worker_env *env)
     eo.handler = &event_handler;
     f->floop = worker_loop_new(f->fc, &fo);
     f->eloop = worker_loop_new(f->ec, &eo);
+}
+
+/* Until stopped: one thread, two topics, a batch of each in turn; the
+ * dedupe and transient-count state is swept of expired keys hourly.  -1 when
+ * a loop's bus failed for good. */
+static int feedback_loop(struct feedback *f, struct worker_env *env)
+{
     int64_t next_expire = mono_ms() + 60000;
     while (!*env->stop) {
         /* One thread, two topics: a batch of each in turn, a short nap
@@ -237,6 +245,7 @@ static int feedback_run(struct worker_env *env)
         http_route(env->public_http, "/u/", feedback_http_unsubscribe, f);
         http_route(env->public_http, "/sns", feedback_http_sns, f);
         http_route(env->public_http, "/v2/email/suppression/", feedback_api_serve, f);
+        feedback_loops_new(f, env);
         http_ready_add(env->http, "feedback", ready, f);
         worker_started(env);
         log_kv(LOG_INFO, "feedback started", NULL);

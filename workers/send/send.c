@@ -137,6 +137,8 @@ static void *lane_main(void *arg)
         .handler = &send_batch_handler, .opaque = l,
     };
     l->loop = worker_loop_new(l->c, &lo);
+    if (w->http)
+        http_ready_add(w->http, "send-loop", worker_loop_ready_check, l->loop);
     int64_t next_expire = mono_ms() + 60000;
     while (!stopping(w)) {
         /* Expired sent markers are invisible to kv_get but still stored:
@@ -160,6 +162,8 @@ static void *lane_main(void *arg)
             break;
         }
     }
+    if (w->http)
+        http_ready_remove(w->http, "send-loop", l->loop);
     worker_loop_free(l->loop);
     l->loop = NULL;
     bus_consumer_free(l->c);
@@ -308,6 +312,7 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     const struct config *cfg = env->cfg;
     w->cfg = cfg;
     w->stop = env->stop;
+    w->http = env->http;
     /* [mailfleet] token_keys signs unsubscribe URLs and yields the VERP keys. */
     w->tokens = common_tokens(cfg, err, errlen);
     if (!w->tokens)

@@ -19,6 +19,7 @@
 struct sender {
     const struct config *cfg;
     stop_flag_t *stop;
+    struct http_server *http;        /* readiness checks of the lanes' loops; may be NULL */
     struct bus *bus;
     struct kv *sent;
     struct suppression_copy *supp;
