@@ -69,10 +69,12 @@ class Fleet:
     per_worker: one `mailfleet <worker>` process per worker instead of
     `mailfleet run`.  transport: the [send] transport (default: outbox dir).
     sections: extra INI text appended (e.g. [alarm.x] sections); settings:
-    {section: {key: value}} merged into the generated sections."""
+    {section: {key: value}} merged into the generated sections.  topics
+    (Kafka mode): "name:partitions[:k=v,...]" specs that replace the
+    manifest's topic of that name (e.g. fewer partitions)."""
 
     def __init__(self, test, mode="local", per_worker=False, transport=None, workers=WORKERS, sections="",
-                 settings=None):
+                 settings=None, topics=()):
         self.test = test
         self.mode = mode
         self.per_worker = per_worker
@@ -80,7 +82,12 @@ class Fleet:
         self.procs = {}
         self.restarts = {}
         os.chmod(test.dir, 0o755)   # smtp-sink runs as nobody and writes below here
-        if mode == "kafka":
+        if mode == "kafka" and topics:
+            mine = [harness.kafka_cluster.parse_topic(t) for t in topics]
+            specs = [t for t in harness.kafka_cluster.manifest_topics() if t[0] not in {m[0] for m in mine}]
+            self.kafka, self.bootstrap = harness.start_kafka(test, topics=specs + mine + list(KAFKA_RETRY_TOPICS))
+            self.bus = "kafka:" + self.bootstrap
+        elif mode == "kafka":
             self.kafka, self.bootstrap = harness.start_kafka(test, manifest=True, topics=KAFKA_RETRY_TOPICS)
             self.bus = "kafka:" + self.bootstrap
         else:

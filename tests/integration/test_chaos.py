@@ -62,11 +62,13 @@ def chaos_mail(i):
 
 
 class LoadGenerator:
-    """THREADS smtplib clients; each retries a mail until it gets 250."""
+    """THREADS smtplib clients; each retries a mail until it gets 250.
+    mails: how many (chaos_mail 0..mails-1) or which numbers; rate: mails/s offered."""
 
-    def __init__(self, port, mails):
+    def __init__(self, port, mails, rate=RATE):
         self.port = port
-        self.todo = list(range(mails))
+        self.rate = rate
+        self.todo = list(range(mails)) if isinstance(mails, int) else list(mails)
         self.lock = threading.Lock()
         self.accepted = {}          # subject -> recipients
         self.retries = 0
@@ -93,7 +95,7 @@ class LoadGenerator:
         i = self.next()
         due = time.time()
         while i is not None:
-            due += THREADS / RATE
+            due += THREADS / self.rate
             time.sleep(max(0.0, due - time.time()))
             subject, rcpts, raw = chaos_mail(i)
             try:
