@@ -20,6 +20,11 @@ void stop_grace_begin(void)
     atomic_store(&deadline_ms, mono_ms() + atomic_load(&grace_ms));
 }
 
+int stop_begun(void)
+{
+    return atomic_load(&deadline_ms) != 0;
+}
+
 int64_t stop_grace_left_ms(void)
 {
     int64_t d = atomic_load(&deadline_ms);

@@ -22,5 +22,8 @@ int64_t stop_grace_ms(void);
 void stop_grace_begin(void);           /* the stop was asked for: the countdown starts */
 /* Milliseconds left of the grace since the stop (the whole grace before). */
 int64_t stop_grace_left_ms(void);
+/* 1 once the stop was asked for (stop_grace_begin): calls that would wait
+ * on a peer without bound (a Kafka commit) give up within the grace. */
+int stop_begun(void);
 
 #endif

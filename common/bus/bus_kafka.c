@@ -58,6 +58,11 @@
 /* Kept back from the grace for rd_kafka_destroy and the rest of the exit. */
 #define KAFKA_CLOSE_RESERVE_MS 1000
 #define KAFKA_HEALTH_MS 2000
+#define KAFKA_IDLE_READERS 16
+/* More fenced transactional producers than this within the window: another
+ * live process has the same transactional id; give up (the worker exits). */
+#define KAFKA_MAX_RENEWALS 5
+#define KAFKA_RENEW_WINDOW_MS 300000
 
 /* A producer handle and the thread that serves its delivery reports. */
 struct kafka_producer {
@@ -75,11 +80,21 @@ struct kafka_bus {
     char **conf;                 /* copied name/value pairs, NULL-terminated */
     struct kafka_producer plain;
     struct kafka_producer txn;   /* .rk NULL without a transactional id */
+    char *txn_id;
     int txn_ready;               /* init_transactions done (txn_lock) */
+    int renewals;                /* fenced producers replaced in the current window */
+    int64_t renew_window_ms;
     int abort_pending;           /* an abort timed out; retried first (txn_lock) */
     /* Whether a broker answers: the plain producer's poller asks for
      * metadata every KAFKA_HEALTH_MS; errors say why not (health_lock). */
     pthread_mutex_t health_lock;
+    /* Idle reader handles kept for the next monitor sample or admin read
+     * (a new client costs a connection and a metadata round trip). */
+    pthread_mutex_t readers_lock;
+    struct kafka_idle_reader {
+        char *group;             /* NULL: group-less */
+        rd_kafka_t *rk;
+    } readers[KAFKA_IDLE_READERS];
     int up;                      /* 1 yes, 0 no, -1 not asked yet */
     int64_t next_health_ms;
     char last_error[256];
@@ -139,6 +154,16 @@ static int kafka_errno(rd_kafka_resp_err_t e)
     default:
         return -EIO;
     }
+}
+
+/* deadline, or sooner once a stop is asked for: what the grace leaves,
+ * less what closing needs. */
+static int64_t kafka_deadline_in_grace(int64_t deadline)
+{
+    if (!stop_begun())
+        return deadline;
+    int64_t by = mono_ms() + stop_grace_left_ms() - 2 * KAFKA_CLOSE_RESERVE_MS;
+    return by < deadline ? by : deadline;
 }
 
 static int kafka_remaining(int64_t deadline)
@@ -408,6 +433,42 @@ static void kafka_reader_free(rd_kafka_t *rk)
     kafka_consumer_close_destroy(rk);
 }
 
+static int kafka_same_group(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* A reader for group (NULL: group-less), idle from an earlier call or new. */
+static rd_kafka_t *kafka_reader_get(struct kafka_bus *kb, const char *group, char *err,
+                                    size_t errlen)
+{
+    rd_kafka_t *rk = NULL;
+    pthread_mutex_lock(&kb->readers_lock);
+    for (int i = 0; i < KAFKA_IDLE_READERS && !rk; i++)
+        if (kb->readers[i].rk && kafka_same_group(kb->readers[i].group, group)) {
+            rk = kb->readers[i].rk;
+            free(kb->readers[i].group);
+            kb->readers[i] = (struct kafka_idle_reader){ 0 };
+        }
+    pthread_mutex_unlock(&kb->readers_lock);
+    return rk ? rk : kafka_reader_new(kb, group, err, errlen);
+}
+
+/* Back to the idle set (unassigned), or closed when the set is full. */
+static void kafka_reader_put(struct kafka_bus *kb, rd_kafka_t *rk, const char *group)
+{
+    rd_kafka_assign(rk, NULL);
+    pthread_mutex_lock(&kb->readers_lock);
+    for (int i = 0; i < KAFKA_IDLE_READERS && rk; i++)
+        if (!kb->readers[i].rk) {
+            kb->readers[i] = (struct kafka_idle_reader){ group ? xstrdup(group) : NULL, rk };
+            rk = NULL;
+        }
+    pthread_mutex_unlock(&kb->readers_lock);
+    if (rk)
+        kafka_reader_free(rk);
+}
+
 /* ---- producing -------------------------------------------------------- */
 
 /* Called with dr_lock held. */
@@ -535,18 +596,22 @@ static int kafka_produce_wait(struct kafka_bus *kb, rd_kafka_t *rk, const struct
         }
     }
 
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int left = kafka_remaining(deadline);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (long)(left % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    /* Waits in slices, so a stop asked for meanwhile (every broker down)
+     * ends the wait within the grace rather than at the deadline. */
     pthread_mutex_lock(&kb->dr_lock);
-    while (b->pending > 0 && pthread_cond_timedwait(&kb->dr_cond, &kb->dr_lock, &ts) != ETIMEDOUT)
-        ;
+    while (b->pending > 0 && mono_ms() < kafka_deadline_in_grace(deadline)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int left = kafka_remaining(kafka_deadline_in_grace(deadline));
+        if (left > 200)
+            left = 200;
+        ts.tv_nsec += (long)left * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&kb->dr_cond, &kb->dr_lock, &ts);
+    }
     int rc = b->err;
     if (rc)
         snprintf(err, errlen, "%s", b->errmsg);
@@ -574,9 +639,23 @@ static int kafka_txn_end(struct kafka_bus *kb, int rc, int64_t deadline, char *e
     if (rc == -ENOTRECOVERABLE)
         return rc;
     if (rc == 0) {
-        while ((e = rd_kafka_commit_transaction(kb->txn.rk, kafka_remaining(deadline))) &&
-               rd_kafka_error_is_retriable(e) && mono_ms() < deadline)
+        /* A commit that timed out may still be applied: it is called again
+         * until it resolves (librdkafka refuses an abort meanwhile, and a
+         * batch redone after a commit that did land would come out twice).
+         * Only a stop ends the wait; the coordinator then settles it, and
+         * the next process starts from whatever it settled. */
+        int warned = 0;
+        (void)deadline;
+        while ((e = rd_kafka_commit_transaction(kb->txn.rk, 5000)) && rd_kafka_error_is_retriable(e)) {
+            if (!warned++)
+                log_kv(LOG_WARN, "kafka commit transaction not acknowledged yet; retrying until it is",
+                       "component", "kafka", "error", rd_kafka_error_string(e), NULL);
             rd_kafka_error_destroy(e);
+            if (stop_begun()) {
+                snprintf(err, errlen, "kafka: commit transaction unresolved at the stop");
+                return -ETIMEDOUT;
+            }
+        }
         if (!e)
             return 0;
         snprintf(err, errlen, "kafka: commit transaction: %s", rd_kafka_error_string(e));
@@ -623,6 +702,48 @@ static int kafka_txn_error(struct kafka_bus *kb, rd_kafka_error_t *e, const char
     return -EIO;
 }
 
+static int kafka_producer_start(struct kafka_bus *kb, struct kafka_producer *p, const char *txn_id,
+                                char *err, size_t errlen);
+static void kafka_producer_stop(struct kafka_producer *p);
+
+/* The transactional producer is fenced: the coordinator aborted its open
+ * transaction (it outlived transaction.timeout.ms, e.g. across a failover)
+ * or a process with the same id began.  Nothing of the transaction is
+ * visible and its offsets were not committed, so the batch is redone (-EIO)
+ * with a new producer under the same id.  Fenced again and again means two
+ * live processes share the id: -ENOTRECOVERABLE, the worker exits.
+ * Called with txn_lock held. */
+static int kafka_txn_renew(struct kafka_bus *kb, char *err, size_t errlen)
+{
+    int64_t now = mono_ms();
+    if (now - kb->renew_window_ms > KAFKA_RENEW_WINDOW_MS) {
+        kb->renew_window_ms = now;
+        kb->renewals = 0;
+    }
+    if (++kb->renewals > KAFKA_MAX_RENEWALS) {
+        snprintf(err, errlen, "kafka: fenced %d times in %d s: does another live process use "
+                 "transactional id %s? ([mailfleet] instance_id)", kb->renewals - 1,
+                 KAFKA_RENEW_WINDOW_MS / 1000, kb->txn_id);
+        return -ENOTRECOVERABLE;
+    }
+    log_kv(LOG_ERROR, "kafka producer fenced: its transaction was aborted; a new producer takes over "
+           "and the batch is redone", "component", "kafka", "transactional_id", kb->txn_id, "error",
+           err, NULL);
+    rd_kafka_purge(kb->txn.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
+                                   RD_KAFKA_PURGE_F_NON_BLOCKING);
+    kafka_producer_stop(&kb->txn);
+    memset(&kb->txn, 0, sizeof kb->txn);
+    kb->txn_ready = 0;
+    kb->abort_pending = 0;
+    char why[256];
+    if (kafka_producer_start(kb, &kb->txn, kb->txn_id, why, sizeof why) == -ENOTRECOVERABLE ||
+        !kb->txn.rk) {
+        snprintf(err, errlen, "kafka: cannot replace the fenced producer: %s", why);
+        return -ENOTRECOVERABLE;
+    }
+    return -EIO;
+}
+
 /* One transaction: produce recs, optionally send the consumer's offsets,
  * commit; abort on any failure. */
 static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, size_t n,
@@ -637,6 +758,8 @@ static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, si
         kb->txn_ready = e == NULL;
         if (e) {
             int rc = kafka_txn_error(kb, e, "init transactions", err, errlen);
+            if (rc == -ENOTRECOVERABLE)
+                rc = kafka_txn_renew(kb, err, errlen);
             pthread_mutex_unlock(&kb->txn_lock);
             return rc;
         }
@@ -649,6 +772,8 @@ static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, si
         e = rd_kafka_begin_transaction(kb->txn.rk);
     if (fatal || e) {
         int rc = fatal ? fatal : kafka_txn_error(kb, e, "begin transaction", err, errlen);
+        if (rc == -ENOTRECOVERABLE)
+            rc = kafka_txn_renew(kb, err, errlen);
         pthread_mutex_unlock(&kb->txn_lock);
         return rc;
     }
@@ -665,6 +790,8 @@ static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, si
     rc = kafka_txn_end(kb, rc, deadline, err, errlen);
     if (rc < 0 && rc != -ENOTRECOVERABLE && kafka_fatal(kb->txn.rk, err, errlen))
         rc = -ENOTRECOVERABLE;
+    if (rc == -ENOTRECOVERABLE)
+        rc = kafka_txn_renew(kb, err, errlen);
     pthread_mutex_unlock(&kb->txn_lock);
     return rc;
 }
@@ -706,10 +833,16 @@ static void kafka_close(void *impl)
     struct kafka_bus *kb = impl;
     if (!kb)
         return;
+    for (int i = 0; i < KAFKA_IDLE_READERS; i++) {
+        if (kb->readers[i].rk)
+            kafka_reader_free(kb->readers[i].rk);
+        free(kb->readers[i].group);
+    }
     kafka_producer_stop(&kb->txn);
     kafka_producer_stop(&kb->plain);
     pthread_mutex_destroy(&kb->txn_lock);
     pthread_mutex_destroy(&kb->health_lock);
+    pthread_mutex_destroy(&kb->readers_lock);
     pthread_mutex_destroy(&kb->dr_lock);
     pthread_cond_destroy(&kb->dr_cond);
     for (char **p = kb->conf; p && *p; p++)
@@ -717,6 +850,7 @@ static void kafka_close(void *impl)
     free(kb->conf);
     free(kb->bootstrap);
     free(kb->client_id);
+    free(kb->txn_id);
     free(kb);
 }
 
@@ -788,6 +922,7 @@ static void *kafka_open(const char *where, const struct bus_options *opt, char *
     struct kafka_bus *kb = xcalloc(1, sizeof *kb);
     pthread_mutex_init(&kb->txn_lock, NULL);
     pthread_mutex_init(&kb->health_lock, NULL);
+    pthread_mutex_init(&kb->readers_lock, NULL);
     snprintf(kb->last_error, sizeof kb->last_error, "not connected yet");
     kb->up = -1;   /* not asked yet */
     pthread_mutex_init(&kb->dr_lock, NULL);
@@ -811,7 +946,7 @@ static void *kafka_open(const char *where, const struct bus_options *opt, char *
         kb->conf[i] = xstrdup(opt->kafka_conf[i]);
 
     if (kafka_producer_start(kb, &kb->plain, NULL, err, errlen) < 0 ||
-        (opt->transactional_id &&
+        (opt->transactional_id && (kb->txn_id = xstrdup(opt->transactional_id)) &&
          kafka_producer_start(kb, &kb->txn, opt->transactional_id, err, errlen) < 0)) {
         kafka_close(kb);
         return NULL;
@@ -1071,7 +1206,7 @@ static int kafka_topic_stats(void *impl, const char *topic, const char *group,
 
     /* A handle in the group reads its committed offsets without joining it,
      * then fetches the record each one points at. */
-    rd_kafka_t *rk = kafka_reader_new(kb, group, err, errlen);
+    rd_kafka_t *rk = kafka_reader_get(kb, group, err, errlen);
     if (!rk)
         return -EINVAL;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
@@ -1105,7 +1240,7 @@ static int kafka_topic_stats(void *impl, const char *topic, const char *group,
         }
     }
     rd_kafka_topic_partition_list_destroy(l);
-    kafka_reader_free(rk);
+    kafka_reader_put(kb, rk, group);
     return rc;
 }
 
@@ -1159,7 +1294,7 @@ static int kafka_read_at(void *impl, const char *topic, int32_t partition, int64
     struct kafka_bus *kb = impl;
     char err[512];
     *out = NULL;
-    rd_kafka_t *rk = kafka_reader_new(kb, NULL, err, sizeof err);
+    rd_kafka_t *rk = kafka_reader_get(kb, NULL, err, sizeof err);
     if (!rk) {
         log_kv(LOG_WARN, err, "component", "kafka", NULL);
         return -EINVAL;
@@ -1169,7 +1304,7 @@ static int kafka_read_at(void *impl, const char *topic, int32_t partition, int64
      * on); a slow fetch is -ETIMEDOUT, for the caller to retry, never a
      * skipped record. */
     int rc = kafka_reader_fetch(rk, topic, partition, offset, &r, timeout_ms);
-    kafka_reader_free(rk);
+    kafka_reader_put(kb, rk, NULL);
     if (rc == 1 && r->offset != offset) {
         /* Nothing at that exact offset (a transaction marker, an aborted or
          * compacted record): the next one is not what was asked for. */
