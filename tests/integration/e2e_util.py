@@ -69,10 +69,12 @@ class Fleet:
     per_worker: one `mailfleet <worker>` process per worker instead of
     `mailfleet run`.  transport: the [send] transport (default: outbox dir).
     sections: extra INI text appended (e.g. [alarm.x] sections); settings:
-    {section: {key: value}} merged into the generated sections."""
+    {section: {key: value}} merged into the generated sections.
+    kafka_nodes: nodes of the Kafka cluster (3: replication 3 and
+    min.insync.replicas 2 for the manifest's topics, as in production)."""
 
     def __init__(self, test, mode="local", per_worker=False, transport=None, workers=WORKERS, sections="",
-                 settings=None):
+                 settings=None, kafka_nodes=1):
         self.test = test
         self.mode = mode
         self.per_worker = per_worker
@@ -81,7 +83,8 @@ class Fleet:
         self.restarts = {}
         os.chmod(test.dir, 0o755)   # smtp-sink runs as nobody and writes below here
         if mode == "kafka":
-            self.kafka, self.bootstrap = harness.start_kafka(test, manifest=True, topics=KAFKA_RETRY_TOPICS)
+            self.kafka, self.bootstrap = harness.start_kafka(test, nodes=kafka_nodes, manifest=True,
+                                                             topics=KAFKA_RETRY_TOPICS)
             self.bus = "kafka:" + self.bootstrap
         else:
             self.bus = "local:" + test.path("queue")

@@ -62,16 +62,18 @@ def chaos_mail(i):
 
 
 class LoadGenerator:
-    """THREADS smtplib clients; each retries a mail until it gets 250."""
+    """THREADS smtplib clients; each retries a mail until it gets 250.
+    threads, rate: other than THREADS clients offering RATE mails/s."""
 
-    def __init__(self, port, mails):
+    def __init__(self, port, mails, threads=THREADS, rate=RATE):
         self.port = port
+        self.rate = rate
         self.todo = list(range(mails))
         self.lock = threading.Lock()
         self.accepted = {}          # subject -> recipients
         self.retries = 0
         self.errors = collections.Counter()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(THREADS)]
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
 
     def start(self):
         for t in self.threads:
@@ -93,7 +95,7 @@ class LoadGenerator:
         i = self.next()
         due = time.time()
         while i is not None:
-            due += THREADS / RATE
+            due += len(self.threads) / self.rate
             time.sleep(max(0.0, due - time.time()))
             subject, rcpts, raw = chaos_mail(i)
             try:

@@ -188,15 +188,23 @@ static int load_alarms(struct monitor *m, const struct config *cfg, char *err, s
 }
 
 /* First offset in [lo, hi) whose record timestamp >= ts (records are appended
- * in time order closely enough for a window measure); hi when none. */
+ * in time order closely enough for a window measure); hi when none.  A read
+ * that fails (< 0: the bus did not answer in time) ends the search: *failed
+ * is set and the sample has no value.  Going on would cost the read timeout
+ * at every step of every partition, minutes while no broker answers, and no
+ * alarm would be evaluated meanwhile. */
 static int64_t offset_for_time(struct bus *b, const char *topic, int32_t part, int64_t lo,
-                               int64_t hi, int64_t ts)
+                               int64_t hi, int64_t ts, int *failed)
 {
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
         struct bus_record *r = NULL;
         int rc = bus_read_at(b, topic, part, mid, &r, 2000);
-        if (rc <= 0) {       /* gone (retention) or unreadable: look later */
+        if (rc < 0) {
+            *failed = 1;
+            return hi;
+        }
+        if (rc == 0) {       /* nothing there (retention, a transaction marker): look later */
             lo = mid + 1;
             continue;
         }
@@ -228,8 +236,14 @@ static void sample_watch(struct monitor *m, struct watch *w, int64_t now)
             backlog += (double)(st[i].high - pos);
         if (st[i].committed_ts_ms >= 0 && st[i].high > pos && now - st[i].committed_ts_ms > age * 1000)
             age = (double)(now - st[i].committed_ts_ms) / 1000.0;
+        int failed = 0;
         int64_t cut = offset_for_time(m->bus, w->topic, st[i].partition, st[i].low, st[i].high,
-                                      now - m->recent_ms);
+                                      now - m->recent_ms, &failed);
+        if (failed) {
+            w->ok = 0;
+            log_kv(LOG_WARN, "cannot read topic records", "topic", w->topic, NULL);
+            return;
+        }
         recent += (double)(st[i].high - cut);
         if (cut > pos)
             stale += (double)(cut - pos);
