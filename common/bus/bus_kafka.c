@@ -1233,10 +1233,17 @@ static int kafka_topic_stats(void *impl, const char *topic, const char *group,
         /* The committed offset may point at a transaction marker; the first
          * record from there is the oldest one waiting. */
         struct bus_record *r = NULL;
-        if (kafka_reader_fetch(rk, topic, s->partition, from, &r,
-                               KAFKA_ADMIN_TIMEOUT_MS) == 1) {
+        int got = kafka_reader_fetch(rk, topic, s->partition, from, &r, KAFKA_ADMIN_TIMEOUT_MS);
+        if (got == 1) {
             s->committed_ts_ms = r->timestamp_ms;
             bus_record_free(r);
+        } else if (got < 0) {
+            /* The oldest waiting record's age is unknown: no answer rather
+             * than an age too low, and no more fetches that each wait the
+             * whole timeout while no broker answers. */
+            snprintf(err, errlen, "kafka: record at %s [%d] offset %lld: %s", topic, s->partition,
+                     (long long)from, strerror(-got));
+            rc = got;
         }
     }
     rd_kafka_topic_partition_list_destroy(l);

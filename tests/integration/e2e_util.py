@@ -71,10 +71,12 @@ class Fleet:
     sections: extra INI text appended (e.g. [alarm.x] sections); settings:
     {section: {key: value}} merged into the generated sections.  topics
     (Kafka mode): "name:partitions[:k=v,...]" specs that replace the
-    manifest's topic of that name (e.g. fewer partitions)."""
+    manifest's topic of that name (e.g. fewer partitions).  kafka_nodes:
+    nodes of the Kafka cluster (3: replication 3 and min.insync.replicas 2
+    for the manifest's topics, as in production)."""
 
     def __init__(self, test, mode="local", per_worker=False, transport=None, workers=WORKERS, sections="",
-                 settings=None, topics=()):
+                 settings=None, topics=(), kafka_nodes=1):
         self.test = test
         self.mode = mode
         self.per_worker = per_worker
@@ -82,13 +84,10 @@ class Fleet:
         self.procs = {}
         self.restarts = {}
         os.chmod(test.dir, 0o755)   # smtp-sink runs as nobody and writes below here
-        if mode == "kafka" and topics:
-            mine = [harness.kafka_cluster.parse_topic(t) for t in topics]
-            specs = [t for t in harness.kafka_cluster.manifest_topics() if t[0] not in {m[0] for m in mine}]
-            self.kafka, self.bootstrap = harness.start_kafka(test, topics=specs + mine + list(KAFKA_RETRY_TOPICS))
-            self.bus = "kafka:" + self.bootstrap
-        elif mode == "kafka":
-            self.kafka, self.bootstrap = harness.start_kafka(test, manifest=True, topics=KAFKA_RETRY_TOPICS)
+        if mode == "kafka":
+            # a topic named in topics replaces the manifest's (cluster.create_topics)
+            self.kafka, self.bootstrap = harness.start_kafka(test, nodes=kafka_nodes, manifest=True,
+                                                             topics=list(topics) + list(KAFKA_RETRY_TOPICS))
             self.bus = "kafka:" + self.bootstrap
         else:
             self.bus = "local:" + test.path("queue")

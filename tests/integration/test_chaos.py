@@ -63,9 +63,10 @@ def chaos_mail(i):
 
 class LoadGenerator:
     """THREADS smtplib clients; each retries a mail until it gets 250.
-    mails: how many (chaos_mail 0..mails-1) or which numbers; rate: mails/s offered."""
+    mails: how many (chaos_mail 0..mails-1) or which numbers; threads, rate:
+    other than THREADS clients offering RATE mails/s."""
 
-    def __init__(self, port, mails, rate=RATE):
+    def __init__(self, port, mails, threads=THREADS, rate=RATE):
         self.port = port
         self.rate = rate
         self.todo = list(range(mails)) if isinstance(mails, int) else list(mails)
@@ -73,7 +74,7 @@ class LoadGenerator:
         self.accepted = {}          # subject -> recipients
         self.retries = 0
         self.errors = collections.Counter()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(THREADS)]
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
 
     def start(self):
         for t in self.threads:
@@ -95,7 +96,7 @@ class LoadGenerator:
         i = self.next()
         due = time.time()
         while i is not None:
-            due += THREADS / self.rate
+            due += len(self.threads) / self.rate
             time.sleep(max(0.0, due - time.time()))
             subject, rcpts, raw = chaos_mail(i)
             try:
