@@ -228,10 +228,17 @@ static int kafka_set_all(rd_kafka_conf_t *conf, const char *const *pairs, char *
 static rd_kafka_conf_t *kafka_conf_new(const struct kafka_bus *kb, const char *const *defaults,
                                        char *err, size_t errlen)
 {
+    /* After an outage every client is back within 2 s of the brokers, not
+     * librdkafka's 10 s reconnect back-off (the Java client's is 1 s). */
+    static const char *const every_handle[] = {
+        "reconnect.backoff.max.ms", "2000",
+        NULL,
+    };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
-    if (kafka_set(conf, "bootstrap.servers", kb->bootstrap, err, errlen) < 0 ||
+    if (kafka_set_all(conf, every_handle, err, errlen) < 0 ||
+        kafka_set(conf, "bootstrap.servers", kb->bootstrap, err, errlen) < 0 ||
         (kb->client_id && kafka_set(conf, "client.id", kb->client_id, err, errlen) < 0) ||
         kafka_set_all(conf, defaults, err, errlen) < 0 ||
         kafka_set_all(conf, (const char *const *)kb->conf, err, errlen) < 0) {

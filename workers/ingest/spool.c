@@ -168,6 +168,14 @@ static int mark_find(struct spool *sp, const char *key, char id[ID_LEN + 1])
 
 static void *forwarder_main(void *arg);
 
+/* The forwarder waits for every delivery report, not produce_timeout:
+ * librdkafka fails what it cannot deliver within message.timeout.ms (5 min
+ * by default).  A forwarder that gave up sooner and produced again would put
+ * a record on the topic twice whenever the first try lands after all (seen
+ * with every broker down for a minute).  A stop ends the wait within the
+ * shutdown grace; the spool keeps the records for the next start. */
+#define FORWARD_TIMEOUT_MS (6 * 60 * 1000)
+
 /* The local queue the message records go to, where a marker record commits
  * with them; NULL with Kafka and no spool (markers are then kv-only). */
 static struct bus *dedupe_bus(const struct spool *sp)
@@ -717,7 +725,7 @@ static void *forwarder_main(void *arg)
         .worker = "ingest", .group = GROUP_INGEST_FORWARD, .batch_max = batch_max, .backoff_ms = 100,
         .backoff_max_ms = 5000, .poll_timeout_ms = 200, .stop = &sp->stop,
         .handler = &forwarder_handler, .opaque = &fw, .output_bus = sp->bus,
-        .output_timeout_ms = sp->conf.produce_timeout_ms,
+        .output_timeout_ms = FORWARD_TIMEOUT_MS,
     };
     struct worker_loop *wl = worker_loop_new(c, &lo);
     while (!sp->stop) {

@@ -74,6 +74,9 @@ struct slot {                  /* samples of one alarm inside its current period
     long n;
 };
 
+/* State changes kept while the bus is down; the oldest go first. */
+#define MAX_PENDING_ALARMS 256
+
 struct monitor {
     struct worker_env *env;
     struct bus *bus;
@@ -90,6 +93,11 @@ struct monitor {
     long delivered[RATE_BUCKETS], bounced[RATE_BUCKETS], complained[RATE_BUCKETS];
     int64_t bucket_minute[RATE_BUCKETS];
     struct metric *m_bounce_rate, *m_complaint_rate, *m_published, *m_retention_deleted;
+    /* alarm.v1 records not yet on the bus, oldest first (monitor thread) */
+    struct pending_alarm {
+        char *name, *record;
+    } pending[MAX_PENDING_ALARMS];
+    size_t n_pending;
 };
 
 static const struct {
@@ -320,15 +328,41 @@ static int rule_value(struct monitor *m, const struct alarm_rule *r, int64_t now
     return 1;
 }
 
-static void publish(struct monitor *m, const char *name, char *record)
+/* Queues a state change for publish_pending (called under m->lock). */
+static void publish_later(struct monitor *m, const char *name, char *record)
 {
-    char err[256];
-    struct bus_record r = { .topic = TOPIC_ALARMS, .key = name, .key_len = strlen(name),
-                            .value = record, .value_len = strlen(record), .partition = -1 };
-    if (bus_produce(m->bus, &r, 1, 10000, err, sizeof(err)) != 0)
-        log_kv(LOG_ERROR, "cannot publish alarm", "alarm", name, "error", err, NULL);
-    else
+    if (m->n_pending == MAX_PENDING_ALARMS) {
+        log_kv(LOG_ERROR, "alarm record dropped: too many waiting for the bus", "alarm",
+               m->pending[0].name, NULL);
+        free(m->pending[0].name);
+        free(m->pending[0].record);
+        memmove(&m->pending[0], &m->pending[1], (--m->n_pending) * sizeof m->pending[0]);
+    }
+    m->pending[m->n_pending++] = (struct pending_alarm){ xstrdup(name), record };
+}
+
+/* Publishes what is queued, in order, outside m->lock (so /alarms never
+ * waits on the bus); what the bus refuses stays for the next period. */
+static void publish_pending(struct monitor *m)
+{
+    size_t done = 0;
+    while (done < m->n_pending) {
+        char err[256];
+        struct pending_alarm *p = &m->pending[done];
+        struct bus_record r = { .topic = TOPIC_ALARMS, .key = p->name, .key_len = strlen(p->name),
+                                .value = p->record, .value_len = strlen(p->record), .partition = -1 };
+        if (bus_produce(m->bus, &r, 1, 2000, err, sizeof(err)) != 0) {
+            log_kv(LOG_WARN, "cannot publish alarm yet; it stays queued", "alarm", p->name, "error",
+                   err, NULL);
+            break;
+        }
         metric_inc(m->m_published);
+        free(p->name);
+        free(p->record);
+        done++;
+    }
+    m->n_pending -= done;
+    memmove(&m->pending[0], &m->pending[done], m->n_pending * sizeof m->pending[0]);
 }
 
 static double slot_stat(const struct slot *s, const char *stat)
@@ -363,8 +397,7 @@ static void evaluate(struct monitor *m, int64_t now, int64_t renotify)
         if (alarm_evaluate(m->alarms[i], has, dp, now, renotify, &rec)) {
             log_kv(LOG_INFO, "alarm state", "alarm", r->name, "state",
                    alarm_state_name(alarm_state(m->alarms[i])), NULL);
-            publish(m, r->name, rec);
-            free(rec);
+            publish_later(m, r->name, rec);
         }
         metric_set(m->m_state[i], (double)alarm_state(m->alarms[i]));
         *s = (struct slot){ .start_ms = now };
@@ -478,10 +511,15 @@ static void sample_all(struct monitor *m, int64_t now, int64_t renotify, stop_fl
         metric_set(m->m_complaint_rate, c);
     }
     evaluate(m, now, renotify);
+    publish_pending(m);
 }
 
 static void monitor_free(struct monitor *m)
 {
+    for (size_t i = 0; i < m->n_pending; i++) {
+        free(m->pending[i].name);
+        free(m->pending[i].record);
+    }
     bus_consumer_free(m->events);
     bus_close(m->bus);
     for (size_t i = 0; i < m->n_alarms; i++)
