@@ -38,7 +38,7 @@ struct http_server {
     pthread_cond_t idle;    /* a route's last in-flight handler returned */
     struct route routes[32];
     size_t n_routes;
-    struct ready readies[16];
+    struct ready readies[64];
     size_t n_ready;
     struct metric *ready_gauge;   /* mailfleet_ready: /readyz as a metric, for alert rules */
 };

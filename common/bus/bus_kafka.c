@@ -58,6 +58,7 @@
 /* Kept back from the grace for rd_kafka_destroy and the rest of the exit. */
 #define KAFKA_CLOSE_RESERVE_MS 1000
 #define KAFKA_HEALTH_MS 2000
+#define KAFKA_HEALTH_TIMEOUT_MS 500
 #define KAFKA_IDLE_READERS 16
 /* More fenced transactional producers than this within the window: another
  * live process has the same transactional id; give up (the worker exits). */
@@ -341,7 +342,8 @@ static struct bus_record *kafka_record_from(const rd_kafka_message_t *m)
  * Consumer errors are mostly transient (a broker away, a topic not created
  * yet) and librdkafka keeps trying, so they are logged and polling goes on;
  * a fatal error ends it, and so does, for a reader, a missing partition. */
-static int kafka_next(rd_kafka_t *rk, struct bus_record **out, int timeout_ms, int reader)
+static int kafka_next(rd_kafka_t *rk, struct bus_record **out, int timeout_ms, int reader,
+                      int64_t *eof_at)
 {
     int64_t deadline = mono_ms() + timeout_ms;
     char errstr[512];
@@ -356,6 +358,8 @@ static int kafka_next(rd_kafka_t *rk, struct bus_record **out, int timeout_ms, i
             return 1;
         }
         rd_kafka_resp_err_t e = m->err;
+        if (e == RD_KAFKA_RESP_ERR__PARTITION_EOF && eof_at)
+            *eof_at = m->offset;   /* read_committed: the last stable offset */
         if (e != RD_KAFKA_RESP_ERR__PARTITION_EOF)   /* only readers ask for EOF */
             log_kv(LOG_WARN, "kafka consume error", "component", "kafka", "error",
                    rd_kafka_message_errstr(m), NULL);
@@ -375,7 +379,7 @@ static int kafka_next(rd_kafka_t *rk, struct bus_record **out, int timeout_ms, i
 }
 
 static int kafka_reader_fetch(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t offset,
-                              struct bus_record **out, int timeout_ms)
+                              struct bus_record **out, int timeout_ms, int64_t *eof_at)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, topic, partition)->offset = offset;
@@ -386,7 +390,7 @@ static int kafka_reader_fetch(rd_kafka_t *rk, const char *topic, int32_t partiti
                rd_kafka_err2str(e), NULL);
         return kafka_errno(e);
     }
-    int rc = kafka_next(rk, out, timeout_ms, 1);
+    int rc = kafka_next(rk, out, timeout_ms, 1, eof_at);
     rd_kafka_assign(rk, NULL);
     return rc;
 }
@@ -527,7 +531,8 @@ static void kafka_health(struct kafka_bus *kb, rd_kafka_t *rk)
     if (mono_ms() < kb->next_health_ms)
         return;
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, NULL, &md, KAFKA_HEALTH_MS);
+    /* short: delivery reports wait meanwhile (this is their thread) */
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, NULL, &md, KAFKA_HEALTH_TIMEOUT_MS);
     int up = !e && md && md->broker_cnt > 0;
     if (md)
         rd_kafka_metadata_destroy(md);
@@ -547,7 +552,7 @@ static void *kafka_poller(void *arg)
     log_set_worker("bus-kafka");
     while (!atomic_load(&p->stop)) {
         rd_kafka_poll(p->rk, 100);
-        if (p == &kb->plain)
+        if (p == &kb->plain && !atomic_load(&p->stop))
             kafka_health(kb, p->rk);
     }
     return NULL;
@@ -653,7 +658,9 @@ static int kafka_txn_end(struct kafka_bus *kb, int rc, int64_t deadline, char *e
          * the next process starts from whatever it settled. */
         int warned = 0;
         (void)deadline;
-        while ((e = rd_kafka_commit_transaction(kb->txn.rk, 5000)) && rd_kafka_error_is_retriable(e)) {
+        while ((e = rd_kafka_commit_transaction(
+                    kb->txn.rk, kafka_remaining(kafka_deadline_in_grace(mono_ms() + 5000)))) &&
+               rd_kafka_error_is_retriable(e)) {
             if (!warned++)
                 log_kv(LOG_WARN, "kafka commit transaction not acknowledged yet; retrying until it is",
                        "component", "kafka", "error", rd_kafka_error_string(e), NULL);
@@ -675,7 +682,8 @@ static int kafka_txn_end(struct kafka_bus *kb, int rc, int64_t deadline, char *e
     }
     /* An abort that times out is to be called again before the next
      * transaction can begin. */
-    e = rd_kafka_abort_transaction(kb->txn.rk, KAFKA_TXN_TIMEOUT_MS);
+    e = rd_kafka_abort_transaction(
+        kb->txn.rk, kafka_remaining(kafka_deadline_in_grace(mono_ms() + KAFKA_TXN_TIMEOUT_MS)));
     kb->abort_pending = e != NULL;
     if (e) {
         log_kv(LOG_ERROR, "kafka abort transaction failed", "component", "kafka", "error",
@@ -759,9 +767,14 @@ static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, si
 {
     pthread_mutex_lock(&kb->txn_lock);
     rd_kafka_error_t *e = NULL;
+    if (!kb->txn.rk) {   /* a fenced producer could not be replaced */
+        snprintf(err, errlen, "kafka: no transactional producer (replacing a fenced one failed)");
+        pthread_mutex_unlock(&kb->txn_lock);
+        return -ENOTRECOVERABLE;
+    }
     int fatal = kafka_fatal(kb->txn.rk, err, errlen);
     if (!fatal && !kb->txn_ready) {
-        e = rd_kafka_init_transactions(kb->txn.rk, kafka_remaining(deadline));
+        e = rd_kafka_init_transactions(kb->txn.rk, kafka_remaining(kafka_deadline_in_grace(deadline)));
         kb->txn_ready = e == NULL;
         if (e) {
             int rc = kafka_txn_error(kb, e, "init transactions", err, errlen);
@@ -772,7 +785,7 @@ static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, si
         }
     }
     if (!fatal && kb->abort_pending) {
-        e = rd_kafka_abort_transaction(kb->txn.rk, kafka_remaining(deadline));
+        e = rd_kafka_abort_transaction(kb->txn.rk, kafka_remaining(kafka_deadline_in_grace(deadline)));
         kb->abort_pending = e != NULL;
     }
     if (!fatal && !e)
@@ -787,7 +800,8 @@ static int kafka_txn_run(struct kafka_bus *kb, const struct bus_record *recs, si
     int rc = kafka_produce_wait(kb, kb->txn.rk, recs, n, deadline, err, errlen);
     if (rc == 0 && c) {
         rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(c->rk);
-        e = rd_kafka_send_offsets_to_transaction(kb->txn.rk, offsets, md, kafka_remaining(deadline));
+        e = rd_kafka_send_offsets_to_transaction(kb->txn.rk, offsets, md,
+                                                 kafka_remaining(kafka_deadline_in_grace(deadline)));
         rd_kafka_consumer_group_metadata_destroy(md);
         if (e)
             rc = kafka_txn_error(kb, e, "send offsets to transaction", err, errlen);
@@ -1014,7 +1028,7 @@ static void *kafka_consumer_new(void *impl, const char *group, const char *const
 static int kafka_poll(void *cimpl, struct bus_record **out, int timeout_ms)
 {
     struct kafka_consumer *c = cimpl;
-    int rc = kafka_next(c->rk, out, timeout_ms, 0);
+    int rc = kafka_next(c->rk, out, timeout_ms, 0, NULL);
     if (rc == 1)
         (*out)->epoch = c->epoch;   /* after any rebalance this poll served */
     return rc;
@@ -1139,7 +1153,7 @@ static int kafka_produce_and_commit(void *cimpl, const struct bus_record *const 
     }
     rd_kafka_topic_partition_list_t *l = kafka_batch_offsets(ins, n_in);
     int rc;
-    if (kb->txn.rk) {
+    if (kb->txn_id) {   /* txn.rk is read under txn_lock only (it is replaced when fenced) */
         rc = kafka_txn_run(kb, outs, n, c, l, deadline, err, errlen);
     } else {
         rc = n ? kafka_produce_wait(kb, kb->plain.rk, outs, n, deadline, err, errlen) : 0;
@@ -1240,7 +1254,7 @@ static int kafka_topic_stats(void *impl, const char *topic, const char *group,
         /* The committed offset may point at a transaction marker; the first
          * record from there is the oldest one waiting. */
         struct bus_record *r = NULL;
-        int got = kafka_reader_fetch(rk, topic, s->partition, from, &r, KAFKA_ADMIN_TIMEOUT_MS);
+        int got = kafka_reader_fetch(rk, topic, s->partition, from, &r, KAFKA_ADMIN_TIMEOUT_MS, NULL);
         if (got == 1) {
             s->committed_ts_ms = r->timestamp_ms;
             bus_record_free(r);
@@ -1314,11 +1328,22 @@ static int kafka_read_at(void *impl, const char *topic, int32_t partition, int64
         return -EINVAL;
     }
     struct bus_record *r = NULL;
-    /* 0: the partition ended (read_committed: nothing committed from there
-     * on); a slow fetch is -ETIMEDOUT, for the caller to retry, never a
-     * skipped record. */
-    int rc = kafka_reader_fetch(rk, topic, partition, offset, &r, timeout_ms);
+    /* A slow fetch is -ETIMEDOUT, for the caller to retry, never a skipped
+     * record.  The end reached (read_committed stops at the last stable
+     * offset): past offset, nothing is there (a marker, an aborted record);
+     * at it, below the high watermark, a transaction still open holds the
+     * offset: -EAGAIN, not "no record". */
+    int64_t eof_at = -1;
+    int rc = kafka_reader_fetch(rk, topic, partition, offset, &r, timeout_ms, &eof_at);
     kafka_reader_put(kb, rk, NULL);
+    if (rc == 0 && eof_at >= 0 && eof_at <= offset) {
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(kb->plain.rk, topic, partition, &lo,
+                                                                 &hi, KAFKA_ADMIN_TIMEOUT_MS);
+        if (e)
+            return kafka_errno(e);
+        return offset < hi ? -EAGAIN : 0;
+    }
     if (rc == 1 && r->offset != offset) {
         /* Nothing at that exact offset (a transaction marker, an aborted or
          * compacted record): the next one is not what was asked for. */
@@ -1351,7 +1376,7 @@ static long kafka_scan_partition(void *impl, const char *topic, int32_t partitio
         struct bus_record *r = NULL;
         /* 0: the end (read_committed: nothing committed after); a slow fetch
          * is an error, never a hole in the list. */
-        rc = kafka_next(rk, &r, KAFKA_ADMIN_TIMEOUT_MS, 1);
+        rc = kafka_next(rk, &r, KAFKA_ADMIN_TIMEOUT_MS, 1, NULL);
         if (rc != 1)
             break;
         if (r->offset >= high) {

@@ -355,7 +355,11 @@ static int poll_batch(struct worker_loop *wl)
         }
         if (rc != 1)
             break;
-        if (h->not_before && h->not_before(wl->o.opaque, r) > now_ms()) {
+        /* A batch holds one assignment: a record from after a rebalance
+         * starts the next batch (the ones before may be refused as stale,
+         * and a stale batch is dropped without a seek). */
+        if (r->epoch != wl->recs[0]->epoch ||
+            (h->not_before && h->not_before(wl->o.opaque, r) > now_ms())) {
             bus_consumer_seek(wl->c, r);
             bus_record_free(r);
             break;
@@ -435,6 +439,15 @@ static size_t refused_output(struct worker_loop *wl, size_t n, const char *why)
         return 0;
     }
     const struct bus_record *r = wl->recs[0];
+    if (!wl->o.dlq_topic) {
+        /* Nowhere to dead-letter it (ingest's forwarder): held, not
+         * dropped, until someone raises the broker's limit. */
+        log_kv(LOG_ERROR, "an output is refused as too large and there is no DLQ; holding it",
+               "group", wl->o.group, "error", why, NULL);
+        seek_back(wl, 0, 1);
+        environment_backoff(wl, 0, why);
+        return 0;
+    }
     if (wl->refused.partition != r->partition || wl->refused.offset != r->offset ||
         strcmp(wl->refused.topic, r->topic) != 0) {
         snprintf(wl->refused.topic, sizeof wl->refused.topic, "%s", r->topic);
@@ -523,6 +536,9 @@ int worker_loop_step(struct worker_loop *wl)
         metric_inc(wl->m.commit_err);
         log_kv(LOG_ERROR, "the bus failed for good; the worker stops", "group", wl->o.group,
                "error", err, NULL);
+        pthread_mutex_lock(&wl->why_lock);
+        snprintf(wl->why, sizeof wl->why, "%s", err);
+        pthread_mutex_unlock(&wl->why_lock);
         set_ready(wl, 0);
         wl->failed = 1;
         upto = 0;

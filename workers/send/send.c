@@ -400,8 +400,9 @@ static int send_run(struct worker_env *env)
         }
         started++;
     }
+    int bus_check = rc == 0 && env->http;
     if (rc == 0) {
-        if (env->http)
+        if (bus_check)
             http_ready_add(env->http, "send-bus", common_bus_ready, w.bus);
         worker_started(env);
         log_kv(LOG_INFO, "send running", "transport", transport_name(lanes[0].t), NULL);
@@ -414,7 +415,7 @@ static int send_run(struct worker_env *env)
         store_close(lanes[i].store[1]);
     }
     free(lanes);
-    if (rc == 0 && env->http)
+    if (bus_check)
         http_ready_remove(env->http, "send-bus", w.bus);
     atomic_store(&send_ready, 0);
     sender_free(&w);
