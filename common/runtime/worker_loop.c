@@ -47,7 +47,7 @@ struct worker_loop {
     int64_t env_backoff_ms;        /* next environment back-off; 0 = none pending */
     atomic_int ready;
     pthread_mutex_t why_lock;      /* why: read by readiness checks */
-    char why[256];                 /* the error that holds the loop back */
+    char why[512];                 /* the error that holds the loop back */
     int failed;                    /* the bus failed for good */
     size_t isolate;                /* batches of one to run before full ones again */
     /* The record whose output the broker refused, and how often in a row
