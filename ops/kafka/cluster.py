@@ -186,7 +186,11 @@ class Cluster:
         creates the topics (see create_topics) once all brokers are
         registered.  Returns self."""
         os.makedirs(self.dir, exist_ok=True)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # one id in 64 would start with "-", which the format tool's argument
+        # parser takes for an option ("--cluster-id: expected one argument")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         formats = []
         for n in self.nodes:
             os.makedirs(n.dir, exist_ok=True)
