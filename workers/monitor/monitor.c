@@ -74,6 +74,7 @@ struct slot {                  /* samples of one alarm inside its current period
     long n;
 };
 
+#define MAX_EVENT_PARTITIONS 256
 /* State changes kept while the bus is down; the oldest go first. */
 #define MAX_PENDING_ALARMS 256
 
@@ -93,6 +94,7 @@ struct monitor {
     long delivered[RATE_BUCKETS], bounced[RATE_BUCKETS], complained[RATE_BUCKETS];
     int64_t bucket_minute[RATE_BUCKETS];
     struct metric *m_bounce_rate, *m_complaint_rate, *m_published, *m_retention_deleted;
+    int64_t events_seen[MAX_EVENT_PARTITIONS];   /* last offset counted per partition */
     /* alarm.v1 records not yet on the bus, oldest first (monitor thread) */
     struct pending_alarm {
         char *name, *record;
@@ -488,15 +490,26 @@ static void add_watches(struct monitor *m, const struct config *cfg)
 }
 
 /* Counts every event waiting; returns the last poll's answer (< 0: error). */
+/* Counts what is there, for at most DRAIN_MS, so samples keep their pace
+ * when a rejoin makes the group read mailfleet.events from the start again
+ * (it never commits); records seen before (per partition, by offset) are
+ * not counted twice. */
+#define DRAIN_MS 100
 static int drain_events(struct monitor *m)
 {
     struct bus_record *r = NULL;
-    int got;
-    while ((got = bus_consumer_poll(m->events, &r, 0)) == 1) {
-        count_event(m, r);
+    int got = 0;
+    int64_t until = mono_ms() + DRAIN_MS;
+    while (mono_ms() < until && (got = bus_consumer_poll(m->events, &r, 0)) == 1) {
+        int p = r->partition;
+        if (p < 0 || p >= MAX_EVENT_PARTITIONS || r->offset > m->events_seen[p]) {
+            if (p >= 0 && p < MAX_EVENT_PARTITIONS)
+                m->events_seen[p] = r->offset;
+            count_event(m, r);
+        }
         bus_record_free(r);
     }
-    return got;
+    return mono_ms() < until ? got : 1;
 }
 
 /* One sample of every watched topic, the rates, and the alarms evaluated. */
@@ -537,6 +550,8 @@ static int monitor_run(struct worker_env *env)
     const struct config *cfg = env->cfg;
     char err[512];
     struct monitor *m = xcalloc(1, sizeof(*m));
+    for (int i = 0; i < MAX_EVENT_PARTITIONS; i++)
+        m->events_seen[i] = -1;
     int rc = 1;
 
     m->env = env;
