@@ -248,12 +248,18 @@ static void set_ready(struct worker_loop *wl, int ready)
     metric_set(wl->m.ready, ready);
 }
 
-static void environment_backoff(struct worker_loop *wl, int64_t ms, const char *why)
+/* Not ready, and why (read by worker_loop_ready_check from HTTP threads). */
+static void set_held_back(struct worker_loop *wl, const char *why)
 {
     pthread_mutex_lock(&wl->why_lock);
     snprintf(wl->why, sizeof wl->why, "%s", why && *why ? why : "see the log");
     pthread_mutex_unlock(&wl->why_lock);
     set_ready(wl, 0);
+}
+
+static void environment_backoff(struct worker_loop *wl, int64_t ms, const char *why)
+{
+    set_held_back(wl, why);
     if (ms <= 0) {
         ms = wl->env_backoff_ms ? wl->env_backoff_ms : wl->o.backoff_ms;
         wl->env_backoff_ms = ms * 2 > wl->o.backoff_max_ms ? wl->o.backoff_max_ms : ms * 2;
@@ -536,10 +542,7 @@ int worker_loop_step(struct worker_loop *wl)
         metric_inc(wl->m.commit_err);
         log_kv(LOG_ERROR, "the bus failed for good; the worker stops", "group", wl->o.group,
                "error", err, NULL);
-        pthread_mutex_lock(&wl->why_lock);
-        snprintf(wl->why, sizeof wl->why, "%s", err);
-        pthread_mutex_unlock(&wl->why_lock);
-        set_ready(wl, 0);
+        set_held_back(wl, err);
         wl->failed = 1;
         upto = 0;
         goto out;
