@@ -5,9 +5,14 @@ transform meets ENOSPC; nothing is dead-lettered for it, transform reports
 not ready with the reason, ingest refuses new mail at MAIL FROM with
 452 4.3.1 (Postfix's answer for queue_minfree) and is not ready either; once
 the space is back every accepted mail is delivered and ingest takes mail
-again, without an operator."""
+again, without an operator.
+
+Descriptors running out (EMFILE) are the same kind of fault: transform,
+limited to the three standard descriptors while it holds mail, retries
+without dead-lettering and delivers once the limit is back."""
 import errno
 import os
+import resource
 import smtplib
 import subprocess
 import urllib.error
@@ -50,6 +55,21 @@ def fill(path):
                     raise
 
 
+def send(test, fleet, i, expect=250):
+    """Mail i through fleet's ingest; asserts the answer to MAIL FROM (when
+    it refuses) or to the end of DATA is expect."""
+    with smtplib.SMTP("127.0.0.1", fleet.smtp_port, local_hostname="resources.test", timeout=20) as s:
+        s.ehlo()
+        code, msg = s.mail("sensor%d@devices.example" % i)
+        if code != 250:
+            test.assertEqual(code, expect, msg)
+            return code, msg
+        s.rcpt(CAPTURE)
+        code, msg = s.data(mail(i))
+        test.assertEqual(code, expect, msg)
+        return code, msg
+
+
 class DiskFullTest(harness.TestCase):
     def setUp(self):
         super().setUp()
@@ -64,16 +84,7 @@ class DiskFullTest(harness.TestCase):
         self.fs = fs
 
     def send(self, i, expect=250):
-        with smtplib.SMTP("127.0.0.1", self.fleet.smtp_port, local_hostname="disk.test", timeout=20) as s:
-            s.ehlo()
-            code, msg = s.mail("sensor%d@devices.example" % i)
-            if code != 250:
-                self.assertEqual(code, expect, msg)
-                return code, msg
-            s.rcpt(CAPTURE)
-            code, msg = s.data(mail(i))
-            self.assertEqual(code, expect, msg)
-            return code, msg
+        return send(self, self.fleet, i, expect)
 
     def test_full_disk_pauses_and_resumes_without_loss(self):
         self.fleet = fleet = Fleet(self, "local", per_worker=True, workers=("ingest", "transform", "send"),
@@ -117,4 +128,38 @@ class DiskFullTest(harness.TestCase):
         for i in range(12):
             self.assertEqual(len(fleet.outbox_mail("r%d@x.example" % i)), 1, i)
         self.assertIn("No space left on device", transform.output())
+        self.assertTrue(fleet.alive(), fleet.logs())
+
+
+class DescriptorsTest(harness.TestCase):
+    def test_descriptor_limit_holds_mail_back_without_loss(self):
+        fleet = Fleet(self, "local", per_worker=True, workers=("ingest", "transform", "send"),
+                      settings={"transform": {"retry_backoff": "200ms"}})
+        fleet.start()
+        transform = fleet.procs["transform"]
+        transform.signal(19)   # SIGSTOP: the mails wait in the queue
+        for i in range(5):
+            send(self, fleet, i)
+        # Descriptors 0-2 only: every open(), socket() and accept() fails
+        # with EMFILE; those already open stay usable.
+        soft, hard = resource.prlimit(transform.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(transform.pid, resource.RLIMIT_NOFILE, (3, hard))
+        transform.signal(18)
+        harness.wait_for(lambda: "Too many open files" in transform.output(), timeout=30,
+                         what="transform meets EMFILE")
+        # more tries than max_attempts (3): an environment error is never
+        # dead-lettered
+        harness.wait_for(lambda: transform.output().count("Too many open files") >= 5, timeout=30,
+                         what="transform retries while the limit holds")
+        self.assertIn('"cause":"environment"', transform.output())
+        self.assertEqual(fleet.outbox_mail("r0@x.example"), [])
+        resource.prlimit(transform.pid, resource.RLIMIT_NOFILE, (soft, hard))
+        for i in range(5):
+            harness.wait_for(lambda: fleet.outbox_mail("r%d@x.example" % i), timeout=60,
+                             what="mail %d delivered once descriptors are back" % i)
+        harness.wait_for(lambda: readyz(fleet.metrics["transform"])[0] == 200, timeout=30,
+                         what="transform ready again")
+        self.assertEqual(fleet.read("mailfleet.inbound.dlq"), [])
+        for i in range(5):
+            self.assertEqual(len(fleet.outbox_mail("r%d@x.example" % i)), 1, i)
         self.assertTrue(fleet.alive(), fleet.logs())
