@@ -681,7 +681,7 @@ static int store_attachments(struct transform *t, struct walk *w, const struct i
             char *safe = attachment_safe_name(l->name);
             size_t kl = strlen(date) + strlen(in->id) + strlen(safe) + 64;
             l->key = xmalloc(kl);
-            snprintf(l->key, kl, "attachments/%s/%s/%d-%s", date, in->id, n, safe);
+            snprintf(l->key, kl, "attachments/%s/%s-%d-%s", date, in->id, n, safe);
             free(safe);
             rc = attachment_store(obj, t->st, l->key, l->content_type, &lim, l->sha256, &l->size,
                                   aerr, sizeof(aerr));
