@@ -16,6 +16,12 @@ void kv_close(struct kv *k);
  * start (the suppression and revocation copies).  Flags belong to the
  * environment: give such a cache a directory of its own. */
 #define KV_VOLATILE 1u
+/* KV_ONE_SYNC: one fsync per write instead of two (LMDB's MDB_NOMETASYNC:
+ * the meta page of a write is made durable by the next one's sync).  A
+ * machine crash may undo the last write, never corrupt the rest; a killed
+ * process loses nothing.  For send's sent markers, whose loss only widens
+ * the documented re-send gap by one recipient. */
+#define KV_ONE_SYNC 2u
 struct kv *kv_open_flags(const char *dir, const char *db, uint64_t map_size, unsigned flags,
                          char *err, size_t errlen);
 /* Deletes every entry of the db in one transaction. */

@@ -420,8 +420,11 @@ static size_t handle_batch(struct worker_loop *wl, size_t n, struct wl_result *c
 static int commit(struct worker_loop *wl, size_t upto, char *err, size_t errlen)
 {
     const struct bus_record *const *ins = (const struct bus_record *const *)wl->recs;
+    const struct wl_handler *h = wl->o.handler;
     if (upto == 0 && wl->out.n == 0)
         return 0;
+    if (upto > 0 && h->before_commit && h->before_commit(wl->o.opaque, err, errlen) != 0)
+        return -EIO;
     if (!wl->o.output_bus)
         return bus_produce_and_commit_batch(wl->c, ins, upto, wl->out.recs, wl->out.n, err, errlen);
     int rc = bus_produce(wl->o.output_bus, wl->out.recs, wl->out.n, wl->o.output_timeout_ms, err, errlen);

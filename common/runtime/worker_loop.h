@@ -83,6 +83,12 @@ struct wl_handler {
      * wl_output count only if the result is WL_OK. */
     void (*handle)(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
                    struct wl_result *res);
+    /* Optional: after the handlers, before the outputs and offsets of a
+     * batch that commits at least one record: make what the handlers wrote
+     * elsewhere durable, once per batch (transform syncs its stores here).
+     * Non-zero, with err filled, is an environment error: nothing of the
+     * batch is committed and all of it comes again. */
+    int (*before_commit)(void *opaque, char *err, size_t errlen);
     /* Optional: after the batch is committed, cut or abandoned, with how
      * many of its lead records were committed; frees what batch_begin kept. */
     void (*batch_end)(void *opaque, size_t committed);

@@ -173,6 +173,18 @@ int store_put_buf(struct store *s, const char *key, const void *buf, size_t len,
     return put_common(s, key, &src, content_type, out, err, errlen);
 }
 
+void store_defer_sync(struct store *s, int on)
+{
+    s->defer = on != 0;
+}
+
+int store_sync(struct store *s, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    return s->ops->sync ? s->ops->sync(s, err, errlen) : 0;
+}
+
 struct fd_sink { int fd; int err; };
 
 static int fd_sink_write(void *opaque, const void *buf, size_t len)

@@ -60,6 +60,17 @@ int store_list(struct store *s, const char *prefix, store_list_cb cb, void *opaq
 char *store_presign_get(struct store *s, const char *key, int expires_s, int64_t now_s,
                         char *err, size_t errlen);
 
+/* Batches.  With defer on, this handle's file-store puts skip their fsyncs
+ * (data, directory, new sub-directories), and store_sync() then makes every
+ * put made through the handle since the last sync durable at once (one
+ * syncfs of its filesystem): a worker loop pays one sync per batch instead
+ * of three or four per object.  A put is not durable before that sync, so
+ * only a caller that commits nothing before it may defer (worker_loop's
+ * before_commit).  s3: puts are durable when they return; store_sync
+ * does nothing.  A handle that defers belongs to one thread. */
+void store_defer_sync(struct store *s, int on);
+int store_sync(struct store *s, char *err, size_t errlen);
+
 /* file: only — the path of a key, so a reader can open it seekably (GMime).
  * Returns malloc'd path, or NULL for s3 stores / bad keys. */
 char *store_local_path(struct store *s, const char *key);

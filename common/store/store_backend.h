@@ -28,11 +28,13 @@ struct store_ops {
     char *(*presign_get)(struct store *s, const char *key, int expires_s, int64_t now_s, char *err,
                          size_t errlen);
     char *(*local_path)(struct store *s, const char *key);
+    int (*sync)(struct store *s, char *err, size_t errlen);   /* NULL: nothing to do */
     void (*close)(struct store *s);
 };
 
 struct store {
     const struct store_ops *ops;
+    int defer;   /* store_defer_sync: put skips its fsyncs until store_sync */
 };
 
 /* dir / the part after "s3://"; return NULL and fill err on failure. */

@@ -4,7 +4,12 @@
  * fsyncs it, renames it over the key and fsyncs the directory, so a reader
  * sees the old object or the new one, never a torn one, and a put that
  * returned 0 survives a crash.  New sub-directories are fsynced into their
- * parents the same way.
+ * parents the same way.  A handle that defers (store_defer_sync) skips all
+ * of these fsyncs and store_sync makes them up with one syncfs(2), which
+ * writes every dirty file and directory of the filesystem, ours included.
+ * Until that sync a machine crash can leave a deferred object missing or
+ * torn (even one that replaced a durable copy): a deferring caller commits
+ * nothing that names it before the sync, and redoes the put after a crash.
  *
  * Content type: kept in the user.mailfleet.content_type extended attribute of
  * the object file, set before the rename so object and type arrive together at
@@ -36,7 +41,9 @@
 struct file_store {
     struct store base;
     char *root;            /* no trailing '/' */
+    int root_fd;           /* kept open: syncfs reports a writeback error once per descriptor */
     int sidecar;           /* 1 once xattrs proved unsupported (or forced by tests) */
+    int dirty;             /* a deferred put since the last store_sync */
 };
 
 static const struct store_ops file_ops;
@@ -57,9 +64,20 @@ static char *join(const char *root, const char *key)
     return strbuf_detach(&b, NULL);
 }
 
+/* fsyncs the directory that holds dir. */
+static int fsync_parent(const char *dir, char *err, size_t errlen)
+{
+    char *parent = xstrdup(dir);
+    *strrchr(parent, '/') = '\0';
+    int rc = fs_fsync_dir(parent);
+    free(parent);
+    return rc < 0 ? store_err(err, errlen, rc, "store: fsync of a directory: %s", strerror(-rc)) : 0;
+}
+
 /* mkdir -p for the directories of path below root; each directory made here
- * is fsynced into its parent so the later rename cannot be lost with it. */
-static int make_parents(const char *root, const char *path, char *err, size_t errlen)
+ * is fsynced into its parent so the later rename cannot be lost with it
+ * (unless sync is 0: the caller's store_sync covers it). */
+static int make_parents(const char *root, const char *path, int sync, char *err, size_t errlen)
 {
     char *p = xstrdup(path);
     size_t rootlen = strlen(root);
@@ -68,15 +86,8 @@ static int make_parents(const char *root, const char *path, char *err, size_t er
     for (char *s = p + rootlen + 1; (s = strchr(s, '/')) != NULL; s++) {
         *s = '\0';
         if (mkdir(p, 0750) == 0) {
-            char *parent = xstrdup(p);
-            char *slash = strrchr(parent, '/');
-            *slash = '\0';
-            rc = fs_fsync_dir(parent);
-            free(parent);
-            if (rc < 0) {
-                rc = store_err(err, errlen, rc, "store: fsync of a directory: %s", strerror(-rc));
+            if (sync && (rc = fsync_parent(p, err, errlen)) < 0)
                 break;
-            }
         } else if (errno != EEXIST) {
             rc = store_err(err, errlen, -errno, "store: mkdir for key: %s", strerror(errno));
             break;
@@ -93,9 +104,9 @@ static int make_parents(const char *root, const char *path, char *err, size_t er
     return rc;
 }
 
-/* Writes the sidecar for path atomically (temp, fsync, rename); the caller
- * fsyncs the directory once for both renames. */
-static int sidecar_write(const char *dir, const char *path, const char *ct)
+/* Writes the sidecar for path atomically (temp, fsync unless sync is 0,
+ * rename); the caller fsyncs the directory once for both renames. */
+static int sidecar_write(const char *dir, const char *path, const char *ct, int sync)
 {
     struct strbuf tmp, sc;
     int rc = 0;
@@ -109,7 +120,7 @@ static int sidecar_write(const char *dir, const char *path, const char *ct)
         rc = -errno;
     } else {
         rc = fs_write_all(fd, ct, strlen(ct));
-        if (rc == 0 && fsync(fd) < 0)
+        if (rc == 0 && sync && fsync(fd) < 0)
             rc = -errno;
         close(fd);
         if (rc == 0 && rename(tmp.data, sc.data) < 0)
@@ -175,7 +186,7 @@ static int put_temp_open(struct file_store *f, const char *dir, const char *path
     if (fd < 0 && errno == ENOENT && strcmp(dir, f->root) != 0) {
         free(*tmp);
         *tmp = NULL;
-        int rc = make_parents(f->root, path, err, errlen);
+        int rc = make_parents(f->root, path, !f->base.defer, err, errlen);
         if (rc < 0)
             return rc;
         fd = temp_create(dir, tmp);
@@ -272,7 +283,7 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     rc = put_content_type(f, fd, ct, &sidecar, err, errlen);
     if (rc < 0)
         goto out;
-    if (fsync(fd) < 0) {
+    if (!f->base.defer && fsync(fd) < 0) {
         rc = store_err(err, errlen, -errno, "store: fsync '%s': %s", key, strerror(errno));
         goto out;
     }
@@ -282,7 +293,7 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
         goto out;
     }
     if (sidecar) {
-        rc = sidecar_write(dir, path, ct);
+        rc = sidecar_write(dir, path, ct, !f->base.defer);
         if (rc < 0) {
             store_err(err, errlen, rc, "store: writing content type: %s", strerror(-rc));
             goto out;
@@ -294,11 +305,12 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     }
     free(tmp);
     tmp = NULL;
-    rc = fs_fsync_dir(dir);
+    rc = f->base.defer ? 0 : fs_fsync_dir(dir);
     if (rc < 0) {
         store_err(err, errlen, rc, "store: fsync of the directory: %s", strerror(-rc));
         goto out;
     }
+    f->dirty |= f->base.defer;
     sha256_final_hex(md_ctx, out->sha256);
     out->size = size;
     out->mtime_ms = mtime_ms(&st);
@@ -527,10 +539,25 @@ static char *file_local_path(struct store *s, const char *key)
     return join(fs_of(s)->root, key);
 }
 
+/* One syncfs of the store's filesystem: every file and directory written
+ * since the last one, ours included, reaches the disk.  syncfs reports
+ * writeback errors since Linux 5.8 (Debian 12 runs 6.1). */
+static int file_sync(struct store *s, char *err, size_t errlen)
+{
+    struct file_store *f = fs_of(s);
+    if (!f->dirty)
+        return 0;
+    if (syncfs(f->root_fd) < 0)
+        return store_err(err, errlen, -errno, "store: syncfs of '%s': %s", f->root, strerror(errno));
+    f->dirty = 0;
+    return 0;
+}
+
 static void file_close(struct store *s)
 {
     struct file_store *f = fs_of(s);
 
+    close(f->root_fd);
     free(f->root);
     free(f);
 }
@@ -543,6 +570,7 @@ static const struct store_ops file_ops = {
     .list = file_list,
     .presign_get = NULL,
     .local_path = file_local_path,
+    .sync = file_sync,
     .close = file_close,
 };
 
@@ -561,9 +589,16 @@ struct store *store_file_open(const char *dir, char *err, size_t errlen)
         free(root);
         return NULL;
     }
+    int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        store_err(err, errlen, -errno, "store: cannot open directory '%s': %s", root, strerror(errno));
+        free(root);
+        return NULL;
+    }
     struct file_store *f = xcalloc(1, sizeof(*f));
     f->base.ops = &file_ops;
     f->root = root;
+    f->root_fd = fd;
     return &f->base;
 }
 

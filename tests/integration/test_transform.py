@@ -155,7 +155,7 @@ class TransformWorkerTest(harness.TestCase, Pipeline):
         link = ob["links"][0]
         self.assertEqual(link["name"], "report.csv")
         self.assertTrue(link["key"].startswith("attachments/"))
-        self.assertIn("/" + iid + "/1-report.csv", link["key"])
+        self.assertIn("/%s/%s-1-report.csv" % (iid[-2:], iid), link["key"])
         with open(os.path.join(self.att, link["key"]), "rb") as f:
             self.assertEqual(hashlib.sha256(f.read()).hexdigest(), link["sha256"])
         self.assertTrue(link["url"].startswith("http://127.0.0.1:%d/a/" % self.pub_port))

@@ -78,7 +78,7 @@ class TransformGoldenTest(harness.TestCase):
                         self.assertIsNone(a["url"])
                         continue
                     # The key is ours, never the sender's: safe alphabet only.
-                    self.assertRegex(a["key"], r"^attachments/\d{4}-\d{2}-\d{2}/msg-001/\d+-[A-Za-z0-9._-]{1,80}$")
+                    self.assertRegex(a["key"], r"^attachments/\d{4}-\d{2}-\d{2}/01/msg-001-\d+-[A-Za-z0-9._-]{1,80}$")
                     with open(os.path.join(store, a["key"]), "rb") as f:
                         self.assertEqual(hashlib.sha256(f.read()).hexdigest(), a["sha256"])
                     self.assertTrue(a["url"].startswith("http://127.0.0.1:8025/a/"))

@@ -6,15 +6,40 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "kv.h"
 #include "timeutil.h"
+
+/* LMDB's flushes to the disk, counted: fdatasync, fsync, and a write to a
+ * descriptor opened with O_DSYNC (how LMDB writes its meta page).  These
+ * definitions take the place of libc's for liblmdb too and make the real
+ * calls. */
+static int syncs;
+int fdatasync(int fd)
+{
+    syncs++;
+    return (int)syscall(SYS_fdatasync, fd);
+}
+int fsync(int fd)
+{
+    syncs++;
+    return (int)syscall(SYS_fsync, fd);
+}
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_DSYNC) == O_DSYNC)
+        syncs++;
+    return syscall(SYS_pwrite64, fd, buf, n, off);
+}
 
 struct fixture {
     char dir[64];
@@ -354,10 +379,37 @@ static void test_put_new_threads_own_handles(void **state)
     kv_close(k);
 }
 
+/* Ten writes: two syncs each by default, one with KV_ONE_SYNC, none with
+ * KV_VOLATILE; every write is there after a reopen. */
+static void test_sync_flags(void **state)
+{
+    struct fixture *f = *state;
+    static const struct { const char *sub; unsigned flags; int min, max; } cases[] = {
+        { "two", 0, 20, 20 }, { "one", KV_ONE_SYNC, 10, 10 }, { "none", KV_VOLATILE, 0, 0 },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char dir[128], err[256], key[16];
+        snprintf(dir, sizeof dir, "%s/%s", f->dir, cases[c].sub);
+        struct kv *k = kv_open_flags(dir, "db", 0, cases[c].flags, err, sizeof err);
+        assert_non_null(k);
+        syncs = 0;
+        for (int i = 0; i < 10; i++) {
+            snprintf(key, sizeof key, "k%d", i);
+            assert_int_equal(kv_put(k, key, strlen(key), "v", 1, 0), 0);
+        }
+        assert_in_range(syncs, cases[c].min, cases[c].max);
+        kv_close(k);
+        k = kv_open_flags(dir, "db", 0, cases[c].flags, err, sizeof err);
+        assert_int_equal(kv_count(k), 10);
+        kv_close(k);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_get_del, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_flags, setup, teardown),
         cmocka_unit_test_setup_teardown(test_binary_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_new, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire, setup, teardown),

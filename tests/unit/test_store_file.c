@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "digest.h"
@@ -110,6 +111,21 @@ static int teardown(void **state)
     rm_rf(f->dir);
     free(f);
     return 0;
+}
+
+/* Counts the store's fsyncs and syncfs calls: these definitions take the
+ * place of libc's for the code linked into this test, and make the real
+ * calls. */
+static int fsyncs, syncfses;
+int fsync(int fd)
+{
+    fsyncs++;
+    return (int)syscall(SYS_fsync, fd);
+}
+int syncfs(int fd)
+{
+    syncfses++;
+    return (int)syscall(SYS_syncfs, fd);
 }
 
 static int collect(void *opaque, const void *buf, size_t len)
@@ -413,6 +429,49 @@ static void test_failed_put_leaves_nothing(void **state)
     assert_int_equal(count_entries(path), 1);
 }
 
+/* Deferred puts make no fsync of their own; one syncfs in store_sync covers
+ * them, and a handle with nothing to sync makes none. */
+static void test_deferred_sync(void **state)
+{
+    struct fixture *f = *state;
+    char err[256], key[64];
+    struct store_object o;
+    int rc;
+    size_t n;
+
+    fsyncs = syncfses = 0;
+    assert_int_equal(store_put_buf(f->s, "now/a", "x", 1, NULL, &o, err, sizeof(err)), 0);
+    assert_true(fsyncs >= 2);   /* the file and its new directory, at least */
+    assert_int_equal(store_sync(f->s, err, sizeof(err)), 0);
+    assert_int_equal(syncfses, 0);   /* nothing deferred */
+
+    store_defer_sync(f->s, 1);
+    fsyncs = 0;
+    for (int i = 0; i < 50; i++) {
+        snprintf(key, sizeof(key), "later/d%d/k%d", i % 5, i);
+        assert_int_equal(store_put_buf(f->s, key, key, strlen(key), "text/plain", &o, err, sizeof(err)), 0);
+    }
+    store_file_force_sidecar(f->s);   /* the sidecar path defers too */
+    assert_int_equal(store_put_buf(f->s, "later/sc", "z", 1, "text/csv", &o, err, sizeof(err)), 0);
+    assert_int_equal(fsyncs, 0);
+    assert_int_equal(store_sync(f->s, err, sizeof(err)), 0);
+    assert_int_equal(syncfses, 1);
+    assert_int_equal(fsyncs, 0);
+    assert_int_equal(store_sync(f->s, err, sizeof(err)), 0);
+    assert_int_equal(syncfses, 1);   /* clean: no second syncfs */
+    char *got = get_all(f->s, "later/d3/k48", 0, 0, &rc, &n);
+    assert_int_equal(rc, 0);
+    assert_memory_equal(got, "later/d3/k48", n);
+    free(got);
+    assert_int_equal(store_head(f->s, "later/sc", &o, err, sizeof(err)), 0);
+    assert_string_equal(o.content_type, "text/csv");
+
+    store_defer_sync(f->s, 0);
+    fsyncs = 0;
+    assert_int_equal(store_put_buf(f->s, "later/d0/again", "y", 1, NULL, &o, err, sizeof(err)), 0);
+    assert_true(fsyncs >= 2);   /* the file, its sidecar, its directory */
+}
+
 static void test_open_errors_and_s3_offline(void **state)
 {
     char err[256];
@@ -506,6 +565,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sidecar_content_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_in_the_way, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_put_leaves_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_sync, setup, teardown),
         cmocka_unit_test(test_open_errors_and_s3_offline),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

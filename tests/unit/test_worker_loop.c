@@ -343,6 +343,57 @@ static void test_batch_begin_abandons(void **state)
     bus_consumer_free(c);
 }
 
+/* before_commit: called once per batch that commits something, after its
+ * handlers; a refusal commits nothing and the whole batch comes again. */
+struct sync_state {
+    struct script s;
+    int syncs;
+};
+
+static int sync_refuse_once(void *opaque, char *err, size_t errlen)
+{
+    struct sync_state *y = opaque;
+    if (y->syncs++ == 0) {
+        snprintf(err, errlen, "syncfs: No space left on device");
+        return -1;
+    }
+    return 0;
+}
+
+static void handle_sync(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
+                        struct wl_result *res)
+{
+    handle(&((struct sync_state *)opaque)->s, r, index, out, res);
+}
+
+static void test_before_commit_refusal_redoes_the_batch(void **state)
+{
+    static const struct wl_handler h = { .handle = handle_sync, .before_commit = sync_refuse_once };
+    char err[256] = "";
+    struct sync_state y = { .s = { .plan = "ooooo" } };
+    snprintf(y.s.out_topic, sizeof y.s.out_topic, "wl-out-sync");
+    produce_records("wl-in-sync", 5);
+    const char *topics[] = { "wl-in-sync", NULL };
+    struct bus_consumer *c = bus_consumer_new(g_bus, "wl-g-sync", topics, 1, err, sizeof err);
+    struct worker_loop_options o = { .worker = "test", .batch_max = 64, .stop = &y.s.stop,
+                                     .poll_timeout_ms = 200, .handler = &h, .opaque = &y,
+                                     .backoff_ms = 1, .backoff_max_ms = 1 };
+    struct worker_loop *wl = worker_loop_new(c, &o);
+    assert_true(worker_loop_step(wl) < 0);
+    assert_int_equal(committed("wl-in-sync", "wl-g-sync"), -1);
+    assert_int_equal(count_topic("wl-out-sync", NULL, 0), 0);
+    assert_int_equal(worker_loop_ready(wl), 0);
+    assert_int_equal(worker_loop_step(wl), 5);
+    assert_int_equal(y.syncs, 2);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(y.s.calls[i], 2);
+    assert_int_equal(committed("wl-in-sync", "wl-g-sync"), 5);
+    assert_int_equal(count_topic("wl-out-sync", NULL, 0), 10);
+    assert_int_equal(worker_loop_ready(wl), 1);
+    worker_loop_free(wl);
+    bus_consumer_free(c);
+}
+
 /* not_before: a batch ends before a record that is not due; a batch that
  * starts with one waits at most a second and comes back empty. */
 static int64_t g_due_ms;
@@ -439,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_cases_batch_64),
         cmocka_unit_test(test_stopped_loop_polls_nothing),
         cmocka_unit_test(test_batch_begin_abandons),
+        cmocka_unit_test(test_before_commit_refusal_redoes_the_batch),
         cmocka_unit_test(test_not_before_cuts_the_batch),
         cmocka_unit_test(test_output_bus),
         cmocka_unit_test(test_dlq_record_plain),

@@ -296,7 +296,7 @@ static int sender_open_state(struct sender *w, const struct config *cfg, char *e
     struct strbuf d;
     strbuf_init(&d);
     strbuf_appendf(&d, "%s/send/sent", config_str(cfg, "mailfleet", "state_dir"));
-    w->sent = kv_open(d.data, "sent", 0, err, errlen);
+    w->sent = kv_open_flags(d.data, "sent", 0, KV_ONE_SYNC, err, errlen);
     strbuf_reset(&d);
     strbuf_appendf(&d, "%s/send/suppression", config_str(cfg, "mailfleet", "state_dir"));
     if (w->sent)

@@ -5,7 +5,8 @@
  *   store:attachments   every attachment, decoded, under a key we build
  * through the common worker loop (worker_loop.h): a batch's outputs and its
  * input offsets commit together (one transaction in Kafka transactional
- * mode).
+ * mode).  The stores' puts skip their own fsyncs; one store_sync per batch,
+ * before that commit, makes them durable together.
  *
  * Guarantees: every inbound record ends as outbound and/or fallback, or in
  * mailfleet.inbound.dlq after bounded retries with mf.error.* headers.
@@ -359,7 +360,15 @@ static void handle(void *opaque, const struct bus_record *rec, size_t index, str
     res->kind = WL_OK;
 }
 
-static const struct wl_handler transform_handler = { .handle = handle };
+/* Once per batch, before it commits: the stored objects of its records,
+ * put without fsyncs of their own, become durable together (store.h). */
+static int sync_stores(void *opaque, char *err, size_t errlen)
+{
+    struct tw *w = opaque;
+    return store_sync(w->attachments, err, errlen) != 0 || store_sync(w->incoming, err, errlen) != 0 ? -1 : 0;
+}
+
+static const struct wl_handler transform_handler = { .handle = handle, .before_commit = sync_stores };
 
 static void tw_close(struct tw *w)
 {
@@ -395,6 +404,8 @@ static int transform_run(struct worker_env *env)
         tw_close(&w);
         return 1;
     }
+    store_defer_sync(w.incoming, 1);
+    store_defer_sync(w.attachments, 1);
     if (strcmp(w.so.s.link_mode, "gateway") == 0 &&
         !(w.tok = common_tokens(env->cfg, err, sizeof(err)))) {
         log_kv(LOG_ERROR, "cannot load link keys", "error", err, NULL);

@@ -77,7 +77,7 @@ struct inbound_info {
 
 struct transform_link {
     char *name;              /* original name, decoded and sanitized (UTF-8) */
-    char *key;               /* attachments/<date>/<id>/<n>-<safe-name>, NULL if blocked */
+    char *key;               /* attachments/<date>/<shard>/<id>-<n>-<safe-name>, NULL if blocked */
     char *content_type;
     uint64_t size;
     char sha256[65];
