@@ -1,6 +1,7 @@
 /* bench/loadgen — SMTP load for the end-to-end bench (libuv, one thread).
  *
- *   loadgen HOST:PORT [-s SESSIONS] [-m MESSAGES] [-r RATE] [-t TAG] [-o RECORDS]
+ *   loadgen HOST:PORT [-s SESSIONS] [-m MESSAGES] [-r RATE] [-t TAG] [-o RECORDS] [-p]
+ *   loadgen aliases MESSAGES
  *
  * SESSIONS connections (default 16) share MESSAGES mails (default 5000).  Each
  * mail is ~10 KB: a multipart/mixed whose text part carries a coded list of
@@ -9,6 +10,13 @@
  * "Subject: bench TAG n".  No pipelining: MAIL, RCPT, DATA, body, one reply each.
  * RATE > 0 paces the start of mail n at t0 + n/RATE (open loop, as far as the
  * sessions allow); 0 (default) sends as fast as the server answers.
+ *
+ * The envelope recipient is the capture address alerts@iot.localhost, whose
+ * coded list mailfleet expands.  A relay that cannot read the list (the Postfix
+ * baseline of bench/e2e.sh) gets -p instead: mail n goes to bench-n@iot.localhost,
+ * and `loadgen aliases MESSAGES` prints the Postfix virtual alias map that
+ * expands bench-n to mail n's three coded recipients, for n < MESSAGES.  The
+ * recipients depend on n alone (not on TAG), so one map serves every run.
  *
  * RECORDS (optional) gets one line per mail accepted: "n<TAB>t_250_us", the
  * wall-clock (CLOCK_REALTIME) microsecond at which the 250 after DATA arrived.
@@ -47,6 +55,7 @@ static struct {
     int sessions;
     long messages, next, accepted, errors;
     double rate;
+    int per_mail_rcpt;     /* -p */
     const char *tag;
     FILE *records;
     uint64_t t0_ns;
@@ -90,6 +99,14 @@ static size_t lg_base64(const unsigned char *in, size_t n, char *out)
     return o;
 }
 
+/* Mail n's three coded recipients, "a, b, c": three domains of 61 in rotation. */
+static void lg_recipients(long n, char *out, size_t cap)
+{
+    int d = (int)((n * 3) % 61);
+    snprintf(out, cap, "u%ld-a@d%d.example, u%ld-b@d%d.example, u%ld-c@d%d.example",
+             n, d, n, d + 1, n, d + 2);
+}
+
 /* Mail n, ending in "\r\n.\r\n"; no line starts with '.'. */
 static char *lg_build(long n, size_t *len)
 {
@@ -105,7 +122,8 @@ static char *lg_build(long n, size_t *len)
     char b64[LG_ATT_BYTES * 2];
     size_t b64_len = lg_base64(att, sizeof att, b64);
 
-    int d = (int)((n * 3) % 61);
+    char rcpts[256];
+    lg_recipients(n, rcpts, sizeof rcpts);
     char head[1024], mid[1024];
     int hl = snprintf(head, sizeof head,
                       "From: Sensor %ld <sensor%ld@devices.example>\r\n"
@@ -120,14 +138,13 @@ static char *lg_build(long n, size_t *len)
                       "\r\n",
                       n % 1000, n % 1000, lg.tag, n, lg.tag, n, n, n);
     int ml = snprintf(mid, sizeof mid,
-                      ":Email_Rxers_Code:[u%ld-a@d%d.example, u%ld-b@d%d.example, u%ld-c@d%d.example]"
-                      ":Email_Rxers_Code:\r\n"
+                      ":Email_Rxers_Code:[%s]:Email_Rxers_Code:\r\n"
                       "--=_lg_%ld\r\n"
                       "Content-Type: application/octet-stream; name=\"diag-%ld.bin\"\r\n"
                       "Content-Disposition: attachment; filename=\"diag-%ld.bin\"\r\n"
                       "Content-Transfer-Encoding: base64\r\n"
                       "\r\n",
-                      n, d, n, d + 1, n, d + 2, n, n, n);
+                      rcpts, n, n, n);
     char tail[64];
     int tl = snprintf(tail, sizeof tail, "--=_lg_%ld--\r\n.\r\n", n);
     size_t fixed = (size_t)hl + (size_t)ml + b64_len + (size_t)tl;
@@ -260,7 +277,10 @@ static void lg_reply(struct lg_session *s, int code, const char *line)
         if (code != 250)
             goto bad;
         s->state = LG_RCPT;
-        lg_send(s, "RCPT TO:<alerts@iot.localhost>\r\n", 32, NULL);
+        if (lg.per_mail_rcpt)
+            lg_cmd(s, "RCPT TO:<bench-%ld@iot.localhost>\r\n", s->msg);
+        else
+            lg_send(s, "RCPT TO:<alerts@iot.localhost>\r\n", 32, NULL);
         return;
     case LG_RCPT:
         if (code != 250)
@@ -380,8 +400,24 @@ static double lg_pct(double p)
 
 static void lg_usage(void)
 {
-    fprintf(stderr, "usage: loadgen HOST:PORT [-s SESSIONS] [-m MESSAGES] [-r RATE] [-t TAG] [-o RECORDS]\n");
+    fprintf(stderr, "usage: loadgen HOST:PORT [-s SESSIONS] [-m MESSAGES] [-r RATE] [-t TAG] [-o RECORDS] [-p]\n"
+                    "       loadgen aliases MESSAGES\n");
     exit(64);
+}
+
+/* The virtual alias map (Postfix texthash/postmap source) for -p. */
+static int lg_print_aliases(const char *messages)
+{
+    char *end;
+    long m = strtol(messages, &end, 10);
+    if (*messages == '\0' || *end != '\0' || m < 1)
+        lg_usage();
+    for (long n = 0; n < m; n++) {
+        char rcpts[256];
+        lg_recipients(n, rcpts, sizeof rcpts);
+        printf("bench-%ld@iot.localhost %s\n", n, rcpts);
+    }
+    return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -392,16 +428,22 @@ int main(int argc, char **argv)
     const char *records = NULL;
     if (argc < 2)
         lg_usage();
+    if (strcmp(argv[1], "aliases") == 0) {
+        if (argc != 3)
+            lg_usage();
+        return lg_print_aliases(argv[2]);
+    }
     const char *target = argv[1];
     int opt;
     optind = 2;
-    while ((opt = getopt(argc, argv, "s:m:r:t:o:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:m:r:t:o:p")) != -1) {
         switch (opt) {
         case 's': lg.sessions = atoi(optarg); break;
         case 'm': lg.messages = atol(optarg); break;
         case 'r': lg.rate = atof(optarg); break;
         case 't': lg.tag = optarg; break;
         case 'o': records = optarg; break;
+        case 'p': lg.per_mail_rcpt = 1; break;
         default: lg_usage();
         }
     }
