@@ -205,7 +205,18 @@ int store_get_cb(struct store *s, const char *key, uint64_t off, uint64_t len,
         return store_err(err, errlen, -EINVAL, "store: no callback");
     if (len && off + len < off)
         return store_err(err, errlen, -EINVAL, "store: range overflows");
-    return s->ops->get(s, key, off, len, cb, opaque, err, errlen);
+    return s->ops->get(s, key, NULL, off, len, cb, opaque, err, errlen);
+}
+
+int store_get_version(struct store *s, const char *key, const char *version, uint64_t off, uint64_t len,
+                      store_write_cb cb, void *opaque, char *err, size_t errlen)
+{
+    CHECK_KEY(key);
+    if (!cb || !version || !*version)
+        return store_err(err, errlen, -EINVAL, "store: no callback or no version");
+    if (len && off + len < off)
+        return store_err(err, errlen, -EINVAL, "store: range overflows");
+    return s->ops->get(s, key, version, off, len, cb, opaque, err, errlen);
 }
 
 int store_head(struct store *s, const char *key, struct store_object *out, char *err, size_t errlen)

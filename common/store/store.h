@@ -29,6 +29,8 @@ struct store_object {
     char sha256[65];           /* hex, filled by put */
     char content_type[128];    /* filled by head/put */
     int64_t mtime_ms;          /* filled by head/list */
+    char version[128];         /* filled by head: differs once the key holds another
+                                  object (S3: the ETag; file: inode, size, mtime) */
 };
 
 struct store *store_open(const char *uri, const struct store_options *opt, char *err, size_t errlen);
@@ -47,6 +49,11 @@ typedef int (*store_write_cb)(void *opaque, const void *buf, size_t len);
 int store_get_fd(struct store *s, const char *key, int fd, char *err, size_t errlen);
 int store_get_cb(struct store *s, const char *key, uint64_t off, uint64_t len,
                  store_write_cb cb, void *opaque, char *err, size_t errlen);
+/* store_get_cb of one version of the object (store_object.version from
+ * store_head), for reading it in pieces: -ESTALE, before any byte reaches cb,
+ * once the key holds another object. */
+int store_get_version(struct store *s, const char *key, const char *version, uint64_t off, uint64_t len,
+                      store_write_cb cb, void *opaque, char *err, size_t errlen);
 int store_head(struct store *s, const char *key, struct store_object *out, char *err, size_t errlen);
 int store_delete(struct store *s, const char *key, char *err, size_t errlen);
 

@@ -162,6 +162,14 @@ static int64_t mtime_ms(const struct stat *st)
     return (int64_t)st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
 }
 
+/* store_object.version: a put renames a new file over the key, so the inode
+ * changes; size and mtime catch a foreign writer that rewrites in place. */
+static void file_version(const struct stat *st, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%llx-%llx-%llx.%lx", (unsigned long long)st->st_ino, (unsigned long long)st->st_size,
+             (unsigned long long)st->st_mtim.tv_sec, (unsigned long)st->st_mtim.tv_nsec);
+}
+
 /* The temp file a put writes into, in dir.  Directories usually exist
  * already: try the temp file first and make the parents only when it says
  * ENOENT, which keeps a put to an existing directory at one create, one
@@ -337,8 +345,8 @@ static int open_object(struct file_store *f, const char *key, struct stat *st, c
     return fd;
 }
 
-static int file_get(struct store *s, const char *key, uint64_t off, uint64_t len, store_write_cb cb,
-                    void *opaque, char *err, size_t errlen)
+static int file_get(struct store *s, const char *key, const char *version, uint64_t off, uint64_t len,
+                    store_write_cb cb, void *opaque, char *err, size_t errlen)
 {
     struct stat st;
     int fd = open_object(fs_of(s), key, &st, err, errlen);
@@ -346,6 +354,14 @@ static int file_get(struct store *s, const char *key, uint64_t off, uint64_t len
 
     if (fd < 0)
         return fd;
+    if (version) {
+        char v[sizeof(((struct store_object *)0)->version)];
+        file_version(&st, v, sizeof(v));
+        if (strcmp(v, version) != 0) {
+            close(fd);
+            return store_err(err, errlen, -ESTALE, "store: '%s' was replaced", key);
+        }
+    }
     uint64_t size = (uint64_t)st.st_size;
     if (off > 0 && off >= size) {
         close(fd);
@@ -388,6 +404,7 @@ static int file_head(struct store *s, const char *key, struct store_object *out,
         return fd;
     out->size = (uint64_t)st.st_size;
     out->mtime_ms = mtime_ms(&st);
+    file_version(&st, out->version, sizeof(out->version));
     {
         char *path = join(f->root, key);
         content_type_read(f, path, out->content_type, sizeof(out->content_type));

@@ -349,6 +349,35 @@ static void test_get_cb_stop(void **state)
     assert_int_equal(store_get_cb(f->s, "s", 0, 0, stop_now, NULL, err, sizeof(err)), -ECANCELED);
 }
 
+/* store_get_version: the version head saw reads on; once the key holds
+ * another object (a put renames a new file over it) it is -ESTALE and the
+ * callback sees nothing. */
+static void test_get_version(void **state)
+{
+    struct fixture *f = *state;
+    struct store_object o, o2;
+    struct strbuf b;
+    char err[256];
+
+    assert_int_equal(store_put_buf(f->s, "v", "first", 5, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(store_head(f->s, "v", &o, err, sizeof(err)), 0);
+    assert_true(o.version[0] != '\0');
+    strbuf_init(&b);
+    assert_int_equal(store_get_version(f->s, "v", o.version, 1, 3, collect, &b, err, sizeof(err)), 0);
+    assert_int_equal(b.len, 3);
+    assert_memory_equal(b.data, "irs", 3);
+    assert_int_equal(store_put_buf(f->s, "v", "other", 5, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(store_head(f->s, "v", &o2, err, sizeof(err)), 0);
+    assert_string_not_equal(o.version, o2.version);
+    strbuf_reset(&b);
+    assert_int_equal(store_get_version(f->s, "v", o.version, 0, 0, collect, &b, err, sizeof(err)), -ESTALE);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(store_get_version(f->s, "v", o2.version, 0, 0, collect, &b, err, sizeof(err)), 0);
+    assert_int_equal(b.len, 5);
+    assert_int_equal(store_get_version(f->s, "v", "", 0, 0, collect, &b, err, sizeof(err)), -EINVAL);
+    strbuf_free(&b);
+}
+
 static void test_sidecar_content_type(void **state)
 {
     struct fixture *f = *state;
@@ -503,6 +532,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_sorted_and_hides_internal_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_fd_pipe_and_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_cb_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_get_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sidecar_content_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_in_the_way, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_put_leaves_nothing, setup, teardown),
