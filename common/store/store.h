@@ -51,7 +51,8 @@ int store_get_cb(struct store *s, const char *key, uint64_t off, uint64_t len,
                  store_write_cb cb, void *opaque, char *err, size_t errlen);
 /* store_get_cb of one version of the object (store_object.version from
  * store_head), for reading it in pieces: -ESTALE, before any byte reaches cb,
- * once the key holds another object. */
+ * once the key holds another object.  s3: a piece (len > 0) gets 15 s per MiB
+ * in all, else -ETIMEDOUT, so a stalled store cannot hold the caller long. */
 int store_get_version(struct store *s, const char *key, const char *version, uint64_t off, uint64_t len,
                       store_write_cb cb, void *opaque, char *err, size_t errlen);
 int store_head(struct store *s, const char *key, struct store_object *out, char *err, size_t errlen);

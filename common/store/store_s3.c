@@ -43,6 +43,12 @@
 #define IO_CHUNK      (64 * 1024)
 #define ERR_BODY_MAX  (64 * 1024)          /* an S3 error document is tiny */
 #define LIST_BODY_MAX (16 * 1024 * 1024)   /* 1000 keys of 1 KB plus markup */
+/* store_get_version reads a piece while its caller (a links download) holds
+ * a thread that serves other clients too: each MiB asked for must arrive
+ * within this, about 70 KiB/s, or the read fails -ETIMEDOUT, so a stalled
+ * store cuts that download instead of freezing the thread for the 60 s the
+ * low-speed check allows. */
+#define PIECE_MS_PER_MIB 15000
 
 struct s3_store {
     struct store base;
@@ -125,6 +131,7 @@ struct s3_req {
     /* store_get_version: nothing is passed on unless the ETag is this one */
     const char *version;
     int stale;
+    long timeout_ms;            /* the whole request; 0: none (only the low-speed check) */
     int have_content_range;
     uint64_t content_range_start;
     struct strbuf body;
@@ -483,9 +490,12 @@ static void handle_setup(CURL *h, struct s3_req *r, const char *url, struct curl
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_err);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
-    /* no overall timeout (objects can be large); a stalled transfer fails */
+    /* no overall timeout unless the request sets one (objects can be large);
+     * a stalled transfer fails */
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
+    if (r->timeout_ms > 0)
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, r->timeout_ms);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
@@ -700,6 +710,8 @@ static int s3_get(struct store *st, const char *key, const char *version, uint64
     r.cb = cb;
     r.opaque = opaque;
     r.version = version;
+    if (version && len)
+        r.timeout_ms = PIECE_MS_PER_MIB * (long)((len + (1 << 20) - 1) >> 20);
     r.ranged = off || len;
     r.range_off = off;
     r.range_len = len;
