@@ -272,3 +272,13 @@ char *store_local_path(struct store *s, const char *key)
         return NULL;
     return s->ops->local_path(s, key);
 }
+
+int store_open_version(struct store *s, const char *key, const char *version, char *err, size_t errlen)
+{
+    CHECK_KEY(key);
+    if (!version || !*version)
+        return store_err(err, errlen, -EINVAL, "store: no version");
+    if (!s->ops->open_version)
+        return store_err(err, errlen, -ENOTSUP, "store: this backend has no local files");
+    return s->ops->open_version(s, key, version, err, errlen);
+}

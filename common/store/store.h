@@ -72,4 +72,9 @@ char *store_presign_get(struct store *s, const char *key, int expires_s, int64_t
  * Returns malloc'd path, or NULL for s3 stores / bad keys. */
 char *store_local_path(struct store *s, const char *key);
 
+/* file: only — a read-only descriptor of that version of the object
+ * (store_object.version from store_head), so what it reads is what the head
+ * described: -ESTALE once the key holds another object, -ENOTSUP for s3. */
+int store_open_version(struct store *s, const char *key, const char *version, char *err, size_t errlen);
+
 #endif

@@ -29,6 +29,7 @@ struct store_ops {
     char *(*presign_get)(struct store *s, const char *key, int expires_s, int64_t now_s, char *err,
                          size_t errlen);
     char *(*local_path)(struct store *s, const char *key);
+    int (*open_version)(struct store *s, const char *key, const char *version, char *err, size_t errlen);
     void (*close)(struct store *s);
 };
 

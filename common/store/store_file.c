@@ -345,23 +345,34 @@ static int open_object(struct file_store *f, const char *key, struct stat *st, c
     return fd;
 }
 
+/* open_object of that version only (NULL: any): -ESTALE once a put renamed
+ * another file over the key.  The descriptor keeps reading the file that was
+ * checked, whatever happens to the key afterwards. */
+static int open_version(struct file_store *f, const char *key, const char *version, struct stat *st, char *err,
+                        size_t errlen)
+{
+    int fd = open_object(f, key, st, err, errlen);
+
+    if (fd < 0 || !version)
+        return fd;
+    char v[sizeof(((struct store_object *)0)->version)];
+    file_version(st, v, sizeof(v));
+    if (strcmp(v, version) != 0) {
+        close(fd);
+        return store_err(err, errlen, -ESTALE, "store: '%s' was replaced", key);
+    }
+    return fd;
+}
+
 static int file_get(struct store *s, const char *key, const char *version, uint64_t off, uint64_t len,
                     store_write_cb cb, void *opaque, char *err, size_t errlen)
 {
     struct stat st;
-    int fd = open_object(fs_of(s), key, &st, err, errlen);
+    int fd = open_version(fs_of(s), key, version, &st, err, errlen);
     int rc = 0;
 
     if (fd < 0)
         return fd;
-    if (version) {
-        char v[sizeof(((struct store_object *)0)->version)];
-        file_version(&st, v, sizeof(v));
-        if (strcmp(v, version) != 0) {
-            close(fd);
-            return store_err(err, errlen, -ESTALE, "store: '%s' was replaced", key);
-        }
-    }
     uint64_t size = (uint64_t)st.st_size;
     if (off > 0 && off >= size) {
         close(fd);
@@ -544,6 +555,13 @@ static char *file_local_path(struct store *s, const char *key)
     return join(fs_of(s)->root, key);
 }
 
+static int file_open_version(struct store *s, const char *key, const char *version, char *err, size_t errlen)
+{
+    struct stat st;
+
+    return open_version(fs_of(s), key, version, &st, err, errlen);
+}
+
 static void file_close(struct store *s)
 {
     struct file_store *f = fs_of(s);
@@ -560,6 +578,7 @@ static const struct store_ops file_ops = {
     .list = file_list,
     .presign_get = NULL,
     .local_path = file_local_path,
+    .open_version = file_open_version,
     .close = file_close,
 };
 

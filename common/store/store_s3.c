@@ -920,6 +920,7 @@ static const struct store_ops s3_ops = {
     .list = s3_list,
     .presign_get = s3_presign_get,
     .local_path = NULL,
+    .open_version = NULL,
     .close = s3_close,
 };
 
