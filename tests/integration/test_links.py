@@ -213,8 +213,11 @@ MiB = 1 << 20
 
 class SlowReader:
     """One GET on a raw socket bound to source (the gateway sees that
-    address), with a 4 KiB receive buffer so the kernel does not read ahead
-    for it: the body moves only as fast as read() is called."""
+    address), with a 4 KiB receive buffer.  That bounds only this side: on
+    loopback the gateway's send buffer grows to a few MiB, so a reader that
+    stops still lets the gateway read that much ahead before the socket is
+    full and its reader stops being called; past that the body moves only
+    as fast as read() is called."""
 
     def __init__(self, port, path, source="127.0.0.1", headers=()):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -368,7 +371,8 @@ class LinksS3Test(harness.TestCase, Pipeline):
                 t0 = time.monotonic()
                 st, _, body = get(self.url(path))
                 self.assertEqual(st, want, what)
-                self.assertLess(time.monotonic() - t0, 5, what + " answered while slow readers hang on")
+                # generous: s3rver and a 30 MB curl share two loaded cores
+                self.assertLess(time.monotonic() - t0, 20, what + " answered while slow readers hang on")
             self.assertEqual(hashlib.sha256(curl(self.url(big_path))).hexdigest(), big_sha)
             self.assertEqual(self.temp_files(), [])
             self.assertTrue(all(not r.eof for r in readers), "the slow readers are still being served")
