@@ -7,7 +7,8 @@ the gateway a bounded buffer each and no temp file while other requests are
 answered; downloads are limited per client address (loopback sources
 127.0.0.x, or X-Forwarded-For from a trusted proxy) and in total; ranges
 across the 1 MiB fetch boundary; an object replaced mid-download ends the
-connection short."""
+connection short; a stalled store (s3rver frozen) cuts the download after
+15 s and costs a refused request nothing."""
 import base64
 import email
 import email.policy
@@ -17,6 +18,7 @@ import hmac
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -393,6 +395,7 @@ class LinksS3Test(harness.TestCase, Pipeline):
         path, _, sha = self.put_object("r.bin", data)
         body = curl(self.url(path))
         self.assertEqual(hashlib.sha256(body).hexdigest(), sha)
+        served = len(body)
         for rng, want in (("bytes=%d-%d" % (MiB - 10, MiB + 9), data[MiB - 10:MiB + 10]),
                           ("bytes=1000000-", data[1000000:]),
                           ("bytes=%d-%d" % (2 * MiB, 2 * MiB), data[2 * MiB:2 * MiB + 1]),
@@ -401,8 +404,10 @@ class LinksS3Test(harness.TestCase, Pipeline):
             self.assertEqual(st, 206, rng)
             self.assertEqual(part, want, rng)
             self.assertEqual(h["Content-Length"], str(len(want)))
+            served += len(part)
         st, h, empty = get(self.url(path), method="HEAD")
         self.assertEqual((st, empty, h["Content-Length"]), (200, b"", str(len(data))))
+        self.assertEqual(self.metric("mailfleet_links_bytes_total"), served)
         self.assertEqual(self.metric("mailfleet_links_downloads_cut_total"), 0)
 
     def test_replaced_object_ends_the_download(self):
@@ -424,6 +429,47 @@ class LinksS3Test(harness.TestCase, Pipeline):
         self.assertLess(r.received, len(old))
         self.assertEqual(self.metric("mailfleet_links_downloads_cut_total"), 1)
         self.assertIn("download cut short", self.links.output())
+        self.wait_downloads(0)
+
+    def test_stalled_store_cuts_the_download(self):
+        """s3rver is frozen (SIGSTOP) while a client holds its only slot: a
+        second GET from the address is refused 429 without asking the store
+        (a HEAD would hang), and once the client reads on, the chunk fetch
+        that hangs is given up after 15 s (not curl's 60 s low-speed limit):
+        the connection ends short, counted as cut, and bytes_total holds
+        what was read into the response, not the whole object."""
+        self.start_gateway("max_downloads_per_ip = 1\n")
+        data = os.urandom(16 * MiB)   # well past what socket buffers hold ahead
+        path, _, _ = self.put_object("stall.bin", data)
+        r = SlowReader(self.pub_port, path)
+        r.sock.settimeout(90)
+        frozen = False
+        try:
+            self.assertEqual(r.status, 200)
+            self.wait_downloads(1)
+            os.kill(self.s3.pid, signal.SIGSTOP)
+            frozen = True
+            req = urllib.request.Request(self.url(path))
+            with self.assertRaises(urllib.error.HTTPError) as refused:
+                # a fetch that was under way when s3rver froze may hold this
+                # connection's thread for its 15 s
+                urllib.request.urlopen(req, timeout=40).read()
+            self.assertEqual(refused.exception.code, 429)
+            t0 = time.monotonic()
+            r.read_until(len(data))
+            stalled = time.monotonic() - t0
+        finally:
+            if frozen:
+                os.kill(self.s3.pid, signal.SIGCONT)
+            r.close()
+        self.assertTrue(r.eof)
+        self.assertLess(r.received, len(data))
+        self.assertLess(stalled, 40, "the hung fetch was given up after %.1f s" % stalled)
+        self.assertEqual(self.metric("mailfleet_links_downloads_cut_total"), 1)
+        self.assertRegex(self.links.output(), r"download cut short.*timed out")
+        sent = self.metric("mailfleet_links_bytes_total")
+        self.assertLessEqual(r.received, sent)
+        self.assertLess(sent, len(data))
         self.wait_downloads(0)
 
     def test_limits_per_ip_and_total(self):

@@ -14,18 +14,23 @@
  * Streaming: MHD's few threads serve every connection, and call a body's
  * reader only when the client's socket takes more, so a slow reader costs a
  * buffer, never a thread.  A file-store object is pread from its own
- * descriptor.  An S3 object is read by ranged GETs of at most 1 MiB straight
- * into the response's one buffer, each when the client has taken the last:
- * no temp file, memory bounded per download, and each GET only passes on the
- * object version (ETag) the HEAD saw, so a replaced object ends the
- * connection short of Content-Length instead of splicing two files.  (A
- * fetch does hold its thread for one GET: a ranged GET per MiB keeps that
- * short, and max_downloads bounds how many there are.)
+ * descriptor, opened only if it is the version the HEAD saw (else one more
+ * HEAD), so its bytes always match the Content-Length and ETag sent.  An S3
+ * object is read by ranged GETs of at most 1 MiB straight into the
+ * response's one buffer, each when the client has taken the last: no temp
+ * file, memory bounded per download, and each GET only passes on the object
+ * version (ETag) the HEAD saw, so a replaced object ends the connection
+ * short of Content-Length instead of splicing two files.  (A fetch does
+ * hold its thread for one GET: a ranged GET per MiB keeps that short, the
+ * store gives it 15 s at most, after which the download is cut, and
+ * max_downloads bounds how many there are.)
  *
- * Limits: a GET body holds one of max_downloads slots per process and one of
+ * Limits: a GET holds one of max_downloads slots per process and one of
  * max_downloads_per_ip per client (links_limits: behind trusted_proxies the
- * client is taken from X-Forwarded-For) from the handler until MHD frees the
- * response, sent or abandoned.  Over the client's share: 429, it is that
+ * client is taken from X-Forwarded-For) from just after the token and
+ * revocation checks, before any store request, so a refusal costs the store
+ * nothing, until MHD frees the response (sent or abandoned), or at once
+ * when the answer has no body.  Over the client's share: 429, it is that
  * client's doing; process full: 503, a retry elsewhere or later will do;
  * both with Retry-After.  HEAD takes none.
  *
@@ -34,11 +39,14 @@
  * sees every record) into an LMDB copy, keyed by SHA-256 of the target, and
  * keeps following it; /readyz holds until the first full pass, and until
  * then requests get 503 (fail closed).  Each answered request with a valid
- * token becomes a Download event on mailfleet.events.
+ * token becomes a Download event on mailfleet.events, published when the
+ * answer starts: its bytes are those the response offers (Content-Length),
+ * not what the client took; a download cut later counts in
+ * mailfleet_links_downloads_cut_total.  mailfleet_links_bytes_total counts
+ * the bytes actually read into responses.
  *
  * Writes only the LMDB copy and the events topic; reads the store. */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -278,8 +286,9 @@ void links_content_disposition(const char *name, struct strbuf *out)
 #define RETRY_AFTER      "10"
 #define REFUSAL_LOG_MS   60000
 
-/* One response body, from its handler until MHD frees the response (sent,
- * client gone or timed out), which also gives its slot back. */
+/* One request's body, from its handler until MHD frees the response (sent,
+ * client gone or timed out) or, when the answer has no body, until the
+ * handler ends; freeing it gives its slot back. */
 struct download {
     struct links *l;
     int fd;                   /* file store: pread from here; -1: ranged store GETs */
@@ -298,7 +307,10 @@ static long download_read_file(void *opaque, uint64_t pos, char *buf, size_t max
     do
         n = pread(d->fd, buf, max, (off_t)(d->off + pos));
     while (n < 0 && errno == EINTR);
-    return n < 0 ? -1 : (long)n;
+    if (n < 0)
+        return -1;
+    metric_add(d->l->m_bytes, (double)n);
+    return (long)n;
 }
 
 struct chunk_sink {
@@ -334,8 +346,10 @@ static long download_read_store(void *opaque, uint64_t pos, char *buf, size_t ma
                  : store_get_cb(l->st, d->key, d->off + pos, max, chunk_sink_write, &k, err, sizeof(err));
     }
     links_leave(l);
-    if (rc == 0 && k.n == max)
+    if (rc == 0 && k.n == max) {
+        metric_add(l->m_bytes, (double)max);
         return (long)max;
+    }
     if (rc == 0)
         snprintf(err, sizeof(err), "the object is shorter than its HEAD said");
     metric_inc(l->m_cut);
@@ -381,31 +395,47 @@ static int download_slot_take(struct links *l, const char *client, struct http_r
     return 0;
 }
 
-/* The body of a GET or HEAD of [off, off+len): the file store's own file
- * (opened now, so a later replace does not change it), or ranged GETs of
- * the version so names.  NULL: the object cannot be opened. */
-static struct download *download_new(struct links *l, const char *key, const struct store_object *so,
-                                     uint64_t off)
+/* A GET or HEAD's body-to-be; a GET takes its slot here, before any store
+ * request, so a refused request costs the store nothing.  NULL with resp
+ * filled (429 or 503): refused. */
+static struct download *download_new(struct links *l, const struct http_request *req, struct http_response *resp)
 {
+    int head = strcmp(req->method, "HEAD") == 0;
+    if (!head && !download_slot_take(l, req->client_ip, resp))
+        return NULL;
     struct download *d = xcalloc(1, sizeof(*d));
     d->l = l;
     d->fd = -1;
-    d->off = off;
-    char *path = store_local_path(l->st, key);
-    if (path) {
-        d->fd = open(path, O_RDONLY | O_CLOEXEC);
-        free(path);
-        if (d->fd < 0) {
-            free(d);
-            return NULL;
-        }
-    } else {
-        d->key = xstrdup(key);
-        snprintf(d->version, sizeof(d->version), "%s", so->version);
-    }
-    snprintf(d->content_type, sizeof(d->content_type), "%s",
-             so->content_type[0] ? so->content_type : "application/octet-stream");
+    d->slot = !head;
+    snprintf(d->client, sizeof(d->client), "%s", req->client_ip);
     return d;
+}
+
+/* HEADs the object into so and sets where d reads it: the file store's own
+ * file, opened now and only if it is the version the HEAD saw (a put renames
+ * another file over the key: HEAD again, once), so the bytes served are
+ * those so describes; or ranged GETs of that version (S3).  0, or a negative
+ * errno with err set. */
+static int download_find(struct download *d, const char *key, struct store_object *so, char *err, size_t errlen)
+{
+    for (int tries = 0;; tries++) {
+        memset(so, 0, sizeof(*so));
+        int rc = store_head(d->l->st, key, so, err, errlen);
+        if (rc != 0)
+            return rc;
+        rc = store_open_version(d->l->st, key, so->version, err, errlen);
+        if (rc >= 0) {
+            d->fd = rc;
+            return 0;
+        }
+        if (rc == -ENOTSUP) {
+            d->key = xstrdup(key);
+            snprintf(d->version, sizeof(d->version), "%s", so->version);
+            return 0;
+        }
+        if (rc != -ESTALE || tries > 0)
+            return rc;
+    }
 }
 
 static void download_event(struct links *l, const struct http_request *req, const char *inbound_id,
@@ -456,10 +486,11 @@ static int link_token_fields(struct links *l, const char *token, char **payload,
     return 0;
 }
 
-/* The object itself, once the link is good and the object exists: 304 for
- * a matching If-None-Match, 416 or 206 for a Range, else 200, streamed. */
-static void serve_link_object(struct links *l, const struct http_request *req, struct http_response *resp,
-                              const struct link_fields *lf, const struct store_object *so)
+/* The object itself, once the link is good and d has found the object: 304
+ * for a matching If-None-Match, 416 or 206 for a Range, else 200, streamed.
+ * 1: the response owns d now; 0: the answer has no body, d is the caller's. */
+static int serve_link_object(struct links *l, const struct http_request *req, struct http_response *resp,
+                             const struct link_fields *lf, const struct store_object *so, struct download *d)
 {
     char etag[70];
     snprintf(etag, sizeof(etag), "\"%s\"", lf->sha);
@@ -471,14 +502,14 @@ static void serve_link_object(struct links *l, const struct http_request *req, s
     if (inm && strcmp(inm, etag) == 0) {
         http_response_text(resp, 304, NULL, "");
         http_response_header(resp, "ETag", etag);
-        return;
+        return 0;
     }
     if (pr < 0) {
         http_response_text(resp, 416, NULL, "range not satisfiable\n");
         snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)so->size);
         http_response_header(resp, "Content-Range", cr);
         download_event(l, req, lf->inbound_id, lf->key, lf->name, 416, 0);
-        return;
+        return 0;
     }
     if (pr == 1) {
         status = 206;
@@ -486,17 +517,9 @@ static void serve_link_object(struct links *l, const struct http_request *req, s
                  (unsigned long long)(off + len - 1), (unsigned long long)so->size);
     }
     int head = strcmp(req->method, "HEAD") == 0;
-    if (!head && !download_slot_take(l, req->client_ip, resp))
-        return;
-    struct download *d = download_new(l, lf->key, so, off);
-    if (!d) {
-        if (!head)
-            download_slot_give(l, req->client_ip);
-        http_response_text(resp, 503, NULL, "store unavailable\n");
-        return;
-    }
-    snprintf(d->client, sizeof(d->client), "%s", req->client_ip);
-    d->slot = !head;
+    d->off = off;
+    snprintf(d->content_type, sizeof(d->content_type), "%s",
+             so->content_type[0] ? so->content_type : "application/octet-stream");
     resp->status = status;
     resp->content_type = d->content_type;
     resp->stream = d->fd >= 0 ? download_read_file : download_read_store;
@@ -518,12 +541,14 @@ static void serve_link_object(struct links *l, const struct http_request *req, s
     if (status == 206)
         http_response_header(resp, "Content-Range", cr);
     metric_inc(l->m_ok);
-    metric_add(l->m_bytes, (double)len);
+    /* the bytes offered: the event is out before the client has taken any */
     download_event(l, req, lf->inbound_id, lf->key, lf->name, status, head ? 0 : len);
+    return 1;
 }
 
-/* GET or HEAD /a/<token>: verify the token, refuse a revoked link, find the
- * object, then redirect to the store (when configured) or serve it. */
+/* GET or HEAD /a/<token>: verify the token, refuse a revoked link, take a
+ * download slot, find the object, then redirect to the store (when
+ * configured) or serve it. */
 static void serve_link_token(struct links *l, const struct http_request *req, struct http_response *resp)
 {
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
@@ -545,17 +570,22 @@ static void serve_link_token(struct links *l, const struct http_request *req, st
         forbidden(l, resp);
         return;
     }
+    struct download *d = download_new(l, req, resp);
+    if (!d) {
+        free(payload);
+        return;
+    }
     struct store_object so;
     char err[256];
-    memset(&so, 0, sizeof(so));
-    int rc = store_head(l->st, lf.key, &so, err, sizeof(err));
+    int rc = download_find(d, lf.key, &so, err, sizeof(err));
     char *url = NULL;
+    int streamed = 0;
     if (rc == -ENOENT) {
         metric_inc(l->m_missing);
         download_event(l, req, lf.inbound_id, lf.key, lf.name, 404, 0);
         http_response_text(resp, 404, NULL, "not found\n");
     } else if (rc != 0) {
-        log_kv(LOG_WARN, "store head failed", "error", err, NULL);
+        log_kv(LOG_WARN, "cannot find the object in the store", "error", err, NULL);
         http_response_text(resp, 503, NULL, "store unavailable\n");
     } else if (l->redirect && (url = store_presign_get(l->st, lf.key, 60, now_ms() / 1000, err, sizeof(err)))) {
         http_response_text(resp, 302, NULL, "");
@@ -564,8 +594,10 @@ static void serve_link_token(struct links *l, const struct http_request *req, st
         download_event(l, req, lf.inbound_id, lf.key, lf.name, 302, 0);
         free(url);
     } else {
-        serve_link_object(l, req, resp, &lf, &so);
+        streamed = serve_link_object(l, req, resp, &lf, &so, d);
     }
+    if (!streamed)
+        download_free(d);
     free(payload);
 }
 
@@ -653,7 +685,8 @@ static int links_run(struct worker_env *env)
     l.m_ok = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"served\"");
     l.m_forbidden = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"forbidden\"");
     l.m_missing = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"missing\"");
-    l.m_bytes = metric_counter("mailfleet_links_bytes_total", "Attachment bytes served", NULL);
+    l.m_bytes = metric_counter("mailfleet_links_bytes_total",
+                               "Attachment bytes read into responses (a cut download counts what it got)", NULL);
     l.m_downloads = metric_gauge("mailfleet_links_downloads_inflight",
                                  "Attachment downloads holding a slot (max_downloads)", NULL);
     l.m_refused_ip = metric_counter("mailfleet_links_downloads_refused_total",
