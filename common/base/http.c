@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct route {
     char *prefix;
@@ -56,6 +57,36 @@ const char *http_query(const struct http_request *r, const char *name)
 const char *http_header(const struct http_request *r, const char *name)
 {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+struct header_join {
+    const char *name;
+    struct strbuf out;
+    int found;
+};
+
+static enum MHD_Result header_join_one(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct header_join *j = cls;
+    if (key && value && strcasecmp(key, j->name) == 0) {
+        if (j->found)
+            strbuf_append(&j->out, ", ");
+        strbuf_append(&j->out, value);
+        j->found = 1;
+    }
+    return MHD_YES;
+}
+
+char *http_header_joined(const struct http_request *r, const char *name)
+{
+    struct header_join j = { name, { 0 }, 0 };
+    strbuf_init(&j.out);
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, header_join_one, &j);
+    if (!j.found) {
+        strbuf_free(&j.out);
+        return NULL;
+    }
+    return strbuf_detach(&j.out, NULL);
 }
 
 void http_response_header(struct http_response *resp, const char *name, const char *value)
@@ -158,7 +189,10 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_re
         sc->opaque = resp->stream_opaque;
         r = MHD_create_response_from_callback(resp->stream_size == UINT64_MAX ? MHD_SIZE_UNKNOWN
                                                                                 : resp->stream_size,
-                                              64 * 1024, stream_reader, sc, stream_free);
+                                              resp->stream_block ? resp->stream_block : 64 * 1024,
+                                              stream_reader, sc, stream_free);
+        if (!r)
+            stream_free(sc);   /* MHD frees it only once it has taken it */
     } else {
         r = MHD_create_response_from_buffer(resp->body_len, resp->body ? resp->body : (char *)"",
                                             resp->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);

@@ -30,16 +30,24 @@ struct http_response {
     /* extra headers, name/value pairs, malloc'd strings, taken by the server */
     char *headers[16];
     size_t n_headers;
-    /* streaming instead of body: called until it returns 0 (end) or <0 (error) */
+    /* streaming instead of body: called until it returns 0 (end) or <0 (error),
+     * only when the client's socket can take more, with buf one buffer of
+     * stream_block bytes (0: 64 KiB) per response; stream_free runs once the
+     * response is done with, sent or not (client gone, timed out) */
     long (*stream)(void *opaque, uint64_t pos, char *buf, size_t max);
     void (*stream_free)(void *opaque);
     void *stream_opaque;
     uint64_t stream_size;        /* total length, or UINT64_MAX when unknown */
+    size_t stream_block;
 };
 
 /* Query argument or request header lookup (valid during the handler). */
 const char *http_query(const struct http_request *r, const char *name);
 const char *http_header(const struct http_request *r, const char *name);
+/* Every line of a request header joined with ", " (RFC 9110 5.3: the same
+ * list), malloc'd, or NULL when absent: for lists a proxy may append a line
+ * to (X-Forwarded-For), where http_header would give only the first. */
+char *http_header_joined(const struct http_request *r, const char *name);
 void http_response_header(struct http_response *resp, const char *name, const char *value);
 void http_response_text(struct http_response *resp, int status, const char *ctype, const char *body);
 

@@ -217,7 +217,18 @@ int store_get_cb(struct store *s, const char *key, uint64_t off, uint64_t len,
         return store_err(err, errlen, -EINVAL, "store: no callback");
     if (len && off + len < off)
         return store_err(err, errlen, -EINVAL, "store: range overflows");
-    return s->ops->get(s, key, off, len, cb, opaque, err, errlen);
+    return s->ops->get(s, key, NULL, off, len, cb, opaque, err, errlen);
+}
+
+int store_get_version(struct store *s, const char *key, const char *version, uint64_t off, uint64_t len,
+                      store_write_cb cb, void *opaque, char *err, size_t errlen)
+{
+    CHECK_KEY(key);
+    if (!cb || !version || !*version)
+        return store_err(err, errlen, -EINVAL, "store: no callback or no version");
+    if (len && off + len < off)
+        return store_err(err, errlen, -EINVAL, "store: range overflows");
+    return s->ops->get(s, key, version, off, len, cb, opaque, err, errlen);
 }
 
 int store_head(struct store *s, const char *key, struct store_object *out, char *err, size_t errlen)
@@ -272,4 +283,14 @@ char *store_local_path(struct store *s, const char *key)
     if (!s || !store_key_valid(key) || !s->ops->local_path)
         return NULL;
     return s->ops->local_path(s, key);
+}
+
+int store_open_version(struct store *s, const char *key, const char *version, char *err, size_t errlen)
+{
+    CHECK_KEY(key);
+    if (!version || !*version)
+        return store_err(err, errlen, -EINVAL, "store: no version");
+    if (!s->ops->open_version)
+        return store_err(err, errlen, -ENOTSUP, "store: this backend has no local files");
+    return s->ops->open_version(s, key, version, err, errlen);
 }

@@ -29,6 +29,8 @@ struct store_object {
     char sha256[65];           /* hex, filled by put */
     char content_type[128];    /* filled by head/put */
     int64_t mtime_ms;          /* filled by head/list */
+    char version[128];         /* filled by head: differs once the key holds another
+                                  object (S3: the ETag; file: inode, size, mtime) */
 };
 
 struct store *store_open(const char *uri, const struct store_options *opt, char *err, size_t errlen);
@@ -47,6 +49,12 @@ typedef int (*store_write_cb)(void *opaque, const void *buf, size_t len);
 int store_get_fd(struct store *s, const char *key, int fd, char *err, size_t errlen);
 int store_get_cb(struct store *s, const char *key, uint64_t off, uint64_t len,
                  store_write_cb cb, void *opaque, char *err, size_t errlen);
+/* store_get_cb of one version of the object (store_object.version from
+ * store_head), for reading it in pieces: -ESTALE, before any byte reaches cb,
+ * once the key holds another object.  s3: a piece (len > 0) gets 15 s per MiB
+ * in all, else -ETIMEDOUT, so a stalled store cannot hold the caller long. */
+int store_get_version(struct store *s, const char *key, const char *version, uint64_t off, uint64_t len,
+                      store_write_cb cb, void *opaque, char *err, size_t errlen);
 int store_head(struct store *s, const char *key, struct store_object *out, char *err, size_t errlen);
 int store_delete(struct store *s, const char *key, char *err, size_t errlen);
 
@@ -74,5 +82,10 @@ int store_sync(struct store *s, char *err, size_t errlen);
 /* file: only — the path of a key, so a reader can open it seekably (GMime).
  * Returns malloc'd path, or NULL for s3 stores / bad keys. */
 char *store_local_path(struct store *s, const char *key);
+
+/* file: only — a read-only descriptor of that version of the object
+ * (store_object.version from store_head), so what it reads is what the head
+ * described: -ESTALE once the key holds another object, -ENOTSUP for s3. */
+int store_open_version(struct store *s, const char *key, const char *version, char *err, size_t errlen);
 
 #endif

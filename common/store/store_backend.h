@@ -19,8 +19,9 @@ struct store_src {
 struct store_ops {
     int (*put)(struct store *s, const char *key, const struct store_src *src, const char *content_type,
                struct store_object *out, char *err, size_t errlen);
-    int (*get)(struct store *s, const char *key, uint64_t off, uint64_t len, store_write_cb cb,
-               void *opaque, char *err, size_t errlen);
+    /* version: NULL for any, else -ESTALE unless the object has it */
+    int (*get)(struct store *s, const char *key, const char *version, uint64_t off, uint64_t len,
+               store_write_cb cb, void *opaque, char *err, size_t errlen);
     int (*head)(struct store *s, const char *key, struct store_object *out, char *err, size_t errlen);
     int (*del)(struct store *s, const char *key, char *err, size_t errlen);
     int (*list)(struct store *s, const char *prefix, store_list_cb cb, void *opaque, char *err,
@@ -29,6 +30,7 @@ struct store_ops {
                          size_t errlen);
     char *(*local_path)(struct store *s, const char *key);
     int (*sync)(struct store *s, char *err, size_t errlen);   /* NULL: nothing to do */
+    int (*open_version)(struct store *s, const char *key, const char *version, char *err, size_t errlen);
     void (*close)(struct store *s);
 };
 

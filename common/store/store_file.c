@@ -173,6 +173,14 @@ static int64_t mtime_ms(const struct stat *st)
     return (int64_t)st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
 }
 
+/* store_object.version: a put renames a new file over the key, so the inode
+ * changes; size and mtime catch a foreign writer that rewrites in place. */
+static void file_version(const struct stat *st, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%llx-%llx-%llx.%lx", (unsigned long long)st->st_ino, (unsigned long long)st->st_size,
+             (unsigned long long)st->st_mtim.tv_sec, (unsigned long)st->st_mtim.tv_nsec);
+}
+
 /* The temp file a put writes into, in dir.  Directories usually exist
  * already: try the temp file first and make the parents only when it says
  * ENOENT, which keeps a put to an existing directory at one create, one
@@ -349,11 +357,30 @@ static int open_object(struct file_store *f, const char *key, struct stat *st, c
     return fd;
 }
 
-static int file_get(struct store *s, const char *key, uint64_t off, uint64_t len, store_write_cb cb,
-                    void *opaque, char *err, size_t errlen)
+/* open_object of that version only (NULL: any): -ESTALE once a put renamed
+ * another file over the key.  The descriptor keeps reading the file that was
+ * checked, whatever happens to the key afterwards. */
+static int open_version(struct file_store *f, const char *key, const char *version, struct stat *st, char *err,
+                        size_t errlen)
+{
+    int fd = open_object(f, key, st, err, errlen);
+
+    if (fd < 0 || !version)
+        return fd;
+    char v[sizeof(((struct store_object *)0)->version)];
+    file_version(st, v, sizeof(v));
+    if (strcmp(v, version) != 0) {
+        close(fd);
+        return store_err(err, errlen, -ESTALE, "store: '%s' was replaced", key);
+    }
+    return fd;
+}
+
+static int file_get(struct store *s, const char *key, const char *version, uint64_t off, uint64_t len,
+                    store_write_cb cb, void *opaque, char *err, size_t errlen)
 {
     struct stat st;
-    int fd = open_object(fs_of(s), key, &st, err, errlen);
+    int fd = open_version(fs_of(s), key, version, &st, err, errlen);
     int rc = 0;
 
     if (fd < 0)
@@ -400,6 +427,7 @@ static int file_head(struct store *s, const char *key, struct store_object *out,
         return fd;
     out->size = (uint64_t)st.st_size;
     out->mtime_ms = mtime_ms(&st);
+    file_version(&st, out->version, sizeof(out->version));
     {
         char *path = join(f->root, key);
         content_type_read(f, path, out->content_type, sizeof(out->content_type));
@@ -553,6 +581,13 @@ static int file_sync(struct store *s, char *err, size_t errlen)
     return 0;
 }
 
+static int file_open_version(struct store *s, const char *key, const char *version, char *err, size_t errlen)
+{
+    struct stat st;
+
+    return open_version(fs_of(s), key, version, &st, err, errlen);
+}
+
 static void file_close(struct store *s)
 {
     struct file_store *f = fs_of(s);
@@ -571,6 +606,7 @@ static const struct store_ops file_ops = {
     .presign_get = NULL,
     .local_path = file_local_path,
     .sync = file_sync,
+    .open_version = file_open_version,
     .close = file_close,
 };
 

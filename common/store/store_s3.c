@@ -43,6 +43,12 @@
 #define IO_CHUNK      (64 * 1024)
 #define ERR_BODY_MAX  (64 * 1024)          /* an S3 error document is tiny */
 #define LIST_BODY_MAX (16 * 1024 * 1024)   /* 1000 keys of 1 KB plus markup */
+/* store_get_version reads a piece while its caller (a links download) holds
+ * a thread that serves other clients too: each MiB asked for must arrive
+ * within this, about 70 KiB/s, or the read fails -ETIMEDOUT, so a stalled
+ * store cuts that download instead of freezing the thread for the 60 s the
+ * low-speed check allows. */
+#define PIECE_MS_PER_MIB 15000
 
 struct s3_store {
     struct store base;
@@ -122,6 +128,10 @@ struct s3_req {
     uint64_t range_off, range_len;    /* range_len 0: to the end */
     uint64_t delivered;
     int range_bad;
+    /* store_get_version: nothing is passed on unless the ETag is this one */
+    const char *version;
+    int stale;
+    long timeout_ms;            /* the whole request; 0: none (only the low-speed check) */
     int have_content_range;
     uint64_t content_range_start;
     struct strbuf body;
@@ -132,6 +142,7 @@ struct s3_req {
     uint64_t content_length;
     int have_length;
     char content_type_out[128];
+    char etag_out[128];
     int64_t last_modified_ms;
 };
 
@@ -181,6 +192,10 @@ static size_t on_write(char *buf, size_t size, size_t nmemb, void *ud)
     size_t n = size * nmemb;
 
     if (r->status >= 200 && r->status < 300 && r->cb) {
+        if (r->version && strcmp(r->etag_out, r->version) != 0) {
+            r->stale = 1;   /* the key holds another object now: pass on none of it */
+            return 0;
+        }
         if (r->ranged) {
             if (r->status != 206 || !r->have_content_range || r->content_range_start != r->range_off) {
                 r->range_bad = 1;
@@ -242,6 +257,7 @@ static size_t on_header(char *buf, size_t size, size_t nmemb, void *ud)
         r->status = sp ? strtol(sp + 1, NULL, 10) : 0;
         r->have_length = 0;
         r->content_type_out[0] = '\0';
+        r->etag_out[0] = '\0';
         r->last_modified_ms = 0;
         r->have_content_range = 0;
         return n;
@@ -264,6 +280,8 @@ static size_t on_header(char *buf, size_t size, size_t nmemb, void *ud)
             r->content_range_start = a;
             r->have_content_range = 1;
         }
+    } else if (strcasecmp(line, "ETag") == 0) {
+        snprintf(r->etag_out, sizeof(r->etag_out), "%s", v);
     } else if (strcasecmp(line, "Last-Modified") == 0) {
         r->last_modified_ms = parse_http_date(v);
     }
@@ -472,9 +490,12 @@ static void handle_setup(CURL *h, struct s3_req *r, const char *url, struct curl
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_err);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
-    /* no overall timeout (objects can be large); a stalled transfer fails */
+    /* no overall timeout unless the request sets one (objects can be large);
+     * a stalled transfer fails */
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
+    if (r->timeout_ms > 0)
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, r->timeout_ms);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
@@ -501,6 +522,9 @@ static int request_result(struct s3_req *r, CURLcode cc, const char *curl_err, c
     if (r->range_bad)
         return store_err(err, errlen, -EIO, "store: s3 %s: HTTP %ld without the Content-Range asked for", r->op,
                          r->status);
+    if (r->stale)
+        return store_err(err, errlen, -ESTALE, "store: s3 %s: the object was replaced (ETag %s)", r->op,
+                         r->etag_out);
     if (r->cb_stopped)
         return store_err(err, errlen, -ECANCELED, "store: s3 %s stopped by the reader", r->op);
     if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && r->body_overflow)) {
@@ -674,8 +698,8 @@ static int s3_put(struct store *st, const char *key, const struct store_src *src
     return rc;
 }
 
-static int s3_get(struct store *st, const char *key, uint64_t off, uint64_t len, store_write_cb cb,
-                  void *opaque, char *err, size_t errlen)
+static int s3_get(struct store *st, const char *key, const char *version, uint64_t off, uint64_t len,
+                  store_write_cb cb, void *opaque, char *err, size_t errlen)
 {
     struct s3_store *s = s3_of(st);
     struct s3_req r;
@@ -685,6 +709,9 @@ static int s3_get(struct store *st, const char *key, uint64_t off, uint64_t len,
     req_init(&r, "GET", op, fk);
     r.cb = cb;
     r.opaque = opaque;
+    r.version = version;
+    if (version && len)
+        r.timeout_ms = PIECE_MS_PER_MIB * (long)((len + (1 << 20) - 1) >> 20);
     r.ranged = off || len;
     r.range_off = off;
     r.range_len = len;
@@ -716,6 +743,7 @@ static int s3_head(struct store *st, const char *key, struct store_object *out, 
         out->mtime_ms = r.last_modified_ms;
         snprintf(out->content_type, sizeof(out->content_type), "%s",
                  r.content_type_out[0] ? r.content_type_out : STORE_DEFAULT_CONTENT_TYPE);
+        snprintf(out->version, sizeof(out->version), "%s", r.etag_out);
     } else if (rc == -ENOENT) {
         store_err(err, errlen, -ENOENT, "store: no object '%s'", key);
     }
@@ -892,6 +920,7 @@ static const struct store_ops s3_ops = {
     .list = s3_list,
     .presign_get = s3_presign_get,
     .local_path = NULL,
+    .open_version = NULL,
     .close = s3_close,
 };
 

@@ -365,6 +365,63 @@ static void test_get_cb_stop(void **state)
     assert_int_equal(store_get_cb(f->s, "s", 0, 0, stop_now, NULL, err, sizeof(err)), -ECANCELED);
 }
 
+/* store_get_version: the version head saw reads on; once the key holds
+ * another object (a put renames a new file over it) it is -ESTALE and the
+ * callback sees nothing. */
+static void test_get_version(void **state)
+{
+    struct fixture *f = *state;
+    struct store_object o, o2;
+    struct strbuf b;
+    char err[256];
+
+    assert_int_equal(store_put_buf(f->s, "v", "first", 5, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(store_head(f->s, "v", &o, err, sizeof(err)), 0);
+    assert_true(o.version[0] != '\0');
+    strbuf_init(&b);
+    assert_int_equal(store_get_version(f->s, "v", o.version, 1, 3, collect, &b, err, sizeof(err)), 0);
+    assert_int_equal(b.len, 3);
+    assert_memory_equal(b.data, "irs", 3);
+    assert_int_equal(store_put_buf(f->s, "v", "other", 5, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(store_head(f->s, "v", &o2, err, sizeof(err)), 0);
+    assert_string_not_equal(o.version, o2.version);
+    strbuf_reset(&b);
+    assert_int_equal(store_get_version(f->s, "v", o.version, 0, 0, collect, &b, err, sizeof(err)), -ESTALE);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(store_get_version(f->s, "v", o2.version, 0, 0, collect, &b, err, sizeof(err)), 0);
+    assert_int_equal(b.len, 5);
+    assert_int_equal(store_get_version(f->s, "v", "", 0, 0, collect, &b, err, sizeof(err)), -EINVAL);
+    strbuf_free(&b);
+}
+
+/* store_open_version: the descriptor of the file head saw, which keeps
+ * reading those bytes after a put replaced the key; once it has, opening
+ * that version again is -ESTALE. */
+static void test_open_version(void **state)
+{
+    struct fixture *f = *state;
+    struct store_object o, o2;
+    char err[256], buf[16];
+
+    assert_int_equal(store_put_buf(f->s, "v", "first", 5, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(store_head(f->s, "v", &o, err, sizeof(err)), 0);
+    int fd = store_open_version(f->s, "v", o.version, err, sizeof(err));
+    assert_true(fd >= 0);
+    assert_int_equal(store_put_buf(f->s, "v", "second", 6, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(pread(fd, buf, sizeof(buf), 0), 5);
+    assert_memory_equal(buf, "first", 5);
+    close(fd);
+    assert_int_equal(store_open_version(f->s, "v", o.version, err, sizeof(err)), -ESTALE);
+    assert_int_equal(store_head(f->s, "v", &o2, err, sizeof(err)), 0);
+    fd = store_open_version(f->s, "v", o2.version, err, sizeof(err));
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, sizeof(buf), 0), 6);
+    close(fd);
+    assert_int_equal(store_open_version(f->s, "gone", o2.version, err, sizeof(err)), -ENOENT);
+    assert_int_equal(store_open_version(f->s, "v", "", err, sizeof(err)), -EINVAL);
+    assert_int_equal(store_open_version(f->s, "../v", o2.version, err, sizeof(err)), -EINVAL);
+}
+
 static void test_sidecar_content_type(void **state)
 {
     struct fixture *f = *state;
@@ -504,6 +561,7 @@ static void test_open_errors_and_s3_offline(void **state)
     assert_null(store_presign_get(s, "test.txt", 0, 1369353600, err, sizeof(err)));
     assert_null(store_presign_get(s, "../x", 60, 1369353600, err, sizeof(err)));
     assert_null(store_local_path(s, "test.txt"));
+    assert_int_equal(store_open_version(s, "test.txt", "\"etag\"", err, sizeof(err)), -ENOTSUP);
     store_close(s);
 
     /* path style, a prefix, a non-default port and the default port dropped */
@@ -562,6 +620,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_sorted_and_hides_internal_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_fd_pipe_and_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_cb_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_get_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sidecar_content_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_in_the_way, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_put_leaves_nothing, setup, teardown),

@@ -11,16 +11,42 @@
  * single byte-range support (206 / 416).  With an S3 store and
  * redirect = true it answers 302 to a 60-second pre-signed URL instead.
  *
+ * Streaming: MHD's few threads serve every connection, and call a body's
+ * reader only when the client's socket takes more, so a slow reader costs a
+ * buffer, never a thread.  A file-store object is pread from its own
+ * descriptor, opened only if it is the version the HEAD saw (else one more
+ * HEAD), so its bytes always match the Content-Length and ETag sent.  An S3
+ * object is read by ranged GETs of at most 1 MiB straight into the
+ * response's one buffer, each when the client has taken the last: no temp
+ * file, memory bounded per download, and each GET only passes on the object
+ * version (ETag) the HEAD saw, so a replaced object ends the connection
+ * short of Content-Length instead of splicing two files.  (A fetch does
+ * hold its thread for one GET: a ranged GET per MiB keeps that short, the
+ * store gives it 15 s at most, after which the download is cut, and
+ * max_downloads bounds how many there are.)
+ *
+ * Limits: a GET holds one of max_downloads slots per process and one of
+ * max_downloads_per_ip per client (links_limits: behind trusted_proxies the
+ * client is taken from X-Forwarded-For) from just after the token and
+ * revocation checks, before any store request, so a refusal costs the store
+ * nothing, until MHD frees the response (sent or abandoned), or at once
+ * when the answer has no body.  Over the client's share: 429, it is that
+ * client's doing; process full: 503, a retry elsewhere or later will do;
+ * both with Retry-After.  HEAD takes none.
+ *
  * Revocations: a background thread reads the compacted
  * mailfleet.revocations from the start (group-less, so every links process
  * sees every record) into an LMDB copy, keyed by SHA-256 of the target, and
  * keeps following it; /readyz holds until the first full pass, and until
  * then requests get 503 (fail closed).  Each answered request with a valid
- * token becomes a Download event on mailfleet.events.
+ * token becomes a Download event on mailfleet.events, published when the
+ * answer starts: its bytes are those the response offers (Content-Length),
+ * not what the client took; a download cut later counts in
+ * mailfleet_links_downloads_cut_total.  mailfleet_links_bytes_total counts
+ * the bytes actually read into responses.
  *
  * Writes only the LMDB copy and the events topic; reads the store. */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -36,11 +62,11 @@
 #include "http.h"
 #include "digest.h"
 #include "event_record.h"
-#include "fsutil.h"
 #include "ids.h"
 #include "jsonx.h"
 #include "kv.h"
 #include "links.h"
+#include "links_limits.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -56,6 +82,16 @@ const struct config_key links_config_keys[] = {
     { "links", "redirect", CONFIG_BOOL, "false",
       "S3 store: answer 302 to a 60 s pre-signed URL instead of streaming" },
     { "links", "revocation_poll", CONFIG_DURATION, "250ms", "how often mailfleet.revocations is read" },
+    /* 64 x (1 MiB S3 buffer + MHD and socket state) stays well inside the
+     * pod's 256 Mi next to the process itself (~40 Mi) */
+    { "links", "max_downloads", CONFIG_INT, "64",
+      "attachment downloads at once per process, each holding up to 1 MiB; over it 503 (0: no limit)" },
+    /* enough for an office behind one NAT address or a download manager's
+     * parallel ranges; one address holds at most an eighth of the process */
+    { "links", "max_downloads_per_ip", CONFIG_INT, "8",
+      "downloads at once per client address (IPv6: per /64); over it 429 (0: no limit)" },
+    { "links", "trusted_proxies", CONFIG_LIST, "",
+      "peers (addresses or CIDRs, e.g. the ingress pods) whose X-Forwarded-For names the client" },
     CONFIG_KEYS_END
 };
 
@@ -64,14 +100,31 @@ struct links {
     struct store *st;
     struct kv *kv;
     struct bus *bus;
+    struct links_limits *limits;   /* never freed: MHD gives a slot back when it frees a
+                                      response, which can be after the worker returned */
     int redirect;
     int64_t poll_ms;
     atomic_int loaded;
-    atomic_int inflight;      /* handlers running; shutdown waits for 0 */
+    atomic_int inflight;      /* handlers and store reads running; shutdown waits for 0 */
     stop_flag_t *stop;
     pthread_t reader;
     struct metric *m_ok, *m_forbidden, *m_missing, *m_bytes;
+    struct metric *m_downloads, *m_refused_ip, *m_refused_total, *m_cut;
 };
+
+/* A request handler or a body's store read counts itself in inflight
+ * before it reads `loaded`, so shutdown (loaded = 0, then wait for
+ * inflight == 0) never closes what one still uses.  1: go on. */
+static int links_enter(struct links *l)
+{
+    atomic_fetch_add(&l->inflight, 1);
+    return atomic_load(&l->loaded);
+}
+
+static void links_leave(struct links *l)
+{
+    atomic_fetch_sub(&l->inflight, 1);
+}
 
 /* --- revocation copy ------------------------------------------------- */
 
@@ -229,58 +282,160 @@ void links_content_disposition(const char *name, struct strbuf *out)
     }
 }
 
-struct file_stream {
-    int fd;
-    uint64_t off;
+#define DOWNLOAD_CHUNK   (1024 * 1024)   /* one ranged GET, and the response's buffer */
+#define RETRY_AFTER      "10"
+#define REFUSAL_LOG_MS   60000
+
+/* One request's body, from its handler until MHD frees the response (sent,
+ * client gone or timed out) or, when the answer has no body, until the
+ * handler ends; freeing it gives its slot back. */
+struct download {
+    struct links *l;
+    int fd;                   /* file store: pread from here; -1: ranged store GETs */
+    uint64_t off;             /* where the body starts in the object */
+    char *key;
+    char version[sizeof(((struct store_object *)0)->version)];
+    char client[LINKS_CLIENT_LEN];
+    int slot;                 /* holds a links_limits slot (a GET, not a HEAD) */
     char content_type[128];   /* lives as long as the response */
 };
 
-static long file_stream_read(void *opaque, uint64_t pos, char *buf, size_t max)
+static long download_read_file(void *opaque, uint64_t pos, char *buf, size_t max)
 {
-    struct file_stream *fs = opaque;
+    struct download *d = opaque;
     ssize_t n;
     do
-        n = pread(fs->fd, buf, max, (off_t)(fs->off + pos));
+        n = pread(d->fd, buf, max, (off_t)(d->off + pos));
     while (n < 0 && errno == EINTR);
-    return n < 0 ? -1 : (long)n;
-}
-
-static void file_stream_free(void *opaque)
-{
-    struct file_stream *fs = opaque;
-    close(fs->fd);
-    free(fs);
-}
-
-static int fd_write_cb(void *opaque, const void *buf, size_t len)
-{
-    return fs_write_all(*(int *)opaque, buf, len) < 0 ? -1 : 0;
-}
-
-/* The object (or its range) as a descriptor to pread from: the file
- * store's own file, or for S3 the range fetched into an unlinked temp
- * file.  *base is where the range starts in that descriptor. */
-static int open_object(struct links *l, const char *key, uint64_t off, uint64_t len, uint64_t *base)
-{
-    char *path = store_local_path(l->st, key);
-    if (path) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        free(path);
-        *base = off;
-        return fd;
-    }
-    char tmpl[] = "/tmp/mf-link-XXXXXX";
-    int fd = mkstemp(tmpl);
-    if (fd < 0)
+    if (n < 0)
         return -1;
-    unlink(tmpl);
-    char err[256];
-    if (store_get_cb(l->st, key, off, len, fd_write_cb, &fd, err, sizeof(err)) != 0) {
-        close(fd);
-        return -1;
+    metric_add(d->l->m_bytes, (double)n);
+    return (long)n;
+}
+
+struct chunk_sink {
+    char *buf;
+    size_t max, n;
+};
+
+static int chunk_sink_write(void *opaque, const void *buf, size_t len)
+{
+    struct chunk_sink *k = opaque;
+    if (len > k->max - k->n)
+        return 1;   /* more than the range asked for */
+    memcpy(k->buf + k->n, buf, len);
+    k->n += len;
+    return 0;
+}
+
+/* MHD calls this once the client has taken everything before pos, with its
+ * buffer (DOWNLOAD_CHUNK bytes, or less at the end): one ranged GET fills
+ * it.  Anything short of a full chunk of the same version ends the
+ * connection, so the client sees a cut download, never a spliced one. */
+static long download_read_store(void *opaque, uint64_t pos, char *buf, size_t max)
+{
+    struct download *d = opaque;
+    struct links *l = d->l;
+    struct chunk_sink k = { buf, max, 0 };
+    char err[256] = "the gateway is stopping";
+    int rc = -ESHUTDOWN;
+    if (links_enter(l)) {
+        rc = d->version[0]
+                 ? store_get_version(l->st, d->key, d->version, d->off + pos, max, chunk_sink_write, &k, err,
+                                     sizeof(err))
+                 : store_get_cb(l->st, d->key, d->off + pos, max, chunk_sink_write, &k, err, sizeof(err));
     }
-    *base = 0;
-    return fd;
+    links_leave(l);
+    if (rc == 0 && k.n == max) {
+        metric_add(l->m_bytes, (double)max);
+        return (long)max;
+    }
+    if (rc == 0)
+        snprintf(err, sizeof(err), "the object is shorter than its HEAD said");
+    metric_inc(l->m_cut);
+    log_kv(LOG_WARN, "download cut short", "key", d->key, "error", err, NULL);
+    return -1;
+}
+
+static void download_slot_give(struct links *l, const char *client)
+{
+    links_limits_release(l->limits, client);
+    metric_add(l->m_downloads, -1);
+}
+
+static void download_free(void *opaque)
+{
+    struct download *d = opaque;
+    if (d->fd >= 0)
+        close(d->fd);
+    if (d->slot)
+        download_slot_give(d->l, d->client);
+    free(d->key);
+    free(d);
+}
+
+/* 1 with a slot taken for client; 0 with resp filled: 429 when the client
+ * holds its share already, 503 when the process is full (not the client's
+ * doing: another replica or a later try will do). */
+static int download_slot_take(struct links *l, const char *client, struct http_response *resp)
+{
+    enum links_slot s = links_limits_take(l->limits, client);
+    if (s == LINKS_SLOT_TAKEN) {
+        metric_add(l->m_downloads, 1);
+        return 1;
+    }
+    int mine = s == LINKS_SLOT_CLIENT_FULL;
+    metric_inc(mine ? l->m_refused_ip : l->m_refused_total);
+    if (links_limits_log_refusal(l->limits, client, now_ms(), REFUSAL_LOG_MS))
+        log_kv(LOG_WARN, "download refused (logged once a minute per client)", "client", client, "limit",
+               mine ? "max_downloads_per_ip" : "max_downloads", NULL);
+    http_response_text(resp, mine ? 429 : 503, NULL,
+                       mine ? "too many downloads from your address at once\n" : "too many downloads at once\n");
+    http_response_header(resp, "Retry-After", RETRY_AFTER);
+    return 0;
+}
+
+/* A GET or HEAD's body-to-be; a GET takes its slot here, before any store
+ * request, so a refused request costs the store nothing.  NULL with resp
+ * filled (429 or 503): refused. */
+static struct download *download_new(struct links *l, const struct http_request *req, struct http_response *resp)
+{
+    int head = strcmp(req->method, "HEAD") == 0;
+    if (!head && !download_slot_take(l, req->client_ip, resp))
+        return NULL;
+    struct download *d = xcalloc(1, sizeof(*d));
+    d->l = l;
+    d->fd = -1;
+    d->slot = !head;
+    snprintf(d->client, sizeof(d->client), "%s", req->client_ip);
+    return d;
+}
+
+/* HEADs the object into so and sets where d reads it: the file store's own
+ * file, opened now and only if it is the version the HEAD saw (a put renames
+ * another file over the key: HEAD again, once), so the bytes served are
+ * those so describes; or ranged GETs of that version (S3).  0, or a negative
+ * errno with err set. */
+static int download_find(struct download *d, const char *key, struct store_object *so, char *err, size_t errlen)
+{
+    for (int tries = 0;; tries++) {
+        memset(so, 0, sizeof(*so));
+        int rc = store_head(d->l->st, key, so, err, errlen);
+        if (rc != 0)
+            return rc;
+        rc = store_open_version(d->l->st, key, so->version, err, errlen);
+        if (rc >= 0) {
+            d->fd = rc;
+            return 0;
+        }
+        if (rc == -ENOTSUP) {
+            d->key = xstrdup(key);
+            snprintf(d->version, sizeof(d->version), "%s", so->version);
+            return 0;
+        }
+        if (rc != -ESTALE || tries > 0)
+            return rc;
+    }
 }
 
 static void download_event(struct links *l, const struct http_request *req, const char *inbound_id,
@@ -331,10 +486,11 @@ static int link_token_fields(struct links *l, const char *token, char **payload,
     return 0;
 }
 
-/* The object itself, once the link is good and the object exists: 304 for
- * a matching If-None-Match, 416 or 206 for a Range, else 200, streamed. */
-static void serve_link_object(struct links *l, const struct http_request *req, struct http_response *resp,
-                              const struct link_fields *lf, const struct store_object *so)
+/* The object itself, once the link is good and d has found the object: 304
+ * for a matching If-None-Match, 416 or 206 for a Range, else 200, streamed.
+ * 1: the response owns d now; 0: the answer has no body, d is the caller's. */
+static int serve_link_object(struct links *l, const struct http_request *req, struct http_response *resp,
+                             const struct link_fields *lf, const struct store_object *so, struct download *d)
 {
     char etag[70];
     snprintf(etag, sizeof(etag), "\"%s\"", lf->sha);
@@ -346,37 +502,32 @@ static void serve_link_object(struct links *l, const struct http_request *req, s
     if (inm && strcmp(inm, etag) == 0) {
         http_response_text(resp, 304, NULL, "");
         http_response_header(resp, "ETag", etag);
-        return;
+        return 0;
     }
     if (pr < 0) {
         http_response_text(resp, 416, NULL, "range not satisfiable\n");
         snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)so->size);
         http_response_header(resp, "Content-Range", cr);
         download_event(l, req, lf->inbound_id, lf->key, lf->name, 416, 0);
-        return;
+        return 0;
     }
     if (pr == 1) {
         status = 206;
         snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)off,
                  (unsigned long long)(off + len - 1), (unsigned long long)so->size);
     }
-    uint64_t base = 0;
-    int fd = open_object(l, lf->key, off, len, &base);
-    if (fd < 0) {
-        http_response_text(resp, 503, NULL, "store unavailable\n");
-        return;
-    }
-    struct file_stream *fs = xmalloc(sizeof(*fs));
-    fs->fd = fd;
-    fs->off = base;
-    snprintf(fs->content_type, sizeof(fs->content_type), "%s",
+    int head = strcmp(req->method, "HEAD") == 0;
+    d->off = off;
+    snprintf(d->content_type, sizeof(d->content_type), "%s",
              so->content_type[0] ? so->content_type : "application/octet-stream");
     resp->status = status;
-    resp->content_type = fs->content_type;
-    resp->stream = file_stream_read;
-    resp->stream_free = file_stream_free;
-    resp->stream_opaque = fs;
+    resp->content_type = d->content_type;
+    resp->stream = d->fd >= 0 ? download_read_file : download_read_store;
+    resp->stream_free = download_free;
+    resp->stream_opaque = d;
     resp->stream_size = len;
+    if (d->fd < 0 && !head)
+        resp->stream_block = len < DOWNLOAD_CHUNK ? (size_t)len : DOWNLOAD_CHUNK;
     struct strbuf cd;
     strbuf_init(&cd);
     links_content_disposition(lf->name, &cd);
@@ -390,13 +541,14 @@ static void serve_link_object(struct links *l, const struct http_request *req, s
     if (status == 206)
         http_response_header(resp, "Content-Range", cr);
     metric_inc(l->m_ok);
-    metric_add(l->m_bytes, (double)len);
-    download_event(l, req, lf->inbound_id, lf->key, lf->name, status,
-                   strcmp(req->method, "HEAD") == 0 ? 0 : len);
+    /* the bytes offered: the event is out before the client has taken any */
+    download_event(l, req, lf->inbound_id, lf->key, lf->name, status, head ? 0 : len);
+    return 1;
 }
 
-/* GET or HEAD /a/<token>: verify the token, refuse a revoked link, find the
- * object, then redirect to the store (when configured) or serve it. */
+/* GET or HEAD /a/<token>: verify the token, refuse a revoked link, take a
+ * download slot, find the object, then redirect to the store (when
+ * configured) or serve it. */
 static void serve_link_token(struct links *l, const struct http_request *req, struct http_response *resp)
 {
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
@@ -418,17 +570,22 @@ static void serve_link_token(struct links *l, const struct http_request *req, st
         forbidden(l, resp);
         return;
     }
+    struct download *d = download_new(l, req, resp);
+    if (!d) {
+        free(payload);
+        return;
+    }
     struct store_object so;
     char err[256];
-    memset(&so, 0, sizeof(so));
-    int rc = store_head(l->st, lf.key, &so, err, sizeof(err));
+    int rc = download_find(d, lf.key, &so, err, sizeof(err));
     char *url = NULL;
+    int streamed = 0;
     if (rc == -ENOENT) {
         metric_inc(l->m_missing);
         download_event(l, req, lf.inbound_id, lf.key, lf.name, 404, 0);
         http_response_text(resp, 404, NULL, "not found\n");
     } else if (rc != 0) {
-        log_kv(LOG_WARN, "store head failed", "error", err, NULL);
+        log_kv(LOG_WARN, "cannot find the object in the store", "error", err, NULL);
         http_response_text(resp, 503, NULL, "store unavailable\n");
     } else if (l->redirect && (url = store_presign_get(l->st, lf.key, 60, now_ms() / 1000, err, sizeof(err)))) {
         http_response_text(resp, 302, NULL, "");
@@ -437,22 +594,30 @@ static void serve_link_token(struct links *l, const struct http_request *req, st
         download_event(l, req, lf.inbound_id, lf.key, lf.name, 302, 0);
         free(url);
     } else {
-        serve_link_object(l, req, resp, &lf, &so);
+        streamed = serve_link_object(l, req, resp, &lf, &so, d);
     }
+    if (!streamed)
+        download_free(d);
     free(payload);
 }
 
-/* Counted in inflight before `loaded` is read, so shutdown (loaded = 0,
- * then wait for inflight == 0) never closes what a handler still uses. */
+/* The request as the rest of the gateway sees it: client_ip is the client
+ * behind a trusted proxy (limits, Download events, logs). */
 static void serve_link(void *opaque, const struct http_request *req, struct http_response *resp)
 {
     struct links *l = opaque;
-    atomic_fetch_add(&l->inflight, 1);
-    if (!atomic_load(&l->loaded))
+    if (links_enter(l)) {
+        char client[LINKS_CLIENT_LEN];
+        char *xff = http_header_joined(req, "X-Forwarded-For");
+        links_limits_client(l->limits, req->client_ip, xff, client);
+        free(xff);
+        struct http_request r = *req;
+        r.client_ip = client;
+        serve_link_token(l, &r, resp);
+    } else {
         http_response_text(resp, 503, NULL, "not ready\n");
-    else
-        serve_link_token(l, req, resp);
-    atomic_fetch_sub(&l->inflight, 1);
+    }
+    links_leave(l);
 }
 
 static void links_close(struct links *l)
@@ -486,6 +651,15 @@ static int links_run(struct worker_env *env)
         log_kv(LOG_ERROR, "links needs the public HTTP server", NULL);
         return 1;
     }
+    char **proxies = NULL;
+    size_t n_proxies = config_list(env->cfg, "links", "trusted_proxies", &proxies);
+    l.limits = links_limits_new(proxies, n_proxies, config_int(env->cfg, "links", "max_downloads"),
+                                config_int(env->cfg, "links", "max_downloads_per_ip"), err, sizeof(err));
+    config_list_free(proxies, n_proxies);
+    if (!l.limits) {
+        log_kv(LOG_ERROR, "links cannot start", "error", err, NULL);
+        return 1;
+    }
     l.tok = common_tokens(env->cfg, err, sizeof(err));
     if (l.tok)
         l.st = common_store(env->cfg, "store_attachments", err, sizeof(err));
@@ -511,7 +685,18 @@ static int links_run(struct worker_env *env)
     l.m_ok = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"served\"");
     l.m_forbidden = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"forbidden\"");
     l.m_missing = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"missing\"");
-    l.m_bytes = metric_counter("mailfleet_links_bytes_total", "Attachment bytes served", NULL);
+    l.m_bytes = metric_counter("mailfleet_links_bytes_total",
+                               "Attachment bytes read into responses (a cut download counts what it got)", NULL);
+    l.m_downloads = metric_gauge("mailfleet_links_downloads_inflight",
+                                 "Attachment downloads holding a slot (max_downloads)", NULL);
+    l.m_refused_ip = metric_counter("mailfleet_links_downloads_refused_total",
+                                    "Downloads refused by a limit (429 per client, 503 in total)",
+                                    "limit=\"per_ip\"");
+    l.m_refused_total = metric_counter("mailfleet_links_downloads_refused_total",
+                                       "Downloads refused by a limit (429 per client, 503 in total)",
+                                       "limit=\"total\"");
+    l.m_cut = metric_counter("mailfleet_links_downloads_cut_total",
+                             "Downloads ended early by the store (error, or the object replaced)", NULL);
     if (pthread_create(&l.reader, NULL, revocation_reader, lp) != 0)
         panic("%s: pthread_create", __func__);
     http_ready_add(env->http, "links-revocations", links_ready, lp);
