@@ -82,6 +82,16 @@ char *id_from_bytes(const unsigned char in[16], char out[ID_LEN + 1])
     return out;
 }
 
+void id_shard(const char *id, char out[3])
+{
+    size_t n = strlen(id);
+    for (int k = 0; k < 2; k++) {
+        char c = n >= 2 ? id[n - 2 + (size_t)k] : '0';
+        out[k] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ? c : '_';
+    }
+    out[2] = '\0';
+}
+
 int id_valid(const char *s)
 {
     if (strlen(s) != ID_LEN)

@@ -12,6 +12,12 @@ char *id_new(char out[ID_LEN + 1]);
 /* ms timestamp carried in a UUIDv7; -1 if s is not one. */
 int64_t id_time_ms(const char *s);
 int id_valid(const char *s);
+/* The directory an object named after id goes to within its day: id's last
+ * two characters (random in a UUIDv7; [A-Za-z0-9] kept, others '_'), so a
+ * day's objects spread over at most 256 directories, each made once: not
+ * a directory per mail (an inode and a directory fsync each), nor one
+ * directory for a whole day (millions of entries). */
+void id_shard(const char *id, char out[3]);
 
 /* Any hyphenated UUID (either case) <-> its 16 bytes; to_bytes returns 0 or
  * -EINVAL, from_bytes writes lower-case and returns out. */

@@ -169,6 +169,20 @@ static void test_bytes_round_trip(void **state)
     assert_string_equal(id_from_bytes(b, back), id);
 }
 
+/* A shard is two key-safe characters from the id's end, whatever the id. */
+static void test_shard(void **state)
+{
+    static const struct { const char *id, *want; } cases[] = {
+        { "0190f3a2-7b1c-7def-8abc-0123456789ab", "ab" }, { "msg-001", "01" }, { "x", "00" },
+        { "", "00" }, { "a..", "__" }, { "k/-Z", "_Z" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[3];
+        id_shard(cases[i].id, out);
+        assert_string_equal(out, cases[i].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +192,7 @@ int main(void)
         cmocka_unit_test(test_valid_table),
         cmocka_unit_test(test_hex_table),
         cmocka_unit_test(test_bytes_round_trip),
+        cmocka_unit_test(test_shard),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

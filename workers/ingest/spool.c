@@ -15,6 +15,7 @@
 #include "bus.h"
 #include "digest.h"
 #include "feedback_record.h"
+#include "ids.h"
 #include "inbound_record.h"
 #include "kv.h"
 #include "log.h"
@@ -585,8 +586,10 @@ void spool_put(struct spool *sp, const struct smtp_message *m, const struct rule
     time_t t = (time_t)(m->received_ms / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(skey, sizeof(skey), "%04d-%02d-%02d/%s.eml", (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100,
-             tm.tm_mday % 100, m->id);
+    char shard[3];
+    id_shard(m->id, shard);
+    snprintf(skey, sizeof(skey), "%04d-%02d-%02d/%s/%s.eml", (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100,
+             tm.tm_mday % 100, shard, m->id);
     int spooled = 0;
     if (raw_put(sp, m, skey, &spooled, res) < 0)
         return;

@@ -29,6 +29,7 @@
 
 #include "address.h"
 #include "bus.h"
+#include "ids.h"
 #include "common_config.h"
 #include "fallback_record.h"
 #include "http.h"
@@ -173,12 +174,13 @@ static json_t *outbound_json(struct tw *w, const struct inbound_record *in,
         json_object_set_new(body, "data", json_stringn(r->mime, r->mime_len));
         json_object_set_new(body, "size", json_integer((json_int_t)r->mime_len));
     } else {
-        char key[200], date[16];
+        char key[200], date[16], shard[3];
         time_t secs = (time_t)(in->received_ms / 1000);
         struct tm tm;
         gmtime_r(&secs, &tm);
         strftime(date, sizeof(date), "%Y-%m-%d", &tm);
-        snprintf(key, sizeof(key), "outbound/%s/%s.eml", date, in->id);
+        id_shard(in->id, shard);
+        snprintf(key, sizeof(key), "outbound/%s/%s/%s.eml", date, shard, in->id);
         struct store_object so;
         memset(&so, 0, sizeof(so));
         if (store_put_buf(w->incoming, key, r->mime, r->mime_len, "message/rfc822", &so, err,

@@ -22,6 +22,7 @@
 
 #include "address.h"
 #include "attachments.h"
+#include "ids.h"
 #include "log.h"
 #include "outbound.h"
 #include "recipients.h"
@@ -570,21 +571,6 @@ static int membuf_write(void *opaque, const void *buf, size_t len)
     return 0;
 }
 
-/* The directory of a mail's attachments within its day: the last two
- * characters of its id (random in a UUIDv7), so a day's objects spread over
- * at most 256 directories, each made once, instead of a directory per mail
- * (an inode and a directory fsync each) or one directory holding a whole
- * day (millions of entries). */
-static void attachment_shard(const char *id, char out[3])
-{
-    size_t n = strlen(id);
-    for (int k = 0; k < 2; k++) {
-        char c = n >= 2 ? id[n - 2 + (size_t)k] : '0';
-        out[k] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ? c : '_';
-    }
-    out[2] = '\0';
-}
-
 /* The part's text, transfer-decoded, converted to UTF-8 from its declared
  * charset (undeclared: UTF-8 when valid, else Latin-1, as mail readers
  * guess), with CRLF made LF.  malloc'd. */
@@ -695,7 +681,7 @@ static int store_attachments(struct transform *t, struct walk *w, const struct i
         } else {
             char *safe = attachment_safe_name(l->name);
             char shard[3];
-            attachment_shard(in->id, shard);
+            id_shard(in->id, shard);
             size_t kl = strlen(date) + strlen(in->id) + strlen(safe) + 64;
             l->key = xmalloc(kl);
             snprintf(l->key, kl, "attachments/%s/%s/%s-%d-%s", date, shard, in->id, n, safe);
