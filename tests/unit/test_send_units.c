@@ -1,5 +1,6 @@
 /* send: the pure pieces — VERP tokens, SMTP reply parsing, the token bucket,
- * the suppression copy's apply/check rules, the outbox writer. */
+ * the transport hold's back-off, the suppression copy's apply/check rules,
+ * the outbox writer. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,8 +15,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "process.h"
 #include "send/ratelimit.h"
+#include "send/send_hold.h"
 #include "suppression_copy.h"
 #include "send/transport.h"
 #include "verp.h"
@@ -125,6 +128,62 @@ static void test_ratelimit(void **state)
     ratelimit_free(none);
 }
 
+static double hold_gauge(const char *reason)
+{
+    char labels[128];
+    snprintf(labels, sizeof(labels), "transport=\"unit\",reason=\"%s\"", reason);
+    return metric_value(metric_gauge("mailfleet_send_transport_paused", "", labels));
+}
+
+static void test_send_hold(void **state)
+{
+    struct send_hold *h = send_hold_new("unit", 5000, 12000);
+    char why[256];
+    assert_int_equal(send_hold_wait(h, 0), 0);
+    assert_int_equal(send_hold_ready_check(h, why, sizeof(why)), 1);
+    assert_true(hold_gauge("quota") == 0);
+    /* one row per step: at t, a refusal (reason) / a delivery (NULL, "ok") /
+     * a look; the wait a refusal starts, then the wait left at t */
+    static const struct { int64_t t; const char *refused; int delivered; int64_t started, left; } steps[] = {
+        { 0, "quota", 0, 5000, 5000 },
+        { 100, "quota", 0, 0, 4900 },                /* in flight when held: no new wait */
+        { 200, "sending_paused", 0, 0, 4800 },       /* the reason changes, not the wait */
+        { 5000, NULL, 0, 0, 0 },                      /* the wait is over: lanes try again */
+        { 5100, "sending_paused", 0, 10000, 10000 }, /* refused again: twice as long */
+        { 15100, "sending_paused", 0, 12000, 12000 },/* up to the maximum */
+        { 27100, "sending_paused", 0, 12000, 12000 },
+        { 30000, NULL, 1, 0, 0 },                     /* a delivery ends it */
+        { 30100, "throttled", 0, 1000, 1000 },       /* a rate limit waits a second first */
+        { 31100, "throttled", 0, 2000, 2000 },
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        int64_t started = 0;
+        if (steps[i].refused)
+            started = send_hold_refused(h, steps[i].refused, steps[i].t);
+        if (steps[i].delivered)
+            send_hold_delivered(h);
+        if (started != steps[i].started || send_hold_wait(h, steps[i].t) != steps[i].left)
+            fail_msg("step %zu: started %lld left %lld", i, (long long)started,
+                     (long long)send_hold_wait(h, steps[i].t));
+        if (i == 2) {
+            assert_true(hold_gauge("quota") == 0);
+            assert_true(hold_gauge("sending_paused") == 1);
+        }
+        if (i == 7) {
+            assert_true(hold_gauge("sending_paused") == 0);
+            assert_int_equal(send_hold_ready_check(h, why, sizeof(why)), 1);
+        }
+    }
+    /* held until a delivery, even after the wait: readiness names the reason */
+    assert_int_equal(send_hold_ready_check(h, why, sizeof(why)), 0);
+    assert_non_null(strstr(why, "throttled"));
+    assert_true(hold_gauge("throttled") == 1);
+    assert_int_equal(send_hold_delivered(h), 1);
+    assert_int_equal(send_hold_delivered(h), 0);
+    assert_true(hold_gauge("throttled") == 0);
+    send_hold_free(h);
+}
+
 static void test_suppression_copy(void **state)
 {
     char dir[] = "/tmp/mf-supp-XXXXXX", err[256], reason[64];
@@ -222,6 +281,7 @@ int main(void)
         cmocka_unit_test(test_verp_keys_deterministic),
         cmocka_unit_test(test_parse_reply),
         cmocka_unit_test(test_ratelimit),
+        cmocka_unit_test(test_send_hold),
         cmocka_unit_test(test_suppression_copy),
         cmocka_unit_test(test_outbox),
     };

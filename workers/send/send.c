@@ -9,6 +9,11 @@
  * optional one-click List-Unsubscribe headers and an optional DKIM signature.
  * Produces event.v1 records on mailfleet.events, retry records on the next
  * tier, and unhandleable records to mailfleet.outbound.dlq with error headers.
+ * When the transport refuses our account rather than a recipient (SES
+ * sending paused, quota, sender not verified: ses_errors.h), nobody bounces:
+ * every lane stops sending until a back-off ends (send_hold.h), the records
+ * wait where they are, and /readyz and mailfleet_send_transport_paused say
+ * why.
  *
  * Guarantees: a sent marker is written the moment the transport reports 2xx,
  * before any output is produced or the offset committed, so a redelivered
@@ -39,6 +44,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
+#include "send_hold.h"
 #include "store.h"
 #include "strbuf.h"
 #include "suppression_copy.h"
@@ -67,6 +73,10 @@ const struct config_key send_config_keys[] = {
     { "send", "retry_tiers", CONFIG_LIST, "1m,5m,30m,2h",
       "delays of the retry topics mailfleet.outbound.retry.<delay>, in order" },
     { "send", "max_retry_age", CONFIG_DURATION, "24h", "after this a deferred recipient bounces (Transient)" },
+    { "send", "hold_backoff", CONFIG_DURATION, "30s",
+      "wait after the transport refuses our account (SES sending paused, quota, sender not verified); "
+      "doubles while it goes on" },
+    { "send", "hold_backoff_max", CONFIG_DURATION, "10m", "longest wait between tries while refused" },
     { "send", "batch_max", CONFIG_INT, NULL,
       "records handled (and recipients sent in parallel) per batch; default [mailfleet] batch_max" },
     { "send", "connections", CONFIG_INT, "4", "parallel SMTP/SES connections per consuming thread" },
@@ -155,6 +165,13 @@ static void *lane_main(void *arg)
             sleep_unless_stopped(200, w->stop);
             continue;
         }
+        /* Another lane met a refusal of our account: no lane sends until
+         * the hold's back-off ends (the records keep their place). */
+        int64_t hold = send_hold_wait(w->hold, mono_ms());
+        if (hold > 0) {
+            sleep_unless_stopped(hold < 200 ? hold : 200, w->stop);
+            continue;
+        }
         worker_loop_step(l->loop);
         if (worker_loop_failed(l->loop)) {
             l->rc = 1;
@@ -210,6 +227,7 @@ static void sender_free(struct sender *w)
     kv_close(w->sent);
     bus_close(w->bus);
     ratelimit_free(w->rl);
+    send_hold_free(w->hold);
     dkim_signer_free(w->dkim);
     tokens_free(w->tokens);
     verp_keys_free(w->verp_keys);
@@ -346,6 +364,8 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     struct transport *probe = transport_open(w->transport_uri, &w->tc, err, errlen);
     if (!probe)
         return -EINVAL;
+    w->hold = send_hold_new(transport_name(probe), config_duration_ms(cfg, "send", "hold_backoff"),
+                            config_duration_ms(cfg, "send", "hold_backoff_max"));
     transport_free(probe);
 
     return sender_open_state(w, cfg, err, errlen);
@@ -373,6 +393,8 @@ static int send_run(struct worker_env *env)
         return 1;
     }
 
+    if (env->http)
+        http_ready_add(env->http, "send-transport", send_hold_ready_check, w.hold);
     size_t n_lanes = 1 + w.n_tiers;
     struct lane *lanes = xcalloc(n_lanes, sizeof(*lanes));
     int rc = 0;
@@ -417,6 +439,8 @@ static int send_run(struct worker_env *env)
     free(lanes);
     if (bus_check)
         http_ready_remove(env->http, "send-bus", w.bus);
+    if (env->http)
+        http_ready_remove(env->http, "send-transport", w.hold);
     atomic_store(&send_ready, 0);
     sender_free(&w);
     log_kv(LOG_INFO, "send stopped", NULL);

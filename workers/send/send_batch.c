@@ -5,7 +5,15 @@
  * job), delivers every job of the batch at once, and builds each event and
  * retry-tier record; handle() then gives the loop each record's outcome and
  * its share of the outputs.  The sent marker is written in the transport's
- * done callback, before any output or commit. */
+ * done callback, before any output or commit.
+ *
+ * A transfer the transport held (TRANSPORT_HOLD: the service refuses our
+ * account, not the recipient) bounces nobody and makes no event: the batch
+ * is cut at the first record with a held (or, after the hold, unstarted)
+ * transfer, which the loop retries as an environment error once the hold
+ * (send_hold.h) ends; records before it commit as usual.  Recipients of the
+ * cut records that were delivered meanwhile have their sent markers, so
+ * the retry only produces their Delivery events again. */
 #include "send_int.h"
 #include "bus.h"
 #include "config.h"
@@ -13,6 +21,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
+#include "send_hold.h"
 #include "strbuf.h"
 #include "suppression_copy.h"
 #include "timeutil.h"
@@ -21,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 /* Outputs of a batch, each tagged with the record it belongs to; handle()
  * hands a record's share to the loop. */
@@ -74,6 +84,21 @@ static void marker_key(const char *id, const char *rcpt, char *out, size_t outle
     snprintf(out, outlen, "%s|%s", id, rcpt);
 }
 
+/* The transport refused our account: every lane waits (send_hold.h).  One
+ * log line per wait, with the service's one-line reply (transport_ses keeps
+ * no message that could quote credentials; the mail is never in it). */
+static void note_hold(struct lane *l, const struct transport_job *job)
+{
+    int64_t wait = send_hold_refused(l->w->hold, job->hold_reason, mono_ms());
+    if (wait <= 0)
+        return;
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%lld", (long long)wait);
+    log_kv(LOG_ERROR, "the transport refuses our account, not the recipient: sending held, nobody bounced",
+           "transport", transport_name(l->t), "reason", job->hold_reason, "reply", job->response,
+           "retry_in_ms", ms, NULL);
+}
+
 /* Called by the transport the moment one recipient's transfer ends. */
 static void on_job_done(void *opaque, struct transport_job *job)
 {
@@ -81,12 +106,17 @@ static void on_job_done(void *opaque, struct transport_job *job)
     struct sender *w = j->lane->w;
     j->done_ms = now_ms();
     metric_observe(w->m.attempt_seconds, (double)job->elapsed_us / 1e6);
+    if (job->result == TRANSPORT_HOLD)
+        note_hold(j->lane, job);
     if (job->result != TRANSPORT_OK)
         return;
     char k[ADDRESS_BUFSZ + 64];
     marker_key(j->rc->id, j->rcpt, k, sizeof(k));
     if (kv_put(w->sent, k, strlen(k), job->response, strlen(job->response), now_ms() + w->marker_ttl_ms) < 0)
         log_kv(LOG_ERROR, "cannot write a sent marker", "id", j->rc->id, NULL);
+    if (send_hold_delivered(w->hold))
+        log_kv(LOG_INFO, "the transport accepts our mail again: hold ended", "transport", transport_name(j->lane->t),
+               NULL);
 }
 
 /* ---- outputs ---- */
@@ -216,20 +246,42 @@ static size_t plan_jobs(struct lane *l, struct rec_ctx *rcs, size_t n_rcs, struc
     return n_jobs;
 }
 
-/* One event per finished job; 4xx recipients collected for the next tier
- * unless the max retry age is used up.  Returns 1 when a job never ran
- * (stopping), in which case the caller produces and commits nothing. */
-static int report_outcomes(struct lane *l, struct transport_job *jobs, struct job_ctx *jcs, size_t n_jobs,
-                           struct outputs *o)
+/* The index of the first record with a held transfer (TRANSPORT_HOLD, or
+ * not run after one), n_rcs if none; -1 when a job never ran because send
+ * is stopping. */
+static ssize_t find_cut(struct sender *w, struct transport_job *jobs, struct job_ctx *jcs, size_t n_jobs,
+                        size_t n_rcs)
+{
+    int held = 0;
+    for (size_t i = 0; i < n_jobs; i++)
+        held |= jobs[i].result == TRANSPORT_HOLD;
+    size_t cut = n_rcs;
+    for (size_t i = 0; i < n_jobs; i++) {
+        if (jobs[i].result == TRANSPORT_NOT_RUN && (!held || *w->stop))
+            return -1;
+        if ((jobs[i].result == TRANSPORT_NOT_RUN || jobs[i].result == TRANSPORT_HOLD) && jcs[i].rc->idx < cut)
+            cut = jcs[i].rc->idx;
+    }
+    return (ssize_t)cut;
+}
+
+/* One event per finished job of the records before cut (the rest come
+ * again; only their deliveries, which are not redone, count now); 4xx
+ * recipients collected for the next tier unless the max retry age is used
+ * up. */
+static void report_outcomes(struct lane *l, struct transport_job *jobs, struct job_ctx *jcs, size_t n_jobs,
+                            size_t cut, struct outputs *o)
 {
     struct sender *w = l->w;
     int64_t now = now_ms();
-    for (size_t i = 0; i < n_jobs; i++)
-        if (jobs[i].result == TRANSPORT_NOT_RUN)
-            return 1;
     for (size_t i = 0; i < n_jobs; i++) {
         struct transport_job *job = &jobs[i];
         struct rec_ctx *rc = jcs[i].rc;
+        if (rc->idx >= cut) {
+            if (job->result == TRANSPORT_OK)
+                metric_inc(w->m.delivered);
+            continue;
+        }
         const char *peer = transport_peer(l->t);
         size_t len = 0;
         char *ev = NULL, diag[600];
@@ -256,7 +308,6 @@ static int report_outcomes(struct lane *l, struct transport_job *jobs, struct jo
         }
         add_event(o, rc, ev, len);
     }
-    return 0;
 }
 
 /* What batch_begin worked out for the batch, read by handle(). */
@@ -266,6 +317,7 @@ struct send_batch {
     struct transport_job *jobs;
     struct job_ctx *jcs;
     size_t n_jobs;
+    size_t cut;                    /* the first record with a held transfer; n if none */
     struct outputs o;
 };
 
@@ -318,9 +370,12 @@ static int send_batch_begin(void *opaque, struct bus_record *const *recs, size_t
     b->n_jobs = plan_jobs(l, b->rcs, b->upto, &b->o, b->jobs, b->jcs);
     if (b->n_jobs)
         transport_send(l->t, b->jobs, b->n_jobs, w->rl, on_job_done, w->stop);
-    if (report_outcomes(l, b->jobs, b->jcs, b->n_jobs, &b->o))
+    ssize_t cut = find_cut(w, b->jobs, b->jcs, b->n_jobs, b->upto);
+    if (cut < 0)
         return -1;
-    for (size_t i = 0; i < b->upto; i++)
+    b->cut = (size_t)cut;
+    report_outcomes(l, b->jobs, b->jcs, b->n_jobs, b->cut, &b->o);
+    for (size_t i = 0; i < b->cut; i++)
         if (!b->rcs[i].dead_class && b->rcs[i].retry && json_array_size(b->rcs[i].retry) > 0)
             add_retry(l, &b->o, &b->rcs[i]);
     return 0;
@@ -338,6 +393,14 @@ static void send_handle(void *opaque, const struct bus_record *r, size_t index, 
         wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "send.store", "store",
                       "cannot read the message; will retry");
         res->retry_ms = 1000;
+        return;
+    }
+    if (index >= b->cut) {
+        /* Not the record's fault: retried for ever, never dead-lettered. */
+        int64_t wait = send_hold_wait(l->w->hold, mono_ms());
+        wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "send.transport", "transport",
+                      "the transport refuses our account; no recipient bounced; will retry after the hold");
+        res->retry_ms = wait > 0 ? wait : 1;
         return;
     }
     if (rc->dead_class) {

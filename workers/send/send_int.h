@@ -24,6 +24,7 @@ struct sender {
     struct kv *sent;
     struct suppression_copy *supp;
     struct ratelimit *rl;
+    struct send_hold *hold;          /* the transport refuses our account: all lanes wait */
     struct dkim_signer *dkim;
     struct tokens *tokens;
     struct verp_keys *verp_keys;   /* makes with the sign key, see verp.h */
