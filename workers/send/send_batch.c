@@ -87,9 +87,9 @@ static void marker_key(const char *id, const char *rcpt, char *out, size_t outle
 /* The transport refused our account: every lane waits (send_hold.h).  One
  * log line per wait, with the service's one-line reply (transport_ses keeps
  * no message that could quote credentials; the mail is never in it). */
-static void note_hold(struct lane *l, const struct transport_job *job)
+static void note_hold(struct lane *l, const struct transport_job *job, int64_t started)
 {
-    int64_t wait = send_hold_refused(l->w->hold, job->hold_reason, mono_ms());
+    int64_t wait = send_hold_refused(l->w->hold, job->hold_reason, started, mono_ms());
     if (wait <= 0)
         return;
     char ms[24];
@@ -106,17 +106,20 @@ static void on_job_done(void *opaque, struct transport_job *job)
     struct sender *w = j->lane->w;
     j->done_ms = now_ms();
     metric_observe(w->m.attempt_seconds, (double)job->elapsed_us / 1e6);
+    int64_t started = (mono_us() - job->elapsed_us) / 1000;
     if (job->result == TRANSPORT_HOLD)
-        note_hold(j->lane, job);
+        note_hold(j->lane, job, started);
+    else if (job->code != 0 && send_hold_answered(w->hold, started))
+        /* any answer but a refusal (a delivery, a recipient's bounce, a
+         * 5xx) shows the service takes our requests again */
+        log_kv(LOG_INFO, "the transport answers our requests again: hold ended", "transport",
+               transport_name(j->lane->t), NULL);
     if (job->result != TRANSPORT_OK)
         return;
     char k[ADDRESS_BUFSZ + 64];
     marker_key(j->rc->id, j->rcpt, k, sizeof(k));
     if (kv_put(w->sent, k, strlen(k), job->response, strlen(job->response), now_ms() + w->marker_ttl_ms) < 0)
         log_kv(LOG_ERROR, "cannot write a sent marker", "id", j->rc->id, NULL);
-    if (send_hold_delivered(w->hold))
-        log_kv(LOG_INFO, "the transport accepts our mail again: hold ended", "transport", transport_name(j->lane->t),
-               NULL);
 }
 
 /* ---- outputs ---- */
@@ -367,6 +370,7 @@ static int send_batch_begin(void *opaque, struct bus_record *const *recs, size_t
     }
     b->jobs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*b->jobs));
     b->jcs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*b->jcs));
+    int64_t began = mono_ms();
     b->n_jobs = plan_jobs(l, b->rcs, b->upto, &b->o, b->jobs, b->jcs);
     if (b->n_jobs)
         transport_send(l->t, b->jobs, b->n_jobs, w->rl, on_job_done, w->stop);
@@ -374,6 +378,15 @@ static int send_batch_begin(void *opaque, struct bus_record *const *recs, size_t
     if (cut < 0)
         return -1;
     b->cut = (size_t)cut;
+    int refused = 0;
+    for (size_t i = 0; i < b->n_jobs; i++)
+        refused |= b->jobs[i].result == TRANSPORT_HOLD;
+    /* A batch after the wait that met no refusal ends the hold, also when
+     * it made no transfer (its recipients suppressed or delivered
+     * meanwhile): nothing says the transport still refuses us. */
+    if (!refused && send_hold_batch_done(w->hold, began))
+        log_kv(LOG_INFO, "a batch went through without a refusal: hold ended", "transport", transport_name(l->t),
+               NULL);
     report_outcomes(l, b->jobs, b->jcs, b->n_jobs, b->cut, &b->o);
     for (size_t i = 0; i < b->cut; i++)
         if (!b->rcs[i].dead_class && b->rcs[i].retry && json_array_size(b->rcs[i].retry) > 0)

@@ -1,5 +1,5 @@
 /* send_hold — see send_hold.h.  One mutex guards the state and the gauges
- * it sets, so a delivery and a refusal racing in two lanes leave the gauges
+ * it sets, so an answer and a refusal racing in two lanes leave the gauges
  * as the state they leave. */
 #include "send_hold.h"
 #include "log.h"
@@ -18,9 +18,11 @@
 struct send_hold {
     pthread_mutex_t lock;
     int64_t first_ms, max_ms;
-    int held;               /* from a refusal until a delivery */
+    int held;               /* from a refusal until the hold ends */
+    int64_t since;          /* mono ms: when the hold began */
     int64_t until;          /* mono ms: no new transfer before this */
-    int64_t last_wait;      /* the last wait; 0 after a delivery */
+    int64_t last_wait;      /* the current hold's last wait */
+    size_t wait_reason;     /* the reason last_wait was for */
     size_t reason;          /* index into transport_hold_reasons while held */
     size_t n_reasons;
     struct metric **paused, **refusals;
@@ -41,7 +43,8 @@ struct send_hold *send_hold_new(const char *transport, int64_t first_ms, int64_t
         snprintf(labels, sizeof(labels), "transport=\"%s\",reason=\"%s\"", transport, transport_hold_reasons[i]);
         h->paused[i] = metric_gauge("mailfleet_send_transport_paused",
                                     "1 while the transport refuses our account for this reason "
-                                    "(from the refusal until a delivery)", labels);
+                                    "(from the refusal until the transport takes our requests again)",
+                                    labels);
         h->refusals[i] = metric_counter("mailfleet_send_transport_refusals_total",
                                         "answers that refused our account rather than a recipient", labels);
         metric_set(h->paused[i], 0);
@@ -67,7 +70,14 @@ static size_t reason_index(const struct send_hold *h, const char *reason)
     panic("%s: unknown hold reason %s", __func__, reason ? reason : "(null)");
 }
 
-int64_t send_hold_refused(struct send_hold *h, const char *reason, int64_t now)
+/* The first wait of a hold for reason r. */
+static int64_t base_wait(const struct send_hold *h, size_t r)
+{
+    int64_t w = strcmp(transport_hold_reasons[r], "throttled") == 0 ? SEND_HOLD_THROTTLED_MS : h->first_ms;
+    return w > h->max_ms ? h->max_ms : w;
+}
+
+int64_t send_hold_refused(struct send_hold *h, const char *reason, int64_t started, int64_t now)
 {
     size_t r = reason_index(h, reason);
     int64_t wait = 0;
@@ -77,30 +87,49 @@ int64_t send_hold_refused(struct send_hold *h, const char *reason, int64_t now)
         metric_set(h->paused[h->reason], 0);
     metric_set(h->paused[r], 1);
     h->reason = r;
-    if (!h->held || now >= h->until) {
-        if (h->last_wait > 0)
-            wait = h->last_wait * 2;
-        else
-            wait = strcmp(reason, "throttled") == 0 ? SEND_HOLD_THROTTLED_MS : h->first_ms;
+    if (!h->held) {
+        h->held = 1;
+        h->since = now;
+        wait = base_wait(h, r);
+    } else if (started >= h->until) {
+        /* The next try was refused too: a longer wait, or a new reason's
+         * own base (a second-long throttle says nothing of a pause). */
+        wait = r == h->wait_reason ? h->last_wait * 2 : base_wait(h, r);
         if (wait > h->max_ms)
             wait = h->max_ms;
+    }
+    if (wait > 0) {
         h->last_wait = wait;
+        h->wait_reason = r;
         h->until = now + wait;
     }
-    h->held = 1;
     pthread_mutex_unlock(&h->lock);
     return wait;
 }
 
-int send_hold_delivered(struct send_hold *h)
+/* Ends the hold if there is one and cond holds; under the lock. */
+static int end_if(struct send_hold *h, int cond)
+{
+    if (!h->held || !cond)
+        return 0;
+    metric_set(h->paused[h->reason], 0);
+    h->held = 0;
+    h->since = h->until = h->last_wait = 0;
+    return 1;
+}
+
+int send_hold_answered(struct send_hold *h, int64_t started)
 {
     pthread_mutex_lock(&h->lock);
-    int ended = h->held;
-    if (ended)
-        metric_set(h->paused[h->reason], 0);
-    h->held = 0;
-    h->until = 0;
-    h->last_wait = 0;
+    int ended = end_if(h, started >= h->since);
+    pthread_mutex_unlock(&h->lock);
+    return ended;
+}
+
+int send_hold_batch_done(struct send_hold *h, int64_t started)
+{
+    pthread_mutex_lock(&h->lock);
+    int ended = end_if(h, started >= h->until);
     pthread_mutex_unlock(&h->lock);
     return ended;
 }
