@@ -121,8 +121,8 @@ class FakeSes:
                 self.end_headers()
                 self.wfile.write(out)
 
-        self.port = harness.free_port()
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.srv.server_address[1]
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
     def close(self):
@@ -612,9 +612,11 @@ default_transport = discard
         self.assertEqual(self.by_type(ev, "DeliveryDelay"), [])
         self.assertEqual(ses.answers("throttle@example.com"), [429, 200])
         self.assertEqual(ses.answers("ok@example.com"), [200])   # sent once, before and after the hold
-        # an unknown 400 stays permanent
+        # a 400 SES names no cause for says nothing against the address:
+        # undetermined, which feedback sends to review without suppressing
         (b,) = [e["bounce"] for e in self.by_type(ev, "Bounce")]
-        self.assertEqual((b["bounceType"], b["bouncedRecipients"][0]["emailAddress"]), ("Permanent", "reject@example.com"))
+        self.assertEqual((b["bounceType"], b["bouncedRecipients"][0]["emailAddress"]),
+                         ("Undetermined", "reject@example.com"))
         metrics = urlget("http://127.0.0.1:%d/metrics" % self.metrics_port)
         self.assertRegex(metrics, r'mailfleet_send_transport_refusals_total\{transport="ses",reason="throttled"\} 1\b')
 
@@ -645,21 +647,32 @@ public_listen = 127.0.0.1:%d
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
+    def fallback(self):
+        return [json.loads(r["value"]) for r in self.dump("mailfleet.fallback")]
+
+    def paused_gauge(self, reason):
+        m = re.search(r'mailfleet_send_transport_paused\{transport="ses",reason="%s"\} (\d)' % reason,
+                      urlget("http://127.0.0.1:%d/metrics" % self.metrics_port))
+        return int(m.group(1))
+
     def check_account_refusal(self, status, etype, message, reason):
-        """SES refuses our account with (status, etype, message) until the
-        test lets it through.  Nobody bounces and nobody is suppressed; the
+        """SES refuses our account with (status, etype, message) for the
+        first two requests.  Nobody bounces and nobody is suppressed; the
         transport holds (metric, /readyz, one log line) and SES sees one try
         per back-off, not one per queued recipient; the mail is delivered
-        once SES accepts again.  A recipient-level rejection afterwards still
-        bounces and suppresses, and is the barrier that feedback has read
-        every event before it."""
-        refusing = threading.Event()
-        refusing.set()
+        once SES accepts again.  A sandbox rejection of a recipient
+        afterwards bounces Undetermined: feedback sends it to review (the
+        barrier that feedback has read every event before it) and
+        suppresses nobody."""
+        refused = [0]
 
-        def answer(rcpt, n):
+        def answer(rcpt, n):   # FakeSes calls this under its lock
             if rcpt == "reject@example.com":
-                return 400, "MessageRejected", NOT_VERIFIED + rcpt   # a sandbox recipient: theirs
-            return (status, etype, message) if refusing.is_set() else None
+                return 400, "MessageRejected", NOT_VERIFIED + rcpt   # the sandbox: the account's state
+            if refused[0] < 2:
+                refused[0] += 1
+                return status, etype, message
+            return None
 
         # one transfer at a time: each try of the transport is one request
         ses, cfg = self.fake_ses(answer, "connections = 1\n")
@@ -668,42 +681,39 @@ public_listen = 127.0.0.1:%d
         recs = [outbound(rcpts[i:i + 2], text=message_text(body="secret body line\r\n")) for i in range(0, 6, 2)]
         self.produce_outbound(recs)
         send = self.start_send(cfg)
-        gauge = r'mailfleet_send_transport_paused\{transport="ses",reason="%s"\} (\d)' % reason
-
-        def paused():
-            m = re.search(gauge, urlget("http://127.0.0.1:%d/metrics" % self.metrics_port))
-            return m and m.group(1) == "1"
-        harness.wait_for(paused, timeout=20, what="the transport paused for " + reason)
+        # refused at once, then after the 1 s wait: paused for 3 s in all
+        harness.wait_for(lambda: self.paused_gauge(reason) == 1, timeout=20, what="the transport paused for " + reason)
         code, why = self.readyz()
         self.assertEqual(code, 503)
         self.assertIn("refuses our account (%s)" % reason, why)
-        # tried again after the back-off, not once per queued recipient
-        harness.wait_for(lambda: len(ses.requests) >= 2, timeout=10, what="a second try after the back-off")
-        refusing.clear()
         ev = self.wait_events(lambda ev: len(self.by_type(ev, "Delivery")) == 6, timeout=20, what="every delivery")
-        refused = sum(1 for _, code in ses.requests if code != 200)
-        self.assertLessEqual(refused, 3, "six queued recipients, two or three tries")
+        # tried again after each back-off, not once per queued recipient
+        self.assertEqual([code for _, code in ses.requests[:3]], [status, status, 200])
         self.assertEqual(sorted(e["delivery"]["recipients"][0] for e in self.by_type(ev, "Delivery")), rcpts)
         for r in rcpts:
             self.assertEqual(ses.answers(r).count(200), 1, r)
-        harness.wait_for(lambda: not paused(), timeout=5, what="the hold cleared by the delivery")
-        self.assertEqual(self.readyz()[0], 200)
-        # the recipient-level class, as before: bounce and suppression
+        self.assertEqual(self.paused_gauge(reason), 0)   # ended by the delivery, before its event
+        harness.wait_for(lambda: self.readyz()[0] == 200, timeout=5, what="ready again")
+        # the sandbox: bounced, sent to review, nobody suppressed
         self.produce_outbound([outbound(["reject@example.com"])])
-        harness.wait_for(lambda: "reject@example.com" in self.suppressed(), timeout=20, what="reject suppressed")
-        self.assertEqual(self.suppressed(), {"reject@example.com"})
+        (fb,) = harness.wait_for(self.fallback, timeout=20, what="the sandbox rejection in review")
+        self.assertEqual(fb["reason"], "undetermined_bounce")
+        self.assertIn("reject@example.com", fb["details"])
+        self.assertIn("not verified", fb["details"])
+        self.assertEqual(self.suppressed(), set())
         ev = self.events()
         self.assertEqual([(e["bounce"]["bounceType"], e["bounce"]["bouncedRecipients"][0]["emailAddress"])
-                          for e in self.by_type(ev, "Bounce")], [("Permanent", "reject@example.com")])
+                          for e in self.by_type(ev, "Bounce")], [("Undetermined", "reject@example.com")])
         self.assertEqual(self.by_type(ev, "DeliveryDelay"), [])
         self.assertEqual(ses.problems, [])
+        self.assertEqual(self.paused_gauge(reason), 0)
         metrics = urlget("http://127.0.0.1:%d/metrics" % self.metrics_port)
         m = re.search(r'mailfleet_send_transport_refusals_total\{transport="ses",reason="%s"\} (\d+)' % reason,
                       metrics)
-        self.assertEqual(int(m.group(1)), refused)
+        self.assertEqual(int(m.group(1)), 2)
         log = send.output()
         held = [json.loads(line) for line in log.splitlines() if "sending held" in line]
-        self.assertGreaterEqual(len(held), 1)
+        self.assertEqual(len(held), 2)   # one line per wait
         self.assertEqual(held[0]["reason"], reason)
         self.assertIn(etype, held[0]["reply"])
         self.assertIn("hold ended", log)
@@ -728,6 +738,116 @@ public_listen = 127.0.0.1:%d
     def test_ses_mail_from_domain_not_verified_holds_without_bouncing(self):
         self.check_account_refusal(400, "MailFromDomainNotVerifiedException",
                                    "MAIL FROM domain bounce.iot.localhost is not verified.", "mail_from_not_verified")
+
+    def test_ses_hold_ends_on_an_answer_that_is_no_refusal(self):
+        """A hold ends at any answer that is not a refusal, not only at a
+        delivery: after a pause SES rejects the retried message as a bad
+        request.  Nothing is delivered, yet the gauge is 0 and send ready."""
+        def answer(rcpt, n):
+            if n == 1:
+                return 400, "SendingPausedException", "Sending paused for this account."
+            return 400, "BadRequestException", "Invalid content."
+
+        ses, cfg = self.fake_ses(answer, "connections = 1\n")
+        self.produce_outbound([outbound(["x@example.com"])])
+        self.start_send(cfg)
+        ev = self.wait_events(lambda ev: self.by_type(ev, "Bounce"), what="the bounce after the hold")
+        self.assertEqual(self.paused_gauge("sending_paused"), 0)   # ended before the event was produced
+        harness.wait_for(lambda: self.readyz()[0] == 200, timeout=5, what="ready after the hold")
+        self.assertEqual(ses.answers("x@example.com"), [400, 400])
+        self.assertEqual([e["bounce"]["bounceType"] for e in self.by_type(ev, "Bounce")], ["Undetermined"])
+        self.assertEqual(self.by_type(ev, "Delivery"), [])
+        metrics = urlget("http://127.0.0.1:%d/metrics" % self.metrics_port)
+        self.assertRegex(metrics, r'mailfleet_send_transport_refusals_total\{transport="ses",reason="sending_paused"\} 1\b')
+
+    def test_ses_hold_ends_when_the_retried_record_needs_no_transfer(self):
+        """SES stays paused, but the held record's only recipient is
+        suppressed meanwhile: the retry makes no transfer, commits without a
+        refusal, and that ends the hold (no delivery ever comes)."""
+        ses, cfg = self.fake_ses(lambda rcpt, n: (400, "SendingPausedException", "Sending paused for this account."),
+                                 "connections = 1\n")
+        self.produce_outbound([outbound(["x@example.com"])])
+        self.start_send(cfg)
+        harness.wait_for(lambda: self.paused_gauge("sending_paused") == 1, timeout=20, what="the hold")
+        self.produce("mailfleet.suppression", [
+            ("x@example.com", {"schema": "mailfleet.suppression.v1", "emailAddress": "x@example.com",
+                               "reason": "MANUAL", "lastUpdateTime": now3339()})])
+        ev = self.wait_events(lambda ev: self.by_type(ev, "Suppressed"), timeout=30, what="the Suppressed event")
+        self.assertEqual(self.by_type(ev, "Bounce"), [])
+        self.assertEqual(self.paused_gauge("sending_paused"), 0)   # ended before the commit
+        harness.wait_for(lambda: self.readyz()[0] == 200, timeout=5, what="ready after the hold")
+        self.assertGreaterEqual(len(ses.requests), 1)
+        self.assertEqual(set(ses.answers("x@example.com")), {400})
+
+    def test_ses_message_level_rejections_go_to_review_without_suppressing(self):
+        """Rejections that do not show the address is bad (the sandbox, a bad
+        request, a too large message, a 400 with no cause) bounce
+        Undetermined: feedback puts each in mailfleet.fallback with SES's
+        reason and suppresses nobody, and nothing holds.  An address SES
+        calls malformed and names is the recipient's: Permanent, suppressed."""
+        answers = {
+            "sandbox@example.com": (400, "MessageRejected", NOT_VERIFIED + "sandbox@example.com"),
+            "badreq@example.com": (400, "BadRequestException", "Missing final '@domain'"),
+            "big@example.com": (400, "MessageRejected", "Message length is more than 10485760 bytes long: '10485761'."),
+            "odd@example.com": (400, None, "?"),
+            "malformed@example.com": (400, "BadRequestException", "Illegal address: malformed@example.com"),
+        }
+        ses, cfg = self.fake_ses(lambda rcpt, n: answers.get(rcpt))
+        self.start_feedback()
+        self.produce_outbound([outbound(sorted(answers))])
+        self.start_send(cfg)
+        fb = harness.wait_for(lambda: (lambda f: f if len(f) == 4 else None)(self.fallback()), timeout=30,
+                              what="four bounces in review")
+        harness.wait_for(lambda: "malformed@example.com" in self.suppressed(), timeout=20, what="the malformed address")
+        self.check_schema(fb, "fallback")
+        self.assertEqual({f["reason"] for f in fb}, {"undetermined_bounce"})
+        details = " | ".join(f["details"] for f in fb)
+        for rcpt, (_, etype, message) in answers.items():
+            if rcpt != "malformed@example.com":
+                self.assertIn(rcpt, details)
+                self.assertIn(message, details)
+        self.assertIn("BadRequestException", details)
+        self.assertEqual(self.suppressed(), {"malformed@example.com"})
+        ev = self.events()
+        self.check_schema(ev)
+        got = {e["bounce"]["bouncedRecipients"][0]["emailAddress"]: e["bounce"]["bounceType"]
+               for e in self.by_type(ev, "Bounce")}
+        self.assertEqual(got, {r: "Permanent" if r == "malformed@example.com" else "Undetermined" for r in answers})
+        metrics = urlget("http://127.0.0.1:%d/metrics" % self.metrics_port)
+        self.assertRegex(metrics, r'mailfleet_send_messages_total\{result="bounced_undetermined"\} 4\b')
+        self.assertRegex(metrics, r'mailfleet_send_messages_total\{result="bounced_permanent"\} 1\b')
+        self.assertNotRegex(metrics, r'mailfleet_send_transport_refusals_total\{[^}]*\} [1-9]')
+        self.assertEqual(sorted(r for r, _ in ses.requests), sorted(answers))   # each once: nothing held
+
+    def test_ses_access_denied_record_goes_to_the_dlq_after_access_denied_max(self):
+        """AccessDenied holds like a credentials error, but an IAM condition
+        can deny one recipient only: once SES has denied the same record for
+        access_denied_max it goes to the DLQ with SES's reason, nobody is
+        bounced, and the record behind it in its partition is delivered."""
+        denied = ("User: arn:aws:iam::123456789012:user/mf is not authorized to perform: ses:SendEmail on "
+                  "resource: arn:aws:ses:eu-west-1:123456789012:identity/example.com")
+
+        def answer(rcpt, n):
+            return (403, "AccessDeniedException", denied) if rcpt == "denied@example.com" else None
+
+        ses, cfg = self.fake_ses(answer, "connections = 1\naccess_denied_max = 2s\n")
+        first = outbound(["denied@example.com"])
+        behind = outbound(["after@example.com"], inbound_id=first["inbound_id"])   # same key: same partition
+        self.produce_outbound([first, behind])
+        self.start_send(cfg)
+        (d,) = harness.wait_for(lambda: self.dump("mailfleet.outbound.dlq"), timeout=30, what="the denied record in the DLQ")
+        self.assertEqual(json.loads(d["value"]), first)
+        h = d["headers"]
+        self.assertEqual((h["mf.error.stage"], h["mf.error.class"]), ("send.transport", "policy"))
+        self.assertIn("access_denied_max", h["mf.error.message"])
+        self.assertIn("is not authorized to perform", h["mf.error.message"])
+        ev = self.wait_events(lambda ev: self.by_type(ev, "Delivery"), timeout=20, what="the record behind it")
+        self.assertEqual([e["delivery"]["recipients"] for e in self.by_type(ev, "Delivery")], [["after@example.com"]])
+        self.assertEqual(self.by_type(ev, "Bounce"), [])
+        answered = ses.answers("denied@example.com")
+        self.assertEqual(set(answered), {403})
+        self.assertGreaterEqual(len(answered), 2)   # held and tried again before the cap
+        self.assertEqual(ses.answers("after@example.com"), [200])
 
     def _dkim_roundtrip(self, alg):
         import dkim

@@ -13,7 +13,9 @@
  * sending paused, quota, sender not verified: ses_errors.h), nobody bounces:
  * every lane stops sending until a back-off ends (send_hold.h), the records
  * wait where they are, and /readyz and mailfleet_send_transport_paused say
- * why.
+ * why.  An SES rejection that does not show the address is bad (sandbox,
+ * content, size, bad request) is a Bounce Undetermined: feedback sends it to
+ * review and suppresses nobody.
  *
  * Guarantees: a sent marker is written the moment the transport reports 2xx,
  * before any output is produced or the offset committed, so a redelivered
@@ -77,6 +79,9 @@ const struct config_key send_config_keys[] = {
       "wait after the transport refuses our account (SES sending paused, quota, sender not verified); "
       "doubles while it goes on" },
     { "send", "hold_backoff_max", CONFIG_DURATION, "10m", "longest wait between tries while refused" },
+    { "send", "access_denied_max", CONFIG_DURATION, "1h",
+      "a record SES denies access (AccessDenied) this long goes to the DLQ instead of holding on "
+      "(an IAM condition can deny single recipients)" },
     { "send", "batch_max", CONFIG_INT, NULL,
       "records handled (and recipients sent in parallel) per batch; default [mailfleet] batch_max" },
     { "send", "connections", CONFIG_INT, "4", "parallel SMTP/SES connections per consuming thread" },
@@ -208,6 +213,8 @@ static void metrics_init(struct sender *w)
     w->m.deferred = metric_counter("mailfleet_send_messages_total", h, "result=\"deferred\"");
     w->m.bounced_perm = metric_counter("mailfleet_send_messages_total", h, "result=\"bounced_permanent\"");
     w->m.bounced_trans = metric_counter("mailfleet_send_messages_total", h, "result=\"bounced_transient\"");
+    w->m.bounced_undetermined =
+        metric_counter("mailfleet_send_messages_total", h, "result=\"bounced_undetermined\"");
     w->m.suppressed_res = metric_counter("mailfleet_send_messages_total", h, "result=\"suppressed\"");
     w->m.dead = metric_counter("mailfleet_send_messages_total", h, "result=\"dead_letter\"");
     w->m.suppressed = metric_counter("mailfleet_send_suppressed_total", "recipients skipped as suppressed", NULL);
@@ -341,6 +348,7 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     if (sender_tiers(w, cfg, err, errlen) != 0)
         return -EINVAL;
     w->max_age_ms = config_duration_ms(cfg, "send", "max_retry_age");
+    w->denied_max_ms = config_duration_ms(cfg, "send", "access_denied_max");
     w->marker_ttl_ms = config_duration_ms(cfg, "send", "sent_marker_ttl");
     w->unsub_ttl_ms = config_duration_ms(cfg, "send", "unsubscribe_ttl");
     w->batch_max = worker_loop_batch_max(cfg, "send");

@@ -13,7 +13,16 @@
  * transfer, which the loop retries as an environment error once the hold
  * (send_hold.h) ends; records before it commit as usual.  Recipients of the
  * cut records that were delivered meanwhile have their sent markers, so
- * the retry only produces their Delivery events again. */
+ * the retry only produces their Delivery events again.  One exception: a
+ * record SES has denied access (AccessDenied) for longer than [send]
+ * access_denied_max is that record's failure and goes to the DLQ, since an
+ * IAM condition on its recipients would otherwise hold its partition for
+ * ever.
+ *
+ * TRANSPORT_UNDETERMINED (SES refused the message for this recipient
+ * without showing the address is bad: sandbox, content, size, a bad
+ * request) is a Bounce of type Undetermined: feedback sends it to review
+ * and suppresses nobody. */
 #include "send_int.h"
 #include "bus.h"
 #include "config.h"
@@ -297,6 +306,9 @@ static void report_outcomes(struct lane *l, struct transport_job *jobs, struct j
         } else if (job->result == TRANSPORT_PERM) {
             ev = event_record_bounce(&rc->mail, &er, "Permanent", bounce_subtype(job->status), peer, now, &len);
             metric_inc(w->m.bounced_perm);
+        } else if (job->result == TRANSPORT_UNDETERMINED) {
+            ev = event_record_bounce(&rc->mail, &er, "Undetermined", "Undetermined", peer, now, &len);
+            metric_inc(w->m.bounced_undetermined);
         } else {
             int64_t expires = rc->first_ms + w->max_age_ms;
             if (now + w->tier_ms[tier_for(w, rc->attempt)] > expires) {
@@ -321,8 +333,48 @@ struct send_batch {
     struct job_ctx *jcs;
     size_t n_jobs;
     size_t cut;                    /* the first record with a held transfer; n if none */
+    const char *denied;            /* SES's reply when the cut record is denied for too long */
     struct outputs o;
 };
+
+/* The job of record idx that the transport refused itself; NULL when none
+ * was (its transfers were not started after another record's refusal). */
+static const struct transport_job *record_refusal(const struct send_batch *b, size_t idx)
+{
+    for (size_t i = 0; i < b->n_jobs; i++)
+        if (b->jcs[i].rc->idx == idx && b->jobs[i].result == TRANSPORT_HOLD)
+            return &b->jobs[i];
+    return NULL;
+}
+
+/* An AccessDenied can be an IAM condition on one record's recipients
+ * rather than on the account.  The lane remembers since when SES has
+ * denied the record it is cut at; once that is access_denied_max, SES's
+ * reply (the record then goes to the DLQ), else NULL.  The clock restarts
+ * when that record goes through or is refused for another reason, and when
+ * send restarts.  Batches of other partitions in between leave it be. */
+static const char *denied_too_long(struct lane *l, const struct send_batch *b)
+{
+    for (size_t i = 0; i < b->cut && l->denied_id[0]; i++)
+        if (b->rcs[i].id && strcmp(b->rcs[i].id, l->denied_id) == 0)
+            l->denied_id[0] = '\0';
+    const struct transport_job *job = b->cut < b->upto ? record_refusal(b, b->cut) : NULL;
+    if (!job)
+        return NULL;   /* no cut, or behind another record's refusal: nothing new */
+    const char *id = b->rcs[b->cut].id;
+    int same = strcmp(l->denied_id, id) == 0;
+    if (strcmp(job->hold_reason, "access_denied") != 0) {
+        if (same)
+            l->denied_id[0] = '\0';
+        return NULL;
+    }
+    int64_t now = mono_ms();
+    if (!same) {
+        snprintf(l->denied_id, sizeof(l->denied_id), "%s", id);
+        l->denied_since = now;
+    }
+    return now - l->denied_since >= l->w->denied_max_ms ? job->response : NULL;
+}
 
 static void send_batch_end(void *opaque, size_t committed)
 {
@@ -378,6 +430,7 @@ static int send_batch_begin(void *opaque, struct bus_record *const *recs, size_t
     if (cut < 0)
         return -1;
     b->cut = (size_t)cut;
+    b->denied = denied_too_long(l, b);
     int refused = 0;
     for (size_t i = 0; i < b->n_jobs; i++)
         refused |= b->jobs[i].result == TRANSPORT_HOLD;
@@ -406,6 +459,16 @@ static void send_handle(void *opaque, const struct bus_record *r, size_t index, 
         wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "send.store", "store",
                       "cannot read the message; will retry");
         res->retry_ms = 1000;
+        return;
+    }
+    if (index == b->cut && b->denied) {
+        /* Denied for access_denied_max: this record's failure (retry, and
+         * with send's one attempt the DLQ), so its partition moves on. */
+        wl_result_set(res, WL_RETRY, WL_CAUSE_RECORD, "send.transport", "policy",
+                      "SES denied access for this record for %lld s or more (access_denied_max; an IAM "
+                      "condition on its recipients?); nobody bounced: %s",
+                      (long long)(l->w->denied_max_ms / 1000), b->denied);
+        l->denied_id[0] = '\0';   /* replayed from the DLQ, it gets the whole time again */
         return;
     }
     if (index >= b->cut) {

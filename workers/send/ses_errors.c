@@ -1,12 +1,14 @@
 /* ses_errors — see ses_errors.h for the table.
  *
  * Exception names decide where they can; the message is read only where
- * one name covers causes of both kinds: MessageRejected (an unverified
- * sender or sandbox recipient, SES names the identities that failed) and
- * the rate limits (a per-second rate or the daily quota). */
+ * one name covers causes of several kinds: MessageRejected (an unverified
+ * sender or sandbox recipient, SES names the identities that failed), the
+ * rate limits (a per-second rate or the daily quota) and a rejection that
+ * calls an address malformed (the only one that may blame the recipient). */
 #include "ses_errors.h"
 #include "address.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -24,8 +26,8 @@ static const struct {
     { "NotFoundException", "configuration" },
     { "ConfigurationSetDoesNotExistException", "configuration" },
     { "ConfigurationSetDoesNotExist", "configuration" },
-    { "AccessDeniedException", "credentials" },
-    { "AccessDenied", "credentials" },
+    { "AccessDeniedException", "access_denied" },
+    { "AccessDenied", "access_denied" },
     { "UnrecognizedClientException", "credentials" },
     { "InvalidClientTokenId", "credentials" },
     { "SignatureDoesNotMatch", "credentials" },
@@ -64,7 +66,7 @@ void ses_errors_name(const char *raw, char *out, size_t outlen)
 
 static int contains(const char *s, const char *needle)
 {
-    return s && strcasestr(s, needle) != NULL;
+    return s && needle && *needle && strcasestr(s, needle) != NULL;
 }
 
 /* 1 if identity is addr or addr's domain. */
@@ -80,30 +82,94 @@ static int is_identity_of(const char *identity, size_t len, const char *addr)
     return strlen(d) == len && strncasecmp(identity, d, len) == 0;
 }
 
+/* SES shortens a long identity list: "a@x, b@y, ..." or "a@x, b@y...". */
+static int cut_short(const char *tok, size_t len)
+{
+    for (size_t i = 0; i + 3 <= len; i++)
+        if (memcmp(tok + i, "...", 3) == 0 || memcmp(tok + i, "\xe2\x80\xa6", 3) == 0)   /* U+2026 */
+            return 1;
+    return 0;
+}
+
+enum listed { LISTED_OURS, LISTED_RECIPIENT, LISTED_UNKNOWN };
+
+#define LIST_SEPARATORS " ,\t"
+
 /* "Email address is not verified. The following identities failed the
- * check in region EU-WEST-1: a@x, b@y": 1 if a listed identity is ours
- * (From, feedback address, or their domains), 0 if only others are listed,
- * -1 if the message lists none. */
-static int names_our_identity(const struct ses_answer *a)
+ * check in region EU-WEST-1: a@x, b@y": OURS if a listed identity is ours
+ * (From, feedback address, or their domains); RECIPIENT if every listed one
+ * is the recipient or its domain (the account is in the sandbox); UNKNOWN
+ * when there is no list, SES cut it short (the rest could be ours), or it
+ * names an identity that is neither. */
+static enum listed listed_identities(const struct ses_answer *a)
 {
     const char *p = a->message ? strcasestr(a->message, "failed the check") : NULL;
     p = p ? strchr(p, ':') : NULL;
     if (!p)
-        return -1;
-    int listed = 0;
+        return LISTED_UNKNOWN;
+    int recipient = 0, unknown = 0;
     for (p++; *p;) {
-        p += strspn(p, " ,\t");
-        size_t len = strcspn(p, " ,\t");
-        while (len > 0 && p[len - 1] == '.')
-            len--;
-        if (len > 0) {
-            listed = 1;
-            if (is_identity_of(p, len, a->from_addr) || is_identity_of(p, len, a->feedback_addr))
-                return 1;
+        p += strspn(p, LIST_SEPARATORS);
+        const char *tok = p;
+        size_t len = strcspn(p, LIST_SEPARATORS);
+        p += len;
+        if (len == 0)
+            break;
+        if (cut_short(tok, len)) {
+            unknown = 1;
+            continue;
         }
-        p += strcspn(p, " ,\t");
+        while (len > 0 && tok[len - 1] == '.')   /* the sentence's full stop */
+            len--;
+        if (is_identity_of(tok, len, a->from_addr) || is_identity_of(tok, len, a->feedback_addr))
+            return LISTED_OURS;
+        if (len > 0 && is_identity_of(tok, len, a->rcpt))
+            recipient = 1;
+        else
+            unknown = 1;
     }
-    return listed ? 0 : -1;
+    return recipient && !unknown ? LISTED_RECIPIENT : LISTED_UNKNOWN;
+}
+
+static int is_addr_char(char c)
+{
+    return isalnum((unsigned char)c) || (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~@", c) != NULL);
+}
+
+/* 1 if addr appears in s as a whole address (not inside a longer one; a
+ * full stop may follow). */
+static int mentions(const char *s, const char *addr)
+{
+    size_t n = addr ? strlen(addr) : 0;
+    for (const char *p = s && n ? strcasestr(s, addr) : NULL; p; p = strcasestr(p + 1, addr)) {
+        char before = p > s ? p[-1] : ' ', after = p[n];
+        if (after == '.' && !is_addr_char(p[n + 1]) && p[n + 1] != '.')
+            after = ' ';
+        if (!is_addr_char(before) && before != '.' && !is_addr_char(after) && after != '.')
+            return 1;
+    }
+    return 0;
+}
+
+/* SES's wording for an address it cannot parse. */
+static const char *const syntax_phrases[] = {
+    "illegal address", "missing final '@domain'", "local address contains", "domain contains",
+    "domain starts with", "domain ends with", "invalid domain", "invalid email address",
+};
+
+/* A rejection of this message that is not ours: PERM only when SES calls
+ * an address malformed and names the recipient, not the From or feedback
+ * address; anything else (content, size, a bad request, an unnamed
+ * address) says nothing against the recipient. */
+static enum transport_result message_refused(const struct ses_answer *a)
+{
+    int syntax = 0;
+    for (size_t i = 0; i < sizeof(syntax_phrases) / sizeof(syntax_phrases[0]); i++)
+        syntax |= contains(a->message, syntax_phrases[i]);
+    if (syntax && mentions(a->message, a->rcpt) && !mentions(a->message, a->from_addr) &&
+        !mentions(a->message, a->feedback_addr))
+        return TRANSPORT_PERM;
+    return TRANSPORT_UNDETERMINED;
 }
 
 /* "Daily message quota exceeded." or "Maximum sending rate exceeded.";
@@ -123,17 +189,26 @@ static enum transport_result hold(const char *reason, const char **hold_reason)
     return TRANSPORT_HOLD;
 }
 
-/* MessageRejected: ours or the recipient's fault, as the message says.
- * SES v1 also rejects this way for a paused or suspended account. */
+/* MessageRejected: ours, the account's or the message's, as the message
+ * says.  SES v1 also rejects this way for a paused or suspended account. */
 static enum transport_result rejected(const struct ses_answer *a, const char **hold_reason)
 {
-    if (contains(a->message, "not verified") && names_our_identity(a) == 1)
-        return hold("sender_not_verified", hold_reason);
+    if (contains(a->message, "not verified")) {
+        switch (listed_identities(a)) {
+        case LISTED_OURS:
+            return hold("sender_not_verified", hold_reason);
+        case LISTED_RECIPIENT:
+            return TRANSPORT_UNDETERMINED;   /* the sandbox: the account's state, not the address */
+        case LISTED_UNKNOWN:
+            break;
+        }
+        return hold("identity_not_verified", hold_reason);
+    }
     if (contains(a->message, "sending paused"))
         return hold("sending_paused", hold_reason);
     if (contains(a->message, "sending suspended"))
         return hold("account_suspended", hold_reason);
-    return TRANSPORT_PERM;
+    return message_refused(a);
 }
 
 enum transport_result ses_errors_classify(const struct ses_answer *a, const char **hold_reason)
@@ -151,11 +226,15 @@ enum transport_result ses_errors_classify(const struct ses_answer *a, const char
             return hold(limit_reason(name, a->message), hold_reason);
     if (a->status == 429)
         return hold(limit_reason(name, a->message), hold_reason);
-    if (a->status == 401 || a->status == 403)
+    if (a->status == 401)
         return hold("credentials", hold_reason);
+    if (a->status == 403)
+        return hold("access_denied", hold_reason);
     if (a->status == 408 || a->status >= 500)
         return TRANSPORT_TEMP;
+    if (a->status < 400)
+        return hold("configuration", hold_reason);   /* a redirect: not SES's API at this endpoint */
     if (strcmp(name, "MessageRejected") == 0)
         return rejected(a, hold_reason);
-    return TRANSPORT_PERM;
+    return message_refused(a);
 }

@@ -2,9 +2,15 @@
  *
  *   2xx                                      TRANSPORT_OK
  *   408, 5xx                                 TRANSPORT_TEMP (retry tier)
- *   the recipient is at fault                TRANSPORT_PERM (bounce, then
- *     (MessageRejected naming the recipient,  suppression)
- *     BadRequestException, any other 4xx)
+ *   the recipient's address is malformed:    TRANSPORT_PERM (Bounce Permanent,
+ *     an address-syntax rejection that          then suppression)
+ *     names the recipient and nothing of ours
+ *   this message to this recipient failed,   TRANSPORT_UNDETERMINED (Bounce
+ *     but nothing shows the address is bad:     Undetermined: feedback sends it
+ *     a sandbox recipient not verified,         to review, mailfleet.fallback,
+ *     content or size rejected,                 and suppresses nobody)
+ *     BadRequestException, an address-syntax
+ *     rejection that names nobody, any other 4xx
  *   we are at fault, not the recipient       TRANSPORT_HOLD with a reason:
  *     SendingPaused / AccountSendingPaused /   sending_paused
  *       ConfigurationSetSendingPaused
@@ -14,17 +20,29 @@
  *                                                throttled
  *     MessageRejected "not verified" naming    sender_not_verified
  *       the From or feedback address or domain
+ *     MessageRejected "not verified" with a    identity_not_verified
+ *       list SES cut short ("..."), naming an
+ *       identity we cannot place, or no list
  *     MailFromDomainNotVerifiedException       mail_from_not_verified
  *     NotFoundException (configuration set),   configuration
  *       ConfigurationSetDoesNotExist
- *     401, 403, AccessDenied, SignatureDoes-   credentials
- *       NotMatch, ExpiredToken, ...
+ *     AccessDenied, any other 403              access_denied
+ *     401, SignatureDoesNotMatch, Expired-     credentials
+ *       Token, UnrecognizedClient, ...
+ *
+ * Why so little is Permanent: a Permanent bounce makes feedback suppress the
+ * recipient for good.  A sandbox rejection is the account's state, which
+ * ends when the account leaves the sandbox; a message-level or request-level
+ * rejection would suppress every recipient of the message; and every address
+ * we send passed address_normalize, which is narrower than SES's rules, so a
+ * syntax rejection that names nobody may as well be about the From (and
+ * would then suppress every recipient of that sender).  Undetermined still
+ * ends the recipient's attempt and reaches an operator.  An AccessDenied can
+ * come from an IAM condition on the recipients; send caps how long one
+ * record may hold for it ([send] access_denied_max).
  *
  * The exception name comes from the x-amzn-ErrorType header or the body's
- * __type / code field.  A "not verified" rejection that names no identity
- * is not one SES writes and stays permanent, as does any 4xx not listed:
- * a new SES error then shows up as bounces rather than as a silent hold.
- * Pure functions: no I/O, no state. */
+ * __type / code field.  Pure functions: no I/O, no state. */
 #ifndef MF_SEND_SES_ERRORS_H
 #define MF_SEND_SES_ERRORS_H
 #include "transport.h"
@@ -37,6 +55,7 @@ struct ses_answer {
     const char *message;          /* the body's message, may be NULL */
     const char *from_addr;        /* the FromEmailAddress sent */
     const char *feedback_addr;    /* the FeedbackForwardingEmailAddress sent, may be NULL */
+    const char *rcpt;             /* the one ToAddresses entry sent */
 };
 
 /* The result for a; *hold_reason is set (one of transport_hold_reasons)

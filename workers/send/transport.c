@@ -30,7 +30,7 @@ static const struct transport_ops *const backends[] = {
 
 const char *const transport_hold_reasons[] = {
     "sending_paused", "account_suspended", "quota", "throttled", "sender_not_verified",
-    "mail_from_not_verified", "configuration", "credentials", NULL
+    "identity_not_verified", "mail_from_not_verified", "configuration", "access_denied", "credentials", NULL
 };
 
 struct transport *transport_open(const char *uri, const struct transport_config *tc, char *err,

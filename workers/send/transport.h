@@ -42,7 +42,11 @@ enum transport_result {
     TRANSPORT_NOT_RUN = 0,        /* not attempted (stopping) */
     TRANSPORT_OK,                 /* 2xx: delivered */
     TRANSPORT_TEMP,               /* 4xx, timeout, connection error: retry */
-    TRANSPORT_PERM,               /* 5xx: bounce */
+    TRANSPORT_PERM,               /* 5xx: bounce (Permanent: the recipient is suppressed) */
+    TRANSPORT_UNDETERMINED,       /* the service refused this message for this recipient
+                                     without showing the address is bad (SES: sandbox,
+                                     content, size, bad request): bounce Undetermined,
+                                     which feedback sends to review, suppressing nobody */
     TRANSPORT_HOLD,               /* the service refuses our account or sender, not
                                      the recipient (SES sending paused, quota, sender
                                      not verified): no bounce; stop using the

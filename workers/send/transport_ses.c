@@ -8,11 +8,14 @@
  * signed with SigV4 (service "ses").  Answers map onto SMTP-like outcomes
  * (ses_errors.h): 2xx delivered; 408, 5xx and transport errors retried; an
  * error that is ours rather than the recipient's (sending paused, quota,
- * sender not verified, credentials) holds the transport; other 4xx are
- * permanent.  Credentials come from the config or AWS_ACCESS_KEY_ID /
- * AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN and are never logged; nor is the
- * message SES sends with a credentials error, which can quote the signed
- * request. */
+ * sender not verified, credentials) holds the transport; a malformed
+ * recipient address that SES names is permanent; other 4xx (sandbox,
+ * content, size, bad request) are undetermined.  Credentials come from the
+ * config or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
+ * and are never logged; nor is the message SES sends with a credentials
+ * error, which can quote the signed request (an AccessDenied message names
+ * the principal and the action, and is kept: an operator needs it to find
+ * the policy that refused). */
 #include "transport_impl.h"
 #include "address.h"
 #include "jsonx.h"
@@ -284,18 +287,22 @@ static void ses_answered(struct ses_job *sj, long code, struct transport_job *jo
         m = json_string_value(json_object_get(j, "Message"));
     ses_error_name(sj, j, name, sizeof(name));
     const char *reason = NULL;
-    struct ses_answer a = { code, name, m, job->from_addr, job->mail_from };
+    struct ses_answer a = { code, name, m, job->from_addr, job->mail_from, job->rcpt };
     enum transport_result r = ses_errors_classify(&a, &reason);
     if (reason && strcmp(reason, "credentials") == 0)
         m = "(message not kept: it may quote the signed request)";
+    const char *sep = *name ? ": " : "", *text = m ? m : "";
     if (r == TRANSPORT_OK) {
         snprintf(msg, sizeof(msg), "250 2.0.0 Ok %s", mid ? mid : "");
         transport_job_result(job, r, (int)code, "2.0.0", msg);
-    } else if (r == TRANSPORT_PERM) {
-        snprintf(msg, sizeof(msg), "554 5.3.0 ses: HTTP %ld %s%s%s", code, name, *name ? ": " : "", m ? m : "");
+    } else if (r == TRANSPORT_PERM) {   /* SES calls the recipient's address malformed */
+        snprintf(msg, sizeof(msg), "553 5.1.3 ses: HTTP %ld %s%s%s", code, name, sep, text);
+        transport_job_result(job, r, (int)code, "5.1.3", msg);
+    } else if (r == TRANSPORT_UNDETERMINED) {
+        snprintf(msg, sizeof(msg), "554 5.3.0 ses: HTTP %ld %s%s%s", code, name, sep, text);
         transport_job_result(job, r, (int)code, "5.3.0", msg);
     } else {
-        snprintf(msg, sizeof(msg), "451 4.3.0 ses: HTTP %ld %s%s%s", code, name, *name ? ": " : "", m ? m : "");
+        snprintf(msg, sizeof(msg), "451 4.3.0 ses: HTTP %ld %s%s%s", code, name, sep, text);
         transport_job_result(job, r, (int)code, "4.3.0", msg);
         job->hold_reason = reason;
     }
