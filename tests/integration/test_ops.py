@@ -526,7 +526,7 @@ class PrometheusTest(harness.TestCase):
         required = {"MailfleetInboundDLQDepth", "MailfleetInboundOldestAge", "MailfleetInboundReceived5m",
                     "MailfleetInboundStaleBacklog", "MailfleetOutboundOldestAge", "MailfleetOutboundDLQDepth",
                     "MailfleetBounceRate", "MailfleetComplaintRate", "MailfleetWorkerDown",
-                    "MailfleetWorkerNotReady", "MailfleetSpoolGrowing"}
+                    "MailfleetWorkerNotReady", "MailfleetSpoolGrowing", "MailfleetSendTransportPaused"}
         self.assertTrue(required <= alerts, required - alerts)
         with open(os.path.join(PROM, "mailfleet.rules.test.yml")) as f:
             tests = yaml.safe_load(f)["tests"]

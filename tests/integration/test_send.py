@@ -1,7 +1,9 @@
-"""send worker: real peers only.  Postfix's smtp-sink (with its fault
-options) and a private Postfix instance as relays, a local HTTP endpoint that
-re-signs SES requests with botocore, python3-dkim for DKIM, the bus through
-tests/tools/send_tool.  Each test runs `mailfleet send` as its own process."""
+"""send worker: real peers where they can run here.  Postfix's smtp-sink
+(with its fault options) and a private Postfix instance as relays,
+python3-dkim for DKIM, the bus through tests/tools/send_tool.  SES cannot run
+here: FakeSes, a local HTTP endpoint that re-signs each request with botocore
+and answers as SES documents, is the accepted stand-in.  Each test runs
+`mailfleet send` as its own process."""
 import base64
 import http.server
 import json
@@ -73,6 +75,101 @@ class SinkDir:
             out.append({"rcpts": [r.decode() for r in rcpts], "mail_from": mail[0].decode() if mail else "",
                         "message": data[m.end():] if m else b""})
         return out
+
+
+NOT_VERIFIED = "Email address is not verified. The following identities failed the check in region EU-WEST-1: "
+
+
+class FakeSes:
+    """Stands in for Amazon SES v2 SendEmail: no real SES can run here, so
+    this local HTTP server is the peer.  It checks each request's SigV4
+    signature with botocore (the AWS SDK's own signer) and the request's
+    shape, and answers as SES documents it: 200 {"MessageId"}, or an error
+    status with the exception name in x-amzn-ErrorType and {"message"}.
+    answer(rcpt, n) picks the answer for the n-th request to rcpt: None for
+    200, else (status, exception name or None, message)."""
+    ak, sk, region = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "eu-west-1"
+
+    def __init__(self, answer):
+        self.requests, self.problems = [], []   # (rcpt, status) in order; what was wrong
+        lock = threading.Lock()
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                ok = fake.signature_ok(self.headers, self.path, body)
+                to = fake.shape_ok(self.path, body)
+                with lock:
+                    n = 1 + sum(1 for r, _ in fake.requests if r == to)
+                    if not ok:
+                        code, etype, resp = 403, "SignatureDoesNotMatch", {"message": "SignatureDoesNotMatch"}
+                    else:
+                        a = answer(to, n)
+                        code, etype, resp = (200, None, {"MessageId": "ses-%d" % len(fake.requests)}) if a is None \
+                            else (a[0], a[1], {"message": a[2]})
+                    fake.requests.append((to, code))
+                out = json.dumps(resp).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                if etype:
+                    self.send_header("x-amzn-ErrorType", etype + ":http://internal.amazon.com/coral/com.amazon.ses/")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+    def answers(self, rcpt):
+        return [code for r, code in self.requests if r == rcpt]
+
+    def signature_ok(self, headers, path, body):
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+        auth = headers.get("Authorization", "")
+        m = re.match(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/ses/aws4_request, "
+                     r"SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$", auth)
+        ok = m is not None and m.group(1) == self.ak and m.group(3) == self.region
+        if ok:
+            signed = m.group(4).split(";")
+            for must in ("host", "x-amz-date", "content-type"):
+                ok = ok and must in signed
+            req = AWSRequest(method="POST", url="http://%s%s" % (headers["Host"], path), data=body,
+                             headers={h: headers[h] for h in signed})
+            req.context["timestamp"] = headers["X-Amz-Date"]
+            signer = SigV4Auth(Credentials(self.ak, self.sk), "ses", self.region)
+            want = signer.signature(signer.string_to_sign(req, signer.canonical_request(req)), req)
+            ok = ok and want == m.group(5)
+        if not ok:
+            self.problems.append("bad signature: " + auth)
+        return ok
+
+    def shape_ok(self, path, body):
+        """The one recipient of a well-shaped SendEmail request, else "?"."""
+        try:
+            doc = json.loads(body)
+            assert path == "/v2/email/outbound-emails"
+            assert set(doc) <= {"FromEmailAddress", "Destination", "Content", "FeedbackForwardingEmailAddress"}
+            assert doc["FromEmailAddress"] == "noreply@iot.localhost"
+            to = doc["Destination"]["ToAddresses"]
+            assert len(to) == 1
+            raw = base64.b64decode(doc["Content"]["Raw"]["Data"], validate=True)
+            assert b"Subject: alert\r\n" in raw
+            assert re.match(r"^bounce\+[a-z2-7]{42}@iot\.localhost$", doc["FeedbackForwardingEmailAddress"])
+            return to[0]
+        except Exception as e:   # noqa: BLE001 — reported to the test
+            self.problems.append("bad body: %r" % e)
+            return "?"
 
 
 class RecordedConnections(list):
@@ -482,82 +579,275 @@ default_transport = discard
         # the outbound topic is fully committed: nothing is redelivered later
         self.assertEqual(self.by_type(ev, "Bounce"), [])
 
+    def fake_ses(self, answer, extra=""):
+        """Starts FakeSes with answer(rcpt, n) and returns it and a config."""
+        ses = FakeSes(answer)
+        self.addCleanup(ses.close)
+        cfg = self.config("ses:" + ses.region, "ses_endpoint = http://127.0.0.1:%d\nses_access_key = %s\n"
+                          "ses_secret_key = %s\nmax_retry_age = 1h\nhold_backoff = 1s\nhold_backoff_max = 2s\n%s"
+                          % (ses.port, ses.ak, ses.sk, extra))
+        return ses, cfg
+
     def test_ses_requests_are_sigv4_signed_and_shaped(self):
-        ak, sk, region = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "eu-west-1"
-        seen, problems = [], []
+        def answer(rcpt, n):
+            if rcpt.startswith("throttle") and n == 1:   # SES's per-second rate, met once
+                return 429, "TooManyRequestsException", "Maximum sending rate exceeded."
+            if rcpt.startswith("reject"):
+                return 400, None, "Email address is not verified."
+            return None
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                from botocore.auth import SigV4Auth
-                from botocore.awsrequest import AWSRequest
-                from botocore.credentials import Credentials
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                auth = self.headers.get("Authorization", "")
-                m = re.match(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/ses/aws4_request, "
-                             r"SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$", auth)
-                ok = m is not None and m.group(1) == ak and m.group(3) == region
-                if ok:
-                    signed = m.group(4).split(";")
-                    for must in ("host", "x-amz-date", "content-type"):
-                        ok = ok and must in signed
-                    req = AWSRequest(method="POST", url="http://%s%s" % (self.headers["Host"], self.path), data=body,
-                                     headers={h: self.headers[h] for h in signed})
-                    req.context["timestamp"] = self.headers["X-Amz-Date"]
-                    signer = SigV4Auth(Credentials(ak, sk), "ses", region)
-                    want = signer.signature(signer.string_to_sign(req, signer.canonical_request(req)), req)
-                    ok = ok and want == m.group(5)
-                if not ok:
-                    problems.append("bad signature: " + auth)
-                try:
-                    doc = json.loads(body)
-                    assert self.path == "/v2/email/outbound-emails"
-                    assert set(doc) <= {"FromEmailAddress", "Destination", "Content", "FeedbackForwardingEmailAddress"}
-                    assert doc["FromEmailAddress"] == "noreply@iot.localhost"
-                    to = doc["Destination"]["ToAddresses"]
-                    assert len(to) == 1
-                    raw = base64.b64decode(doc["Content"]["Raw"]["Data"], validate=True)
-                    assert b"Subject: alert\r\n" in raw
-                    assert re.match(r"^bounce\+[a-z2-7]{42}@iot\.localhost$", doc["FeedbackForwardingEmailAddress"])
-                except Exception as e:   # noqa: BLE001 — reported to the test below
-                    problems.append("bad body: %r" % e)
-                    to = ["?"]
-                seen.append(to[0])
-                if not ok:
-                    code, resp = 403, {"message": "SignatureDoesNotMatch"}
-                elif to[0].startswith("throttle"):
-                    code, resp = 429, {"message": "Maximum sending rate exceeded."}
-                elif to[0].startswith("reject"):
-                    code, resp = 400, {"message": "Email address is not verified."}
-                else:
-                    code, resp = 200, {"MessageId": "ses-%d" % len(seen)}
-                out = json.dumps(resp).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-        port = harness.free_port()
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        self.addCleanup(srv.shutdown)
-        cfg = self.config("ses:" + region, "ses_endpoint = http://127.0.0.1:%d\nses_access_key = %s\n"
-                          "ses_secret_key = %s\nmax_retry_age = 1h\n" % (port, ak, sk))
+        ses, cfg = self.fake_ses(answer)
         rec = outbound(["ok@example.com", "throttle@example.com", "reject@example.com"])
         self.produce_outbound([rec])
         self.start_send(cfg)
         ev = self.wait_events(lambda ev: len(ev) >= 3)
-        self.assertEqual(problems, [])
+        self.assertEqual(ses.problems, [])
         self.check_schema(ev)
         self.assertEqual(self.by_type(ev, "Delivery")[0]["delivery"]["recipients"], ["ok@example.com"])
         self.assertIn("ses-", self.by_type(ev, "Delivery")[0]["delivery"]["smtpResponse"])
-        self.assertEqual(self.by_type(ev, "DeliveryDelay")[0]["deliveryDelay"]["delayedRecipients"][0]["emailAddress"],
-                         "throttle@example.com")
-        b = self.by_type(ev, "Bounce")[0]["bounce"]
-        self.assertEqual((b["bounceType"], b["bouncedRecipients"][0]["emailAddress"]), ("Permanent", "reject@example.com"))
+        # a throttled answer is SES's rate, not the recipient's fault: the
+        # transport holds a second and the recipient gets the mail after it
+        self.assertEqual(sorted(e["delivery"]["recipients"][0] for e in self.by_type(ev, "Delivery")),
+                         ["ok@example.com", "throttle@example.com"])
+        self.assertEqual(self.by_type(ev, "DeliveryDelay"), [])
+        self.assertEqual(ses.answers("throttle@example.com"), [429, 200])
+        self.assertEqual(ses.answers("ok@example.com"), [200])   # sent once, before and after the hold
+        # a 400 SES names no cause for says nothing against the address:
+        # undetermined, which feedback sends to review without suppressing
+        (b,) = [e["bounce"] for e in self.by_type(ev, "Bounce")]
+        self.assertEqual((b["bounceType"], b["bouncedRecipients"][0]["emailAddress"]),
+                         ("Undetermined", "reject@example.com"))
+        metrics = urlget("http://127.0.0.1:%d/metrics" % self.metrics_port)
+        self.assertRegex(metrics, r'mailfleet_send_transport_refusals_total\{transport="ses",reason="throttled"\} 1\b')
+
+    # ---- SES errors: the recipient's (bounce) or our account's (hold) ----
+    def start_feedback(self):
+        """feedback on the same bus, turning send's Bounce events into
+        suppressions as in production."""
+        met, pub = harness.free_port(), harness.free_port()
+        cfg = self.write("feedback.ini", """[mailfleet]
+bus = %s
+state_dir = %s
+store_incoming = file:%s
+token_keys = %s
+[feedback]
+metrics_listen = 127.0.0.1:%d
+public_listen = 127.0.0.1:%d
+""" % (self.bus, self.path("feedback-state"), self.path("store", "incoming"), TOKEN_KEYS, met, pub))
+        p = self.start([harness.MAILFLEET, "feedback", "-c", cfg], "feedback")
+        harness.wait_port(met, proc=p.p)
+
+    def suppressed(self):
+        return {r["key"] for r in self.dump("mailfleet.suppression") if r["value"] is not None}
+
+    def readyz(self):
+        import urllib.error
+        try:
+            return 200, urlget("http://127.0.0.1:%d/readyz" % self.metrics_port)
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def fallback(self):
+        return [json.loads(r["value"]) for r in self.dump("mailfleet.fallback")]
+
+    def paused_gauge(self, reason):
+        m = re.search(r'mailfleet_send_transport_paused\{transport="ses",reason="%s"\} (\d)' % reason,
+                      urlget("http://127.0.0.1:%d/metrics" % self.metrics_port))
+        return int(m.group(1))
+
+    def check_account_refusal(self, status, etype, message, reason):
+        """SES refuses our account with (status, etype, message) for the
+        first two requests.  Nobody bounces and nobody is suppressed; the
+        transport holds (metric, /readyz, one log line) and SES sees one try
+        per back-off, not one per queued recipient; the mail is delivered
+        once SES accepts again.  A sandbox rejection of a recipient
+        afterwards bounces Undetermined: feedback sends it to review (the
+        barrier that feedback has read every event before it) and
+        suppresses nobody."""
+        refused = [0]
+
+        def answer(rcpt, n):   # FakeSes calls this under its lock
+            if rcpt == "reject@example.com":
+                return 400, "MessageRejected", NOT_VERIFIED + rcpt   # the sandbox: the account's state
+            if refused[0] < 2:
+                refused[0] += 1
+                return status, etype, message
+            return None
+
+        # one transfer at a time: each try of the transport is one request
+        ses, cfg = self.fake_ses(answer, "connections = 1\n")
+        self.start_feedback()
+        rcpts = ["r%d@example.com" % i for i in range(6)]
+        recs = [outbound(rcpts[i:i + 2], text=message_text(body="secret body line\r\n")) for i in range(0, 6, 2)]
+        self.produce_outbound(recs)
+        send = self.start_send(cfg)
+        # refused at once, then after the 1 s wait: paused for 3 s in all
+        harness.wait_for(lambda: self.paused_gauge(reason) == 1, timeout=20, what="the transport paused for " + reason)
+        code, why = self.readyz()
+        self.assertEqual(code, 503)
+        self.assertIn("refuses our account (%s)" % reason, why)
+        ev = self.wait_events(lambda ev: len(self.by_type(ev, "Delivery")) == 6, timeout=20, what="every delivery")
+        # tried again after each back-off, not once per queued recipient
+        self.assertEqual([code for _, code in ses.requests[:3]], [status, status, 200])
+        self.assertEqual(sorted(e["delivery"]["recipients"][0] for e in self.by_type(ev, "Delivery")), rcpts)
+        for r in rcpts:
+            self.assertEqual(ses.answers(r).count(200), 1, r)
+        self.assertEqual(self.paused_gauge(reason), 0)   # ended by the delivery, before its event
+        harness.wait_for(lambda: self.readyz()[0] == 200, timeout=5, what="ready again")
+        # the sandbox: bounced, sent to review, nobody suppressed
+        self.produce_outbound([outbound(["reject@example.com"])])
+        (fb,) = harness.wait_for(self.fallback, timeout=20, what="the sandbox rejection in review")
+        self.assertEqual(fb["reason"], "undetermined_bounce")
+        self.assertIn("reject@example.com", fb["details"])
+        self.assertIn("not verified", fb["details"])
+        self.assertEqual(self.suppressed(), set())
+        ev = self.events()
+        self.assertEqual([(e["bounce"]["bounceType"], e["bounce"]["bouncedRecipients"][0]["emailAddress"])
+                          for e in self.by_type(ev, "Bounce")], [("Undetermined", "reject@example.com")])
+        self.assertEqual(self.by_type(ev, "DeliveryDelay"), [])
+        self.assertEqual(ses.problems, [])
+        self.assertEqual(self.paused_gauge(reason), 0)
+        metrics = urlget("http://127.0.0.1:%d/metrics" % self.metrics_port)
+        m = re.search(r'mailfleet_send_transport_refusals_total\{transport="ses",reason="%s"\} (\d+)' % reason,
+                      metrics)
+        self.assertEqual(int(m.group(1)), 2)
+        log = send.output()
+        held = [json.loads(line) for line in log.splitlines() if "sending held" in line]
+        self.assertEqual(len(held), 2)   # one line per wait
+        self.assertEqual(held[0]["reason"], reason)
+        self.assertIn(etype, held[0]["reply"])
+        self.assertIn("hold ended", log)
+        self.assertNotIn("secret body line", log)
+        self.assertNotIn(ses.sk, log)
+
+    def test_ses_sending_paused_holds_without_bouncing(self):
+        self.check_account_refusal(400, "SendingPausedException", "Sending paused for this account.",
+                                   "sending_paused")
+
+    def test_ses_account_suspended_holds_without_bouncing(self):
+        self.check_account_refusal(400, "AccountSuspendedException", "Sending suspended for this account.",
+                                   "account_suspended")
+
+    def test_ses_daily_quota_holds_without_bouncing(self):
+        self.check_account_refusal(400, "LimitExceededException", "Daily message quota exceeded.", "quota")
+
+    def test_ses_unverified_sender_holds_without_bouncing(self):
+        self.check_account_refusal(400, "MessageRejected", NOT_VERIFIED + "noreply@iot.localhost",
+                                   "sender_not_verified")
+
+    def test_ses_mail_from_domain_not_verified_holds_without_bouncing(self):
+        self.check_account_refusal(400, "MailFromDomainNotVerifiedException",
+                                   "MAIL FROM domain bounce.iot.localhost is not verified.", "mail_from_not_verified")
+
+    def test_ses_hold_ends_on_an_answer_that_is_no_refusal(self):
+        """A hold ends at any answer that is not a refusal, not only at a
+        delivery: after a pause SES rejects the retried message as a bad
+        request.  Nothing is delivered, yet the gauge is 0 and send ready."""
+        def answer(rcpt, n):
+            if n == 1:
+                return 400, "SendingPausedException", "Sending paused for this account."
+            return 400, "BadRequestException", "Invalid content."
+
+        ses, cfg = self.fake_ses(answer, "connections = 1\n")
+        self.produce_outbound([outbound(["x@example.com"])])
+        self.start_send(cfg)
+        ev = self.wait_events(lambda ev: self.by_type(ev, "Bounce"), what="the bounce after the hold")
+        self.assertEqual(self.paused_gauge("sending_paused"), 0)   # ended before the event was produced
+        harness.wait_for(lambda: self.readyz()[0] == 200, timeout=5, what="ready after the hold")
+        self.assertEqual(ses.answers("x@example.com"), [400, 400])
+        self.assertEqual([e["bounce"]["bounceType"] for e in self.by_type(ev, "Bounce")], ["Undetermined"])
+        self.assertEqual(self.by_type(ev, "Delivery"), [])
+        metrics = urlget("http://127.0.0.1:%d/metrics" % self.metrics_port)
+        self.assertRegex(metrics, r'mailfleet_send_transport_refusals_total\{transport="ses",reason="sending_paused"\} 1\b')
+
+    def test_ses_hold_ends_when_the_retried_record_needs_no_transfer(self):
+        """SES stays paused, but the held record's only recipient is
+        suppressed meanwhile: the retry makes no transfer, commits without a
+        refusal, and that ends the hold (no delivery ever comes)."""
+        ses, cfg = self.fake_ses(lambda rcpt, n: (400, "SendingPausedException", "Sending paused for this account."),
+                                 "connections = 1\n")
+        self.produce_outbound([outbound(["x@example.com"])])
+        self.start_send(cfg)
+        harness.wait_for(lambda: self.paused_gauge("sending_paused") == 1, timeout=20, what="the hold")
+        self.produce("mailfleet.suppression", [
+            ("x@example.com", {"schema": "mailfleet.suppression.v1", "emailAddress": "x@example.com",
+                               "reason": "MANUAL", "lastUpdateTime": now3339()})])
+        ev = self.wait_events(lambda ev: self.by_type(ev, "Suppressed"), timeout=30, what="the Suppressed event")
+        self.assertEqual(self.by_type(ev, "Bounce"), [])
+        self.assertEqual(self.paused_gauge("sending_paused"), 0)   # ended before the commit
+        harness.wait_for(lambda: self.readyz()[0] == 200, timeout=5, what="ready after the hold")
+        self.assertGreaterEqual(len(ses.requests), 1)
+        self.assertEqual(set(ses.answers("x@example.com")), {400})
+
+    def test_ses_message_level_rejections_go_to_review_without_suppressing(self):
+        """Rejections that do not show the address is bad (the sandbox, a bad
+        request, a too large message, a 400 with no cause) bounce
+        Undetermined: feedback puts each in mailfleet.fallback with SES's
+        reason and suppresses nobody, and nothing holds.  An address SES
+        calls malformed and names is the recipient's: Permanent, suppressed."""
+        answers = {
+            "sandbox@example.com": (400, "MessageRejected", NOT_VERIFIED + "sandbox@example.com"),
+            "badreq@example.com": (400, "BadRequestException", "Missing final '@domain'"),
+            "big@example.com": (400, "MessageRejected", "Message length is more than 10485760 bytes long: '10485761'."),
+            "odd@example.com": (400, None, "?"),
+            "malformed@example.com": (400, "BadRequestException", "Illegal address: malformed@example.com"),
+        }
+        ses, cfg = self.fake_ses(lambda rcpt, n: answers.get(rcpt))
+        self.start_feedback()
+        self.produce_outbound([outbound(sorted(answers))])
+        self.start_send(cfg)
+        fb = harness.wait_for(lambda: (lambda f: f if len(f) == 4 else None)(self.fallback()), timeout=30,
+                              what="four bounces in review")
+        harness.wait_for(lambda: "malformed@example.com" in self.suppressed(), timeout=20, what="the malformed address")
+        self.check_schema(fb, "fallback")
+        self.assertEqual({f["reason"] for f in fb}, {"undetermined_bounce"})
+        details = " | ".join(f["details"] for f in fb)
+        for rcpt, (_, etype, message) in answers.items():
+            if rcpt != "malformed@example.com":
+                self.assertIn(rcpt, details)
+                self.assertIn(message, details)
+        self.assertIn("BadRequestException", details)
+        self.assertEqual(self.suppressed(), {"malformed@example.com"})
+        ev = self.events()
+        self.check_schema(ev)
+        got = {e["bounce"]["bouncedRecipients"][0]["emailAddress"]: e["bounce"]["bounceType"]
+               for e in self.by_type(ev, "Bounce")}
+        self.assertEqual(got, {r: "Permanent" if r == "malformed@example.com" else "Undetermined" for r in answers})
+        metrics = urlget("http://127.0.0.1:%d/metrics" % self.metrics_port)
+        self.assertRegex(metrics, r'mailfleet_send_messages_total\{result="bounced_undetermined"\} 4\b')
+        self.assertRegex(metrics, r'mailfleet_send_messages_total\{result="bounced_permanent"\} 1\b')
+        self.assertNotRegex(metrics, r'mailfleet_send_transport_refusals_total\{[^}]*\} [1-9]')
+        self.assertEqual(sorted(r for r, _ in ses.requests), sorted(answers))   # each once: nothing held
+
+    def test_ses_access_denied_record_goes_to_the_dlq_after_access_denied_max(self):
+        """AccessDenied holds like a credentials error, but an IAM condition
+        can deny one recipient only: once SES has denied the same record for
+        access_denied_max it goes to the DLQ with SES's reason, nobody is
+        bounced, and the record behind it in its partition is delivered."""
+        denied = ("User: arn:aws:iam::123456789012:user/mf is not authorized to perform: ses:SendEmail on "
+                  "resource: arn:aws:ses:eu-west-1:123456789012:identity/example.com")
+
+        def answer(rcpt, n):
+            return (403, "AccessDeniedException", denied) if rcpt == "denied@example.com" else None
+
+        ses, cfg = self.fake_ses(answer, "connections = 1\naccess_denied_max = 2s\n")
+        first = outbound(["denied@example.com"])
+        behind = outbound(["after@example.com"], inbound_id=first["inbound_id"])   # same key: same partition
+        self.produce_outbound([first, behind])
+        self.start_send(cfg)
+        (d,) = harness.wait_for(lambda: self.dump("mailfleet.outbound.dlq"), timeout=30, what="the denied record in the DLQ")
+        self.assertEqual(json.loads(d["value"]), first)
+        h = d["headers"]
+        self.assertEqual((h["mf.error.stage"], h["mf.error.class"]), ("send.transport", "policy"))
+        self.assertIn("access_denied_max", h["mf.error.message"])
+        self.assertIn("is not authorized to perform", h["mf.error.message"])
+        ev = self.wait_events(lambda ev: self.by_type(ev, "Delivery"), timeout=20, what="the record behind it")
+        self.assertEqual([e["delivery"]["recipients"] for e in self.by_type(ev, "Delivery")], [["after@example.com"]])
+        self.assertEqual(self.by_type(ev, "Bounce"), [])
+        answered = ses.answers("denied@example.com")
+        self.assertEqual(set(answered), {403})
+        self.assertGreaterEqual(len(answered), 2)   # held and tried again before the cap
+        self.assertEqual(ses.answers("after@example.com"), [200])
 
     def _dkim_roundtrip(self, alg):
         import dkim

@@ -1,5 +1,6 @@
 /* send: the pure pieces — VERP tokens, SMTP reply parsing, the token bucket,
- * the suppression copy's apply/check rules, the outbox writer. */
+ * the transport hold's back-off, the suppression copy's apply/check rules,
+ * the outbox writer. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,8 +15,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "process.h"
 #include "send/ratelimit.h"
+#include "send/send_hold.h"
 #include "suppression_copy.h"
 #include "send/transport.h"
 #include "verp.h"
@@ -125,6 +128,82 @@ static void test_ratelimit(void **state)
     ratelimit_free(none);
 }
 
+static double hold_gauge(const char *reason)
+{
+    char labels[128];
+    snprintf(labels, sizeof(labels), "transport=\"unit\",reason=\"%s\"", reason);
+    return metric_value(metric_gauge("mailfleet_send_transport_paused", "", labels));
+}
+
+enum hold_event { LOOK, REFUSED, ANSWERED, BATCH_DONE };
+
+static void test_send_hold(void **state)
+{
+    struct send_hold *h = send_hold_new("unit", 5000, 12000);
+    char why[256];
+    assert_int_equal(send_hold_wait(h, 0), 0);
+    assert_int_equal(send_hold_ready_check(h, why, sizeof(why)), 1);
+    assert_true(hold_gauge("quota") == 0);
+    /* one row per step: at t, for a transfer (or batch) started at `started`,
+     * a refusal for reason / an answer that is no refusal / a batch without
+     * a refusal / a look; then the wait the step started (refusals) or
+     * whether it ended the hold (answers, batches), the wait left at t, and
+     * whether a hold is on */
+    static const struct {
+        int64_t t, started;
+        enum hold_event ev;
+        const char *reason;
+        int64_t result, left;
+        int held;
+    } steps[] = {
+        { 0, 0, REFUSED, "quota", 5000, 5000, 1 },
+        { 100, 50, REFUSED, "quota", 0, 4900, 1 },                 /* in flight when held: no new wait */
+        { 200, 150, REFUSED, "sending_paused", 0, 4800, 1 },       /* the reason changes, not the wait */
+        { 5000, 0, LOOK, NULL, 0, 0, 1 },                          /* the wait is over: lanes try again */
+        { 5200, 4900, REFUSED, "sending_paused", 0, 0, 1 },        /* begun before the wait ended: no doubling */
+        { 5300, 5100, REFUSED, "sending_paused", 5000, 5000, 1 },  /* the next try: the new reason's own base */
+        { 10400, 10300, REFUSED, "sending_paused", 10000, 10000, 1 }, /* the same reason: twice as long */
+        { 20500, 20400, REFUSED, "sending_paused", 12000, 12000, 1 }, /* up to the maximum */
+        { 32600, 32550, ANSWERED, NULL, 1, 0, 0 },                 /* a recipient's bounce, say: ended */
+        { 40000, 39000, REFUSED, "throttled", 1000, 1000, 1 },     /* a rate limit waits a second first */
+        { 40100, 39500, ANSWERED, NULL, 0, 900, 1 },               /* begun before the hold: no sign */
+        { 41100, 41050, REFUSED, "throttled", 2000, 2000, 1 },
+        { 41500, 41200, BATCH_DONE, NULL, 0, 1600, 1 },            /* a batch begun during the wait */
+        { 43200, 43150, BATCH_DONE, NULL, 1, 0, 0 },               /* one after it, no refusal: ended */
+        { 43300, 43250, BATCH_DONE, NULL, 0, 0, 0 },               /* nothing left to end */
+        { 50000, 49000, REFUSED, "throttled", 1000, 1000, 1 },     /* a new hold starts from the base */
+        { 51100, 51050, REFUSED, "sending_paused", 5000, 5000, 1 },/* after a throttle: the pause's base, not 2 s */
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        int64_t got = 0;
+        if (steps[i].ev == REFUSED)
+            got = send_hold_refused(h, steps[i].reason, steps[i].started, steps[i].t);
+        else if (steps[i].ev == ANSWERED)
+            got = send_hold_answered(h, steps[i].started);
+        else if (steps[i].ev == BATCH_DONE)
+            got = send_hold_batch_done(h, steps[i].started);
+        int ready = send_hold_ready_check(h, why, sizeof(why));
+        if (got != steps[i].result || send_hold_wait(h, steps[i].t) != steps[i].left || ready == steps[i].held)
+            fail_msg("step %zu: got %lld left %lld ready %d", i, (long long)got,
+                     (long long)send_hold_wait(h, steps[i].t), ready);
+        if (i == 2) {
+            assert_true(hold_gauge("quota") == 0);
+            assert_true(hold_gauge("sending_paused") == 1);
+        }
+        if (i == 8 || i == 13)
+            assert_true(hold_gauge("sending_paused") == 0 && hold_gauge("throttled") == 0);
+    }
+    /* held, even after the wait, until a sign: readiness names the reason */
+    assert_int_equal(send_hold_ready_check(h, why, sizeof(why)), 0);
+    assert_non_null(strstr(why, "sending_paused"));
+    assert_true(hold_gauge("sending_paused") == 1);
+    assert_true(hold_gauge("throttled") == 0);
+    assert_int_equal(send_hold_answered(h, 60000), 1);
+    assert_int_equal(send_hold_answered(h, 60000), 0);
+    assert_true(hold_gauge("sending_paused") == 0);
+    send_hold_free(h);
+}
+
 static void test_suppression_copy(void **state)
 {
     char dir[] = "/tmp/mf-supp-XXXXXX", err[256], reason[64];
@@ -222,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_verp_keys_deterministic),
         cmocka_unit_test(test_parse_reply),
         cmocka_unit_test(test_ratelimit),
+        cmocka_unit_test(test_send_hold),
         cmocka_unit_test(test_suppression_copy),
         cmocka_unit_test(test_outbox),
     };

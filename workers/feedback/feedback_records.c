@@ -83,8 +83,12 @@ static int emit_review(struct feedback *f, const char *feedback_id, const char *
                             .partition = -1 };
     int rc = bus_produce(f->bus, &r, 1, 30000, err, sizeof(err));
     free(v);
+    if (rc != 0) {
+        log_kv(LOG_ERROR, "cannot publish a bounce for review", "error", err, NULL);
+        return rc;
+    }
     metric_inc(f->m_review);
-    return rc;
+    return 0;
 }
 
 static int suppress(struct feedback *f, const char *addr, const char *list, const char *reason,
@@ -177,9 +181,16 @@ static int apply_bounce(struct feedback *f, const char *message_id, const char *
             suppress(f, rcpt, NULL, "BOUNCE", source, message_id, feedback_id) != 0)
             return forget(f, message_id, rcpt, status);
         break;
-    case VERDICT_REVIEW:
-        emit_review(f, feedback_id ? feedback_id : message_id, "bounce of undetermined type");
+    case VERDICT_REVIEW: {
+        /* the operator's only word of it: whom, and what the server said */
+        char why[1024];
+        snprintf(why, sizeof(why), "bounce of undetermined type for %s%s%s", rcpt,
+                 rr && rr->diagnostic[0] ? ": " : "", rr ? rr->diagnostic : "");
+        const char *id = feedback_id ? feedback_id : message_id && *message_id ? message_id : rcpt;
+        if (emit_review(f, id, why) != 0)
+            return forget(f, message_id, rcpt, status);
         break;
+    }
     case VERDICT_IGNORE:
         break;
     }
@@ -485,9 +496,11 @@ int feedback_records_handle_event(struct feedback *f, const struct bus_record *r
             struct report_recipient rr = { 0 };
             const char *a = json_string_value(json_object_get(br, "emailAddress"));
             const char *st = json_string_value(json_object_get(br, "status"));
+            const char *diag = json_string_value(json_object_get(br, "diagnosticCode"));
             if (!a || address_normalize(a, rr.address, sizeof(rr.address)) != 0)
                 continue;
             snprintf(rr.status, sizeof(rr.status), "%s", st ? st : "");
+            snprintf(rr.diagnostic, sizeof(rr.diagnostic), "%s", diag ? diag : "");
             if ((rc = apply_bounce(f, msgid, rr.address, &c, &rr, "send", NULL)) != 0)
                 break;
         }

@@ -9,6 +9,13 @@
  * optional one-click List-Unsubscribe headers and an optional DKIM signature.
  * Produces event.v1 records on mailfleet.events, retry records on the next
  * tier, and unhandleable records to mailfleet.outbound.dlq with error headers.
+ * When the transport refuses our account rather than a recipient (SES
+ * sending paused, quota, sender not verified: ses_errors.h), nobody bounces:
+ * every lane stops sending until a back-off ends (send_hold.h), the records
+ * wait where they are, and /readyz and mailfleet_send_transport_paused say
+ * why.  An SES rejection that does not show the address is bad (sandbox,
+ * content, size, bad request) is a Bounce Undetermined: feedback sends it to
+ * review and suppresses nobody.
  *
  * Guarantees: a sent marker is written the moment the transport reports 2xx,
  * before any output is produced or the offset committed, so a redelivered
@@ -39,6 +46,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
+#include "send_hold.h"
 #include "store.h"
 #include "strbuf.h"
 #include "suppression_copy.h"
@@ -67,6 +75,13 @@ const struct config_key send_config_keys[] = {
     { "send", "retry_tiers", CONFIG_LIST, "1m,5m,30m,2h",
       "delays of the retry topics mailfleet.outbound.retry.<delay>, in order" },
     { "send", "max_retry_age", CONFIG_DURATION, "24h", "after this a deferred recipient bounces (Transient)" },
+    { "send", "hold_backoff", CONFIG_DURATION, "30s",
+      "wait after the transport refuses our account (SES sending paused, quota, sender not verified); "
+      "doubles while it goes on" },
+    { "send", "hold_backoff_max", CONFIG_DURATION, "10m", "longest wait between tries while refused" },
+    { "send", "access_denied_max", CONFIG_DURATION, "1h",
+      "a record SES denies access (AccessDenied) this long goes to the DLQ instead of holding on "
+      "(an IAM condition can deny single recipients)" },
     { "send", "batch_max", CONFIG_INT, NULL,
       "records handled (and recipients sent in parallel) per batch; default [mailfleet] batch_max" },
     { "send", "connections", CONFIG_INT, "4", "parallel SMTP/SES connections per consuming thread" },
@@ -155,6 +170,13 @@ static void *lane_main(void *arg)
             sleep_unless_stopped(200, w->stop);
             continue;
         }
+        /* Another lane met a refusal of our account: no lane sends until
+         * the hold's back-off ends (the records keep their place). */
+        int64_t hold = send_hold_wait(w->hold, mono_ms());
+        if (hold > 0) {
+            sleep_unless_stopped(hold < 200 ? hold : 200, w->stop);
+            continue;
+        }
         worker_loop_step(l->loop);
         if (worker_loop_failed(l->loop)) {
             l->rc = 1;
@@ -191,6 +213,8 @@ static void metrics_init(struct sender *w)
     w->m.deferred = metric_counter("mailfleet_send_messages_total", h, "result=\"deferred\"");
     w->m.bounced_perm = metric_counter("mailfleet_send_messages_total", h, "result=\"bounced_permanent\"");
     w->m.bounced_trans = metric_counter("mailfleet_send_messages_total", h, "result=\"bounced_transient\"");
+    w->m.bounced_undetermined =
+        metric_counter("mailfleet_send_messages_total", h, "result=\"bounced_undetermined\"");
     w->m.suppressed_res = metric_counter("mailfleet_send_messages_total", h, "result=\"suppressed\"");
     w->m.dead = metric_counter("mailfleet_send_messages_total", h, "result=\"dead_letter\"");
     w->m.suppressed = metric_counter("mailfleet_send_suppressed_total", "recipients skipped as suppressed", NULL);
@@ -210,6 +234,7 @@ static void sender_free(struct sender *w)
     kv_close(w->sent);
     bus_close(w->bus);
     ratelimit_free(w->rl);
+    send_hold_free(w->hold);
     dkim_signer_free(w->dkim);
     tokens_free(w->tokens);
     verp_keys_free(w->verp_keys);
@@ -323,6 +348,7 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     if (sender_tiers(w, cfg, err, errlen) != 0)
         return -EINVAL;
     w->max_age_ms = config_duration_ms(cfg, "send", "max_retry_age");
+    w->denied_max_ms = config_duration_ms(cfg, "send", "access_denied_max");
     w->marker_ttl_ms = config_duration_ms(cfg, "send", "sent_marker_ttl");
     w->unsub_ttl_ms = config_duration_ms(cfg, "send", "unsubscribe_ttl");
     w->batch_max = worker_loop_batch_max(cfg, "send");
@@ -346,6 +372,8 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
     struct transport *probe = transport_open(w->transport_uri, &w->tc, err, errlen);
     if (!probe)
         return -EINVAL;
+    w->hold = send_hold_new(transport_name(probe), config_duration_ms(cfg, "send", "hold_backoff"),
+                            config_duration_ms(cfg, "send", "hold_backoff_max"));
     transport_free(probe);
 
     return sender_open_state(w, cfg, err, errlen);
@@ -373,6 +401,8 @@ static int send_run(struct worker_env *env)
         return 1;
     }
 
+    if (env->http)
+        http_ready_add(env->http, "send-transport", send_hold_ready_check, w.hold);
     size_t n_lanes = 1 + w.n_tiers;
     struct lane *lanes = xcalloc(n_lanes, sizeof(*lanes));
     int rc = 0;
@@ -417,6 +447,8 @@ static int send_run(struct worker_env *env)
     free(lanes);
     if (bus_check)
         http_ready_remove(env->http, "send-bus", w.bus);
+    if (env->http)
+        http_ready_remove(env->http, "send-transport", w.hold);
     atomic_store(&send_ready, 0);
     sender_free(&w);
     log_kv(LOG_INFO, "send stopped", NULL);

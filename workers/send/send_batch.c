@@ -5,7 +5,24 @@
  * job), delivers every job of the batch at once, and builds each event and
  * retry-tier record; handle() then gives the loop each record's outcome and
  * its share of the outputs.  The sent marker is written in the transport's
- * done callback, before any output or commit. */
+ * done callback, before any output or commit.
+ *
+ * A transfer the transport held (TRANSPORT_HOLD: the service refuses our
+ * account, not the recipient) bounces nobody and makes no event: the batch
+ * is cut at the first record with a held (or, after the hold, unstarted)
+ * transfer, which the loop retries as an environment error once the hold
+ * (send_hold.h) ends; records before it commit as usual.  Recipients of the
+ * cut records that were delivered meanwhile have their sent markers, so
+ * the retry only produces their Delivery events again.  One exception: a
+ * record SES has denied access (AccessDenied) for longer than [send]
+ * access_denied_max is that record's failure and goes to the DLQ, since an
+ * IAM condition on its recipients would otherwise hold its partition for
+ * ever.
+ *
+ * TRANSPORT_UNDETERMINED (SES refused the message for this recipient
+ * without showing the address is bad: sandbox, content, size, a bad
+ * request) is a Bounce of type Undetermined: feedback sends it to review
+ * and suppresses nobody. */
 #include "send_int.h"
 #include "bus.h"
 #include "config.h"
@@ -13,6 +30,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
+#include "send_hold.h"
 #include "strbuf.h"
 #include "suppression_copy.h"
 #include "timeutil.h"
@@ -21,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 /* Outputs of a batch, each tagged with the record it belongs to; handle()
  * hands a record's share to the loop. */
@@ -74,6 +93,21 @@ static void marker_key(const char *id, const char *rcpt, char *out, size_t outle
     snprintf(out, outlen, "%s|%s", id, rcpt);
 }
 
+/* The transport refused our account: every lane waits (send_hold.h).  One
+ * log line per wait, with the service's one-line reply (transport_ses keeps
+ * no message that could quote credentials; the mail is never in it). */
+static void note_hold(struct lane *l, const struct transport_job *job, int64_t started)
+{
+    int64_t wait = send_hold_refused(l->w->hold, job->hold_reason, started, mono_ms());
+    if (wait <= 0)
+        return;
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%lld", (long long)wait);
+    log_kv(LOG_ERROR, "the transport refuses our account, not the recipient: sending held, nobody bounced",
+           "transport", transport_name(l->t), "reason", job->hold_reason, "reply", job->response,
+           "retry_in_ms", ms, NULL);
+}
+
 /* Called by the transport the moment one recipient's transfer ends. */
 static void on_job_done(void *opaque, struct transport_job *job)
 {
@@ -81,6 +115,14 @@ static void on_job_done(void *opaque, struct transport_job *job)
     struct sender *w = j->lane->w;
     j->done_ms = now_ms();
     metric_observe(w->m.attempt_seconds, (double)job->elapsed_us / 1e6);
+    int64_t started = (mono_us() - job->elapsed_us) / 1000;
+    if (job->result == TRANSPORT_HOLD)
+        note_hold(j->lane, job, started);
+    else if (job->code != 0 && send_hold_answered(w->hold, started))
+        /* any answer but a refusal (a delivery, a recipient's bounce, a
+         * 5xx) shows the service takes our requests again */
+        log_kv(LOG_INFO, "the transport answers our requests again: hold ended", "transport",
+               transport_name(j->lane->t), NULL);
     if (job->result != TRANSPORT_OK)
         return;
     char k[ADDRESS_BUFSZ + 64];
@@ -216,20 +258,42 @@ static size_t plan_jobs(struct lane *l, struct rec_ctx *rcs, size_t n_rcs, struc
     return n_jobs;
 }
 
-/* One event per finished job; 4xx recipients collected for the next tier
- * unless the max retry age is used up.  Returns 1 when a job never ran
- * (stopping), in which case the caller produces and commits nothing. */
-static int report_outcomes(struct lane *l, struct transport_job *jobs, struct job_ctx *jcs, size_t n_jobs,
-                           struct outputs *o)
+/* The index of the first record with a held transfer (TRANSPORT_HOLD, or
+ * not run after one), n_rcs if none; -1 when a job never ran because send
+ * is stopping. */
+static ssize_t find_cut(struct sender *w, struct transport_job *jobs, struct job_ctx *jcs, size_t n_jobs,
+                        size_t n_rcs)
+{
+    int held = 0;
+    for (size_t i = 0; i < n_jobs; i++)
+        held |= jobs[i].result == TRANSPORT_HOLD;
+    size_t cut = n_rcs;
+    for (size_t i = 0; i < n_jobs; i++) {
+        if (jobs[i].result == TRANSPORT_NOT_RUN && (!held || *w->stop))
+            return -1;
+        if ((jobs[i].result == TRANSPORT_NOT_RUN || jobs[i].result == TRANSPORT_HOLD) && jcs[i].rc->idx < cut)
+            cut = jcs[i].rc->idx;
+    }
+    return (ssize_t)cut;
+}
+
+/* One event per finished job of the records before cut (the rest come
+ * again; only their deliveries, which are not redone, count now); 4xx
+ * recipients collected for the next tier unless the max retry age is used
+ * up. */
+static void report_outcomes(struct lane *l, struct transport_job *jobs, struct job_ctx *jcs, size_t n_jobs,
+                            size_t cut, struct outputs *o)
 {
     struct sender *w = l->w;
     int64_t now = now_ms();
-    for (size_t i = 0; i < n_jobs; i++)
-        if (jobs[i].result == TRANSPORT_NOT_RUN)
-            return 1;
     for (size_t i = 0; i < n_jobs; i++) {
         struct transport_job *job = &jobs[i];
         struct rec_ctx *rc = jcs[i].rc;
+        if (rc->idx >= cut) {
+            if (job->result == TRANSPORT_OK)
+                metric_inc(w->m.delivered);
+            continue;
+        }
         const char *peer = transport_peer(l->t);
         size_t len = 0;
         char *ev = NULL, diag[600];
@@ -242,6 +306,9 @@ static int report_outcomes(struct lane *l, struct transport_job *jobs, struct jo
         } else if (job->result == TRANSPORT_PERM) {
             ev = event_record_bounce(&rc->mail, &er, "Permanent", bounce_subtype(job->status), peer, now, &len);
             metric_inc(w->m.bounced_perm);
+        } else if (job->result == TRANSPORT_UNDETERMINED) {
+            ev = event_record_bounce(&rc->mail, &er, "Undetermined", "Undetermined", peer, now, &len);
+            metric_inc(w->m.bounced_undetermined);
         } else {
             int64_t expires = rc->first_ms + w->max_age_ms;
             if (now + w->tier_ms[tier_for(w, rc->attempt)] > expires) {
@@ -256,7 +323,6 @@ static int report_outcomes(struct lane *l, struct transport_job *jobs, struct jo
         }
         add_event(o, rc, ev, len);
     }
-    return 0;
 }
 
 /* What batch_begin worked out for the batch, read by handle(). */
@@ -266,8 +332,49 @@ struct send_batch {
     struct transport_job *jobs;
     struct job_ctx *jcs;
     size_t n_jobs;
+    size_t cut;                    /* the first record with a held transfer; n if none */
+    const char *denied;            /* SES's reply when the cut record is denied for too long */
     struct outputs o;
 };
+
+/* The job of record idx that the transport refused itself; NULL when none
+ * was (its transfers were not started after another record's refusal). */
+static const struct transport_job *record_refusal(const struct send_batch *b, size_t idx)
+{
+    for (size_t i = 0; i < b->n_jobs; i++)
+        if (b->jcs[i].rc->idx == idx && b->jobs[i].result == TRANSPORT_HOLD)
+            return &b->jobs[i];
+    return NULL;
+}
+
+/* An AccessDenied can be an IAM condition on one record's recipients
+ * rather than on the account.  The lane remembers since when SES has
+ * denied the record it is cut at; once that is access_denied_max, SES's
+ * reply (the record then goes to the DLQ), else NULL.  The clock restarts
+ * when that record goes through or is refused for another reason, and when
+ * send restarts.  Batches of other partitions in between leave it be. */
+static const char *denied_too_long(struct lane *l, const struct send_batch *b)
+{
+    for (size_t i = 0; i < b->cut && l->denied_id[0]; i++)
+        if (b->rcs[i].id && strcmp(b->rcs[i].id, l->denied_id) == 0)
+            l->denied_id[0] = '\0';
+    const struct transport_job *job = b->cut < b->upto ? record_refusal(b, b->cut) : NULL;
+    if (!job)
+        return NULL;   /* no cut, or behind another record's refusal: nothing new */
+    const char *id = b->rcs[b->cut].id;
+    int same = strcmp(l->denied_id, id) == 0;
+    if (strcmp(job->hold_reason, "access_denied") != 0) {
+        if (same)
+            l->denied_id[0] = '\0';
+        return NULL;
+    }
+    int64_t now = mono_ms();
+    if (!same) {
+        snprintf(l->denied_id, sizeof(l->denied_id), "%s", id);
+        l->denied_since = now;
+    }
+    return now - l->denied_since >= l->w->denied_max_ms ? job->response : NULL;
+}
 
 static void send_batch_end(void *opaque, size_t committed)
 {
@@ -315,12 +422,26 @@ static int send_batch_begin(void *opaque, struct bus_record *const *recs, size_t
     }
     b->jobs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*b->jobs));
     b->jcs = xcalloc(cap_jobs ? cap_jobs : 1, sizeof(*b->jcs));
+    int64_t began = mono_ms();
     b->n_jobs = plan_jobs(l, b->rcs, b->upto, &b->o, b->jobs, b->jcs);
     if (b->n_jobs)
         transport_send(l->t, b->jobs, b->n_jobs, w->rl, on_job_done, w->stop);
-    if (report_outcomes(l, b->jobs, b->jcs, b->n_jobs, &b->o))
+    ssize_t cut = find_cut(w, b->jobs, b->jcs, b->n_jobs, b->upto);
+    if (cut < 0)
         return -1;
-    for (size_t i = 0; i < b->upto; i++)
+    b->cut = (size_t)cut;
+    b->denied = denied_too_long(l, b);
+    int refused = 0;
+    for (size_t i = 0; i < b->n_jobs; i++)
+        refused |= b->jobs[i].result == TRANSPORT_HOLD;
+    /* A batch after the wait that met no refusal ends the hold, also when
+     * it made no transfer (its recipients suppressed or delivered
+     * meanwhile): nothing says the transport still refuses us. */
+    if (!refused && send_hold_batch_done(w->hold, began))
+        log_kv(LOG_INFO, "a batch went through without a refusal: hold ended", "transport", transport_name(l->t),
+               NULL);
+    report_outcomes(l, b->jobs, b->jcs, b->n_jobs, b->cut, &b->o);
+    for (size_t i = 0; i < b->cut; i++)
         if (!b->rcs[i].dead_class && b->rcs[i].retry && json_array_size(b->rcs[i].retry) > 0)
             add_retry(l, &b->o, &b->rcs[i]);
     return 0;
@@ -338,6 +459,24 @@ static void send_handle(void *opaque, const struct bus_record *r, size_t index, 
         wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "send.store", "store",
                       "cannot read the message; will retry");
         res->retry_ms = 1000;
+        return;
+    }
+    if (index == b->cut && b->denied) {
+        /* Denied for access_denied_max: this record's failure (retry, and
+         * with send's one attempt the DLQ), so its partition moves on. */
+        wl_result_set(res, WL_RETRY, WL_CAUSE_RECORD, "send.transport", "policy",
+                      "SES denied access for this record for %lld s or more (access_denied_max; an IAM "
+                      "condition on its recipients?); nobody bounced: %s",
+                      (long long)(l->w->denied_max_ms / 1000), b->denied);
+        l->denied_id[0] = '\0';   /* replayed from the DLQ, it gets the whole time again */
+        return;
+    }
+    if (index >= b->cut) {
+        /* Not the record's fault: retried for ever, never dead-lettered. */
+        int64_t wait = send_hold_wait(l->w->hold, mono_ms());
+        wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "send.transport", "transport",
+                      "the transport refuses our account; no recipient bounced; will retry after the hold");
+        res->retry_ms = wait > 0 ? wait : 1;
         return;
     }
     if (rc->dead_class) {

@@ -6,6 +6,7 @@
 #define MF_SEND_INT_H
 #include "address.h"
 #include "event_record.h"
+#include "ids.h"
 #include "transport.h"
 #include "worker_loop.h"
 
@@ -24,6 +25,7 @@ struct sender {
     struct kv *sent;
     struct suppression_copy *supp;
     struct ratelimit *rl;
+    struct send_hold *hold;          /* the transport refuses our account: all lanes wait */
     struct dkim_signer *dkim;
     struct tokens *tokens;
     struct verp_keys *verp_keys;   /* makes with the sign key, see verp.h */
@@ -32,13 +34,15 @@ struct sender {
     struct transport_config tc;
     char *smtp_password, *ses_access, *ses_secret, *ses_token;
     int64_t marker_ttl_ms, max_age_ms, unsub_ttl_ms;
+    int64_t denied_max_ms;           /* a record SES denies access this long goes to the DLQ */
     size_t batch_max;
     bool list_unsubscribe;
     char **tiers;
     int64_t *tier_ms;
     size_t n_tiers;
     struct {
-        struct metric *delivered, *deferred, *bounced_perm, *bounced_trans, *suppressed_res, *dead;
+        struct metric *delivered, *deferred, *bounced_perm, *bounced_trans, *bounced_undetermined;
+        struct metric *suppressed_res, *dead;
         struct metric *suppressed, *attempt_seconds, *rl_tokens, *rl_rate, *rl_burst, *paused;
     } m;
 };
@@ -55,6 +59,8 @@ struct lane {
     struct bus_consumer *c;
     struct worker_loop *loop;
     struct send_batch *b;          /* the batch between batch_begin and batch_end */
+    char denied_id[ID_LEN + 1];    /* the record SES denies access (AccessDenied) ... */
+    int64_t denied_since;          /* ... since then (mono ms); "" when none */
     int rc;
 };
 

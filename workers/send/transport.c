@@ -28,6 +28,11 @@ static const struct transport_ops *const backends[] = {
     &transport_outbox_ops, &transport_smtp_ops, &transport_ses_ops, NULL
 };
 
+const char *const transport_hold_reasons[] = {
+    "sending_paused", "account_suspended", "quota", "throttled", "sender_not_verified",
+    "identity_not_verified", "mail_from_not_verified", "configuration", "access_denied", "credentials", NULL
+};
+
 struct transport *transport_open(const char *uri, const struct transport_config *tc, char *err,
                                  size_t errlen)
 {
@@ -66,6 +71,7 @@ int transport_send(struct transport *t, struct transport_job *jobs, size_t n, st
         jobs[i].result = TRANSPORT_NOT_RUN;
         jobs[i].code = 0;
         jobs[i].status[0] = jobs[i].response[0] = '\0';
+        jobs[i].hold_reason = NULL;
         jobs[i].elapsed_us = 0;
     }
     struct transport_run run = { rl, done, stop };
@@ -193,6 +199,7 @@ struct curl_batch {
     struct running *active;     /* tc->connections slots */
     unsigned char *started;     /* per job */
     size_t n_active, first_pending, finished;
+    int held;                   /* a job ended TRANSPORT_HOLD: start no more */
 };
 
 static void batch_job_done(struct curl_batch *b, struct transport_job *job, int64_t start_us)
@@ -217,7 +224,7 @@ static size_t batch_pick(const struct curl_batch *b)
  * how long the rate limiter asks to wait (us), or -1. */
 static int64_t batch_start(struct curl_batch *b)
 {
-    while (b->n_active < (size_t)b->tc->connections && b->first_pending < b->n) {
+    while (!b->held && b->n_active < (size_t)b->tc->connections && b->first_pending < b->n) {
         size_t pick = batch_pick(b);
         if (pick == b->n)
             break;
@@ -262,6 +269,7 @@ static void batch_reap(struct curl_batch *b)
         curl_multi_remove_handle(b->tc->multi, e);
         struct transport_job *job = &b->jobs[r.job];
         b->ops->finish(b->impl, e, rc, job, r.state);
+        b->held |= job->result == TRANSPORT_HOLD;
         easy_put(b->tc, e);
         batch_job_done(b, job, r.start_us);
     }
@@ -279,8 +287,9 @@ int transport_curl_run(struct transport_curl *tc, int per_domain, struct transpo
     while (b.finished < n) {
         int stopping = run->stop && *run->stop;
         int64_t wait_us = stopping ? -1 : batch_start(&b);
-        if (stopping && b.n_active == 0) {
-            /* Jobs never started stay NOT_RUN; the caller will not commit. */
+        if ((stopping || b.held) && b.n_active == 0) {
+            /* Jobs never started stay NOT_RUN: the caller does not commit
+             * them (stopping) or tries them again after the hold. */
             break;
         }
         int still = 0;

@@ -9,7 +9,9 @@
  *
  * A batch of jobs is delivered at once; each job's result is filled in and
  * `done` is called as soon as that job finishes (send writes its sent marker
- * there, before anything else happens).  A transport object is used by one
+ * there, before anything else happens).  Once a job ends TRANSPORT_HOLD no
+ * further job of the batch starts (those stay NOT_RUN): the service refuses
+ * us, so the rest would be refused too.  A transport object is used by one
  * thread. */
 #ifndef MF_SEND_TRANSPORT_H
 #define MF_SEND_TRANSPORT_H
@@ -40,8 +42,20 @@ enum transport_result {
     TRANSPORT_NOT_RUN = 0,        /* not attempted (stopping) */
     TRANSPORT_OK,                 /* 2xx: delivered */
     TRANSPORT_TEMP,               /* 4xx, timeout, connection error: retry */
-    TRANSPORT_PERM,               /* 5xx: bounce */
+    TRANSPORT_PERM,               /* 5xx: bounce (Permanent: the recipient is suppressed) */
+    TRANSPORT_UNDETERMINED,       /* the service refused this message for this recipient
+                                     without showing the address is bad (SES: sandbox,
+                                     content, size, bad request): bounce Undetermined,
+                                     which feedback sends to review, suppressing nobody */
+    TRANSPORT_HOLD,               /* the service refuses our account or sender, not
+                                     the recipient (SES sending paused, quota, sender
+                                     not verified): no bounce; stop using the
+                                     transport for a while, then try again */
 };
+
+/* Why a transport holds (transport_job.hold_reason), a metric label each;
+ * NULL-terminated. */
+extern const char *const transport_hold_reasons[];
 
 struct transport_job {
     /* in (borrowed) */
@@ -59,6 +73,7 @@ struct transport_job {
     int code;                     /* SMTP / HTTP status, 0 when none */
     char status[16];              /* enhanced status "5.1.1" */
     char response[512];           /* server reply (one line) or local error */
+    const char *hold_reason;      /* TRANSPORT_HOLD: one of transport_hold_reasons */
     int64_t elapsed_us;
 };
 
@@ -75,8 +90,8 @@ const char *transport_name(const struct transport *t);   /* "outbox", "smtp", "s
 const char *transport_peer(const struct transport *t);
 
 /* Delivers jobs (each job's result starts NOT_RUN).  rl (may be NULL) is
- * asked for a token before each attempt.  When *stop becomes non-zero, jobs
- * not yet started stay NOT_RUN.  Returns 0. */
+ * asked for a token before each attempt.  When *stop becomes non-zero, or a
+ * job ended TRANSPORT_HOLD, jobs not yet started stay NOT_RUN.  Returns 0. */
 int transport_send(struct transport *t, struct transport_job *jobs, size_t n, struct ratelimit *rl,
                    transport_done_cb done, stop_flag_t *stop);
 

@@ -5,17 +5,23 @@
  *    "FeedbackForwardingEmailAddress": verp,
  *    "Content": {"Raw": {"Data": base64(message)}}}
  *
- * signed with SigV4 (service "ses").  HTTP statuses map onto SMTP-like
- * outcomes: 2xx delivered; 429 (throttling), 408, 5xx, 403 (credentials can be
- * rotated back) and transport errors are retried; any other 4xx (bad request,
- * MessageRejected, ...) is a permanent failure.  Credentials come from the
- * config or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN and
- * are never logged. */
+ * signed with SigV4 (service "ses").  Answers map onto SMTP-like outcomes
+ * (ses_errors.h): 2xx delivered; 408, 5xx and transport errors retried; an
+ * error that is ours rather than the recipient's (sending paused, quota,
+ * sender not verified, credentials) holds the transport; a malformed
+ * recipient address that SES names is permanent; other 4xx (sandbox,
+ * content, size, bad request) are undetermined.  Credentials come from the
+ * config or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
+ * and are never logged; nor is the message SES sends with a credentials
+ * error, which can quote the signed request (an AccessDenied message names
+ * the principal and the action, and is kept: an operator needs it to find
+ * the policy that refused). */
 #include "transport_impl.h"
 #include "address.h"
 #include "jsonx.h"
 #include "digest.h"
 #include "log.h"
+#include "ses_errors.h"
 #include "sigv4.h"
 #include "strbuf.h"
 #include "timeutil.h"
@@ -26,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct ses {
     char *region;
@@ -41,6 +48,7 @@ struct ses_job {
     struct curl_slist *headers;
     char *body;
     struct strbuf resp;
+    char error_type[96];          /* x-amzn-ErrorType, as sent */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -122,6 +130,24 @@ static size_t ses_write(char *buf, size_t size, size_t nitems, void *opaque)
     size_t n = size * nitems;
     if (sj->resp.len < 4096)
         strbuf_append_n(&sj->resp, buf, n < 4096 - sj->resp.len ? n : 4096 - sj->resp.len);
+    return n;
+}
+
+/* Keeps the x-amzn-ErrorType header (the exception name of an error). */
+static size_t ses_header(char *buf, size_t size, size_t nitems, void *opaque)
+{
+    struct ses_job *sj = opaque;
+    size_t n = size * nitems;
+    static const char name[] = "x-amzn-errortype:";
+    if (n > sizeof(name) - 1 && strncasecmp(buf, name, sizeof(name) - 1) == 0) {
+        const char *v = buf + sizeof(name) - 1;
+        size_t vlen = n - (sizeof(name) - 1);
+        while (vlen > 0 && (*v == ' ' || *v == '\t'))
+            v++, vlen--;
+        while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+            vlen--;
+        snprintf(sj->error_type, sizeof(sj->error_type), "%.*s", (int)vlen, v);
+    }
     return n;
 }
 
@@ -223,6 +249,8 @@ static int ses_setup(void *impl, CURL *e, struct transport_job *job, void **stat
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, sj->headers);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, ses_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, sj);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, ses_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, sj);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, sj->errbuf);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, s->tc.tls_verify ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, s->tc.tls_verify ? 2L : 0L);
@@ -235,36 +263,64 @@ static int ses_setup(void *impl, CURL *e, struct transport_job *job, void **stat
     return 0;
 }
 
+/* The exception name: the header, else the body's __type or code. */
+static void ses_error_name(const struct ses_job *sj, json_t *j, char *out, size_t outlen)
+{
+    const char *raw = sj->error_type[0] ? sj->error_type : NULL;
+    if (!raw && j)
+        raw = json_string_value(json_object_get(j, "__type"));
+    if (!raw && j)
+        raw = json_string_value(json_object_get(j, "code"));
+    ses_errors_name(raw, out, outlen);
+}
+
+/* Fills job's result from an HTTP answer.  SES answers {"MessageId": "..."}
+ * or {"message": "..."} with the exception name; both are short, untrusted
+ * text, and go into events and logs as one line. */
+static void ses_answered(struct ses_job *sj, long code, struct transport_job *job)
+{
+    char jerr[160], name[96], msg[512];
+    json_t *j = sj->resp.len ? jsonx_loads(sj->resp.data, sj->resp.len, jerr, sizeof(jerr)) : NULL;
+    const char *mid = j ? json_string_value(json_object_get(j, "MessageId")) : NULL;
+    const char *m = j ? json_string_value(json_object_get(j, "message")) : NULL;
+    if (!m && j)
+        m = json_string_value(json_object_get(j, "Message"));
+    ses_error_name(sj, j, name, sizeof(name));
+    const char *reason = NULL;
+    struct ses_answer a = { code, name, m, job->from_addr, job->mail_from, job->rcpt };
+    enum transport_result r = ses_errors_classify(&a, &reason);
+    if (reason && strcmp(reason, "credentials") == 0)
+        m = "(message not kept: it may quote the signed request)";
+    const char *sep = *name ? ": " : "", *text = m ? m : "";
+    if (r == TRANSPORT_OK) {
+        snprintf(msg, sizeof(msg), "250 2.0.0 Ok %s", mid ? mid : "");
+        transport_job_result(job, r, (int)code, "2.0.0", msg);
+    } else if (r == TRANSPORT_PERM) {   /* SES calls the recipient's address malformed */
+        snprintf(msg, sizeof(msg), "553 5.1.3 ses: HTTP %ld %s%s%s", code, name, sep, text);
+        transport_job_result(job, r, (int)code, "5.1.3", msg);
+    } else if (r == TRANSPORT_UNDETERMINED) {
+        snprintf(msg, sizeof(msg), "554 5.3.0 ses: HTTP %ld %s%s%s", code, name, sep, text);
+        transport_job_result(job, r, (int)code, "5.3.0", msg);
+    } else {
+        snprintf(msg, sizeof(msg), "451 4.3.0 ses: HTTP %ld %s%s%s", code, name, sep, text);
+        transport_job_result(job, r, (int)code, "4.3.0", msg);
+        job->hold_reason = reason;
+    }
+    json_decref(j);
+}
+
 static void ses_finish(void *impl, CURL *e, CURLcode rc, struct transport_job *job, void *state)
 {
     struct ses_job *sj = state;
     long code = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-    char msg[512];
     if (rc != CURLE_OK || code == 0) {
+        char msg[512];
         snprintf(msg, sizeof(msg), "451 4.4.1 ses: %s%s%s", curl_easy_strerror(rc),
                  sj->errbuf[0] ? ": " : "", sj->errbuf);
         transport_job_result(job, TRANSPORT_TEMP, 0, rc == CURLE_OPERATION_TIMEDOUT ? "4.4.2" : "4.4.1", msg);
     } else {
-        /* SES answers {"MessageId": "..."} or {"message": "..."} with an
-         * x-amzn-ErrorType header; both are short, untrusted text. */
-        char jerr[160];
-        json_t *j = sj->resp.len ? jsonx_loads(sj->resp.data, sj->resp.len, jerr, sizeof(jerr)) : NULL;
-        const char *mid = j ? json_string_value(json_object_get(j, "MessageId")) : NULL;
-        const char *m = j ? json_string_value(json_object_get(j, "message")) : NULL;
-        if (!m && j)
-            m = json_string_value(json_object_get(j, "Message"));
-        if (code >= 200 && code < 300) {
-            snprintf(msg, sizeof(msg), "250 2.0.0 Ok %s", mid ? mid : "");
-            transport_job_result(job, TRANSPORT_OK, (int)code, "2.0.0", msg);
-        } else if (code == 429 || code == 408 || code == 403 || code >= 500) {
-            snprintf(msg, sizeof(msg), "451 4.3.0 ses: HTTP %ld %s", code, m ? m : "");
-            transport_job_result(job, TRANSPORT_TEMP, (int)code, "4.3.0", msg);
-        } else {
-            snprintf(msg, sizeof(msg), "554 5.3.0 ses: HTTP %ld %s", code, m ? m : "");
-            transport_job_result(job, TRANSPORT_PERM, (int)code, "5.3.0", msg);
-        }
-        json_decref(j);
+        ses_answered(sj, code, job);
     }
     curl_slist_free_all(sj->headers);
     free(sj->body);
