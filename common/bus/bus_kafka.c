@@ -1207,6 +1207,41 @@ static int kafka_partition_count(struct kafka_bus *kb, const char *topic, char *
     return n;
 }
 
+/* Low and high watermarks of the partitions st[0..n).partition of topic,
+ * as ListOffsets for the earliest (-2) and latest (-1) timestamps.  Not
+ * rd_kafka_query_watermark_offsets: in librdkafka 2.0.2 it waits for ever
+ * when a partition's leader is down (its timeout is ignored; upstream
+ * 4460, fixed in 2.3.0), which froze the monitor during a broker outage;
+ * rd_kafka_offsets_for_times keeps its timeout. */
+static int kafka_watermarks(struct kafka_bus *kb, const char *topic, struct bus_partition_stats *st, int n,
+                            char *err, size_t errlen)
+{
+    for (int end = 0; end < 2; end++) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n > 0 ? n : 1);
+        for (int i = 0; i < n; i++)
+            rd_kafka_topic_partition_list_add(l, topic, st[i].partition)->offset =
+                end ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(kb->plain.rk, l, KAFKA_ADMIN_TIMEOUT_MS);
+        int32_t bad = -1;
+        for (int i = 0; !e && i < n && i < l->cnt; i++) {
+            if ((e = l->elems[i].err) != 0) {
+                bad = l->elems[i].partition;
+                break;
+            }
+            if (end)
+                st[i].high = l->elems[i].offset;
+            else
+                st[i].low = l->elems[i].offset;
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+        if (e) {
+            snprintf(err, errlen, "kafka: watermarks of %s [%d]: %s", topic, (int)bad, rd_kafka_err2str(e));
+            return kafka_errno(e);
+        }
+    }
+    return 0;
+}
+
 static int kafka_topic_stats(void *impl, const char *topic, const char *group,
                              struct bus_partition_stats *out, int max, char *err, size_t errlen)
 {
@@ -1216,17 +1251,11 @@ static int kafka_topic_stats(void *impl, const char *topic, const char *group,
         return n;
     if (n > max)
         n = max;
-    for (int p = 0; p < n; p++) {
-        out[p] = (struct bus_partition_stats){ .partition = p, .committed = -1,
-                                               .committed_ts_ms = -1 };
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
-            kb->plain.rk, topic, p, &out[p].low, &out[p].high, KAFKA_ADMIN_TIMEOUT_MS);
-        if (e) {
-            snprintf(err, errlen, "kafka: watermarks of %s [%d]: %s", topic, p,
-                     rd_kafka_err2str(e));
-            return kafka_errno(e);
-        }
-    }
+    for (int p = 0; p < n; p++)
+        out[p] = (struct bus_partition_stats){ .partition = p, .committed = -1, .committed_ts_ms = -1 };
+    int rc = kafka_watermarks(kb, topic, out, n, err, errlen);
+    if (rc < 0)
+        return rc;
     if (!group || n == 0)
         return n;
 
@@ -1239,7 +1268,7 @@ static int kafka_topic_stats(void *impl, const char *topic, const char *group,
     for (int p = 0; p < n; p++)
         rd_kafka_topic_partition_list_add(l, topic, p);
     rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, KAFKA_ADMIN_TIMEOUT_MS);
-    int rc = n;
+    rc = n;
     if (e) {
         snprintf(err, errlen, "kafka: committed offsets of %s for %s: %s", group, topic,
                  rd_kafka_err2str(e));
@@ -1342,12 +1371,11 @@ static int kafka_read_at(void *impl, const char *topic, int32_t partition, int64
     int rc = kafka_reader_fetch(rk, topic, partition, offset, &r, timeout_ms, &eof_at);
     kafka_reader_put(kb, rk, NULL);
     if (rc == 0 && eof_at >= 0 && eof_at <= offset) {
-        int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(kb->plain.rk, topic, partition, &lo,
-                                                                 &hi, KAFKA_ADMIN_TIMEOUT_MS);
-        if (e)
-            return kafka_errno(e);
-        return offset < hi ? -EAGAIN : 0;
+        struct bus_partition_stats w = { .partition = partition };
+        int e = kafka_watermarks(kb, topic, &w, 1, err, sizeof err);
+        if (e < 0)
+            return e;
+        return offset < w.high ? -EAGAIN : 0;
     }
     if (rc == 1 && r->offset != offset) {
         /* Nothing at that exact offset (a transaction marker, an aborted or
