@@ -20,6 +20,10 @@ struct http_request {
     const char *body;            /* NUL-terminated; body_len bytes */
     size_t body_len;
     void *conn;                  /* opaque (MHD connection) */
+    /* A request made without a server (conn NULL: tests, fuzzing) carries
+     * its headers and query arguments here: name, value, ..., NULL. */
+    const char *const *headers;
+    const char *const *query;
 };
 
 struct http_response {
@@ -37,7 +41,8 @@ struct http_response {
     uint64_t stream_size;        /* total length, or UINT64_MAX when unknown */
 };
 
-/* Query argument or request header lookup (valid during the handler). */
+/* Query argument or request header lookup (valid during the handler);
+ * header names are case-insensitive. */
 const char *http_query(const struct http_request *r, const char *name);
 const char *http_header(const struct http_request *r, const char *name);
 void http_response_header(struct http_response *resp, const char *name, const char *value);
