@@ -444,7 +444,7 @@ static void serve_link_token(struct links *l, const struct http_request *req, st
 
 /* Counted in inflight before `loaded` is read, so shutdown (loaded = 0,
  * then wait for inflight == 0) never closes what a handler still uses. */
-static void serve_link(void *opaque, const struct http_request *req, struct http_response *resp)
+void links_serve(void *opaque, const struct http_request *req, struct http_response *resp)
 {
     struct links *l = opaque;
     atomic_fetch_add(&l->inflight, 1);
@@ -453,6 +453,34 @@ static void serve_link(void *opaque, const struct http_request *req, struct http
     else
         serve_link_token(l, req, resp);
     atomic_fetch_sub(&l->inflight, 1);
+}
+
+/* One series per status in the process, whichever gateway counts. */
+static void links_metrics(struct links *l)
+{
+    l->m_ok = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"served\"");
+    l->m_forbidden = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"forbidden\"");
+    l->m_missing = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"missing\"");
+    l->m_bytes = metric_counter("mailfleet_links_bytes_total", "Attachment bytes served", NULL);
+}
+
+struct links *links_gateway_new(struct tokens *tok, struct store *st, struct kv *kv, struct bus *bus,
+                                int redirect)
+{
+    struct links *l = xcalloc(1, sizeof(*l));
+    l->tok = tok;
+    l->st = st;
+    l->kv = kv;
+    l->bus = bus;
+    l->redirect = redirect;
+    links_metrics(l);
+    atomic_store(&l->loaded, 1);   /* no reader: kv holds what is revoked */
+    return l;
+}
+
+void links_gateway_free(struct links *l)
+{
+    free(l);
 }
 
 static void links_close(struct links *l)
@@ -508,14 +536,11 @@ static int links_run(struct worker_env *env)
         links_close(lp);
         return 1;
     }
-    l.m_ok = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"served\"");
-    l.m_forbidden = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"forbidden\"");
-    l.m_missing = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"missing\"");
-    l.m_bytes = metric_counter("mailfleet_links_bytes_total", "Attachment bytes served", NULL);
+    links_metrics(lp);
     if (pthread_create(&l.reader, NULL, revocation_reader, lp) != 0)
         panic("%s: pthread_create", __func__);
     http_ready_add(env->http, "links-revocations", links_ready, lp);
-    http_route(env->public_http, "/a/", serve_link, lp);
+    http_route(env->public_http, "/a/", links_serve, lp);
     worker_started(env);
     log_kv(LOG_INFO, "links serving /a/", NULL);
     while (!*env->stop)
