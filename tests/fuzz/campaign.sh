@@ -12,8 +12,8 @@
 # libFuzzer output is var/fuzz/<h>.log.  FUZZ_NICE=19 runs at low priority.
 #
 # Columns: harness, seconds run, executions, executions/s, cov (edges
-# covered), ft (features), corpus size (inputs), crashes, the log's last
-# status ("DONE" or what stopped it).
+# covered), ft (features), corpus size (inputs), crashes in this campaign,
+# the log's last status ("DONE" or what stopped it).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:?usage: campaign.sh SECONDS [HARNESS...]}
@@ -35,6 +35,7 @@ for h in "${harnesses[@]}"; do
   mkdir -p "$work" "$art"
   dirs=("$work" tests/fuzz/corpus/"$h")
   [ -d tests/fuzz/regress/"$h" ] && dirs+=(tests/fuzz/regress/"$h")
+  touch "var/fuzz/$h.start"   # crashes of this campaign: artifacts newer than it
   start=$(date +%s)
   UBSAN_OPTIONS=print_stacktrace=1 nice -n "${FUZZ_NICE:-0}" "$bin" -max_total_time="$secs" -timeout=60 \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$art/" "${dirs[@]}" >"$log" 2>&1
@@ -46,7 +47,7 @@ for h in "${harnesses[@]}"; do
   cov=$(grep -o 'cov: [0-9]*' <<<"$last" | grep -o '[0-9]*')
   ft=$(grep -o 'ft: [0-9]*' <<<"$last" | grep -o '[0-9]*')
   corp=$(grep -o 'corp: [0-9]*' <<<"$last" | grep -o '[0-9]*')
-  crashes=$(find "$art" -type f | wc -l)
+  crashes=$(find "$art" -type f -newer "var/fuzz/$h.start" | wc -l)
   status=$(awk '{print $2}' <<<"$last")
   if [ "$rc" != 0 ]; then
     status="rc=$rc: $(grep -m1 -E '^==[0-9]+==ERROR|^SUMMARY|deadly signal|ERROR: libFuzzer' "$log" | cut -c1-60)"
