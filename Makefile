@@ -44,6 +44,14 @@ INC := $(ALL_INC) $(call pkg_cflags,$(PKGS))
 $(foreach l,$(LAYERS),$(eval $$(BUILD)/common/$l/%.o: INC := $(foreach d,$(call layer_dirs,$l),-I$d) $(call pkg_cflags,$(call layer_pkgs,$l))))
 
 ASAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# libFuzzer harnesses (tests/fuzz/, `make fuzz`): clang, their own build,
+# every object instrumented for coverage (fuzzer-no-link) under ASan+UBSan;
+# only the harnesses link libFuzzer's main.  tests/fuzz/README.md says how
+# to run them.
+FUZZ_CC     := clang
+FUZZ_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+               -fno-sanitize-recover=undefined
+FUZZ_TIME   ?= 3600
 # ThreadSanitizer: its own build (it cannot be combined with ASan); run.sh
 # starts and stops `mailfleet run` under it (tests/tsan.supp for third-party frames).
 TSAN_CFLAGS := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
@@ -52,6 +60,7 @@ WORKER_SRC  := $(sort $(wildcard workers/*/*.c))
 MAIN_SRC    := workers/mailfleet.c
 UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
 TOOL_SRC    := $(sort $(wildcard tests/tools/*.c))
+FUZZ_SRC    := $(sort $(wildcard tests/fuzz/*.c))
 BENCH_SRC   := $(sort $(wildcard bench/*.c))
 
 COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/%.o)
@@ -61,7 +70,8 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_BIN    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all layers deps deps-test deps-kafka run run-kafka test test-unit test-integration check-asan tsan bench clean lint
+.PHONY: all layers deps deps-test deps-kafka run run-kafka test test-unit test-integration check-asan tsan bench clean lint \
+        fuzz fuzz-run
 
 all: $(BUILD)/mailfleet $(TOOL_BIN) $(BENCH_BIN) layers
 
@@ -117,6 +127,11 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
 	@echo "  LD  $@"
 	@$(CC) $(CFLAGS) $(INC) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a
+	@mkdir -p $(dir $@)
+	@echo "  LD  $@"
+	@$(CC) $(CFLAGS) -fsanitize=fuzzer $(INC) -MMD -MP -o $@ $< $(BUILD)/libmfworkers.a $(BUILD)/libmfcommon.a $(LDLIBS)
+
 run: deps
 	@$(MAKE) --no-print-directory all
 	@ops/run-dev.sh
@@ -131,10 +146,21 @@ test: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_CFLAGS)" build-asan/mailfleet $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%) $(TOOL_SRC:tests/tools/%.c=build-asan/tools/%)
 	@$(MAKE) --no-print-directory tsan
+	@$(MAKE) --no-print-directory fuzz
 	@tests/run.sh
 
 tsan:
 	@$(MAKE) --no-print-directory BUILD=build-tsan CFLAGS="$(TSAN_CFLAGS)" build-tsan/mailfleet
+
+fuzz:
+	@command -v $(FUZZ_CC) >/dev/null || { echo "fuzz: $(FUZZ_CC) is missing (ops/deps.sh test installs it)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) CFLAGS="$(FUZZ_CFLAGS)" \
+	    $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/fuzz/%)
+
+# One campaign per harness (FUZZ_TIME seconds each; FUZZ_HARNESSES narrows):
+# executions, coverage and crashes for tests/fuzz/RESULTS.md.
+fuzz-run: fuzz
+	@tests/fuzz/campaign.sh $(FUZZ_TIME) $(FUZZ_HARNESSES)
 
 check-asan: deps-test
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="$(ASAN_CFLAGS)" build-asan/mailfleet $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
@@ -158,9 +184,9 @@ lint:
 	@yamllint -s -c ops/.yamllint ops/
 	@echo "  LINT cppcheck"
 	@command -v cppcheck >/dev/null || { echo "lint: cppcheck is missing (ops/deps.sh test installs it)" >&2; exit 1; }
-	@cppcheck $(CPPCHECK_FLAGS) common/ workers/ tests/unit/ tests/tools/ bench/
+	@cppcheck $(CPPCHECK_FLAGS) common/ workers/ tests/unit/ tests/tools/ tests/fuzz/ bench/
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
 
--include $(shell find build build-asan build-tsan -name '*.d' 2>/dev/null)
+-include $(shell find build build-asan build-tsan build-fuzz -name '*.d' 2>/dev/null)

@@ -15,7 +15,7 @@ build_pkgs="gcc make pkg-config openssl libssl-dev libuv1-dev liblmdb-dev lmdb-u
  libmicrohttpd-dev libcrypt-dev libopendkim-dev"
 # make run also prints a swaks line for the first mail
 run_pkgs="swaks libnet-ssleay-perl curl"
-test_pkgs="libcmocka-dev kcat swaks libnet-ssleay-perl postfix python3 python3-botocore python3-jsonschema
+test_pkgs="libcmocka-dev clang libclang-rt-dev kcat swaks libnet-ssleay-perl postfix python3 python3-botocore python3-jsonschema
  python3-dkim prometheus yamllint cppcheck curl nodejs npm kubernetes-client binutils python3-yaml"
 
 # Apache Kafka runs on Java; Maven fetches it (ops/kafka/pom.xml)

@@ -5,7 +5,9 @@
 #   integration: tests/integration/test_*.py (real processes on 127.0.0.1,
 #                Debian's /usr/bin/python3 so python3-botocore etc. import)
 #   tsan:        test_startstop against build-tsan/mailfleet (`make tsan`)
-# TESTS_ONLY=unit|asan|integration|tsan narrows; TESTS_MATCH=substr filters files.
+#   fuzz:        build-fuzz/fuzz/* (`make fuzz`): each harness replays its
+#                corpus and regression inputs, then fuzzes for FUZZ_SECONDS
+# TESTS_ONLY=unit|asan|integration|tsan|fuzz narrows; TESTS_MATCH=substr filters files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 only=${TESTS_ONLY:-all}
@@ -129,6 +131,53 @@ if { [ "$only" = all ] || [ "$only" = integration ] || [ "$only" = tsan ]; } && 
   rm -rf "$rep"
   pass=$((pass + ran - bad - skipped)); fail=$((fail + bad)); skip=$((skip + skipped))
   if [ "$bad" != 0 ]; then failed_names+=("tsan-integration test_startstop"); echo "FAIL tsan-integration test_startstop (see $out)"; tail -40 "$out"; else echo "ok   tsan-integration test_startstop: $ran"; fi
+fi
+
+# libFuzzer harnesses.  Each one first replays every file of
+# tests/fuzz/corpus/<h>/ and tests/fuzz/regress/<h>/ (the crashes found
+# before: they must stay fixed), then fuzzes from that corpus for
+# FUZZ_SECONDS.  The seed is libFuzzer's own (random, printed in the log):
+# a crash found here is a real bug, never flakiness, and the log names the
+# input saved under build/fuzz-artifacts/ to turn into a regression file.
+fuzz_seconds=${FUZZ_SECONDS:-10}
+run_fuzz() {  # $1 harness name
+  local h=$1 bin=build-fuzz/fuzz/$1 out="$log/fuzz_$1.log" dirs=() files=() work rc
+  for d in tests/fuzz/corpus/$h tests/fuzz/regress/$h; do
+    [ -d "$d" ] && dirs+=("$d") && files+=("$d"/*)
+  done
+  local opts=(-timeout=60 -rss_limit_mb=2048)
+  mkdir -p build/fuzz-artifacts
+  UBSAN_OPTIONS=print_stacktrace=1 timeout 600 "$bin" "${opts[@]}" -artifact_prefix="build/fuzz-artifacts/$h-" \
+    "${files[@]}" >"$out.replay" 2>&1
+  rc=$?
+  if [ "$rc" != 0 ]; then
+    fail=$((fail + 1)); failed_names+=("fuzz-replay $h")
+    echo "FAIL fuzz-replay $h (see $out.replay)"; tail -40 "$out.replay"
+    return
+  fi
+  pass=$((pass + 1)); echo "ok   fuzz-replay $h: ${#files[@]} inputs"
+  work=$(mktemp -d /tmp/mf-fuzz-corpus.XXXXXX)   # new inputs go here, not into the repository
+  UBSAN_OPTIONS=print_stacktrace=1 timeout $((fuzz_seconds + 300)) "$bin" "${opts[@]}" \
+    -max_total_time="$fuzz_seconds" -print_final_stats=1 -artifact_prefix="build/fuzz-artifacts/$h-" \
+    "$work" "${dirs[@]}" >"$out" 2>&1
+  rc=$?
+  rm -rf "$work"
+  if [ "$rc" != 0 ]; then
+    fail=$((fail + 1)); failed_names+=("fuzz $h")
+    echo "FAIL fuzz $h (see $out; $(grep -m1 -o 'Seed: [0-9]*' "$out"))"; tail -60 "$out"
+    return
+  fi
+  pass=$((pass + 1))
+  echo "ok   fuzz $h: ${fuzz_seconds}s, $(grep -o 'stat::number_of_executed_units: [0-9]*' "$out" | grep -o '[0-9]*$') runs," \
+       "$(grep -E '^#[0-9]+' "$out" | tail -1 | grep -o 'cov: [0-9]* ft: [0-9]*')"
+}
+if { [ "$only" = all ] || [ "$only" = fuzz ]; } && [ -d build-fuzz/fuzz ]; then
+  for bin in build-fuzz/fuzz/*; do
+    [ -x "$bin" ] && [ -f "$bin" ] || continue; [[ "$bin" == *.d ]] && continue
+    h=$(basename "$bin")
+    [ -n "$match" ] && [[ "fuzz_$h" != *"$match"* ]] && continue
+    run_fuzz "$h"
+  done
 fi
 
 for n in "${failed_names[@]}"; do echo "failed: $n"; done

@@ -49,13 +49,26 @@ struct conn_state {
     int too_big;
 };
 
+/* name, value, ... NULL: the value of the first entry named name. */
+static const char *pairs_lookup(const char *const *pairs, const char *name, int case_insensitive)
+{
+    for (size_t i = 0; pairs && pairs[i] && pairs[i + 1]; i += 2)
+        if (case_insensitive ? strcasecmp(pairs[i], name) == 0 : strcmp(pairs[i], name) == 0)
+            return pairs[i + 1];
+    return NULL;
+}
+
 const char *http_query(const struct http_request *r, const char *name)
 {
+    if (!r->conn)
+        return pairs_lookup(r->query, name, 0);
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
 const char *http_header(const struct http_request *r, const char *name)
 {
+    if (!r->conn)
+        return pairs_lookup(r->headers, name, 1);
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 

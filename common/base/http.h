@@ -20,6 +20,10 @@ struct http_request {
     const char *body;            /* NUL-terminated; body_len bytes */
     size_t body_len;
     void *conn;                  /* opaque (MHD connection) */
+    /* A request made without a server (conn NULL: tests, fuzzing) carries
+     * its headers and query arguments here: name, value, ..., NULL. */
+    const char *const *headers;
+    const char *const *query;
 };
 
 struct http_response {
@@ -41,7 +45,8 @@ struct http_response {
     size_t stream_block;
 };
 
-/* Query argument or request header lookup (valid during the handler). */
+/* Query argument or request header lookup (valid during the handler);
+ * header names are case-insensitive. */
 const char *http_query(const struct http_request *r, const char *name);
 const char *http_header(const struct http_request *r, const char *name);
 /* Every line of a request header joined with ", " (RFC 9110 5.3: the same

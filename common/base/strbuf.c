@@ -78,7 +78,8 @@ void strbuf_reserve(struct strbuf *b, size_t extra)
 void strbuf_append_n(struct strbuf *b, const void *p, size_t n)
 {
     strbuf_reserve(b, n);
-    memcpy(b->data + b->len, p, n);
+    if (n)   /* p may be NULL then (an empty GByteArray's data): memcpy must not see it */
+        memcpy(b->data + b->len, p, n);
     b->len += n;
     b->data[b->len] = '\0';
 }

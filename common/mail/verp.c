@@ -18,19 +18,18 @@
 static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
 
 
-static void mac(const void *key, size_t keylen, const char *tag, const unsigned char id[16],
-                const char *rcpt, unsigned char out[VERP_MAC_LEN])
+/* 0, or -1 for a recipient too long to be one: addresses are <= 254 and
+ * tags short, so no token is made or accepted for it (a fixed stand-in MAC
+ * would verify against any token that carries it). */
+static int mac(const void *key, size_t keylen, const char *tag, const unsigned char id[16],
+               const char *rcpt, unsigned char out[VERP_MAC_LEN])
 {
     unsigned char full[EVP_MAX_MD_SIZE];
     unsigned int flen = 0;
     size_t tl = strlen(tag), rl = strlen(rcpt);
     unsigned char buf[512];
-    if (tl + rl + 18 > sizeof(buf)) {
-        /* Addresses are <= 254 and tags short; anything longer cannot be a
-         * valid recipient, so it simply gets a MAC that never verifies. */
-        memset(out, 0, VERP_MAC_LEN);
-        return;
-    }
+    if (tl + rl + 18 > sizeof(buf))
+        return -1;
     size_t n = 0;
     memcpy(buf + n, tag, tl), n += tl;
     buf[n++] = '|';
@@ -39,15 +38,15 @@ static void mac(const void *key, size_t keylen, const char *tag, const unsigned 
     memcpy(buf + n, rcpt, rl), n += rl;
     HMAC(EVP_sha256(), key, (int)keylen, buf, n, full, &flen);
     memcpy(out, full, VERP_MAC_LEN);
+    return 0;
 }
 
 int verp_token(const void *key, size_t keylen, const char *tag, const char *id, const char *rcpt,
                char out[VERP_TOKEN_LEN + 1])
 {
     unsigned char raw[VERP_RAW_LEN];
-    if (id_to_bytes(id, raw) != 0)
+    if (id_to_bytes(id, raw) != 0 || mac(key, keylen, tag, raw, rcpt, raw + 16) != 0)
         return -EINVAL;
-    mac(key, keylen, tag, raw, rcpt, raw + 16);
     /* 26 bytes = 208 bits -> 42 groups of 5 (the last padded with zeros). */
     size_t o = 0;
     unsigned int acc = 0, bits = 0;
@@ -90,8 +89,7 @@ int verp_check(const void *key, size_t keylen, const char *tag, const char *toke
     if (o != VERP_RAW_LEN || (acc & ((1u << bits) - 1)) != 0)
         return -EINVAL;
     unsigned char want[VERP_MAC_LEN];
-    mac(key, keylen, tag, raw, rcpt, want);
-    if (CRYPTO_memcmp(want, raw + 16, VERP_MAC_LEN) != 0)
+    if (mac(key, keylen, tag, raw, rcpt, want) != 0 || CRYPTO_memcmp(want, raw + 16, VERP_MAC_LEN) != 0)
         return -EINVAL;
     id_from_bytes(raw, id_out);
     return 0;

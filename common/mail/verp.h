@@ -24,12 +24,14 @@ struct tokens;
 #define VERP_ID_LEN 36
 
 /* tag separates uses ("verp", "unsub") so one token cannot be replayed as the
- * other.  id: a hyphenated UUID.  Returns 0, or -EINVAL when id is not a UUID. */
+ * other.  id: a hyphenated UUID.  Returns 0, or -EINVAL when id is not a UUID
+ * or rcpt is too long to be an address (none is made for one). */
 int verp_token(const void *key, size_t keylen, const char *tag, const char *id, const char *rcpt,
                char out[VERP_TOKEN_LEN + 1]);
 
 /* Checks token against rcpt (constant-time MAC compare) and writes the message
- * id (hyphenated, lower-case).  Returns 0 or -EINVAL. */
+ * id (hyphenated, lower-case).  Returns 0 or -EINVAL (always for an rcpt too
+ * long to be an address). */
 int verp_check(const void *key, size_t keylen, const char *tag, const char *token, const char *rcpt,
                char id_out[VERP_ID_LEN + 1]);
 

@@ -200,6 +200,53 @@ static void test_original_sender(void **state)
     }
 }
 
+/* Found by tests/fuzz/transform: GMime folds headers with a bare LF, and its
+ * structured fold broke a long To list inside an address ("user10@" LF TAB
+ * "x.com").  Fifty recipients and a long subject: CRLF only, each address
+ * whole on one line, all of them read back. */
+static void test_long_headers_fold_with_crlf(void **state)
+{
+    (void)state;
+    char addrs[50][32];
+    const char *rcpts[50];
+    for (int i = 0; i < 50; i++) {
+        snprintf(addrs[i], sizeof(addrs[i]), "user%02d@x.com", i);
+        rcpts[i] = addrs[i];
+    }
+    char subject[512];
+    memset(subject, 0, sizeof(subject));
+    for (int i = 0; i < 40; i++)
+        strcat(subject, i ? " long word" : "long word");
+    struct outbound_params p = { "mailfleet <noreply@iot.localhost>", rcpts, 50, subject, "id@iot.localhost", 0,
+                                 "hello\n", NULL, 0, "device-with-a-rather-long-name@devices.example" };
+    char *mime, err[128];
+    size_t len;
+    assert_int_equal(outbound_build(&p, &mime, &len, err, sizeof(err)), 0);
+    for (size_t i = 0; i < len; i++) {
+        if (mime[i] == '\n')
+            assert_true(i > 0 && mime[i - 1] == '\r');
+        if (mime[i] == '\r')
+            assert_true(i + 1 < len && mime[i + 1] == '\n');
+    }
+    for (int i = 0; i < 50; i++)
+        assert_non_null(strstr(mime, addrs[i]));
+    assert_non_null(strstr(mime, "\r\nTo: user00@x.com, user01@x.com,"));
+    GMimeStream *st = g_mime_stream_mem_new_with_buffer(mime, len);
+    GMimeParser *ps = g_mime_parser_new_with_stream(st);
+    GMimeMessage *m = g_mime_parser_construct_message(ps, NULL);
+    g_object_unref(ps);
+    g_object_unref(st);
+    assert_non_null(m);
+    InternetAddressList *to = g_mime_message_get_addresses(m, GMIME_ADDRESS_TYPE_TO);
+    assert_int_equal(internet_address_list_length(to), 50);
+    for (int i = 0; i < 50; i++)
+        assert_string_equal(internet_address_mailbox_get_addr(
+                                INTERNET_ADDRESS_MAILBOX(internet_address_list_get_address(to, i))), addrs[i]);
+    assert_string_equal(g_mime_message_get_subject(m), subject);
+    g_object_unref(m);
+    free(mime);
+}
+
 int main(void)
 {
     process_init(0);   /* GMime, libcurl, OpenSSL: before any test */
@@ -210,6 +257,7 @@ int main(void)
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_bad_sender),
         cmocka_unit_test(test_original_sender),
+        cmocka_unit_test(test_long_headers_fold_with_crlf),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     process_shutdown();

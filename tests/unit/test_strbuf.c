@@ -20,6 +20,11 @@ static void test_append_and_grow(void **state)
     assert_int_equal(b.len, 0);
     strbuf_append(&b, "");
     assert_string_equal(b.data, "");
+    /* nothing from nowhere (an empty GByteArray's data is NULL): a no-op, not
+     * memcpy(..., NULL, 0), which UBSan refuses (found by tests/fuzz/reports) */
+    strbuf_append_n(&b, NULL, 0);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(b.data, "");
     for (int i = 0; i < 1000; i++)
         strbuf_append(&b, "0123456789");
     assert_int_equal(b.len, 10000);

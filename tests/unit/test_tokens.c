@@ -306,6 +306,37 @@ static void test_verp_sign_key_unchanged(void **state)
     tokens_free(t);
 }
 
+/* Found by tests/fuzz/tokens: for a recipient too long to be an address the
+ * MAC used to be ten zero bytes, made and accepted alike, so a token of any
+ * id with a zero MAC verified against any such recipient.  Now none is made
+ * and none verifies. */
+static void test_verp_long_recipient(void **state)
+{
+    static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
+    static const char id[] = "0190f3a2-0000-7000-8000-0000000000ac";
+    (void)state;
+    char rcpt[600], tok[VERP_TOKEN_LEN + 1], back[VERP_ID_LEN + 1];
+    memset(rcpt, 'a', sizeof(rcpt) - 1);
+    rcpt[sizeof(rcpt) - 1] = '\0';
+    const char *key = "verp-key-0123456789";
+    assert_int_equal(verp_token(key, strlen(key), "verp", id, rcpt, tok), -EINVAL);
+    /* the forged token: the id's 16 bytes, then a MAC of ten zero bytes */
+    unsigned char raw[26] = { 0x01, 0x90, 0xf3, 0xa2, 0x00, 0x00, 0x70, 0x00,
+                              0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xac };
+    unsigned int acc = 0, bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < sizeof(raw); i++) {
+        acc = (acc << 8) | raw[i];
+        for (bits += 8; bits >= 5; bits -= 5)
+            tok[o++] = b32[(acc >> (bits - 5)) & 31];
+    }
+    tok[o++] = b32[(acc << (5 - bits)) & 31];
+    tok[o] = '\0';
+    assert_int_equal(o, VERP_TOKEN_LEN);
+    assert_int_equal(verp_check(key, strlen(key), "verp", tok, rcpt, back), -EINVAL);
+    assert_int_equal(verp_check(key, strlen(key), "unsubscribe", tok, rcpt, back), -EINVAL);
+}
+
 static void test_b64url_table(void **state)
 {
     static const struct { const char *raw; size_t n; const char *enc; } rows[] = {
@@ -350,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_rotation),
         cmocka_unit_test(test_verp_rotation_table),
         cmocka_unit_test(test_verp_sign_key_unchanged),
+        cmocka_unit_test(test_verp_long_recipient),
         cmocka_unit_test(test_b64url_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -603,7 +603,7 @@ static void serve_link_token(struct links *l, const struct http_request *req, st
 
 /* The request as the rest of the gateway sees it: client_ip is the client
  * behind a trusted proxy (limits, Download events, logs). */
-static void serve_link(void *opaque, const struct http_request *req, struct http_response *resp)
+void links_serve(void *opaque, const struct http_request *req, struct http_response *resp)
 {
     struct links *l = opaque;
     if (links_enter(l)) {
@@ -618,6 +618,51 @@ static void serve_link(void *opaque, const struct http_request *req, struct http
         http_response_text(resp, 503, NULL, "not ready\n");
     }
     links_leave(l);
+}
+
+/* One series per status in the process, whichever gateway counts. */
+static void links_metrics(struct links *l)
+{
+    l->m_ok = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"served\"");
+    l->m_forbidden = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"forbidden\"");
+    l->m_missing = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"missing\"");
+    l->m_bytes = metric_counter("mailfleet_links_bytes_total",
+                               "Attachment bytes read into responses (a cut download counts what it got)", NULL);
+    l->m_downloads = metric_gauge("mailfleet_links_downloads_inflight",
+                                 "Attachment downloads holding a slot (max_downloads)", NULL);
+    l->m_refused_ip = metric_counter("mailfleet_links_downloads_refused_total",
+                                    "Downloads refused by a limit (429 per client, 503 in total)",
+                                    "limit=\"per_ip\"");
+    l->m_refused_total = metric_counter("mailfleet_links_downloads_refused_total",
+                                       "Downloads refused by a limit (429 per client, 503 in total)",
+                                       "limit=\"total\"");
+    l->m_cut = metric_counter("mailfleet_links_downloads_cut_total",
+                             "Downloads ended early by the store (error, or the object replaced)", NULL);
+}
+
+struct links *links_gateway_new(struct tokens *tok, struct store *st, struct kv *kv, struct bus *bus,
+                                int redirect)
+{
+    struct links *l = xcalloc(1, sizeof(*l));
+    l->tok = tok;
+    l->st = st;
+    l->kv = kv;
+    l->bus = bus;
+    l->redirect = redirect;
+    char err[256];
+    l->limits = links_limits_new(NULL, 0, 64, 8, err, sizeof(err));
+    if (!l->limits)
+        panic("%s: %s", __func__, err);
+    links_metrics(l);
+    atomic_store(&l->loaded, 1);   /* no reader: kv holds what is revoked */
+    return l;
+}
+
+void links_gateway_free(struct links *l)
+{
+    if (l)
+        links_limits_free(l->limits);
+    free(l);
 }
 
 static void links_close(struct links *l)
@@ -682,25 +727,11 @@ static int links_run(struct worker_env *env)
         links_close(lp);
         return 1;
     }
-    l.m_ok = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"served\"");
-    l.m_forbidden = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"forbidden\"");
-    l.m_missing = metric_counter("mailfleet_links_requests_total", "Link requests", "status=\"missing\"");
-    l.m_bytes = metric_counter("mailfleet_links_bytes_total",
-                               "Attachment bytes read into responses (a cut download counts what it got)", NULL);
-    l.m_downloads = metric_gauge("mailfleet_links_downloads_inflight",
-                                 "Attachment downloads holding a slot (max_downloads)", NULL);
-    l.m_refused_ip = metric_counter("mailfleet_links_downloads_refused_total",
-                                    "Downloads refused by a limit (429 per client, 503 in total)",
-                                    "limit=\"per_ip\"");
-    l.m_refused_total = metric_counter("mailfleet_links_downloads_refused_total",
-                                       "Downloads refused by a limit (429 per client, 503 in total)",
-                                       "limit=\"total\"");
-    l.m_cut = metric_counter("mailfleet_links_downloads_cut_total",
-                             "Downloads ended early by the store (error, or the object replaced)", NULL);
+    links_metrics(lp);
     if (pthread_create(&l.reader, NULL, revocation_reader, lp) != 0)
         panic("%s: pthread_create", __func__);
     http_ready_add(env->http, "links-revocations", links_ready, lp);
-    http_route(env->public_http, "/a/", serve_link, lp);
+    http_route(env->public_http, "/a/", links_serve, lp);
     worker_started(env);
     log_kv(LOG_INFO, "links serving /a/", NULL);
     while (!*env->stop)

@@ -6,11 +6,27 @@
 #include "admin.h"
 #include "worker.h"
 
+struct bus;
+struct http_request;
+struct http_response;
+struct kv;
+struct links;
+struct store;
 struct strbuf;
+struct tokens;
 
 extern const struct worker_def links_worker;
 extern const struct admin_verb links_verb;   /* mailfleet links revoke ... */
 extern const struct config_key links_config_keys[];
+
+/* The GET|HEAD /a/<token> handler over borrowed parts, without the
+ * worker's revocation reader (tests, fuzzing): what kv holds is what is
+ * revoked, download events go to bus.  links_serve is the route's handler
+ * (opaque: the gateway). */
+struct links *links_gateway_new(struct tokens *tok, struct store *st, struct kv *kv, struct bus *bus,
+                                int redirect);
+void links_gateway_free(struct links *l);   /* the parts stay the caller's */
+void links_serve(void *opaque, const struct http_request *req, struct http_response *resp);
 
 /* Range header against an object of size bytes: 0 = none (serve all),
  * 1 = one satisfiable range (offset in off, length in len), -1 = not

@@ -184,7 +184,9 @@ static void append_text_part(struct strbuf *out, const char *subtype, const char
     free(enc);
 }
 
-/* "Name: value" folded by GMime and ended with CRLF. */
+/* "Name: value" folded by GMime and ended with CRLF.  GMime (3.2) folds
+ * with a bare LF whatever the format options say: each becomes CRLF, as
+ * the whole mail is. */
 static void append_header(struct strbuf *out, GMimeFormatOptions *fo, const char *name,
                           const char *value, int structured)
 {
@@ -194,10 +196,33 @@ static void append_header(struct strbuf *out, GMimeFormatOptions *fo, const char
     size_t l = strlen(f);
     while (l > 0 && (f[l - 1] == '\r' || f[l - 1] == '\n'))
         l--;
-    strbuf_append_n(out, f, l);
+    for (size_t i = 0; i < l; i++) {
+        if (f[i] == '\n' && (i == 0 || f[i - 1] != '\r'))
+            strbuf_append_n(out, "\r", 1);
+        strbuf_append_n(out, f + i, 1);
+    }
     strbuf_append_n(out, "\r\n", 2);
     g_free(f);
     g_free(raw);
+}
+
+/* "To: a, b, ..." folded between addresses only (GMime's structured fold
+ * may break inside a long list's address).  Recipients are normalized
+ * ASCII mailboxes (address_normalize): no quoting, no encoding. */
+static void append_to(struct strbuf *out, const char *const *rcpts, size_t n)
+{
+    size_t col = 3;   /* "To:" */
+    strbuf_append(out, "To:");
+    for (size_t i = 0; i < n; i++) {
+        size_t need = strlen(rcpts[i]) + (i + 1 < n ? 2 : 1);   /* " addr," */
+        if (i > 0 && col + need > 78) {
+            strbuf_append(out, "\r\n");
+            col = 0;
+        }
+        strbuf_appendf(out, " %s%s", rcpts[i], i + 1 < n ? "," : "");
+        col += need;
+    }
+    strbuf_append(out, "\r\n");
 }
 
 int outbound_build(const struct outbound_params *p, char **mime, size_t *len, char *err,
@@ -221,13 +246,7 @@ int outbound_build(const struct outbound_params *p, char **mime, size_t *len, ch
     g_object_unref(from);
     append_header(&out, fo, "From", fs, 1);
     g_free(fs);
-    /* Recipients are normalized ASCII mailboxes (address_normalize). */
-    struct strbuf to;
-    strbuf_init(&to);
-    for (size_t i = 0; i < p->n_recipients; i++)
-        strbuf_appendf(&to, "%s%s", i ? ", " : "", p->recipients[i]);
-    append_header(&out, fo, "To", to.data ? to.data : "", 1);
-    strbuf_free(&to);
+    append_to(&out, p->recipients, p->n_recipients);
     /* Our From stays (the fleet's domain aligns with SPF, DKIM and DMARC);
      * a reply goes to the device.  A normalized address needs no quoting. */
     if (p->original_sender)

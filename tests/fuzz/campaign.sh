@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# campaign — one libFuzzer campaign per harness, one after the other, and a
+# table of what each did (for tests/fuzz/RESULTS.md).
+#
+#   tests/fuzz/campaign.sh SECONDS [HARNESS...]     (make fuzz-run FUZZ_TIME=3600)
+#
+# Needs `make fuzz`.  Each campaign starts from tests/fuzz/corpus/<h>/ and
+# regress/<h>/ and keeps what it finds in var/fuzz/corpus/<h>/ (not
+# committed; a later campaign goes on from it).  A crash stops that
+# harness's campaign: the input is saved under var/fuzz/artifacts/<h>/,
+# to be fixed and then kept as tests/fuzz/regress/<h>/<name>.  The full
+# libFuzzer output is var/fuzz/<h>.log.  FUZZ_NICE=19 runs at low priority.
+#
+# Columns: harness, seconds run, executions, executions/s, cov (edges
+# covered), ft (features), corpus size (inputs), crashes in this campaign,
+# the log's last status ("DONE" or what stopped it).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:?usage: campaign.sh SECONDS [HARNESS...]}
+shift
+harnesses=("$@")
+if [ ${#harnesses[@]} = 0 ]; then
+  for b in build-fuzz/fuzz/*; do
+    [ -x "$b" ] && [ -f "$b" ] && [[ "$b" != *.d ]] && harnesses+=("$(basename "$b")")
+  done
+fi
+[ ${#harnesses[@]} -gt 0 ] || { echo "campaign: no harnesses (run make fuzz)" >&2; exit 1; }
+
+printf '%-14s %6s %12s %8s %7s %8s %7s %7s  %s\n' harness seconds execs exec/s cov ft corpus crashes status
+worst=0
+for h in "${harnesses[@]}"; do
+  bin=build-fuzz/fuzz/$h
+  [ -x "$bin" ] || { echo "campaign: no $bin" >&2; worst=1; continue; }
+  work=var/fuzz/corpus/$h art=var/fuzz/artifacts/$h log=var/fuzz/$h.log
+  mkdir -p "$work" "$art"
+  dirs=("$work" tests/fuzz/corpus/"$h")
+  [ -d tests/fuzz/regress/"$h" ] && dirs+=(tests/fuzz/regress/"$h")
+  touch "var/fuzz/$h.start"   # crashes of this campaign: artifacts newer than it
+  start=$(date +%s)
+  UBSAN_OPTIONS=print_stacktrace=1 nice -n "${FUZZ_NICE:-0}" "$bin" -max_total_time="$secs" -timeout=60 \
+    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$art/" "${dirs[@]}" >"$log" 2>&1
+  rc=$?
+  took=$(( $(date +%s) - start ))
+  execs=$(grep -oE 'stat::number_of_executed_units: +[0-9]+' "$log" | grep -o '[0-9]*$')
+  rate=$(grep -oE 'stat::average_exec_per_sec: +[0-9]+' "$log" | grep -o '[0-9]*$')
+  last=$(grep -E '^#[0-9]+' "$log" | tail -1)
+  cov=$(grep -o 'cov: [0-9]*' <<<"$last" | grep -o '[0-9]*')
+  ft=$(grep -o 'ft: [0-9]*' <<<"$last" | grep -o '[0-9]*')
+  corp=$(grep -o 'corp: [0-9]*' <<<"$last" | grep -o '[0-9]*')
+  crashes=$(find "$art" -type f -newer "var/fuzz/$h.start" | wc -l)
+  status=$(awk '{print $2}' <<<"$last")
+  if [ "$rc" != 0 ]; then
+    status="rc=$rc: $(grep -m1 -E '^==[0-9]+==ERROR|^SUMMARY|deadly signal|ERROR: libFuzzer' "$log" | cut -c1-60)"
+    worst=1
+  fi
+  printf '%-14s %6s %12s %8s %7s %8s %7s %7s  %s\n' "$h" "$took" "${execs:-?}" "${rate:-?}" "${cov:-?}" \
+    "${ft:-?}" "${corp:-?}" "$crashes" "$status"
+done
+exit $worst
