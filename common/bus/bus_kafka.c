@@ -1216,6 +1216,8 @@ static int kafka_partition_count(struct kafka_bus *kb, const char *topic, char *
 static int kafka_watermarks(struct kafka_bus *kb, const char *topic, struct bus_partition_stats *st, int n,
                             char *err, size_t errlen)
 {
+    if (n <= 0)   /* a topic being created may show no partition yet */
+        return 0;
     for (int end = 0; end < 2; end++) {
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n > 0 ? n : 1);
         for (int i = 0; i < n; i++)

@@ -100,8 +100,9 @@ struct links {
     struct store *st;
     struct kv *kv;
     struct bus *bus;
-    struct links_limits *limits;   /* never freed: MHD gives a slot back when it frees a
-                                      response, which can be after the worker returned */
+    struct links_limits *limits;   /* the worker's is never freed: MHD gives a slot back when
+                                      it frees a response, which can be after the worker
+                                      returned; a gateway's goes with links_gateway_free */
     int redirect;
     int64_t poll_ms;
     atomic_int loaded;

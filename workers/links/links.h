@@ -25,7 +25,9 @@ extern const struct config_key links_config_keys[];
  * (opaque: the gateway). */
 struct links *links_gateway_new(struct tokens *tok, struct store *st, struct kv *kv, struct bus *bus,
                                 int redirect);
-void links_gateway_free(struct links *l);   /* the parts stay the caller's */
+/* Only once every response it answered is freed (their downloads hold its
+ * limits); the parts stay the caller's. */
+void links_gateway_free(struct links *l);
 void links_serve(void *opaque, const struct http_request *req, struct http_response *resp);
 
 /* Range header against an object of size bytes: 0 = none (serve all),
