@@ -651,9 +651,10 @@ public_listen = 127.0.0.1:%d
         return [json.loads(r["value"]) for r in self.dump("mailfleet.fallback")]
 
     def paused_gauge(self, reason):
+        """The gauge's value; None while send is still starting (not exported yet)."""
         m = re.search(r'mailfleet_send_transport_paused\{transport="ses",reason="%s"\} (\d)' % reason,
                       urlget("http://127.0.0.1:%d/metrics" % self.metrics_port))
-        return int(m.group(1))
+        return int(m.group(1)) if m else None
 
     def check_account_refusal(self, status, etype, message, reason):
         """SES refuses our account with (status, etype, message) for the
