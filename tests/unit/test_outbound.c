@@ -21,6 +21,18 @@ static struct transform_link links[] = {
       "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210", NULL, 0, 1 },
 };
 
+/* The built bytes read back by GMime. */
+static GMimeMessage *parse_mime(const char *mime, size_t len)
+{
+    GMimeStream *st = g_mime_stream_mem_new_with_buffer(mime, len);
+    GMimeParser *ps = g_mime_parser_new_with_stream(st);
+    GMimeMessage *m = g_mime_parser_construct_message(ps, NULL);
+    g_object_unref(ps);
+    g_object_unref(st);
+    assert_non_null(m);
+    return m;
+}
+
 static GMimeMessage *build(const char *subject, const char *body, char **mime, size_t *len)
 {
     const char *rcpts[] = { "a@x.com", "b@y.org" };
@@ -29,13 +41,7 @@ static GMimeMessage *build(const char *subject, const char *body, char **mime, s
                                  body, links, 2 };
     char err[128];
     assert_int_equal(outbound_build(&p, mime, len, err, sizeof(err)), 0);
-    GMimeStream *s = g_mime_stream_mem_new_with_buffer(*mime, *len);
-    GMimeParser *ps = g_mime_parser_new_with_stream(s);
-    GMimeMessage *m = g_mime_parser_construct_message(ps, NULL);
-    g_object_unref(ps);
-    g_object_unref(s);
-    assert_non_null(m);
-    return m;
+    return parse_mime(*mime, *len);
 }
 
 static char *part_text(GMimeMessage *m, const char *subtype)
@@ -170,12 +176,7 @@ static void test_original_sender(void **state)
         char *mime, err[128];
         size_t len;
         assert_int_equal(outbound_build(&p, &mime, &len, err, sizeof(err)), 0);
-        GMimeStream *st = g_mime_stream_mem_new_with_buffer(mime, len);
-        GMimeParser *ps = g_mime_parser_new_with_stream(st);
-        GMimeMessage *m = g_mime_parser_construct_message(ps, NULL);
-        g_object_unref(ps);
-        g_object_unref(st);
-        assert_non_null(m);
+        GMimeMessage *m = parse_mime(mime, len);
         const char *rt = g_mime_object_get_header(GMIME_OBJECT(m), "Reply-To");
         char *text = part_text(m, "plain"), *html = part_text(m, "html");
         if (sender_cases[i].reply_to) {
@@ -231,12 +232,7 @@ static void test_long_headers_fold_with_crlf(void **state)
     for (int i = 0; i < 50; i++)
         assert_non_null(strstr(mime, addrs[i]));
     assert_non_null(strstr(mime, "\r\nTo: user00@x.com, user01@x.com,"));
-    GMimeStream *st = g_mime_stream_mem_new_with_buffer(mime, len);
-    GMimeParser *ps = g_mime_parser_new_with_stream(st);
-    GMimeMessage *m = g_mime_parser_construct_message(ps, NULL);
-    g_object_unref(ps);
-    g_object_unref(st);
-    assert_non_null(m);
+    GMimeMessage *m = parse_mime(mime, len);
     InternetAddressList *to = g_mime_message_get_addresses(m, GMIME_ADDRESS_TYPE_TO);
     assert_int_equal(internet_address_list_length(to), 50);
     for (int i = 0; i < 50; i++)
