@@ -6,6 +6,7 @@
 #   bench/e2e.sh [local|kafka|postfix|both|all]...  (both = local kafka; default all)
 #   MSGS=5000 SESSIONS=16 RUNS=5 RATE=0 SEND_CONNECTIONS=16 bench/e2e.sh local postfix
 #   EXTRA_INI=$'[kafka]\nlinger.ms = 0' bench/e2e.sh kafka    (config appended)
+#   PERF=1 KEEP=1 bench/e2e.sh local    (perf record -g of the timed part: <run dir>/perf.data)
 #
 # local:   `mailfleet run` (every worker in one process, local queue).
 # kafka:   a real 1-node Apache Kafka cluster (ops/kafka/cluster.py, the topics of
@@ -90,6 +91,9 @@ trap 'exit 143' TERM
 free_port() { $py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; return 1; }
 wait_ready() { for _ in $(seq 300); do curl -fs -o /dev/null "http://127.0.0.1:$1/readyz" && return 0; sleep 0.1; done; echo "port $1 never ready" >&2; return 1; }
+# thread_ticks PID: "name ticks" per thread (workers name theirs mf-<worker>)
+thread_ticks() { local t; for t in /proc/"$1"/task/*; do
+  printf '%s %s\n' "$(tr ' ' _ <"$t/comm" 2>/dev/null)" "$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null || echo 0)"; done; }
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
 json() { $py -c "import json,sys; d=json.loads(sys.argv[1]); print(d['$2'])" "$1"; }
 median() { sort -g | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
@@ -289,6 +293,12 @@ one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
   c0=$(fleet_ticks "${wpids[@]}")
   b0=$(cpu_ticks "${bpids[@]}")
   for k in "${wpids[@]}"; do per0+=("$(cpu_ticks "$k")"); done
+  [ "$mode" != local ] || thread_ticks "${wpids[0]}" >"$dir/threads0.txt"
+  local perf_pid=
+  if [ -n "${PERF:-}" ] && [ "$mode" != postfix ]; then   # PERF=1: a call-graph profile of the timed part
+    perf record -q -g -o "$dir/perf.data" -p "$(IFS=,; echo "${wpids[*]}")" 2>"$dir/perf.log" &
+    perf_pid=$!
+  fi
   lg=$("$build/bench/loadgen" "127.0.0.1:$SMTP_PORT" -s "$SESSIONS" -m "$MSGS" -r "$RATE" -t "run$i" -o "$dir/records.tsv" "${lgopt[@]}") ||
     echo "$mode run $i: loadgen: $lg" >&2
   # where the backlog sits when the last 250 went out (monitor samples every 1 s)
@@ -301,12 +311,14 @@ one_run() {  # $1 mode, $2 run number -> one JSON line on stdout
   $py bench/sinkcount.py wait "$dump" $((60 + 3 * MSGS)) --timeout 600 --stall 30 >/dev/null ||
     echo "$mode run $i: not every mail reached the sink" >&2
   c1=$(fleet_ticks "${wpids[@]}")
+  [ -z "$perf_pid" ] || { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
   b1=$(cpu_ticks "${bpids[@]}")
   for k in "${!wpids[@]}"; do per+=("$(( $(cpu_ticks "${wpids[$k]}") - per0[k] ))"); done
+  if [ "$mode" = local ]; then thread_ticks "${wpids[0]}" >"$dir/threads1.txt"; else : >"$dir/threads1.txt"; fi
   [ -z "$pf" ] || per=("$(( c1 - c0 ))")
   rep=$($py bench/sinkcount.py report "$dump" "$dir/records.tsv" "run$i" "$(json "$lg" t0_us)")
   stop_all
-  $py - "$lg" "$rep" "$(( c1 - c0 ))" "$hz" "$MSGS" "${per[*]}" "$dir/backlog.txt" "$(( b1 - b0 ))" "$names" <<'PY'
+  $py - "$lg" "$rep" "$(( c1 - c0 ))" "$hz" "$MSGS" "${per[*]}" "$dir/backlog.txt" "$(( b1 - b0 ))" "$names" "$dir" <<'PY'
 import json, re, sys
 lg, rep = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 broker = int(sys.argv[8]) / int(sys.argv[4])
@@ -322,6 +334,17 @@ for line in open(sys.argv[7]):
     if m:
         backlog["postfix_queue"] = int(m.group(1))
 names = sys.argv[9].split()
+def thread_sums(path):  # CPU ticks per thread name (local mode: one process)
+    sums = {}
+    try:
+        for line in open(path):
+            name, ticks = line.split()
+            sums[name] = sums.get(name, 0) + int(ticks)
+    except FileNotFoundError:
+        pass
+    return sums
+t0, t1 = thread_sums(sys.argv[10] + "/threads0.txt"), thread_sums(sys.argv[10] + "/threads1.txt")
+by_thread = {n: round((t1[n] - t0.get(n, 0)) / hz / msgs * 1000, 3) for n in sorted(t1)}
 print(json.dumps({"ingest_msgs_per_s": lg["msgs_per_s"], "data_250_p99_ms": lg["p99_ms"], "ingest_errors": lg["errors"],
                   "e2e_msgs_per_s": rep["msgs_per_s"], "complete": rep["messages_complete"],
                   "duplicates": rep["duplicates"], "missing": rep["missing_deliveries"],
@@ -329,6 +352,7 @@ print(json.dumps({"ingest_msgs_per_s": lg["msgs_per_s"], "data_250_p99_ms": lg["
                   "cpu_s_per_1000": round(cpu / msgs * 1000, 3),
                   "broker_cpu_s_per_1000": round(broker / msgs * 1000, 3),
                   "cpu_s_per_1000_by_worker": {n: round(c, 3) for n, c in zip(names, per)},
+                  "cpu_s_per_1000_by_thread": by_thread,
                   "backlog_after_last_250": backlog}))
 PY
   [ -n "${KEEP:-}" ] || rm -rf "$dump" "$dir/queue" "$dir/store" "$dir/state" "$dir/pf/queue"

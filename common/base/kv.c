@@ -267,6 +267,30 @@ int kv_put(struct kv *k, const void *key, size_t klen, const void *val, size_t v
     return rc < 0 ? rc : 0;
 }
 
+int kv_put_many(struct kv *k, const struct kv_item *items, size_t n)
+{
+    MDB_txn *txn;
+    int rc;
+
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!key_ok(k, items[i].klen))
+            return -EINVAL;
+    if ((rc = mdb_txn_begin(k->e->env, NULL, 0, &txn)) != 0)
+        return kv_errno(rc);
+    for (size_t i = 0; i < n; i++) {
+        MDB_val kk = { items[i].klen, (void *)items[i].key };
+        if ((rc = put_in(txn, k->dbi, &kk, items[i].val, items[i].vlen, items[i].expires_ms)) != 0) {
+            mdb_txn_abort(txn);
+            return kv_errno(rc);
+        }
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0)
+        return kv_errno(rc);
+    return 0;
+}
+
 int kv_put_new(struct kv *k, const void *key, size_t klen, const void *val, size_t vlen, int64_t expires_ms)
 {
     return put(k, key, klen, val, vlen, expires_ms, 1);

@@ -19,8 +19,7 @@ void kv_close(struct kv *k);
 /* KV_ONE_SYNC: one fsync per write instead of two (LMDB's MDB_NOMETASYNC:
  * the meta page of a write is made durable by the next one's sync).  A
  * machine crash may undo the last write, never corrupt the rest; a killed
- * process loses nothing.  For send's sent markers, whose loss only widens
- * the documented re-send gap by one recipient. */
+ * process loses nothing.  For send's sent markers (sent_marks.h). */
 #define KV_ONE_SYNC 2u
 struct kv *kv_open_flags(const char *dir, const char *db, uint64_t map_size, unsigned flags,
                          char *err, size_t errlen);
@@ -29,6 +28,15 @@ int kv_clear(struct kv *k);
 
 /* expires_ms: absolute wall-clock ms, 0 = never.  Values may be empty. */
 int kv_put(struct kv *k, const void *key, size_t klen, const void *val, size_t vlen, int64_t expires_ms);
+/* Puts n entries in one transaction (one sync): all of them or none. */
+struct kv_item {
+    const void *key;
+    size_t klen;
+    const void *val;
+    size_t vlen;
+    int64_t expires_ms;
+};
+int kv_put_many(struct kv *k, const struct kv_item *items, size_t n);
 /* Puts only if absent (or expired): 1 = inserted, 0 = already there, <0 error. */
 int kv_put_new(struct kv *k, const void *key, size_t klen, const void *val, size_t vlen, int64_t expires_ms);
 /* 1 = found (*val malloc'd, may be NULL when vlen is NULL), 0 = absent/expired, <0 error. */

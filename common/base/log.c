@@ -3,6 +3,7 @@
 #include "timeutil.h"
 #include "strbuf.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +22,15 @@ void log_init(const char *worker, enum log_level min)
     min_level = min;
 }
 
+/* Also names the thread "mf-<worker>" (15 bytes at most), so that top -H,
+ * perf and /proc/<pid>/task/<tid>/comm tell the workers of `mailfleet run`
+ * apart. */
 void log_set_worker(const char *worker)
 {
     thread_worker = worker;
+    char name[16];
+    snprintf(name, sizeof(name), "mf-%s", worker);
+    pthread_setname_np(pthread_self(), name);
 }
 
 enum log_level log_level_parse(const char *s)

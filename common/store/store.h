@@ -74,8 +74,13 @@ char *store_presign_get(struct store *s, const char *key, int expires_s, int64_t
  * syncfs of its filesystem): a worker loop pays one sync per batch instead
  * of three or four per object.  A put is not durable before that sync, so
  * only a caller that commits nothing before it may defer (worker_loop's
- * before_commit).  s3: puts are durable when they return; store_sync
- * does nothing.  A handle that defers belongs to one thread. */
+ * before_commit).  Threads may share a deferring handle: store_sync makes
+ * every put that returned before it durable, and the threads that call it
+ * at the same time share one syncfs (group sync: ingest's pool calls it
+ * after each put, before the 250).  A failed sync fails every put it was
+ * to cover; their callers redo them.  s3: puts are durable when they
+ * return; store_sync does nothing.  store_defer_sync is set before the
+ * handle is shared. */
 void store_defer_sync(struct store *s, int on);
 int store_sync(struct store *s, char *err, size_t errlen);
 

@@ -11,6 +11,15 @@
  * torn (even one that replaced a durable copy): a deferring caller commits
  * nothing that names it before the sync, and redoes the put after a crash.
  *
+ * Group sync: threads sharing a deferring handle (ingest's pool) each call
+ * store_sync after their put; one of them runs the syncfs while the others
+ * wait for it, and a sync that began after a put returned covers it.  So
+ * under load one syncfs covers every put that piled up during the previous
+ * one.  Puts are numbered (put_gen); synced_gen says which are settled.
+ * syncfs reports a writeback error once per descriptor, so a failed round
+ * fails every put it was to cover, not only its leader's (a caller then
+ * redoes its put), and a waiter that saw any round fail fails too.
+ *
  * Content type: kept in the user.mailfleet.content_type extended attribute of
  * the object file, set before the rename so object and type arrive together at
  * no extra fsync.  Where the filesystem refuses user xattrs (ENOTSUP), the type
@@ -27,6 +36,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +53,16 @@ struct file_store {
     char *root;            /* no trailing '/' */
     int root_fd;           /* kept open: syncfs reports a writeback error once per descriptor */
     int sidecar;           /* 1 once xattrs proved unsupported (or forced by tests) */
-    int dirty;             /* a deferred put since the last store_sync */
+    /* group sync (see the top): under sync_mu */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_done;
+    uint64_t put_gen;      /* deferred puts finished so far */
+    uint64_t synced_gen;   /* puts 1..synced_gen are durable */
+    uint64_t failed_from;  /* the last failed round: puts (failed_from, failed_to] */
+    uint64_t failed_to;
+    uint64_t n_failed;     /* failed rounds so far */
+    int syncing;           /* a thread is in syncfs */
+    int sync_errno;        /* the last failed round's error */
 };
 
 static const struct store_ops file_ops;
@@ -318,7 +337,11 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
         store_err(err, errlen, rc, "store: fsync of the directory: %s", strerror(-rc));
         goto out;
     }
-    f->dirty |= f->base.defer;
+    if (f->base.defer) {
+        pthread_mutex_lock(&f->sync_mu);
+        f->put_gen++;
+        pthread_mutex_unlock(&f->sync_mu);
+    }
     sha256_final_hex(md_ctx, out->sha256);
     out->size = size;
     out->mtime_ms = mtime_ms(&st);
@@ -567,17 +590,45 @@ static char *file_local_path(struct store *s, const char *key)
     return join(fs_of(s)->root, key);
 }
 
-/* One syncfs of the store's filesystem: every file and directory written
- * since the last one, ours included, reaches the disk.  syncfs reports
- * writeback errors since Linux 5.8 (Debian 12 runs 6.1). */
+/* Makes every deferred put that returned before this call durable: one
+ * syncfs of the store's filesystem (every file and directory written since
+ * the last one, ours included), shared by the threads that ask meanwhile
+ * (see the top).  syncfs reports writeback errors since Linux 5.8 (Debian 12
+ * runs 6.1). */
 static int file_sync(struct store *s, char *err, size_t errlen)
 {
     struct file_store *f = fs_of(s);
-    if (!f->dirty)
-        return 0;
-    if (syncfs(f->root_fd) < 0)
-        return store_err(err, errlen, -errno, "store: syncfs of '%s': %s", f->root, strerror(errno));
-    f->dirty = 0;
+
+    pthread_mutex_lock(&f->sync_mu);
+    uint64_t mine = f->put_gen;
+    uint64_t fails = f->n_failed;
+    while (f->synced_gen < mine) {
+        if (f->syncing) {
+            pthread_cond_wait(&f->sync_done, &f->sync_mu);
+            continue;
+        }
+        /* leader: this round covers every put finished until now */
+        uint64_t from = f->synced_gen, target = f->put_gen;
+        f->syncing = 1;
+        pthread_mutex_unlock(&f->sync_mu);
+        int e = syncfs(f->root_fd) < 0 ? errno : 0;
+        pthread_mutex_lock(&f->sync_mu);
+        f->syncing = 0;
+        f->synced_gen = target;   /* each put of the round is durable, or failed */
+        if (e) {
+            f->failed_from = from;
+            f->failed_to = target;
+            f->sync_errno = e;
+            f->n_failed++;
+        }
+        pthread_cond_broadcast(&f->sync_done);
+    }
+    /* a round that failed while we waited may have been ours: fail too */
+    int failed = (mine > f->failed_from && mine <= f->failed_to) || f->n_failed != fails;
+    int e = f->sync_errno;
+    pthread_mutex_unlock(&f->sync_mu);
+    if (failed)
+        return store_err(err, errlen, -e, "store: syncfs of '%s': %s", f->root, strerror(e));
     return 0;
 }
 
@@ -593,6 +644,8 @@ static void file_close(struct store *s)
     struct file_store *f = fs_of(s);
 
     close(f->root_fd);
+    pthread_mutex_destroy(&f->sync_mu);
+    pthread_cond_destroy(&f->sync_done);
     free(f->root);
     free(f);
 }
@@ -635,6 +688,8 @@ struct store *store_file_open(const char *dir, char *err, size_t errlen)
     f->base.ops = &file_ops;
     f->root = root;
     f->root_fd = fd;
+    pthread_mutex_init(&f->sync_mu, NULL);
+    pthread_cond_init(&f->sync_done, NULL);
     return &f->base;
 }
 

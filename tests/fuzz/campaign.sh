@@ -11,7 +11,8 @@
 # to be fixed and then kept as tests/fuzz/regress/<h>/<name>.  The full
 # libFuzzer output is var/fuzz/<h>.log.  FUZZ_NICE=19 runs at low priority.
 #
-# Columns: harness, seconds run, executions, executions/s, cov (edges
+# Columns: harness, seconds run (wall), CPU seconds it got (user+system;
+# less than the wall time when other work shared the machine), executions, executions/s, cov (edges
 # covered), ft (features), corpus size (inputs), crashes in this campaign,
 # the log's last status ("DONE" or what stopped it).
 set -uo pipefail
@@ -26,7 +27,7 @@ if [ ${#harnesses[@]} = 0 ]; then
 fi
 [ ${#harnesses[@]} -gt 0 ] || { echo "campaign: no harnesses (run make fuzz)" >&2; exit 1; }
 
-printf '%-14s %6s %12s %8s %7s %8s %7s %7s  %s\n' harness seconds execs exec/s cov ft corpus crashes status
+printf '%-14s %6s %6s %12s %8s %7s %8s %7s %7s  %s\n' harness seconds cpu_s execs exec/s cov ft corpus crashes status
 worst=0
 for h in "${harnesses[@]}"; do
   bin=build-fuzz/fuzz/$h
@@ -37,10 +38,12 @@ for h in "${harnesses[@]}"; do
   [ -d tests/fuzz/regress/"$h" ] && dirs+=(tests/fuzz/regress/"$h")
   touch "var/fuzz/$h.start"   # crashes of this campaign: artifacts newer than it
   start=$(date +%s)
-  UBSAN_OPTIONS=print_stacktrace=1 nice -n "${FUZZ_NICE:-0}" "$bin" -max_total_time="$secs" -timeout=60 \
+  UBSAN_OPTIONS=print_stacktrace=1 /usr/bin/time -o "var/fuzz/$h.time" -f '%U %S' \
+    nice -n "${FUZZ_NICE:-0}" "$bin" -max_total_time="$secs" -timeout=60 \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$art/" "${dirs[@]}" >"$log" 2>&1
   rc=$?
   took=$(( $(date +%s) - start ))
+  cpu=$(awk 'END { printf "%d", $1 + $2 }' "var/fuzz/$h.time" 2>/dev/null)
   execs=$(grep -oE 'stat::number_of_executed_units: +[0-9]+' "$log" | grep -o '[0-9]*$')
   rate=$(grep -oE 'stat::average_exec_per_sec: +[0-9]+' "$log" | grep -o '[0-9]*$')
   last=$(grep -E '^#[0-9]+' "$log" | tail -1)
@@ -53,7 +56,7 @@ for h in "${harnesses[@]}"; do
     status="rc=$rc: $(grep -m1 -E '^==[0-9]+==ERROR|^SUMMARY|deadly signal|ERROR: libFuzzer' "$log" | cut -c1-60)"
     worst=1
   fi
-  printf '%-14s %6s %12s %8s %7s %8s %7s %7s  %s\n' "$h" "$took" "${execs:-?}" "${rate:-?}" "${cov:-?}" \
+  printf '%-14s %6s %6s %12s %8s %7s %8s %7s %7s  %s\n' "$h" "$took" "${cpu:-?}" "${execs:-?}" "${rate:-?}" "${cov:-?}" \
     "${ft:-?}" "${corp:-?}" "$crashes" "$status"
 done
 exit $worst

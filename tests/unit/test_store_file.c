@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,10 +123,43 @@ int fsync(int fd)
     fsyncs++;
     return (int)syscall(SYS_fsync, fd);
 }
+/* syncfs also has a gate the group-sync tests close to hold a round open,
+ * and an errno it can fail with. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static int gate_closed, gate_entered, syncfs_errno;
 int syncfs(int fd)
 {
+    pthread_mutex_lock(&gate_mu);
     syncfses++;
+    gate_entered++;
+    pthread_cond_broadcast(&gate_cv);
+    while (gate_closed)
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    int e = syncfs_errno;
+    pthread_mutex_unlock(&gate_mu);
+    if (e) {
+        errno = e;
+        return -1;
+    }
     return (int)syscall(SYS_syncfs, fd);
+}
+
+static void gate_set(int closed, int fail_errno)
+{
+    pthread_mutex_lock(&gate_mu);
+    gate_closed = closed;
+    syncfs_errno = fail_errno;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+static void gate_wait_entered(int n)
+{
+    pthread_mutex_lock(&gate_mu);
+    while (gate_entered < n)
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    pthread_mutex_unlock(&gate_mu);
 }
 
 static int collect(void *opaque, const void *buf, size_t len)
@@ -529,6 +563,96 @@ static void test_deferred_sync(void **state)
     assert_true(fsyncs >= 2);   /* the file, its sidecar, its directory */
 }
 
+/* One thread of a group: a deferred put (unless key is NULL), then
+ * store_sync; puts_done counts finished puts. */
+struct group_job {
+    struct store *s;
+    char key[32];
+    int put_rc, sync_rc;
+    pthread_t tid;
+};
+static int puts_done;
+
+static void *put_and_sync(void *arg)
+{
+    struct group_job *j = arg;
+    char err[256];
+    if (j->key[0]) {
+        j->put_rc = store_put_buf(j->s, j->key, j->key, strlen(j->key), NULL, NULL, err, sizeof(err));
+        __atomic_add_fetch(&puts_done, 1, __ATOMIC_SEQ_CST);
+    }
+    j->sync_rc = store_sync(j->s, err, sizeof(err));
+    return NULL;
+}
+
+static void wait_puts(int n)
+{
+    while (__atomic_load_n(&puts_done, __ATOMIC_SEQ_CST) < n)
+        usleep(1000);
+}
+
+/* Threads sharing a deferring handle share syncfs rounds: while one round
+ * is held open, seven more threads finish their puts; every put is durable
+ * after two rounds, not eight. */
+static void test_group_sync(void **state)
+{
+    struct fixture *f = *state;
+    struct group_job jobs[8];
+    char err[256];
+
+    store_defer_sync(f->s, 1);
+    syncfses = gate_entered = puts_done = 0;
+    gate_set(1, 0);
+    for (int i = 0; i < 8; i++) {
+        jobs[i] = (struct group_job){ .s = f->s };
+        snprintf(jobs[i].key, sizeof(jobs[i].key), "g/k%d", i);
+    }
+    assert_int_equal(pthread_create(&jobs[0].tid, NULL, put_and_sync, &jobs[0]), 0);
+    gate_wait_entered(1);   /* the first round covers job 0's put alone */
+    for (int i = 1; i < 8; i++)
+        assert_int_equal(pthread_create(&jobs[i].tid, NULL, put_and_sync, &jobs[i]), 0);
+    wait_puts(8);
+    gate_set(0, 0);
+    for (int i = 0; i < 8; i++) {
+        pthread_join(jobs[i].tid, NULL);
+        assert_int_equal(jobs[i].put_rc, 0);
+        assert_int_equal(jobs[i].sync_rc, 0);
+    }
+    assert_int_equal(syncfses, 2);
+    assert_int_equal(store_sync(f->s, err, sizeof(err)), 0);
+    assert_int_equal(syncfses, 2);   /* nothing new: no round */
+}
+
+/* A failed round fails every put it covered, the leader's and the
+ * others' (syncfs reports the error once), and the next put syncs anew. */
+static void test_group_sync_failure(void **state)
+{
+    struct fixture *f = *state;
+    struct group_job jobs[2];
+    char err[256];
+
+    store_defer_sync(f->s, 1);
+    syncfses = gate_entered = puts_done = 0;
+    assert_int_equal(store_put_buf(f->s, "h/a", "a", 1, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(store_put_buf(f->s, "h/b", "b", 1, NULL, NULL, err, sizeof(err)), 0);
+    gate_set(1, EIO);
+    for (int i = 0; i < 2; i++) {
+        jobs[i] = (struct group_job){ .s = f->s };   /* sync only */
+        assert_int_equal(pthread_create(&jobs[i].tid, NULL, put_and_sync, &jobs[i]), 0);
+    }
+    gate_wait_entered(1);
+    gate_set(0, EIO);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(jobs[i].tid, NULL);
+        assert_int_equal(jobs[i].sync_rc, -EIO);
+    }
+    assert_int_equal(syncfses, 1);
+    gate_set(0, 0);
+    assert_int_equal(store_put_buf(f->s, "h/c", "c", 1, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(store_sync(f->s, err, sizeof(err)), 0);
+    assert_int_equal(syncfses, 2);
+}
+
 static void test_open_errors_and_s3_offline(void **state)
 {
     char err[256];
@@ -626,6 +750,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_key_in_the_way, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_put_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_sync_failure, setup, teardown),
         cmocka_unit_test(test_open_errors_and_s3_offline),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,11 +1,14 @@
 /* spool — the durable hand-off behind ingest's 250.
  *
  * spool_put() (called from thread-pool threads, many at once) stores the raw
- * message under "<yyyy-mm-dd>/<id>.eml" in the incoming store, then produces
- * its records: one mailfleet.inbound record for the capture recipients, one
- * mailfleet.feedback record (kind dsn) for the feedback recipients and one
- * (kind unsubscribe, method mailto) per unsubscribe recipient.  It returns
- * only when both are durable.
+ * message under "<yyyy-mm-dd>/<shard>/<id>.eml" in the incoming store, then
+ * produces its records: one mailfleet.inbound record for the capture
+ * recipients, one mailfleet.feedback record (kind dsn) for the feedback
+ * recipients and one (kind unsubscribe, method mailto) per unsubscribe
+ * recipient.  It returns only when both are durable.  Both are group
+ * commits: the raw mails of the threads that finish at the same time
+ * become durable with one syncfs (store.h), their records with one queue
+ * transaction (bus_local).
  *
  * Direct mode (local bus, no spool): records go straight to the bus; a store
  * or bus failure answers 451 4.3.0.

@@ -20,7 +20,9 @@
  * Guarantees: a sent marker is written the moment the transport reports 2xx,
  * before any output is produced or the offset committed, so a redelivered
  * record never resends to a recipient who got it (a duplicate is possible
- * only if the process dies between the relay's 250 and that marker write).
+ * only if the process dies between the relay's 250 and that marker write,
+ * or the machine dies before the batch's markers were flushed: see
+ * sent_marks.h).
  * Offsets are committed only after every output of the batch is durable:
  * the common worker loop (worker_loop.h) polls, commits, seeks back and
  * dead-letters; send's batch_begin delivers every recipient of a batch in
@@ -42,7 +44,6 @@
 #include "config.h"
 #include "dkim_signer.h"
 #include "http.h"
-#include "kv.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -156,10 +157,10 @@ static void *lane_main(void *arg)
         http_ready_add(w->http, "send-loop", worker_loop_ready_check, l->loop);
     int64_t next_expire = mono_ms() + 60000;
     while (!stopping(w)) {
-        /* Expired sent markers are invisible to kv_get but still stored:
+        /* Expired sent markers are invisible to lookups but still stored:
          * sweep them now and then (one lane is enough). */
         if (l->tier < 0 && mono_ms() >= next_expire) {
-            kv_expire(w->sent, now_ms());
+            sent_marks_expire(w->marks);
             next_expire = mono_ms() + 600000;
         }
         /* Gauges updated here rather than at scrape time: the worker's state
@@ -231,7 +232,7 @@ static void metrics_init(struct sender *w)
 static void sender_free(struct sender *w)
 {
     suppression_copy_free(w->supp);
-    kv_close(w->sent);
+    sent_marks_close(w->marks);
     bus_close(w->bus);
     ratelimit_free(w->rl);
     send_hold_free(w->hold);
@@ -321,13 +322,13 @@ static int sender_open_state(struct sender *w, const struct config *cfg, char *e
     struct strbuf d;
     strbuf_init(&d);
     strbuf_appendf(&d, "%s/send/sent", config_str(cfg, "mailfleet", "state_dir"));
-    w->sent = kv_open_flags(d.data, "sent", 0, KV_ONE_SYNC, err, errlen);
+    w->marks = sent_marks_open(d.data, config_duration_ms(cfg, "send", "sent_marker_ttl"), err, errlen);
     strbuf_reset(&d);
     strbuf_appendf(&d, "%s/send/suppression", config_str(cfg, "mailfleet", "state_dir"));
-    if (w->sent)
+    if (w->marks)
         w->supp = suppression_copy_open(d.data, err, errlen);
     strbuf_free(&d);
-    if (!w->sent || !w->supp)
+    if (!w->marks || !w->supp)
         return -EIO;
     return 0;
 }
@@ -349,7 +350,6 @@ static int sender_init(struct sender *w, const struct worker_env *env, char *err
         return -EINVAL;
     w->max_age_ms = config_duration_ms(cfg, "send", "max_retry_age");
     w->denied_max_ms = config_duration_ms(cfg, "send", "access_denied_max");
-    w->marker_ttl_ms = config_duration_ms(cfg, "send", "sent_marker_ttl");
     w->unsub_ttl_ms = config_duration_ms(cfg, "send", "unsubscribe_ttl");
     w->batch_max = worker_loop_batch_max(cfg, "send");
     w->pause_file = send_pause_file(cfg);
@@ -419,9 +419,12 @@ static int send_run(struct worker_env *env)
             snprintf(l->group, sizeof(l->group), "%s.retry.%s", config_str(env->cfg, "send", "group"),
                      w.tiers[i - 1]);
         }
-        l->t = transport_open(w.transport_uri, &w.tc, err, sizeof(err));
+        l->journal = sent_journal_open(w.marks, (int)i, err, sizeof(err));
+        l->t = l->journal ? transport_open(w.transport_uri, &w.tc, err, sizeof(err)) : NULL;
         if (!l->t || pthread_create(&l->tid, NULL, lane_main, l) != 0) {
             log_kv(LOG_ERROR, "send cannot start a lane", "topic", l->topic, "error", err, NULL);
+            sent_journal_close(l->journal);
+            l->journal = NULL;
             transport_free(l->t);
             l->t = NULL;
             *env->stop = 1;
@@ -441,6 +444,7 @@ static int send_run(struct worker_env *env)
         pthread_join(lanes[i].tid, NULL);
         rc |= lanes[i].rc;
         transport_free(lanes[i].t);
+        sent_journal_close(lanes[i].journal);   /* what is left goes to the db, or to the next start */
         store_close(lanes[i].store[0]);
         store_close(lanes[i].store[1]);
     }

@@ -4,8 +4,9 @@
  * the Delivery event again, suppressed -> Suppressed event, else a transport
  * job), delivers every job of the batch at once, and builds each event and
  * retry-tier record; handle() then gives the loop each record's outcome and
- * its share of the outputs.  The sent marker is written in the transport's
- * done callback, before any output or commit.
+ * its share of the outputs.  The sent marker is journaled in the
+ * transport's done callback, and flushed to its db before any output or
+ * commit (send_before_commit).
  *
  * A transfer the transport held (TRANSPORT_HOLD: the service refuses our
  * account, not the recipient) bounces nobody and makes no event: the batch
@@ -26,7 +27,6 @@
 #include "send_int.h"
 #include "bus.h"
 #include "config.h"
-#include "kv.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -88,11 +88,6 @@ static void outputs_free(struct outputs *o)
     free(o->owner);
 }
 
-static void marker_key(const char *id, const char *rcpt, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%s|%s", id, rcpt);
-}
-
 /* The transport refused our account: every lane waits (send_hold.h).  One
  * log line per wait, with the service's one-line reply (transport_ses keeps
  * no message that could quote credentials; the mail is never in it). */
@@ -125,10 +120,10 @@ static void on_job_done(void *opaque, struct transport_job *job)
                transport_name(j->lane->t), NULL);
     if (job->result != TRANSPORT_OK)
         return;
-    char k[ADDRESS_BUFSZ + 64];
-    marker_key(j->rc->id, j->rcpt, k, sizeof(k));
-    if (kv_put(w->sent, k, strlen(k), job->response, strlen(job->response), now_ms() + w->marker_ttl_ms) < 0)
-        log_kv(LOG_ERROR, "cannot write a sent marker", "id", j->rc->id, NULL);
+    int rc = sent_journal_add(j->lane->journal, j->rc->id, j->rcpt, job->response);
+    if (rc < 0)
+        log_kv(LOG_ERROR, "cannot journal a sent marker; it reaches the db with the batch", "id", j->rc->id,
+               "error", strerror(-rc), NULL);
 }
 
 /* ---- outputs ---- */
@@ -209,16 +204,13 @@ static size_t plan_jobs(struct lane *l, struct rec_ctx *rcs, size_t n_rcs, struc
                 log_kv(LOG_INFO, "duplicate in this batch; sent once", "id", rc->id, NULL);
                 continue;
             }
-            char mk[ADDRESS_BUFSZ + 64];
-            marker_key(rc->id, j->rcpt, mk, sizeof(mk));
-            void *prev = NULL;
-            size_t prevlen = 0;
-            if (kv_get(w->sent, mk, strlen(mk), &prev, &prevlen) == 1) {
+            char *prev = NULL;
+            if (sent_journal_get(l->journal, rc->id, j->rcpt, &prev) == 1) {
                 /* Delivered before a crash or redelivery: never again.  The
                  * Delivery event may have been lost with the crash, so it is
                  * produced again (consumers treat events as at-least-once). */
                 char resp[512];
-                snprintf(resp, sizeof(resp), "%.*s", (int)prevlen, prev ? (char *)prev : "");
+                snprintf(resp, sizeof(resp), "%s", prev);
                 free(prev);
                 char *ev = event_record_delivery(&rc->mail, j->rcpt, resp, now - rc->created_ms,
                                                  transport_peer(l->t), now, &len);
@@ -403,6 +395,11 @@ static int send_batch_begin(void *opaque, struct bus_record *const *recs, size_t
 {
     struct lane *l = opaque;
     struct sender *w = l->w;
+    char err[256];
+    /* markers of a batch that was not committed (cut, redone) reach the db
+     * first; a failure here leaves them where the lookups still see them */
+    if (sent_journal_flush(l->journal, err, sizeof(err)) != 0)
+        log_kv(LOG_WARN, "cannot flush sent markers; retried at the commit", "error", err, NULL);
     struct send_batch *b = xcalloc(1, sizeof(*b));
     size_t cap_jobs = 0;
     l->b = b;
@@ -510,7 +507,17 @@ static int64_t send_not_before(void *opaque, const struct bus_record *r)
     return l->tier < 0 ? 0 : not_before(r);
 }
 
+/* The sent markers of the batch are durable before any of its outputs or
+ * offsets: a failure is an environment error, and the batch comes again
+ * (its delivered recipients skipped by their markers). */
+static int send_before_commit(void *opaque, char *err, size_t errlen)
+{
+    struct lane *l = opaque;
+    return sent_journal_flush(l->journal, err, errlen);
+}
+
 const struct wl_handler send_batch_handler = {
     .batch_begin = send_batch_begin, .handle = send_handle, .batch_end = send_batch_end,
+    .before_commit = send_before_commit,
     .not_before = send_not_before,
 };

@@ -7,6 +7,7 @@
 #include "address.h"
 #include "event_record.h"
 #include "ids.h"
+#include "sent_marks.h"
 #include "transport.h"
 #include "worker_loop.h"
 
@@ -22,7 +23,7 @@ struct sender {
     stop_flag_t *stop;
     struct http_server *http;        /* readiness checks of the lanes' loops; may be NULL */
     struct bus *bus;
-    struct kv *sent;
+    struct sent_marks *marks;
     struct suppression_copy *supp;
     struct ratelimit *rl;
     struct send_hold *hold;          /* the transport refuses our account: all lanes wait */
@@ -33,7 +34,7 @@ struct sender {
     char *transport_uri;
     struct transport_config tc;
     char *smtp_password, *ses_access, *ses_secret, *ses_token;
-    int64_t marker_ttl_ms, max_age_ms, unsub_ttl_ms;
+    int64_t max_age_ms, unsub_ttl_ms;
     int64_t denied_max_ms;           /* a record SES denies access this long goes to the DLQ */
     size_t batch_max;
     bool list_unsubscribe;
@@ -55,6 +56,7 @@ struct lane {
     int tier;                      /* -1 = the outbound topic */
     pthread_t tid;
     struct transport *t;
+    struct sent_journal *journal;  /* this lane's sent markers (sent_marks.h) */
     struct store *store[2];        /* incoming, attachments: opened on first use */
     struct bus_consumer *c;
     struct worker_loop *loop;
