@@ -89,8 +89,7 @@ static struct kv_env *env_get(const char *dir, uint64_t map_size, unsigned flags
     mdb_env_set_mapsize(env, map_size ? map_size : KV_DEFAULT_MAP_SIZE);
     /* A rebuildable cache needs no fsync per write: it is emptied and
      * refilled from its topic on every start (KV_VOLATILE). */
-    unsigned envflags = MDB_NOTLS | (flags & KV_VOLATILE ? MDB_NOSYNC | MDB_NOMETASYNC : 0) |
-                        (flags & KV_ONE_SYNC ? MDB_NOMETASYNC : 0);
+    unsigned envflags = MDB_NOTLS | (flags & KV_VOLATILE ? MDB_NOSYNC | MDB_NOMETASYNC : 0);
     if ((rc = mdb_env_open(env, real, envflags, 0640)) != 0) {
         snprintf(err, errlen, "kv: %s: open: %s", dir, mdb_strerror(rc));
         mdb_env_close(env);

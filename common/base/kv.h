@@ -16,11 +16,6 @@ void kv_close(struct kv *k);
  * start (the suppression and revocation copies).  Flags belong to the
  * environment: give such a cache a directory of its own. */
 #define KV_VOLATILE 1u
-/* KV_ONE_SYNC: one fsync per write instead of two (LMDB's MDB_NOMETASYNC:
- * the meta page of a write is made durable by the next one's sync).  A
- * machine crash may undo the last write, never corrupt the rest; a killed
- * process loses nothing.  For send's sent markers (sent_marks.h). */
-#define KV_ONE_SYNC 2u
 struct kv *kv_open_flags(const char *dir, const char *db, uint64_t map_size, unsigned flags,
                          char *err, size_t errlen);
 /* Deletes every entry of the db in one transaction. */
@@ -28,7 +23,8 @@ int kv_clear(struct kv *k);
 
 /* expires_ms: absolute wall-clock ms, 0 = never.  Values may be empty. */
 int kv_put(struct kv *k, const void *key, size_t klen, const void *val, size_t vlen, int64_t expires_ms);
-/* Puts n entries in one transaction (one sync): all of them or none. */
+/* Puts n entries in one transaction (one commit, so one sync for all of
+ * them: send's sent markers of a batch): all of them or none. */
 struct kv_item {
     const void *key;
     size_t klen;

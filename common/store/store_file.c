@@ -16,9 +16,14 @@
  * wait for it, and a sync that began after a put returned covers it.  So
  * under load one syncfs covers every put that piled up during the previous
  * one.  Puts are numbered (put_gen); synced_gen says which are settled.
- * syncfs reports a writeback error once per descriptor, so a failed round
- * fails every put it was to cover, not only its leader's (a caller then
- * redoes its put), and a waiter that saw any round fail fails too.
+ * A thread remembers its last deferred put (its number, and how many rounds
+ * had failed then) until its next store_sync on that handle.  syncfs
+ * reports a writeback error once per descriptor, so the sync of a put fails
+ * when any round failed after the put (the one that covered it may have
+ * been led by another thread, and a later round succeeds); the caller
+ * redoes its put.  That can fail a put another round covered: rare, and
+ * safe.  A thread with no put to settle waits for every put made before its
+ * call and fails only if a round fails meanwhile.
  *
  * Content type: kept in the user.mailfleet.content_type extended attribute of
  * the object file, set before the rename so object and type arrive together at
@@ -58,14 +63,18 @@ struct file_store {
     pthread_cond_t sync_done;
     uint64_t put_gen;      /* deferred puts finished so far */
     uint64_t synced_gen;   /* puts 1..synced_gen are durable */
-    uint64_t failed_from;  /* the last failed round: puts (failed_from, failed_to] */
-    uint64_t failed_to;
     uint64_t n_failed;     /* failed rounds so far */
     int syncing;           /* a thread is in syncfs */
     int sync_errno;        /* the last failed round's error */
 };
 
 static const struct store_ops file_ops;
+
+/* This thread's last deferred put, until its store_sync (see the top). */
+static __thread struct {
+    const struct file_store *store;
+    uint64_t gen, fails;
+} mine;
 
 static struct file_store *fs_of(struct store *s)
 {
@@ -339,7 +348,9 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     }
     if (f->base.defer) {
         pthread_mutex_lock(&f->sync_mu);
-        f->put_gen++;
+        mine.store = f;
+        mine.gen = ++f->put_gen;
+        mine.fails = f->n_failed;
         pthread_mutex_unlock(&f->sync_mu);
     }
     sha256_final_hex(md_ctx, out->sha256);
@@ -600,15 +611,19 @@ static int file_sync(struct store *s, char *err, size_t errlen)
     struct file_store *f = fs_of(s);
 
     pthread_mutex_lock(&f->sync_mu);
-    uint64_t mine = f->put_gen;
-    uint64_t fails = f->n_failed;
-    while (f->synced_gen < mine) {
+    uint64_t gen = f->put_gen, fails = f->n_failed;
+    if (mine.store == f && mine.gen <= f->put_gen) {   /* <=: not a closed handle's reused address */
+        gen = mine.gen;
+        fails = mine.fails;
+    }
+    mine.store = NULL;
+    while (f->synced_gen < gen) {
         if (f->syncing) {
             pthread_cond_wait(&f->sync_done, &f->sync_mu);
             continue;
         }
         /* leader: this round covers every put finished until now */
-        uint64_t from = f->synced_gen, target = f->put_gen;
+        uint64_t target = f->put_gen;
         f->syncing = 1;
         pthread_mutex_unlock(&f->sync_mu);
         int e = syncfs(f->root_fd) < 0 ? errno : 0;
@@ -616,15 +631,12 @@ static int file_sync(struct store *s, char *err, size_t errlen)
         f->syncing = 0;
         f->synced_gen = target;   /* each put of the round is durable, or failed */
         if (e) {
-            f->failed_from = from;
-            f->failed_to = target;
             f->sync_errno = e;
             f->n_failed++;
         }
         pthread_cond_broadcast(&f->sync_done);
     }
-    /* a round that failed while we waited may have been ours: fail too */
-    int failed = (mine > f->failed_from && mine <= f->failed_to) || f->n_failed != fails;
+    int failed = f->n_failed != fails;
     int e = f->sync_errno;
     pthread_mutex_unlock(&f->sync_mu);
     if (failed)
@@ -644,6 +656,8 @@ static void file_close(struct store *s)
     struct file_store *f = fs_of(s);
 
     close(f->root_fd);
+    if (mine.store == f)
+        mine.store = NULL;
     pthread_mutex_destroy(&f->sync_mu);
     pthread_cond_destroy(&f->sync_done);
     free(f->root);

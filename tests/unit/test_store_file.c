@@ -563,11 +563,13 @@ static void test_deferred_sync(void **state)
     assert_true(fsyncs >= 2);   /* the file, its sidecar, its directory */
 }
 
-/* One thread of a group: a deferred put (unless key is NULL), then
- * store_sync; puts_done counts finished puts. */
+/* One thread of a group: a deferred put (unless key is empty), then
+ * (when hold is set, once go is set) store_sync; puts_done counts finished
+ * puts. */
 struct group_job {
     struct store *s;
     char key[32];
+    int hold, go;
     int put_rc, sync_rc;
     pthread_t tid;
 };
@@ -581,6 +583,8 @@ static void *put_and_sync(void *arg)
         j->put_rc = store_put_buf(j->s, j->key, j->key, strlen(j->key), NULL, NULL, err, sizeof(err));
         __atomic_add_fetch(&puts_done, 1, __ATOMIC_SEQ_CST);
     }
+    while (j->hold && !__atomic_load_n(&j->go, __ATOMIC_SEQ_CST))
+        usleep(1000);
     j->sync_rc = store_sync(j->s, err, sizeof(err));
     return NULL;
 }
@@ -624,7 +628,8 @@ static void test_group_sync(void **state)
 }
 
 /* A failed round fails every put it covered, the leader's and the
- * others' (syncfs reports the error once), and the next put syncs anew. */
+ * others' (syncfs reports the error once), and the next put syncs anew:
+ * two threads put, one leads the round that covers both, and it fails. */
 static void test_group_sync_failure(void **state)
 {
     struct fixture *f = *state;
@@ -633,17 +638,20 @@ static void test_group_sync_failure(void **state)
 
     store_defer_sync(f->s, 1);
     syncfses = gate_entered = puts_done = 0;
-    assert_int_equal(store_put_buf(f->s, "h/a", "a", 1, NULL, NULL, err, sizeof(err)), 0);
-    assert_int_equal(store_put_buf(f->s, "h/b", "b", 1, NULL, NULL, err, sizeof(err)), 0);
     gate_set(1, EIO);
     for (int i = 0; i < 2; i++) {
-        jobs[i] = (struct group_job){ .s = f->s };   /* sync only */
+        jobs[i] = (struct group_job){ .s = f->s, .hold = 1 };
+        snprintf(jobs[i].key, sizeof(jobs[i].key), "h/k%d", i);
         assert_int_equal(pthread_create(&jobs[i].tid, NULL, put_and_sync, &jobs[i]), 0);
     }
-    gate_wait_entered(1);
+    wait_puts(2);
+    __atomic_store_n(&jobs[0].go, 1, __ATOMIC_SEQ_CST);
+    gate_wait_entered(1);   /* job 0 leads a round that covers both puts */
+    __atomic_store_n(&jobs[1].go, 1, __ATOMIC_SEQ_CST);
     gate_set(0, EIO);
     for (int i = 0; i < 2; i++) {
         pthread_join(jobs[i].tid, NULL);
+        assert_int_equal(jobs[i].put_rc, 0);
         assert_int_equal(jobs[i].sync_rc, -EIO);
     }
     assert_int_equal(syncfses, 1);
@@ -651,6 +659,35 @@ static void test_group_sync_failure(void **state)
     assert_int_equal(store_put_buf(f->s, "h/c", "c", 1, NULL, NULL, err, sizeof(err)), 0);
     assert_int_equal(store_sync(f->s, err, sizeof(err)), 0);
     assert_int_equal(syncfses, 2);
+}
+
+/* The round that covered a put failed before its thread asked: a later
+ * round succeeds (syncfs reported the error once), and the put still
+ * fails, and the handle is not stuck: the next put syncs. */
+static void test_group_sync_failure_before_asking(void **state)
+{
+    struct fixture *f = *state;
+    struct group_job y = { .s = f->s }, z = { .s = f->s };   /* y: sync only */
+    char err[256];
+
+    store_defer_sync(f->s, 1);
+    syncfses = gate_entered = puts_done = 0;
+    assert_int_equal(store_put_buf(f->s, "i/x", "x", 1, NULL, NULL, err, sizeof(err)), 0);
+    gate_set(0, EIO);
+    assert_int_equal(pthread_create(&y.tid, NULL, put_and_sync, &y), 0);
+    pthread_join(y.tid, NULL);
+    assert_int_equal(y.sync_rc, -EIO);
+    gate_set(0, 0);
+    snprintf(z.key, sizeof(z.key), "i/z");
+    assert_int_equal(pthread_create(&z.tid, NULL, put_and_sync, &z), 0);
+    pthread_join(z.tid, NULL);
+    assert_int_equal(z.sync_rc, 0);
+    assert_int_equal(store_sync(f->s, err, sizeof(err)), -EIO);   /* x's round failed */
+    assert_int_equal(syncfses, 2);
+    assert_int_equal(store_sync(f->s, err, sizeof(err)), 0);       /* reported once */
+    assert_int_equal(store_put_buf(f->s, "i/x", "x", 1, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(store_sync(f->s, err, sizeof(err)), 0);
+    assert_int_equal(syncfses, 3);
 }
 
 static void test_open_errors_and_s3_offline(void **state)
@@ -752,6 +789,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deferred_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_sync_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_sync_failure_before_asking, setup, teardown),
         cmocka_unit_test(test_open_errors_and_s3_offline),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

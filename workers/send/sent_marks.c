@@ -3,8 +3,8 @@
  * A journal line is "<check> <expires_ms> <id>|<rcpt>\t<response>\n", check
  * being FNV-1a (32 bits, hex) of everything after its space and before the
  * newline.  It only has to tell a whole line from what a machine crash can
- * leave at a file's end (a torn line, zeroes): replay stops at the first
- * line that does not check.  The response has its control characters
+ * leave (a torn line, zeroes) and from what a failed write left: replay
+ * skips every line that does not check and goes on with the next one.  The response has its control characters
  * replaced, so it never holds a tab or a newline; ids and normalized
  * addresses hold neither. */
 #include "sent_marks.h"
@@ -75,10 +75,12 @@ static int parse_line(char *line, size_t len, struct kv_item *it)
     snprintf(check, sizeof(check), "%08" PRIx32, fnv1a(rest, rlen));
     if (memcmp(line, check, 8) != 0)
         return 0;
+    if (rlen == 0 || rest[0] < '0' || rest[0] > '9')
+        return 0;   /* strtoll would skip spaces and newlines, into the next line */
     char *end;
     errno = 0;
     long long exp = strtoll(rest, &end, 10);
-    if (errno || end == rest || *end != ' ')
+    if (errno || end >= rest + rlen || *end != ' ')
         return 0;
     char *key = end + 1;
     char *tab = memchr(key, '\t', rlen - (size_t)(key - rest));
@@ -112,14 +114,14 @@ static int replay_file(struct sent_marks *m, const char *path)
         size_t len = nl ? (size_t)(nl - (b.data + pos)) : b.len - pos;
         struct kv_item it;
         if (!nl || !parse_line(b.data + pos, len, &it)) {
-            torn = b.len - pos;
-            break;
+            torn += len + (nl != NULL);
+        } else {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 256;
+                items = xrealloc(items, cap * sizeof(*items));
+            }
+            items[n++] = it;
         }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 256;
-            items = xrealloc(items, cap * sizeof(*items));
-        }
-        items[n++] = it;
         pos += len + 1;
     }
     if (rc == 0)
@@ -140,8 +142,9 @@ static int replay_all(struct sent_marks *m, char *err, size_t errlen)
 {
     DIR *d = opendir(m->dir);
     if (!d) {
-        snprintf(err, errlen, "sent markers: cannot read %s: %s", m->dir, strerror(errno));
-        return -errno;
+        int e = errno;
+        snprintf(err, errlen, "sent markers: cannot read %s: %s", m->dir, strerror(e));
+        return -e;
     }
     struct dirent *e;
     int rc = 0;
@@ -163,7 +166,9 @@ static int replay_all(struct sent_marks *m, char *err, size_t errlen)
 
 struct sent_marks *sent_marks_open(const char *dir, int64_t ttl_ms, char *err, size_t errlen)
 {
-    struct kv *kv = kv_open_flags(dir, "sent", 0, KV_ONE_SYNC, err, errlen);
+    /* fully synced (LMDB default: no MDB_NOMETASYNC): a flush is once per batch, and the
+     * flushed batch is committed, so a machine crash must not undo it */
+    struct kv *kv = kv_open_flags(dir, "sent", 0, 0, err, errlen);
     if (!kv)
         return NULL;
     struct sent_marks *m = xcalloc(1, sizeof(*m));
@@ -233,9 +238,14 @@ void sent_journal_close(struct sent_journal *j)
         return;
     char err[256];
     if (sent_journal_flush(j, err, sizeof(err)) != 0)
-        log_kv(LOG_WARN, "sent markers left in the journal for the next start", "error", err, NULL);
+        log_kv(LOG_WARN, "sent markers not in the db: the journal keeps them for the next start (but for "
+               "any it could not write)", "error", err, NULL);
     close(j->fd);
     free(j->path);
+    for (size_t i = 0; i < j->n; i++) {
+        free(j->p[i].key);
+        free(j->p[i].response);
+    }
     free(j->p);
     free(j);
 }
@@ -253,9 +263,15 @@ int sent_journal_add(struct sent_journal *j, const char *id, const char *rcpt, c
     strbuf_init(&line);
     strbuf_appendf(&rest, "%lld %s|%s\t%s", (long long)exp, id, rcpt, resp);
     strbuf_appendf(&line, "%08" PRIx32 " %s\n", fnv1a(rest.data, rest.len), rest.data);
-    /* O_APPEND: one write of one line; a short write is a full disk */
+    /* O_APPEND: one write of one line; a short write is a full disk, and
+     * its piece is cut off again so the next line starts a line */
     ssize_t w = write(j->fd, line.data, line.len);
     int rc = w == (ssize_t)line.len ? 0 : w < 0 ? -errno : -ENOSPC;
+    if (w > 0 && w < (ssize_t)line.len) {
+        off_t end = lseek(j->fd, 0, SEEK_END);
+        if (end >= w && ftruncate(j->fd, end - w) != 0)
+            log_kv(LOG_WARN, "cannot cut a partial sent-marker line; replay skips it", NULL);
+    }
     strbuf_free(&rest);
     strbuf_free(&line);
     /* kept for the flush even when the journal refused it: the db gets it

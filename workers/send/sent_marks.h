@@ -4,7 +4,7 @@
  *
  * Each lane appends its markers to a journal file of its own (one write(2)
  * each, no fsync: a killed process loses none, the page cache keeps them),
- * and sent_marks_flush moves them into the kv db in one synced transaction
+ * and sent_journal_flush moves them into the kv db in one synced transaction
  * and empties the journal: one flush to the disk per batch instead of one
  * per recipient.  send flushes before every commit of a batch (so a retry
  * record never exists before the markers of its delivered recipients) and
@@ -13,8 +13,9 @@
  * sent_marks_open replays journals a killed process left behind.  A machine
  * crash loses the markers written since the last flush, and the batch they
  * belong to was not committed: its delivered recipients are sent once more
- * (the re-send gap of DESIGN §4.3 is one batch of a lane on a machine crash,
- * nothing more on a killed process). */
+ * (the re-send gap of DESIGN §4.3 on a machine crash is the batch each lane
+ * had in flight; on a killed process, nothing more than before).  Markers
+ * of one lane reach the others' lookups at its flush. */
 #ifndef MF_SEND_SENT_MARKS_H
 #define MF_SEND_SENT_MARKS_H
 #include <stddef.h>
@@ -34,7 +35,9 @@ long sent_marks_expire(struct sent_marks *m);
 /* A lane's journal (dir/journal.<lane>); one thread uses it. */
 struct sent_journal *sent_journal_open(struct sent_marks *m, int lane, char *err, size_t errlen);
 void sent_journal_close(struct sent_journal *j);   /* flushes first; accepts NULL */
-/* Appends one marker.  0 or <0 (then it is not written anywhere). */
+/* Appends one marker.  <0 when the journal refused it: it is still kept
+ * in memory and reaches the db at the flush, but a killed process before
+ * then loses it. */
 int sent_journal_add(struct sent_journal *j, const char *id, const char *rcpt, const char *response);
 /* 1 = delivered (*response malloc'd, the peer's reply), 0 = not, <0 error.
  * Sees the db and what this journal holds that is not in the db yet. */
