@@ -16,8 +16,9 @@
  * wait for it, and a sync that began after a put returned covers it.  So
  * under load one syncfs covers every put that piled up during the previous
  * one.  Puts are numbered (put_gen); synced_gen says which are settled.
- * A thread remembers its last deferred put (its number, and how many rounds
- * had failed then) until its next store_sync on that handle.  syncfs
+ * A thread remembers its deferred puts to a handle (the last one's number,
+ * and how many rounds had failed at the first one) until its next
+ * store_sync on that handle.  syncfs
  * reports a writeback error once per descriptor, so the sync of a put fails
  * when any round failed after the put (the one that covered it may have
  * been led by another thread, and a later round succeeds); the caller
@@ -70,11 +71,25 @@ struct file_store {
 
 static const struct store_ops file_ops;
 
-/* This thread's last deferred put, until its store_sync (see the top). */
-static __thread struct {
+/* This thread's deferred puts not yet synced, per handle (see the top):
+ * the last one's number, and how many rounds had failed at the first one.
+ * A thread of ours puts to two handles at most; a fifth handle takes the
+ * oldest slot, whose handle's next sync then waits for every put and fails
+ * only on a failure meanwhile (exact for a handle only that thread uses). */
+#define MINE_SLOTS 4
+static __thread struct mine {
     const struct file_store *store;
     uint64_t gen, fails;
-} mine;
+} mine[MINE_SLOTS];
+static __thread unsigned mine_next;
+
+static struct mine *mine_find(const struct file_store *f)
+{
+    for (unsigned i = 0; i < MINE_SLOTS; i++)
+        if (mine[i].store == f)
+            return &mine[i];
+    return NULL;
+}
 
 static struct file_store *fs_of(struct store *s)
 {
@@ -348,9 +363,14 @@ static int file_put(struct store *s, const char *key, const struct store_src *sr
     }
     if (f->base.defer) {
         pthread_mutex_lock(&f->sync_mu);
-        mine.store = f;
-        mine.gen = ++f->put_gen;
-        mine.fails = f->n_failed;
+        struct mine *me = mine_find(f);
+        if (!me) {
+            me = mine_find(NULL);
+            if (!me)
+                me = &mine[mine_next++ % MINE_SLOTS];
+            *me = (struct mine){ f, 0, f->n_failed };
+        }
+        me->gen = ++f->put_gen;
         pthread_mutex_unlock(&f->sync_mu);
     }
     sha256_final_hex(md_ctx, out->sha256);
@@ -612,11 +632,13 @@ static int file_sync(struct store *s, char *err, size_t errlen)
 
     pthread_mutex_lock(&f->sync_mu);
     uint64_t gen = f->put_gen, fails = f->n_failed;
-    if (mine.store == f && mine.gen <= f->put_gen) {   /* <=: not a closed handle's reused address */
-        gen = mine.gen;
-        fails = mine.fails;
+    struct mine *me = mine_find(f);
+    if (me && me->gen <= f->put_gen) {   /* <=: not a closed handle's reused address */
+        gen = me->gen;
+        fails = me->fails;
     }
-    mine.store = NULL;
+    if (me)
+        me->store = NULL;
     while (f->synced_gen < gen) {
         if (f->syncing) {
             pthread_cond_wait(&f->sync_done, &f->sync_mu);
@@ -656,8 +678,9 @@ static void file_close(struct store *s)
     struct file_store *f = fs_of(s);
 
     close(f->root_fd);
-    if (mine.store == f)
-        mine.store = NULL;
+    struct mine *me = mine_find(f);
+    if (me)
+        me->store = NULL;
     pthread_mutex_destroy(&f->sync_mu);
     pthread_cond_destroy(&f->sync_done);
     free(f->root);

@@ -661,9 +661,10 @@ static void test_group_sync_failure(void **state)
     assert_int_equal(syncfses, 2);
 }
 
-/* The round that covered a put failed before its thread asked: a later
- * round succeeds (syncfs reported the error once), and the put still
- * fails, and the handle is not stuck: the next put syncs. */
+/* The round that covered a put failed before its thread asked (and the
+ * thread put again since): a later round succeeds (syncfs reported the
+ * error once), and the sync still fails, and the handle is not stuck: the
+ * next put syncs. */
 static void test_group_sync_failure_before_asking(void **state)
 {
     struct fixture *f = *state;
@@ -678,6 +679,8 @@ static void test_group_sync_failure_before_asking(void **state)
     pthread_join(y.tid, NULL);
     assert_int_equal(y.sync_rc, -EIO);
     gate_set(0, 0);
+    /* another put of ours after the failure does not hide it */
+    assert_int_equal(store_put_buf(f->s, "i/w", "w", 1, NULL, NULL, err, sizeof(err)), 0);
     snprintf(z.key, sizeof(z.key), "i/z");
     assert_int_equal(pthread_create(&z.tid, NULL, put_and_sync, &z), 0);
     pthread_join(z.tid, NULL);
