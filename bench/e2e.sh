@@ -36,6 +36,10 @@
 # went out (mailfleet: topic backlogs; Postfix: files in its queue).  Medians
 # over RUNS are printed last, then mailfleet / Postfix (e2e msgs/s medians)
 # when both ran.
+# Leave a minute between two invocations on ext4 without a journal: the
+# first one's cleanup deletes its files at exit, and for 5-40 s after a
+# delete ext4 skips those inodes when it allocates one, which taxes every
+# file the next invocation creates (see the cleanup in one_run).
 # State, stores and Postfix's queue live under ${TMPDIR:-/tmp} (the disk); sink
 # dumps on /dev/shm.  Everything started here, Postfix included, is stopped at
 # exit, on error too.
