@@ -78,15 +78,21 @@ static int ready(void *opaque, char *why, size_t len)
 
 /* ---- loop ------------------------------------------------------------- */
 
-/* Both consumers run on the common loop.  The handlers publish their own
- * outputs (suppressions, events) and dedupe through the "seen" state, so
- * they report only OK or "try again": store or bus trouble is an
+/* Both consumers run on the common loop.  The handlers add their outputs
+ * (suppressions, events, reviews) to the batch and dedupe through the
+ * "seen" state, so they report only OK or "try again": store trouble is an
  * environment error, retried after half a second for as long as it lasts.
  * Malformed records are logged and skipped by the handlers themselves. */
 static void on_feedback(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
                         struct wl_result *res)
 {
-    if (feedback_records_handle(opaque, r) != 0) {
+    struct feedback *f = opaque;
+    f->out = out;
+    f->out_index = index;
+    int rc = feedback_records_handle(f, r);
+    f->out = NULL;
+    if (rc != 0) {
+        feedback_records_forget(f, index);
         wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "feedback.apply", "store",
                       "cannot apply a feedback record (store or bus)");
         res->retry_ms = 500;
@@ -96,15 +102,26 @@ static void on_feedback(void *opaque, const struct bus_record *r, size_t index, 
 static void on_event(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
                      struct wl_result *res)
 {
-    if (feedback_records_handle_event(opaque, r) != 0) {
+    struct feedback *f = opaque;
+    f->out = out;
+    f->out_index = index;
+    int rc = feedback_records_handle_event(f, r);
+    f->out = NULL;
+    if (rc != 0) {
+        feedback_records_forget(f, index);
         wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "feedback.event", "store",
                       "cannot apply a bounce event (store or bus)");
         res->retry_ms = 500;
     }
 }
 
-static const struct wl_handler feedback_handler = { .handle = on_feedback };
-static const struct wl_handler event_handler = { .handle = on_event };
+static void on_batch_end(void *opaque, size_t committed)
+{
+    feedback_records_batch_end(opaque, committed);
+}
+
+static const struct wl_handler feedback_handler = { .handle = on_feedback, .batch_end = on_batch_end };
+static const struct wl_handler event_handler = { .handle = on_event, .batch_end = on_batch_end };
 
 /* Settings and metrics: nothing here fails. */
 static void feedback_configure(struct feedback *f, const struct config *cfg)
@@ -225,6 +242,9 @@ static void feedback_close(struct feedback *f, struct worker_env *env)
     suppression_copy_free(f->copy);
     kv_close(f->transient);
     kv_close(f->seen);
+    for (size_t i = 0; i < f->n_seen; i++)
+        free(f->seen_batch[i].key);
+    free(f->seen_batch);
     store_close(f->incoming);
     tokens_free(f->tokens);
     verp_keys_free(f->verp_keys);

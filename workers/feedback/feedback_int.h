@@ -11,6 +11,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A "seen" key a record of the batch being handled added (feedback_records.c). */
+struct seen_held {
+    char *key;
+    size_t index;    /* the record's index in its batch */
+};
+
 struct feedback {
     const struct config *cfg;
     struct bus *bus;
@@ -29,6 +35,13 @@ struct feedback {
     int64_t transient_window_ms;
     struct metric *m_bounce, *m_complaint, *m_unsub, *m_forged, *m_review, *m_suppressed,
                   *m_sns_rejected;
+    /* The batch being handled (one thread runs both loops in turn): where
+     * the outputs of record out_index go, and the seen keys held until the
+     * batch commits. */
+    struct wl_batch *out;
+    size_t out_index;
+    struct seen_held *seen_batch;
+    size_t n_seen, cap_seen;
 };
 
 /* feedback_records.c: one record of mailfleet.feedback / mailfleet.events.
@@ -36,6 +49,11 @@ struct feedback {
  * try the record again. */
 int feedback_records_handle(struct feedback *f, const struct bus_record *r);
 int feedback_records_handle_event(struct feedback *f, const struct bus_record *r);
+/* After a batch of either loop: writes the seen keys of its first committed
+ * records, drops the rest. */
+void feedback_records_batch_end(struct feedback *f, size_t committed);
+/* Drops the seen keys record index of the batch added: it is retried. */
+void feedback_records_forget(struct feedback *f, size_t index);
 /* One-click token "u|rcpt|list" -> address, list; 0 when it verifies. */
 int feedback_records_unsub_lookup(struct feedback *f, const char *tok, char *rcpt, size_t rlen, char *list,
                                   size_t llen);

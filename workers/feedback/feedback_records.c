@@ -3,9 +3,15 @@
  * token checks that decide which recipient a report may name, the policy
  * verdict, and the outputs (suppressions, events, fallback for review).
  *
- * Every output is published here, before the loop commits the record; the
- * "seen" state makes a redelivered record change nothing twice, and forget()
- * undoes it when an output fails so the retry is not taken for a duplicate. */
+ * Every output goes into the loop's batch (wl_output), so it is produced with
+ * the batch's other outputs and its offsets (one Kafka transaction, one
+ * local-queue commit), never one produce-and-wait per output.  The "seen"
+ * state makes a redelivered record change nothing twice: what a batch's
+ * records see for the first time is held with the batch (duplicates inside
+ * it are caught there) and written once the batch has committed
+ * (feedback_records_batch_end), so a batch that is redone is not taken for
+ * a duplicate of itself; a record that is not done (retried) has its keys
+ * dropped (feedback_records_forget), as the loop drops its outputs. */
 #include "feedback_int.h"
 #include "policy.h"
 #include "reports.h"
@@ -21,12 +27,14 @@
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
+#include "strbuf.h"
 #include "suppression.h"
 #include "suppression_copy.h"
 #include "timeutil.h"
 #include "tokens.h"
 #include "topics.h"
 #include "verp.h"
+#include "worker_loop.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -39,14 +47,21 @@ static const struct bus_header producer_hdr = { "mf.producer", "feedback", 8 };
 
 /* ---- outputs ---------------------------------------------------------- */
 
-static int emit_event(struct feedback *f, char *v, size_t len, const char *key, char *err, size_t errlen)
+/* Adds r to the batch being handled (copied). */
+static void output(struct feedback *f, const struct bus_record *r)
+{
+    if (!f->out)
+        panic("%s: no batch", __func__);
+    wl_output(f->out, r);
+}
+
+static void emit_event(struct feedback *f, char *v, size_t len, const char *key)
 {
     struct bus_record r = { .topic = TOPIC_EVENTS, .key = key, .key_len = strlen(key),
                             .value = v, .value_len = len, .headers = &producer_hdr,
                             .n_headers = 1, .partition = -1 };
-    int rc = bus_produce(f->bus, &r, 1, 30000, err, errlen);
+    output(f, &r);
     free(v);
-    return rc;
 }
 
 /* The mail a report is about, as far as a report tells. */
@@ -56,9 +71,8 @@ static struct event_mail report_mail(const char *message_id, const char **rcpt)
                                 .source = "", .destination = rcpt, .n_destination = 1 };
 }
 
-static int emit_bounce(struct feedback *f, const char *message_id, const char *rcpt,
-                       const struct bounce_class *c, const struct report_recipient *rr,
-                       char *err, size_t errlen)
+static void emit_bounce(struct feedback *f, const char *message_id, const char *rcpt,
+                        const struct bounce_class *c, const struct report_recipient *rr)
 {
     struct event_mail m = report_mail(message_id, &rcpt);
     struct event_recipient er = { rcpt, rr && rr->action[0] ? rr->action : NULL,
@@ -66,12 +80,11 @@ static int emit_bounce(struct feedback *f, const char *message_id, const char *r
                                   rr && rr->diagnostic[0] ? rr->diagnostic : NULL };
     size_t len;
     char *v = event_record_bounce(&m, &er, c->type, c->subtype, NULL, now_ms(), &len);
-    return emit_event(f, v, len, message_id && *message_id ? message_id : rcpt, err, errlen);
+    emit_event(f, v, len, message_id && *message_id ? message_id : rcpt);
 }
 
-static int emit_review(struct feedback *f, const char *feedback_id, const char *why)
+static void emit_review(struct feedback *f, const char *feedback_id, const char *why)
 {
-    char err[256];
     struct fallback_fields ff = { .feedback_id = feedback_id, .created_ms = now_ms(),
                                   .reason = "undetermined_bounce", .details = why };
     json_t *o = fallback_record_new(&ff);
@@ -81,35 +94,32 @@ static int emit_review(struct feedback *f, const char *feedback_id, const char *
     struct bus_record r = { .topic = TOPIC_FALLBACK, .key = feedback_id,
                             .key_len = strlen(feedback_id), .value = v, .value_len = len,
                             .partition = -1 };
-    int rc = bus_produce(f->bus, &r, 1, 30000, err, sizeof(err));
+    output(f, &r);
     free(v);
-    if (rc != 0) {
-        log_kv(LOG_ERROR, "cannot publish a bounce for review", "error", err, NULL);
-        return rc;
-    }
     metric_inc(f->m_review);
-    return 0;
 }
 
-static int suppress(struct feedback *f, const char *addr, const char *list, const char *reason,
-                    const char *source, const char *message_id, const char *feedback_id)
+/* An address that cannot be a suppression key (the callers pass checked
+ * ones) is logged and skipped: retrying would not make it valid. */
+static void suppress(struct feedback *f, const char *addr, const char *list, const char *reason,
+                     const char *source, const char *message_id, const char *feedback_id)
 {
-    char err[256], key[512];
-    int rc = suppression_publish(f->bus, addr, list, reason, source, message_id, feedback_id, err,
-                                 sizeof(err));
-    if (rc != 0) {
-        log_kv(LOG_ERROR, "cannot publish a suppression", "reason", reason, "error", err, NULL);
-        return rc;
+    char key[512];
+    if (suppression_key(addr, list, key, sizeof(key)) != 0 || !suppression_reason_valid(reason)) {
+        log_kv(LOG_ERROR, "not suppressed: not a valid address, list or reason", "reason", reason, NULL);
+        return;
     }
-    if (suppression_key(addr, list, key, sizeof(key)) == 0) {
-        char *v = suppression_record(addr, list, reason, now_ms(), source, message_id, feedback_id);
-        suppression_copy_apply(f->copy, key, strlen(key), v, strlen(v));   /* read-your-writes */
-        free(v);
-    }
+    char *v = suppression_record(addr, list, reason, now_ms(), source, message_id, feedback_id);
+    struct bus_record r = { .topic = TOPIC_SUPPRESSION, .key = key, .key_len = strlen(key), .value = v,
+                            .value_len = strlen(v), .partition = -1 };
+    output(f, &r);
+    /* read-your-writes; a batch that never commits is undone at the next
+     * start, which rebuilds the copy from the topic */
+    suppression_copy_apply(f->copy, key, strlen(key), v, strlen(v));
+    free(v);
     metric_inc(f->m_suppressed);
     log_kv(LOG_INFO, "suppressed", "reason", reason, "source", source, "message_id",
            message_id ? message_id : "", NULL);
-    return 0;
 }
 
 static void seen_key(char *key, size_t len, const char *message_id, const char *rcpt, const char *what)
@@ -117,23 +127,51 @@ static void seen_key(char *key, size_t len, const char *message_id, const char *
     snprintf(key, len, "%s|%s|%s", message_id ? message_id : "", rcpt, what);
 }
 
-/* 1 the first time (message, recipient, what) is seen; 0 for a duplicate.
- * A caller whose outputs then fail calls forget(), so the retry of the same
- * record is not mistaken for a duplicate. */
+/* 1 the first time (message, recipient, what) is seen; 0 for a duplicate
+ * (in the db, or earlier in this batch).  The key is held with the batch
+ * until it commits. */
 static int first_time(struct feedback *f, const char *message_id, const char *rcpt, const char *what)
 {
     char key[900];
     seen_key(key, sizeof(key), message_id, rcpt, what);
-    int rc = kv_put_new(f->seen, key, strlen(key), "", 0, now_ms() + 30LL * 86400000);
-    return rc != 0;   /* on error, process (at-least-once) */
+    for (size_t i = 0; i < f->n_seen; i++)
+        if (strcmp(f->seen_batch[i].key, key) == 0)
+            return 0;
+    if (kv_get(f->seen, key, strlen(key), NULL, NULL) == 1)
+        return 0;   /* on error, process (at-least-once) */
+    if (f->n_seen == f->cap_seen) {
+        f->cap_seen = f->cap_seen ? f->cap_seen * 2 : 32;
+        f->seen_batch = xrealloc(f->seen_batch, f->cap_seen * sizeof(*f->seen_batch));
+    }
+    f->seen_batch[f->n_seen++] = (struct seen_held){ xstrdup(key), f->out_index };
+    return 1;
 }
 
-static int forget(struct feedback *f, const char *message_id, const char *rcpt, const char *what)
+void feedback_records_forget(struct feedback *f, size_t index)
 {
-    char key[900];
-    seen_key(key, sizeof(key), message_id, rcpt, what);
-    kv_del(f->seen, key, strlen(key));
-    return -EIO;
+    for (size_t i = f->n_seen; i-- > 0;)
+        if (f->seen_batch[i].index == index) {
+            free(f->seen_batch[i].key);
+            f->seen_batch[i] = f->seen_batch[--f->n_seen];
+        }
+}
+
+void feedback_records_batch_end(struct feedback *f, size_t committed)
+{
+    struct kv_item *items = xcalloc(f->n_seen ? f->n_seen : 1, sizeof(*items));
+    size_t n = 0;
+    int64_t exp = now_ms() + 30LL * 86400000;
+    for (size_t i = 0; i < f->n_seen; i++)
+        if (f->seen_batch[i].index < committed)
+            items[n++] = (struct kv_item){ f->seen_batch[i].key, strlen(f->seen_batch[i].key), "", 0, exp };
+    /* a failure only means a redelivery of these records is applied again:
+     * suppressions are idempotent, events at-least-once */
+    if (kv_put_many(f->seen, items, n) != 0)
+        log_kv(LOG_WARN, "cannot record which reports were applied", NULL);
+    free(items);
+    for (size_t i = 0; i < f->n_seen; i++)
+        free(f->seen_batch[i].key);
+    f->n_seen = 0;
 }
 
 /* Counts a transient bounce; returns 1 when the threshold is reached. */
@@ -164,22 +202,19 @@ static int apply_bounce(struct feedback *f, const char *message_id, const char *
                         const struct bounce_class *c, const struct report_recipient *rr,
                         const char *source, const char *feedback_id)
 {
-    char err[256];
     const char *status = rr && rr->status[0] ? rr->status : c->subtype;
     if (!first_time(f, message_id, rcpt, status))
         return 0;
     metric_inc(f->m_bounce);
     switch (policy_for_bounce(c)) {
     case VERDICT_SUPPRESS:
-        if (suppress(f, rcpt, NULL, "BOUNCE", source, message_id, feedback_id) != 0)
-            return forget(f, message_id, rcpt, status);
+        suppress(f, rcpt, NULL, "BOUNCE", source, message_id, feedback_id);
         break;
     case VERDICT_COUNT:
-        /* after a failed suppress the retry counts this bounce again: at
-         * worst one suppression a little early, never a lost one */
-        if (count_transient(f, rcpt) &&
-            suppress(f, rcpt, NULL, "BOUNCE", source, message_id, feedback_id) != 0)
-            return forget(f, message_id, rcpt, status);
+        /* a batch that is redone counts this bounce again: at worst one
+         * suppression a little early, never a lost one */
+        if (count_transient(f, rcpt))
+            suppress(f, rcpt, NULL, "BOUNCE", source, message_id, feedback_id);
         break;
     case VERDICT_REVIEW: {
         /* the operator's only word of it: whom, and what the server said */
@@ -187,34 +222,30 @@ static int apply_bounce(struct feedback *f, const char *message_id, const char *
         snprintf(why, sizeof(why), "bounce of undetermined type for %s%s%s", rcpt,
                  rr && rr->diagnostic[0] ? ": " : "", rr ? rr->diagnostic : "");
         const char *id = feedback_id ? feedback_id : message_id && *message_id ? message_id : rcpt;
-        if (emit_review(f, id, why) != 0)
-            return forget(f, message_id, rcpt, status);
+        emit_review(f, id, why);
         break;
     }
     case VERDICT_IGNORE:
         break;
     }
-    if (strcmp(source, "send") != 0 && emit_bounce(f, message_id, rcpt, c, rr, err, sizeof(err)) != 0)
-        return forget(f, message_id, rcpt, status);
+    if (strcmp(source, "send") != 0)
+        emit_bounce(f, message_id, rcpt, c, rr);
     return 0;
 }
 
 static int apply_complaint(struct feedback *f, const char *message_id, const char *rcpt,
                            const char *feedback_type, const char *source, const char *feedback_id)
 {
-    char err[256];
     if (!first_time(f, message_id, rcpt, "complaint"))
         return 0;
     metric_inc(f->m_complaint);
     if (policy_for_complaint(feedback_type) == VERDICT_SUPPRESS &&
-        config_bool(f->cfg, "feedback", "suppress_on_complaint") &&
-        suppress(f, rcpt, NULL, "COMPLAINT", source, message_id, feedback_id) != 0)
-        return forget(f, message_id, rcpt, "complaint");
+        config_bool(f->cfg, "feedback", "suppress_on_complaint"))
+        suppress(f, rcpt, NULL, "COMPLAINT", source, message_id, feedback_id);
     struct event_mail m = report_mail(message_id, &rcpt);
     size_t len;
     char *v = event_record_complaint(&m, rcpt, feedback_type, now_ms(), &len);
-    if (emit_event(f, v, len, message_id && *message_id ? message_id : rcpt, err, sizeof(err)) != 0)
-        return forget(f, message_id, rcpt, "complaint");
+    emit_event(f, v, len, message_id && *message_id ? message_id : rcpt);
     return 0;
 }
 
@@ -377,16 +408,13 @@ static int handle_mail_report(struct feedback *f, json_t *rec, const char *fid)
 static int apply_unsubscribe(struct feedback *f, const char *rcpt, const char *list,
                              const char *method, const char *fid)
 {
-    char err[256];
     if (!first_time(f, fid, rcpt, "unsubscribe"))
         return 0;
-    if (suppress(f, rcpt, list, "UNSUBSCRIBE", "unsubscribe", NULL, fid) != 0)
-        return forget(f, fid, rcpt, "unsubscribe");
+    suppress(f, rcpt, list, "UNSUBSCRIBE", "unsubscribe", NULL, fid);
     metric_inc(f->m_unsub);
     size_t len;
     char *v = event_record_unsubscribe(rcpt, list, method, fid, now_ms(), &len);
-    if (emit_event(f, v, len, rcpt, err, sizeof(err)) != 0)
-        return forget(f, fid, rcpt, "unsubscribe");
+    emit_event(f, v, len, rcpt);
     return 0;
 }
 
