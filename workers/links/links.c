@@ -39,8 +39,9 @@
  * sees every record) into an LMDB copy, keyed by SHA-256 of the target, and
  * keeps following it; /readyz holds until the first full pass, and until
  * then requests get 503 (fail closed).  Each answered request with a valid
- * token becomes a Download event on mailfleet.events, published when the
- * answer starts: its bytes are those the response offers (Content-Length),
+ * token becomes a Download event on mailfleet.events, queued when the
+ * answer starts and published in batches by a thread of its own
+ * (links_events.h): its bytes are those the response offers (Content-Length),
  * not what the client took; a download cut later counts in
  * mailfleet_links_downloads_cut_total.  mailfleet_links_bytes_total counts
  * the bytes actually read into responses.
@@ -66,6 +67,7 @@
 #include "jsonx.h"
 #include "kv.h"
 #include "links.h"
+#include "links_events.h"
 #include "links_limits.h"
 #include "log.h"
 #include "metrics.h"
@@ -109,6 +111,7 @@ struct links {
     atomic_int inflight;      /* handlers and store reads running; shutdown waits for 0 */
     stop_flag_t *stop;
     pthread_t reader;
+    struct links_events *events;   /* Download events (links_events.h) */
     struct metric *m_ok, *m_forbidden, *m_missing, *m_bytes;
     struct metric *m_downloads, *m_refused_ip, *m_refused_total, *m_cut;
 };
@@ -446,12 +449,7 @@ static void download_event(struct links *l, const struct http_request *req, cons
     size_t len;
     char *v = event_record_download(&m, req->client_ip ? req->client_ip : "", http_header(req, "User-Agent"),
                                     name, key, status, bytes, now_ms(), &len);
-    struct bus_record r = { .topic = TOPIC_EVENTS, .key = inbound_id, .key_len = strlen(inbound_id),
-                            .value = v, .value_len = len, .partition = -1 };
-    char err[256];
-    if (bus_produce(l->bus, &r, 1, 5000, err, sizeof(err)) != 0)
-        log_kv(LOG_WARN, "cannot publish the download event", NULL);
-    free(v);
+    links_events_add(l->events, inbound_id, v, len);   /* published off the request path */
 }
 
 static void forbidden(struct links *l, struct http_response *resp)
@@ -650,6 +648,7 @@ struct links *links_gateway_new(struct tokens *tok, struct store *st, struct kv 
     l->kv = kv;
     l->bus = bus;
     l->redirect = redirect;
+    l->events = links_events_start(bus);
     char err[256];
     l->limits = links_limits_new(NULL, 0, 64, 8, err, sizeof(err));
     if (!l->limits)
@@ -661,8 +660,10 @@ struct links *links_gateway_new(struct tokens *tok, struct store *st, struct kv 
 
 void links_gateway_free(struct links *l)
 {
-    if (l)
+    if (l) {
+        links_events_stop(l->events);
         links_limits_free(l->limits);
+    }
     free(l);
 }
 
@@ -729,6 +730,7 @@ static int links_run(struct worker_env *env)
         return 1;
     }
     links_metrics(lp);
+    l.events = links_events_start(l.bus);
     if (pthread_create(&l.reader, NULL, revocation_reader, lp) != 0)
         panic("%s: pthread_create", __func__);
     http_ready_add(env->http, "links-revocations", links_ready, lp);
@@ -741,6 +743,8 @@ static int links_run(struct worker_env *env)
     atomic_store(&l.loaded, 0);
     while (atomic_load(&l.inflight) > 0)
         usleep(10 * 1000);
+    links_events_stop(l.events);   /* what the last requests queued goes out first */
+    l.events = NULL;
     links_close(lp);
     log_kv(LOG_INFO, "links stopped", NULL);
     return 0;

@@ -1,0 +1,24 @@
+/* links_events — the Download events, off the request path.
+ *
+ * A request queues its event and answers at once; one thread produces
+ * whatever piled up in one bus_produce (one local-queue commit, one Kafka
+ * batch), so no download waits for the bus and the bus sees a few large
+ * writes instead of one per download.  Events are best effort (the
+ * download already happened): at LINKS_EVENTS_MAX queued, newer ones are
+ * dropped and counted, and a batch the bus refuses is logged and dropped.
+ * Stopping produces what is queued first. */
+#ifndef MF_LINKS_EVENTS_H
+#define MF_LINKS_EVENTS_H
+#include <stddef.h>
+
+#define LINKS_EVENTS_MAX 10000
+
+struct bus;
+struct links_events;
+
+struct links_events *links_events_start(struct bus *bus);
+/* Takes value (malloc'd); key is copied. */
+void links_events_add(struct links_events *e, const char *key, char *value, size_t len);
+void links_events_stop(struct links_events *e);   /* accepts NULL */
+
+#endif
