@@ -524,6 +524,8 @@ class LinksS3Test(harness.TestCase, Pipeline):
             self.assertEqual(other.status, 200)
         finally:
             held.close()
-        evs = [json.loads(r["value"]) for r in self.read("mailfleet.events")]
-        self.assertEqual([e["download"]["ipAddress"] for e in evs if e["download"]["status"] == 200],
-                         ["198.51.100.7", "198.51.100.8", "127.0.0.2"])
+        # events are published off the request path: wait for the three 200s
+        served = lambda: [e for e in (json.loads(r["value"]) for r in self.read("mailfleet.events"))
+                          if e["download"]["status"] == 200]
+        evs = harness.wait_for(lambda: (lambda e: e if len(e) >= 3 else None)(served()), what="download events")
+        self.assertEqual([e["download"]["ipAddress"] for e in evs], ["198.51.100.7", "198.51.100.8", "127.0.0.2"])

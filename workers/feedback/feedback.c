@@ -94,7 +94,7 @@ static void on_feedback(void *opaque, const struct bus_record *r, size_t index, 
     if (rc != 0) {
         feedback_records_forget(f, index);
         wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "feedback.apply", "store",
-                      "cannot apply a feedback record (store or bus)");
+                      "cannot apply a feedback record (the store)");
         res->retry_ms = 500;
     }
 }
@@ -110,7 +110,7 @@ static void on_event(void *opaque, const struct bus_record *r, size_t index, str
     if (rc != 0) {
         feedback_records_forget(f, index);
         wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "feedback.event", "store",
-                      "cannot apply a bounce event (store or bus)");
+                      "cannot apply a bounce event (the store)");
         res->retry_ms = 500;
     }
 }

@@ -11,7 +11,11 @@
  * it are caught there) and written once the batch has committed
  * (feedback_records_batch_end), so a batch that is redone is not taken for
  * a duplicate of itself; a record that is not done (retried) has its keys
- * dropped (feedback_records_forget), as the loop drops its outputs. */
+ * dropped (feedback_records_forget), as the loop drops its outputs.  A crash
+ * between the commit and that write loses the keys of one batch: the same
+ * report arriving again is then applied again (an event twice, a transient
+ * bounce counted twice: at-least-once).  Metrics and log lines are written
+ * as records are handled, so a batch that is redone counts twice. */
 #include "feedback_int.h"
 #include "policy.h"
 #include "reports.h"
@@ -19,6 +23,7 @@
 
 #include "address.h"
 #include "bus.h"
+#include "digest.h"
 #include "event_record.h"
 #include "fallback_record.h"
 #include "feedback_record.h"
@@ -122,9 +127,17 @@ static void suppress(struct feedback *f, const char *addr, const char *list, con
            message_id ? message_id : "", NULL);
 }
 
+/* "message|recipient|what", or its SHA-256 when that is longer than a kv
+ * key may be (an SNS message id, a long address and status): a batch's keys
+ * are written together, and one too long would refuse them all. */
 static void seen_key(char *key, size_t len, const char *message_id, const char *rcpt, const char *what)
 {
     snprintf(key, len, "%s|%s|%s", message_id ? message_id : "", rcpt, what);
+    if (strlen(key) > 256) {
+        char hex[SHA256_HEX_LEN + 1];
+        sha256_hex(key, strlen(key), hex);
+        snprintf(key, len, "sha256:%s", hex);
+    }
 }
 
 /* 1 the first time (message, recipient, what) is seen; 0 for a duplicate

@@ -540,7 +540,7 @@ static int serve_link_object(struct links *l, const struct http_request *req, st
     if (status == 206)
         http_response_header(resp, "Content-Range", cr);
     metric_inc(l->m_ok);
-    /* the bytes offered: the event is out before the client has taken any */
+    /* the bytes offered: the event is queued before the client has taken any */
     download_event(l, req, lf->inbound_id, lf->key, lf->name, status, head ? 0 : len);
     return 1;
 }
@@ -648,7 +648,7 @@ struct links *links_gateway_new(struct tokens *tok, struct store *st, struct kv 
     l->kv = kv;
     l->bus = bus;
     l->redirect = redirect;
-    l->events = links_events_start(bus);
+    l->events = links_events_start(bus, 0);   /* no thread: each event is produced at once */
     char err[256];
     l->limits = links_limits_new(NULL, 0, 64, 8, err, sizeof(err));
     if (!l->limits)
@@ -730,7 +730,7 @@ static int links_run(struct worker_env *env)
         return 1;
     }
     links_metrics(lp);
-    l.events = links_events_start(l.bus);
+    l.events = links_events_start(l.bus, 1);
     if (pthread_create(&l.reader, NULL, revocation_reader, lp) != 0)
         panic("%s: pthread_create", __func__);
     http_ready_add(env->http, "links-revocations", links_ready, lp);

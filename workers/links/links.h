@@ -20,9 +20,10 @@ extern const struct admin_verb links_verb;   /* mailfleet links revoke ... */
 extern const struct config_key links_config_keys[];
 
 /* The GET|HEAD /a/<token> handler over borrowed parts, without the
- * worker's revocation reader (tests, fuzzing): what kv holds is what is
- * revoked, download events go to bus.  links_serve is the route's handler
- * (opaque: the gateway). */
+ * worker's revocation reader and event thread (tests, fuzzing: no thread of
+ * its own, so a fuzzing run stays deterministic): what kv holds is what is
+ * revoked, each download event is produced to bus as it happens.
+ * links_serve is the route's handler (opaque: the gateway). */
 struct links *links_gateway_new(struct tokens *tok, struct store *st, struct kv *kv, struct bus *bus,
                                 int redirect);
 /* Only once every response it answered is freed (their downloads hold its

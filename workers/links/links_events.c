@@ -23,9 +23,9 @@ struct links_events {
     pthread_t tid;
     pthread_mutex_t mu;
     pthread_cond_t more;
-    struct queued *q;
+    struct queued *q, *spare;      /* the queue, and the buffer of the batch being produced */
     size_t n;
-    int stop;
+    int stop, threaded;
     struct metric *m_dropped, *m_failed;
 };
 
@@ -62,28 +62,32 @@ static void *publisher(void *arg)
             break;   /* stopping, nothing left */
         struct queued *batch = e->q;
         size_t n = e->n;
-        e->q = xcalloc(LINKS_EVENTS_MAX, sizeof(*e->q));
+        e->q = e->spare;
+        e->spare = batch;   /* the publisher's alone until the next swap */
         e->n = 0;
         pthread_mutex_unlock(&e->mu);
         publish(e, batch, n);
-        free(batch);
         pthread_mutex_lock(&e->mu);
     }
     pthread_mutex_unlock(&e->mu);
     return NULL;
 }
 
-struct links_events *links_events_start(struct bus *bus)
+struct links_events *links_events_start(struct bus *bus, int threaded)
 {
     struct links_events *e = xcalloc(1, sizeof(*e));
     e->bus = bus;
-    e->q = xcalloc(LINKS_EVENTS_MAX, sizeof(*e->q));
+    e->threaded = threaded;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->more, NULL);
     e->m_dropped = metric_counter("mailfleet_links_events_dropped_total",
                                   "Download events not published", "why=\"queue_full\"");
     e->m_failed = metric_counter("mailfleet_links_events_dropped_total", "Download events not published",
                                  "why=\"bus\"");
+    if (!threaded)
+        return e;
+    e->q = xcalloc(LINKS_EVENTS_MAX, sizeof(*e->q));
+    e->spare = xcalloc(LINKS_EVENTS_MAX, sizeof(*e->spare));
     if (pthread_create(&e->tid, NULL, publisher, e) != 0)
         panic("%s: pthread_create", __func__);
     return e;
@@ -91,6 +95,11 @@ struct links_events *links_events_start(struct bus *bus)
 
 void links_events_add(struct links_events *e, const char *key, char *value, size_t len)
 {
+    if (!e->threaded) {
+        struct queued one = { xstrdup(key), value, len };
+        publish(e, &one, 1);
+        return;
+    }
     pthread_mutex_lock(&e->mu);
     if (e->n == LINKS_EVENTS_MAX) {
         pthread_mutex_unlock(&e->mu);
@@ -107,12 +116,15 @@ void links_events_stop(struct links_events *e)
 {
     if (!e)
         return;
-    pthread_mutex_lock(&e->mu);
-    e->stop = 1;
-    pthread_cond_signal(&e->more);
-    pthread_mutex_unlock(&e->mu);
-    pthread_join(e->tid, NULL);
+    if (e->threaded) {
+        pthread_mutex_lock(&e->mu);
+        e->stop = 1;
+        pthread_cond_signal(&e->more);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->tid, NULL);
+    }
     free(e->q);
+    free(e->spare);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->more);
     free(e);

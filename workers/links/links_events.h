@@ -5,7 +5,9 @@
  * batch), so no download waits for the bus and the bus sees a few large
  * writes instead of one per download.  Events are best effort (the
  * download already happened): at LINKS_EVENTS_MAX queued, newer ones are
- * dropped and counted, and a batch the bus refuses is logged and dropped.
+ * dropped and counted, and a batch the bus refuses is logged, dropped and
+ * counted whole (Kafka may have taken some of it).  Two queue buffers are
+ * allocated once and swapped: nothing is allocated per batch.
  * Stopping produces what is queued first. */
 #ifndef MF_LINKS_EVENTS_H
 #define MF_LINKS_EVENTS_H
@@ -16,7 +18,9 @@
 struct bus;
 struct links_events;
 
-struct links_events *links_events_start(struct bus *bus);
+/* threaded 0: no thread, links_events_add produces each event at once
+ * (the test and fuzzing gateway, links_gateway_new). */
+struct links_events *links_events_start(struct bus *bus, int threaded);
 /* Takes value (malloc'd); key is copied. */
 void links_events_add(struct links_events *e, const char *key, char *value, size_t len);
 void links_events_stop(struct links_events *e);   /* accepts NULL */
