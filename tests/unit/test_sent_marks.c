@@ -145,7 +145,7 @@ static void test_replay_skips_bad_lines(void **state)
     char buf[8192];
     size_t n = fread(buf, 1, sizeof(buf), f);
     fclose(f);
-    char *second = memchr(buf, '\n', n) + 1;
+    char *second = (char *)memchr(buf, '\n', n) + 1;
     char *at = strstr(second, "bad@");
     at[0] = 'B';
     sent_journal_close(a);   /* flushes all three to the db ... */
