@@ -10,8 +10,10 @@
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 /* The ingest worker's libuv thread pool does its fsyncs: more threads, more
  * group commit.  The environment wins, so operators can still tune it. */
@@ -70,4 +72,37 @@ void process_shutdown(void)
     initialised = 0;
     g_mime_shutdown();
     curl_global_cleanup();
+}
+
+/* The first line of path as an unsigned number; 0 for "max" or anything
+ * else that is not one. */
+static uint64_t read_limit(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[64] = "";
+    if (!fgets(line, sizeof(line), f))
+        line[0] = '\0';
+    fclose(f);
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(line, &end, 10);
+    if (errno || end == line || (*end != '\n' && *end != '\0') || line[0] == '-')
+        return 0;
+    return v >= (1ULL << 60) ? 0 : (uint64_t)v;   /* v1's "no limit" is ~2^63 */
+}
+
+uint64_t process_memory_limit(const char *root)
+{
+    if (!root)
+        root = getenv("MAILFLEET_CGROUP_ROOT");
+    if (!root || !*root)
+        root = "/sys/fs/cgroup";
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/memory.max", root);
+    if (access(path, R_OK) == 0)
+        return read_limit(path);
+    snprintf(path, sizeof(path), "%s/memory/memory.limit_in_bytes", root);
+    return read_limit(path);
 }

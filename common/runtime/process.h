@@ -31,5 +31,12 @@ void process_wait_stop(stop_flag_t *stop);
 /* Call after every thread has been joined (library state is freed). */
 void process_shutdown(void);
 
+/* The memory limit of the process's cgroup in bytes, 0 when there is none
+ * or it cannot be read: cgroup v2 <root>/memory.max ("max" = none), else v1
+ * <root>/memory/memory.limit_in_bytes (a value near 2^63 = none).  root:
+ * the cgroup mount, NULL = /sys/fs/cgroup (or $MAILFLEET_CGROUP_ROOT, for
+ * an unusual mount and for tests). */
+uint64_t process_memory_limit(const char *root);
+
 
 #endif

@@ -2,6 +2,8 @@
 ingest's memory without bound nor hold its connection (and the per-IP and
 total slots) forever; SIGTERM still drains in time.  Found by review: before
 the fix, NOOPs without reading took ingest from 16 MB to 1.4 GB in 20 s."""
+import os
+import smtplib
 import socket
 import threading
 import time
@@ -94,3 +96,42 @@ class ErrorLimitTest(harness.TestCase):
         self.assertIn("421", codes)
         self.assertEqual(f.read(), b"")   # closed
         s.close()
+
+
+class MemoryLimitTest(harness.TestCase):
+    def test_buffers_fit_the_memory_limit(self):
+        """In a container the mail ingest holds in memory must fit the memory
+        limit, or the kernel kills ingest before its 452 back-pressure
+        starts: max_buffered left unset becomes half the cgroup's limit, and
+        set above that half it is refused at start.  The cgroup file is a
+        stand-in in the test's directory (MAILFLEET_CGROUP_ROOT): a test
+        cannot give itself a real memory limit here."""
+        cg = os.path.join(self.dir, "cgroup")
+        os.makedirs(cg)
+        with open(os.path.join(cg, "memory.max"), "w") as f:
+            f.write("%d\n" % (16 * 1024 * 1024))
+        env = {"MAILFLEET_CGROUP_ROOT": cg}
+
+        bad = Ingest(self, name="too-big", max_buffered="512M")
+        p = self.start([harness.MAILFLEET, "ingest", "-c", bad.config], "too-big", env=env, expect_exit=1)
+        self.assertEqual(p.p.wait(timeout=30), 1)
+        with open(p.log_path) as f:
+            self.assertIn("more than half the memory limit", f.read())
+
+        big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 10000     # 10 MB
+        small = b"Subject: small\r\n\r\nhello\r\n"
+        for limited in (True, False):
+            ing = Ingest(self, name="limited" if limited else "unlimited")
+            ing.proc = self.start([harness.MAILFLEET, "ingest", "-c", ing.config], ing.name,
+                                  env=env if limited else {"MAILFLEET_CGROUP_ROOT": None})
+            harness.wait_port(ing.port, proc=ing.proc.p)
+            with smtplib.SMTP("127.0.0.1", ing.port, timeout=30) as c:
+                c.sendmail("dev@x.test", ["alerts@iot.localhost"], small)
+                if limited:   # 8 MiB of buffers: the 10 MB mail waits for memory, 452
+                    with self.assertRaises(smtplib.SMTPDataError) as e:
+                        c.sendmail("dev@x.test", ["alerts@iot.localhost"], big)
+                    self.assertEqual(e.exception.smtp_code, 452)
+                    self.assertIn(b"4.3.1", e.exception.smtp_error)
+                else:
+                    c.sendmail("dev@x.test", ["alerts@iot.localhost"], big)
+            ing.proc.stop()

@@ -339,6 +339,29 @@ class ManifestTest(unittest.TestCase):
                     env = {e["name"]: e.get("value") for e in c.get("env", [])}
                     self.assertEqual(env.get("MAILFLEET_HEALTH_PORT"), str(METRICS_PORT[comp]))
 
+    def test_ingest_buffers_fit_its_memory_limit(self):
+        """Ingest refuses a max_buffered above half its container's memory
+        limit (and takes half when unset): a config that sets one must stay
+        under that half, or the pod never starts."""
+        units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        kube = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+        for name in RENDERS:
+            _, objs = render(name)
+            cfg = parse_ini(ini_of(objs))
+            w = workloads(objs)["ingest"]
+            (c,) = w["spec"]["template"]["spec"]["containers"]
+            m = re.match(r"^(\d+)(Ki|Mi|Gi)$", c["resources"]["limits"]["memory"])
+            self.assertIsNotNone(m, c["resources"]["limits"]["memory"])
+            limit = int(m.group(1)) * kube[m.group(2)]
+            given = override_env(w).get(("ingest", "max_buffered"))
+            if given is None and cfg.has_option("ingest", "max_buffered"):
+                given = cfg["ingest"]["max_buffered"]
+            with self.subTest(render=name, limit=limit, max_buffered=given):
+                if given is not None:
+                    g = re.match(r"^(\d+)([KMG]?)$", given.strip())
+                    self.assertIsNotNone(g, given)
+                    self.assertLessEqual(int(g.group(1)) * units[g.group(2)], limit // 2)
+
     def test_config_files_and_secrets_are_mounted(self):
         """Every worker loads the whole config and reads each *_file key at
         load: every *_file of the ConfigMap and of the pod's MAILFLEET__ env

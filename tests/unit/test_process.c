@@ -9,7 +9,9 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "process.h"
@@ -82,6 +84,43 @@ static void test_sigpipe_ignored(void **state)
     close(fds[1]);
 }
 
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* cgroup v2 memory.max, v1 memory.limit_in_bytes, "no limit" in both
+ * spellings, and what is not a number. */
+static void test_memory_limit(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/mf-cgroup-XXXXXX", v1[600];
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(process_memory_limit(dir), 0);   /* neither file */
+    snprintf(v1, sizeof(v1), "%s/memory", dir);
+    assert_int_equal(mkdir(v1, 0700), 0);
+    write_file(v1, "memory.limit_in_bytes", "9223372036854771712\n");   /* v1: none */
+    assert_int_equal(process_memory_limit(dir), 0);
+    write_file(v1, "memory.limit_in_bytes", "268435456\n");
+    assert_int_equal(process_memory_limit(dir), 268435456);
+    write_file(dir, "memory.max", "max\n");   /* v2 wins: none */
+    assert_int_equal(process_memory_limit(dir), 0);
+    write_file(dir, "memory.max", "536870912\n");
+    assert_int_equal(process_memory_limit(dir), 536870912);
+    write_file(dir, "memory.max", "-1\n");
+    assert_int_equal(process_memory_limit(dir), 0);
+    write_file(dir, "memory.max", "12ab\n");
+    assert_int_equal(process_memory_limit(dir), 0);
+    char cmd[640];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     process_init(PROCESS_STOP_SIGNALS);
@@ -89,6 +128,7 @@ int main(void)
         cmocka_unit_test(test_grace_before_and_after_stop),
         cmocka_unit_test(test_signals),
         cmocka_unit_test(test_sigpipe_ignored),
+        cmocka_unit_test(test_memory_limit),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     process_shutdown();

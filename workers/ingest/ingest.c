@@ -33,6 +33,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "process.h"
 #include "store.h"
 #include "strbuf.h"
 #include "timeutil.h"
@@ -62,7 +63,8 @@ static const struct config_key ingest_keys[] = {
     { "ingest", "max_line_length", CONFIG_INT, "1000", "bytes per line including CRLF" },
     { "ingest", "max_header_size", CONFIG_SIZE, "64K", "bytes of the header block" },
     { "ingest", "max_buffered", CONFIG_SIZE, "512M",
-      "mail held in memory by all sessions together; past it DATA gets 452 4.3.1" },
+      "mail held in memory by all sessions together; past it DATA gets 452 4.3.1.  Unset: 512M or half "
+      "the cgroup's memory limit, whichever is less; set above that half, ingest refuses to start" },
     { "ingest", "max_recipients", CONFIG_INT, "100", "recipients per message (452 4.5.3)" },
     { "ingest", "min_free", CONFIG_SIZE, "64M",
       "free space kept on state_dir and file stores; below it MAIL FROM gets 452 4.3.1 and "
@@ -123,6 +125,7 @@ struct ingest {
     int64_t drain_deadline;
     unsigned inflight;
     long buffered;   /* smtp_session_conf.buffered */
+    long max_buffered;               /* buffer_limit() */
     atomic_int storage_low;          /* smtp_session_conf.storage_low */
     char storage_why[300];           /* under live_lock */
     int64_t next_storage_check;
@@ -381,10 +384,46 @@ static void session_conf(struct ingest *in, struct smtp_session_conf *sc)
     sc->max_junk = (unsigned)config_int(cfg, "ingest", "max_junk_commands");
     sc->rules = in->rules;
     sc->buffered = &in->buffered;
-    sc->max_buffered = (long)config_size(cfg, "ingest", "max_buffered");
+    sc->max_buffered = in->max_buffered;
     sc->storage_low = &in->storage_low;
 }
 
+
+/* How much mail all sessions may hold in memory together.  In a container
+ * the buffers must fit the memory limit with the process's own needs
+ * beside them, or the kernel kills ingest before its 452 back-pressure
+ * starts: at most half the cgroup limit.  An explicit max_buffered above
+ * that half is refused; an unset one becomes the smaller of its default
+ * and that half.  0, or -1 with err. */
+static int buffer_limit(const struct config *cfg, long *out, char *err, size_t errlen)
+{
+    uint64_t limit = process_memory_limit(NULL);
+    uint64_t want = config_size(cfg, "ingest", "max_buffered"), half = limit / 2;
+    char a[32], b[32];
+    if (limit && want > half) {
+        if (config_given(cfg, "ingest", "max_buffered")) {
+            snprintf(err, errlen,
+                     "[ingest] max_buffered = %llu bytes is more than half the memory limit (%llu bytes, "
+                     "cgroup): mail in memory would get ingest killed before it answers 452; set at most "
+                     "%llu or raise the limit",
+                     (unsigned long long)want, (unsigned long long)limit, (unsigned long long)half);
+            return -1;
+        }
+        want = half;
+        snprintf(a, sizeof(a), "%llu", (unsigned long long)want);
+        snprintf(b, sizeof(b), "%llu", (unsigned long long)limit);
+        log_kv(LOG_INFO, "max_buffered set to half the memory limit", "max_buffered", a, "memory_limit", b, NULL);
+    }
+    uint64_t msg = config_size(cfg, "ingest", "max_message_size");
+    if (msg > want) {
+        snprintf(a, sizeof(a), "%llu", (unsigned long long)want);
+        snprintf(b, sizeof(b), "%llu", (unsigned long long)msg);
+        log_kv(LOG_WARN, "max_buffered is below max_message_size: larger mails get 452 4.3.1", "max_buffered", a,
+               "max_message_size", b, NULL);
+    }
+    *out = (long)want;
+    return 0;
+}
 
 static int check_config(const struct config *cfg, char *err, size_t errlen)
 {
@@ -505,7 +544,7 @@ static int ingest_run(struct worker_env *env)
     else if (gethostname(in->hostname, sizeof(in->hostname) - 1) != 0)
         snprintf(in->hostname, sizeof(in->hostname), "localhost");
 
-    if (check_config(cfg, err, sizeof(err)) != 0)
+    if (check_config(cfg, err, sizeof(err)) != 0 || buffer_limit(cfg, &in->max_buffered, err, sizeof(err)) != 0)
         goto fail_early;
     in->rules = rules_from_config(cfg, err, sizeof(err));
     if (!in->rules)
