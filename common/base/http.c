@@ -29,6 +29,7 @@ struct ready {
     char *name;
     http_ready_check chk;
     void *opaque;
+    int live;   /* a liveness check (/healthz), else readiness (/readyz) */
 };
 
 struct http_server {
@@ -124,15 +125,20 @@ void http_response_text(struct http_response *resp, int status, const char *ctyp
 }
 
 /* Runs every readiness check; returns 1 when all pass.  report may be NULL. */
-static int ready_eval(struct http_server *s, struct strbuf *report)
+/* The readiness (live 0) or liveness (live 1) checks, with a line each in
+ * report when given. */
+static int ready_eval(struct http_server *s, struct strbuf *report, int live)
 {
     int ok = 1;
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->n_ready; i++) {
+        if (s->readies[i].live != live)
+            continue;
         char why[256] = "";
         int r = s->readies[i].chk(s->readies[i].opaque, why, sizeof(why));
         if (report)
-            strbuf_appendf(report, "%s: %s%s%s\n", s->readies[i].name, r ? "ready" : "not ready",
+            strbuf_appendf(report, "%s: %s%s%s\n", s->readies[i].name,
+                           r ? (live ? "alive" : "ready") : (live ? "stuck" : "not ready"),
                            why[0] ? ": " : "", why);
         ok &= r ? 1 : 0;
     }
@@ -144,7 +150,7 @@ static void serve_metrics(void *opaque, const struct http_request *req, struct h
 {
     struct http_server *s = opaque;
     struct strbuf b;
-    metric_set(s->ready_gauge, ready_eval(s, NULL));
+    metric_set(s->ready_gauge, ready_eval(s, NULL, 0));
     strbuf_init(&b);
     metrics_render(&b);
     resp->status = 200;
@@ -152,9 +158,22 @@ static void serve_metrics(void *opaque, const struct http_request *req, struct h
     resp->body = strbuf_detach(&b, &resp->body_len);
 }
 
+/* Alive unless a liveness check says a loop is stuck (not when a peer is
+ * unreachable: that is readiness). */
 static void serve_healthz(void *opaque, const struct http_request *req, struct http_response *resp)
 {
-    http_response_text(resp, 200, NULL, "ok\n");
+    struct http_server *s = opaque;
+    struct strbuf b;
+
+    strbuf_init(&b);
+    int ok = ready_eval(s, &b, 1);
+    if (ok) {
+        strbuf_free(&b);
+        http_response_text(resp, 200, NULL, "ok\n");
+        return;
+    }
+    resp->status = 503;
+    resp->body = strbuf_detach(&b, &resp->body_len);
 }
 
 static void serve_readyz(void *opaque, const struct http_request *req, struct http_response *resp)
@@ -163,7 +182,7 @@ static void serve_readyz(void *opaque, const struct http_request *req, struct ht
     struct strbuf b;
 
     strbuf_init(&b);
-    int ok = ready_eval(s, &b);
+    int ok = ready_eval(s, &b, 0);
     if (b.len == 0)
         strbuf_append(&b, "ready\n");
     resp->status = ok ? 200 : 503;
@@ -360,11 +379,11 @@ void http_route_remove(struct http_server *s, const char *prefix, void *opaque)
     pthread_mutex_unlock(&s->lock);
 }
 
-void http_ready_remove(struct http_server *s, const char *name, void *opaque)
+static void check_remove(struct http_server *s, const char *name, void *opaque, int live)
 {
     pthread_mutex_lock(&s->lock);   /* checks run under this lock: none is running */
     for (size_t i = 0; i < s->n_ready; i++)
-        if (s->readies[i].opaque == opaque && strcmp(s->readies[i].name, name) == 0) {
+        if (s->readies[i].opaque == opaque && s->readies[i].live == live && strcmp(s->readies[i].name, name) == 0) {
             free(s->readies[i].name);
             memmove(&s->readies[i], &s->readies[i + 1], (s->n_ready - i - 1) * sizeof(s->readies[0]));
             s->n_ready--;
@@ -373,13 +392,33 @@ void http_ready_remove(struct http_server *s, const char *name, void *opaque)
     pthread_mutex_unlock(&s->lock);
 }
 
-void http_ready_add(struct http_server *s, const char *name, http_ready_check chk, void *opaque)
+static void check_add(struct http_server *s, const char *name, http_ready_check chk, void *opaque, int live)
 {
     pthread_mutex_lock(&s->lock);
     if (s->n_ready == sizeof(s->readies) / sizeof(s->readies[0]))
-        panic("%s: too many readiness checks", __func__);
-    s->readies[s->n_ready++] = (struct ready){ xstrdup(name), chk, opaque };
+        panic("%s: too many readiness and liveness checks", __func__);
+    s->readies[s->n_ready++] = (struct ready){ xstrdup(name), chk, opaque, live };
     pthread_mutex_unlock(&s->lock);
+}
+
+void http_ready_remove(struct http_server *s, const char *name, void *opaque)
+{
+    check_remove(s, name, opaque, 0);
+}
+
+void http_ready_add(struct http_server *s, const char *name, http_ready_check chk, void *opaque)
+{
+    check_add(s, name, chk, opaque, 0);
+}
+
+void http_live_remove(struct http_server *s, const char *name, void *opaque)
+{
+    check_remove(s, name, opaque, 1);
+}
+
+void http_live_add(struct http_server *s, const char *name, http_ready_check chk, void *opaque)
+{
+    check_add(s, name, chk, opaque, 1);
 }
 
 int http_server_start(struct http_server *s, char *err, size_t errlen)

@@ -1,6 +1,7 @@
 /* http — the HTTP side of every worker (libmicrohttpd, internal thread pool).
  *
- * An internal server also serves /metrics, /healthz (process alive) and
+ * An internal server also serves /metrics, /healthz (alive: no liveness
+ * check says a loop is stuck) and
  * /readyz (all readiness checks pass); a public one (unsubscribe, SNS, link
  * redirects: reachable from the internet) does not, since those pages tell
  * anyone queue depths, failure counts and which dependency is down.  Workers
@@ -70,6 +71,10 @@ void http_ready_add(struct http_server *s, const char *name, http_ready_check ch
  * after it returns, opaque may be freed.  Same for a readiness check. */
 void http_route_remove(struct http_server *s, const char *prefix, void *opaque);
 void http_ready_remove(struct http_server *s, const char *name, void *opaque);
+/* Liveness: /healthz answers 503 (naming the check) while one says 0 — a
+ * loop stuck in one batch, never a peer that is down (that is readiness). */
+void http_live_add(struct http_server *s, const char *name, http_ready_check chk, void *opaque);
+void http_live_remove(struct http_server *s, const char *name, void *opaque);
 int  http_server_start(struct http_server *s, char *err, size_t errlen);
 void http_server_free(struct http_server *s);   /* stops; accepts NULL */
 

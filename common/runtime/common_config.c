@@ -32,6 +32,9 @@ const struct config_key common_config_keys[] = {
       "HMAC keys for links, VERP and unsubscribe tokens: kid:secret[,kid:secret...]; the first signs" },
     { "mailfleet", "batch_max", CONFIG_INT, "64",
       "records per batch of every consuming worker (1 = one at a time); [send] batch_max overrides" },
+    { "mailfleet", "stuck_after", CONFIG_DURATION, "10m",
+      "a worker loop in one batch for longer than this is stuck: /healthz answers 503 (liveness restarts the "
+      "pod); longer than any batch may take (send's transfers, back-offs)" },
     { "mailfleet", "queue_retention", CONFIG_DURATION, "14d", "local queue: drop records older than this" },
     { "mailfleet", "shutdown_grace", CONFIG_DURATION, "10s",
       "after SIGTERM the process drains and exits within this, even with every Kafka broker down" },

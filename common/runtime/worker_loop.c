@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #define WL_BACKOFF_MAX_MS 30000
+#define WL_STUCK_MS (10 * 60 * 1000)   /* [mailfleet] stuck_after's default */
 #define WL_NOT_DUE_WAIT_MS 1000
 
 struct wl_batch {
@@ -32,6 +34,7 @@ struct wl_batch {
 struct worker_loop {
     struct bus_consumer *c;
     struct worker_loop_options o;
+    _Atomic int64_t step_since_ms;   /* mono ms the current step began; 0 between steps */
     struct bus_record **recs;      /* the batch being handled */
     struct wl_batch out;
     /* Per partition: the record that asked for a retry there last and how
@@ -144,6 +147,8 @@ struct worker_loop *worker_loop_new(struct bus_consumer *c, const struct worker_
         wl->o.backoff_max_ms = WL_BACKOFF_MAX_MS;
     if (wl->o.output_timeout_ms < 1)
         wl->o.output_timeout_ms = BUS_BATCH_TIMEOUT_MS;
+    if (wl->o.stuck_ms < 1)
+        wl->o.stuck_ms = WL_STUCK_MS;
     if (!wl->o.group)
         wl->o.group = "";
     wl->recs = xcalloc(wl->o.batch_max, sizeof *wl->recs);
@@ -209,6 +214,11 @@ int worker_loop_ready_check(void *opaque, char *why, size_t whylen)
     snprintf(why, whylen, "%s loop held back: %s", wl->o.worker, wl->why);
     pthread_mutex_unlock(&wl->why_lock);
     return 0;
+}
+
+int64_t worker_loop_stuck_ms(const struct config *cfg)
+{
+    return config_duration_ms(cfg, "mailfleet", "stuck_after");
 }
 
 size_t worker_loop_batch_max(const struct config *cfg, const char *section)
@@ -492,7 +502,31 @@ static size_t refused_output(struct worker_loop *wl, size_t n, const char *why)
     return 1;
 }
 
+static int step(struct worker_loop *wl);
+
+/* Marks the step (mono ms since it began, 0 between steps) for the
+ * liveness check around the real work. */
 int worker_loop_step(struct worker_loop *wl)
+{
+    atomic_store(&wl->step_since_ms, mono_ms());
+    int rc = step(wl);
+    atomic_store(&wl->step_since_ms, 0);
+    return rc;
+}
+
+int worker_loop_live_check(void *opaque, char *why, size_t whylen)
+{
+    struct worker_loop *wl = opaque;
+    int64_t since = atomic_load(&wl->step_since_ms);
+    int64_t took = since ? mono_ms() - since : 0;
+    if (took <= wl->o.stuck_ms)
+        return 1;
+    snprintf(why, whylen, "group %s: one batch has taken %lld s (stuck_after %lld s)", wl->o.group,
+             (long long)(took / 1000), (long long)(wl->o.stuck_ms / 1000));
+    return 0;
+}
+
+static int step(struct worker_loop *wl)
 {
     const struct wl_handler *h = wl->o.handler;
     char err[512] = "";

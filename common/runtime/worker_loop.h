@@ -117,6 +117,8 @@ struct worker_loop_options {
      * offsets committed — at least once, never lost. */
     struct bus *output_bus;
     int output_timeout_ms;      /* output_bus only; 0 = BUS_BATCH_TIMEOUT_MS */
+    int64_t stuck_ms;           /* worker_loop_live_check: a step longer than this is stuck
+                                   (worker_loop_stuck_ms; 0 = 10 min) */
 };
 
 /* The loop reads c (which stays the caller's; free it after the loop). */
@@ -136,6 +138,13 @@ int worker_loop_ready(const struct worker_loop *wl);
 /* The same as a readiness check (http_ready_check) on a struct worker_loop *,
  * with the error that holds it back in why. */
 int worker_loop_ready_check(void *wl, char *why, size_t whylen);
+/* A liveness check (http_live_add) on a struct worker_loop *: 0 while one
+ * step (a batch: poll, handle, commit, back-offs) has lasted longer than
+ * stuck_ms — a handler blocked for good, not a bus that is down (a step
+ * with nothing polled ends within its poll timeout). */
+int worker_loop_live_check(void *wl, char *why, size_t whylen);
+/* [mailfleet] stuck_after. */
+int64_t worker_loop_stuck_ms(const struct config *cfg);
 
 /* Copies r (topic, key, value, headers) into the batch's outputs; the
  * loop frees the copy after the commit. */

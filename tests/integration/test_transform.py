@@ -7,9 +7,13 @@ import email.policy
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import harness
@@ -285,6 +289,65 @@ class TransformWorkerTest(harness.TestCase, Pipeline):
                 self.assertEqual(rec["headers"]["mf.error.class"], "parse")
                 self.assertIn(why, rec["headers"]["mf.error.message"])
         self.assertEqual(self.read("mailfleet.outbound"), [])
+
+
+class TransformLivenessTest(harness.TestCase, Pipeline):
+    def test_stuck_batch_fails_liveness_and_recovers(self):
+        """A loop stuck in one batch turns /healthz 503 naming it (liveness
+        restarts the pod); it is 200 again once the batch moves.  The raw
+        mail is a FIFO with no writer, so transform blocks opening it: a real
+        hang of a store read, as a stuck mount would give."""
+        self.setup_pipeline()
+        port = int(re.search(r"\[transform\]\nmetrics_listen = 127.0.0.1:(\d+)", open(self.cfg).read()).group(1))
+        self.start([harness.MAILFLEET, "transform", "-c", self.cfg], "transform",
+                   env={"MAILFLEET__MAILFLEET__STUCK_AFTER": "2s"})
+
+        def healthz():
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=5) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+            except OSError:
+                return None, ""
+
+        harness.wait_for(lambda: healthz()[0] == 200, what="transform alive")
+        raw = corpus("demo")
+        iid = uuid7()
+        key = "incoming/%s/%s.eml" % (time.strftime("%Y-%m-%d", time.gmtime()), iid)
+        path = os.path.join(self.incoming, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.mkfifo(path)
+        rec = {"schema": "mailfleet.inbound.v1", "id": iid,
+               "received_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "rule": "capture",
+               "envelope": {"mail_from": "sensor7@devices.example", "rcpt_to": ["alerts@iot.localhost"],
+                            "helo": "dev", "client_ip": "127.0.0.1", "tls": False},
+               "store": {"key": key, "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}}
+        self.publish("mailfleet.inbound", iid, json.dumps(rec).encode())
+        status, body = harness.wait_for(lambda: (lambda h: h if h[0] == 503 else None)(healthz()),
+                                        timeout=30, what="/healthz 503")
+        self.assertIn("transform-loop: stuck", body)
+        # unblock: a writer for the FIFO transform waits on, and the real
+        # mail under its name for the tries after it
+        w = os.open(path, os.O_WRONLY)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(raw)
+        os.replace(tmp, path)
+
+        def feed():   # transform may give up on the FIFO (its name now holds another file)
+            try:
+                os.write(w, raw)
+            except BrokenPipeError:
+                pass
+            finally:
+                os.close(w)
+        threading.Thread(target=feed, daemon=True).start()
+        harness.wait_for(lambda: healthz()[0] == 200, timeout=30, what="/healthz 200 again")
+        # and the record was handled: what the FIFO gave (read unseekably)
+        # may have gone to the fallback; the loop moved on either way
+        harness.wait_for(lambda: [r for t in ("mailfleet.outbound", "mailfleet.fallback") for r in self.read(t)
+                                  if r["key"] == iid], what="the record handled")
 
 
 class TransformLargeBodyTest(harness.TestCase, Pipeline):

@@ -76,6 +76,14 @@ static int ready(void *opaque, char *why, size_t len)
     return 1;
 }
 
+/* Alive while neither loop is stuck in one batch. */
+static int alive(void *opaque, char *why, size_t len)
+{
+    struct feedback *f = opaque;
+    return (!f->floop || worker_loop_live_check(f->floop, why, len)) &&
+           (!f->eloop || worker_loop_live_check(f->eloop, why, len));
+}
+
 /* ---- loop ------------------------------------------------------------- */
 
 /* Both consumers run on the common loop.  The handlers add their outputs
@@ -196,6 +204,7 @@ static void feedback_loops_new(struct feedback *f, struct worker_env *env)
     struct worker_loop_options fo = {
         .worker = "feedback", .group = GROUP_FEEDBACK, .batch_max = batch_max, .backoff_ms = 500,
         .poll_timeout_ms = 0, .stop = env->stop, .handler = &feedback_handler, .opaque = f,
+        .stuck_ms = worker_loop_stuck_ms(env->cfg),
     };
     struct worker_loop_options eo = fo;
     eo.group = GROUP_FEEDBACK_EVENTS;
@@ -235,6 +244,7 @@ static void feedback_close(struct feedback *f, struct worker_env *env)
     http_route_remove(env->public_http, "/sns", f);
     http_route_remove(env->public_http, "/v2/email/suppression/", f);
     http_ready_remove(env->http, "feedback", f);
+    http_live_remove(env->http, "feedback", f);
     worker_loop_free(f->floop);
     worker_loop_free(f->eloop);
     bus_consumer_free(f->fc);
@@ -267,6 +277,7 @@ static int feedback_run(struct worker_env *env)
         http_route(env->public_http, "/v2/email/suppression/", feedback_api_serve, f);
         feedback_loops_new(f, env);
         http_ready_add(env->http, "feedback", ready, f);
+        http_live_add(env->http, "feedback", alive, f);
         worker_started(env);
         log_kv(LOG_INFO, "feedback started", NULL);
         rc = feedback_loop(f, env) < 0;

@@ -126,6 +126,8 @@ struct ingest {
     unsigned inflight;
     long buffered;   /* smtp_session_conf.buffered */
     long max_buffered;               /* buffer_limit() */
+    _Atomic int64_t last_tick_ms;    /* on_tick's last run (mono): liveness */
+    int64_t stuck_ms;                /* [mailfleet] stuck_after */
     atomic_int storage_low;          /* smtp_session_conf.storage_low */
     char storage_why[300];           /* under live_lock */
     int64_t next_storage_check;
@@ -173,6 +175,25 @@ static int ready_check(void *opaque, char *why, size_t whylen)
     return ok;
 }
 
+/* Alive while the event loop ticks (on_tick, every 100 ms) and the spool
+ * forwarder is not stuck in one batch; a peer that is down is readiness. */
+static int live_check(void *opaque, char *why, size_t whylen)
+{
+    int ok = 1;
+    pthread_mutex_lock(&live_lock);
+    if (live) {
+        int64_t quiet = mono_ms() - atomic_load(&live->last_tick_ms);
+        if (quiet > live->stuck_ms) {
+            snprintf(why, whylen, "the SMTP event loop has not run for %lld s", (long long)(quiet / 1000));
+            ok = 0;
+        } else if (live->spool) {
+            ok = spool_alive(live->spool, live->stuck_ms, why, whylen);
+        }
+    }
+    pthread_mutex_unlock(&live_lock);
+    return ok;
+}
+
 static void register_observers(struct http_server *http)
 {
     static int once;
@@ -184,8 +205,10 @@ static void register_observers(struct http_server *http)
                                 NULL);
         metrics_on_collect(collect_spool, NULL);
     }
-    if (http)
+    if (http) {
         http_ready_add(http, "ingest", ready_check, NULL);
+        http_live_add(http, "ingest", live_check, NULL);
+    }
 }
 
 /* ---- message hand-off ------------------------------------------------------------ */
@@ -344,6 +367,7 @@ static void check_storage(struct ingest *in)
 static void on_tick(uv_timer_t *t)
 {
     struct ingest *in = t->data;
+    atomic_store(&in->last_tick_ms, mono_ms());
     check_storage(in);
     if (!in->draining && *in->env->stop) {
         pthread_mutex_lock(&live_lock);   /* ready_check reads it from an HTTP thread */
@@ -538,6 +562,8 @@ static int ingest_run(struct worker_env *env)
     int rc = 1;
     struct ingest *in = xcalloc(1, sizeof(*in));
     in->env = env;
+    in->stuck_ms = worker_loop_stuck_ms(cfg);
+    atomic_store(&in->last_tick_ms, mono_ms());
     pthread_rwlock_init(&in->users_lock, NULL);
     if (config_isset(cfg, "ingest", "hostname"))
         snprintf(in->hostname, sizeof(in->hostname), "%s", config_str(cfg, "ingest", "hostname"));

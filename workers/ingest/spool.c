@@ -62,6 +62,7 @@ struct spool {
     int forwarder_started;
     stop_flag_t stop;           /* set by spool_close, read by the forwarder */
     atomic_int failed;          /* the forwarder's bus failed for good */
+    _Atomic int64_t fwd_step_since;   /* mono ms the forwarder's current step began; 0 between */
     pthread_t marker;
     int marker_started, marker_stop;
     pthread_mutex_t mlock;
@@ -743,7 +744,9 @@ static void *forwarder_main(void *arg)
     struct worker_loop *wl = worker_loop_new(c, &lo);
     while (!sp->stop) {
         fw.batch_seen = 0;
+        atomic_store(&sp->fwd_step_since, mono_ms());
         worker_loop_step(wl);
+        atomic_store(&sp->fwd_step_since, 0);
         if (worker_loop_failed(wl)) {
             /* The spool keeps every mail; a restarted process forwards it. */
             log_kv(LOG_ERROR, "spool forwarding stopped; the process exits to be restarted", NULL);
@@ -761,4 +764,14 @@ static void *forwarder_main(void *arg)
     free(fw.rkey);
     free(fw.from_spool);
     return NULL;
+}
+
+int spool_alive(struct spool *sp, int64_t stuck_ms, char *why, size_t whylen)
+{
+    int64_t since = atomic_load(&sp->fwd_step_since);
+    int64_t took = since ? mono_ms() - since : 0;
+    if (took <= stuck_ms)
+        return 1;
+    snprintf(why, whylen, "spool forwarder: one batch has taken %lld s", (long long)(took / 1000));
+    return 0;
 }

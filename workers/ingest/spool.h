@@ -72,5 +72,8 @@ int spool_forwarding(const struct spool *sp);
 int spool_failed(const struct spool *sp);
 /* Records waiting in the spool and the age of the oldest (0 when none). */
 int spool_backlog(struct spool *sp, int64_t *records, double *oldest_age_s);
+/* 0 while the forwarder has been in one batch for longer than stuck_ms
+ * (it waits up to 6 min for Kafka's delivery reports: keep stuck_ms above). */
+int spool_alive(struct spool *sp, int64_t stuck_ms, char *why, size_t whylen);
 
 #endif

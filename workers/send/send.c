@@ -150,11 +150,13 @@ static void *lane_main(void *arg)
     struct worker_loop_options lo = {
         .worker = "send", .group = l->group, .dlq_topic = TOPIC_OUTBOUND_DLQ, .batch_max = w->batch_max,
         .max_attempts = 1, .backoff_ms = 1000, .poll_timeout_ms = 200, .stop = w->stop,
-        .handler = &send_batch_handler, .opaque = l,
+        .handler = &send_batch_handler, .opaque = l, .stuck_ms = worker_loop_stuck_ms(w->cfg),
     };
     l->loop = worker_loop_new(l->c, &lo);
-    if (w->http)
+    if (w->http) {
         http_ready_add(w->http, "send-loop", worker_loop_ready_check, l->loop);
+        http_live_add(w->http, "send-loop", worker_loop_live_check, l->loop);
+    }
     int64_t next_expire = mono_ms() + 60000;
     while (!stopping(w)) {
         /* Expired sent markers are invisible to lookups but still stored:
@@ -185,8 +187,10 @@ static void *lane_main(void *arg)
             break;
         }
     }
-    if (w->http)
+    if (w->http) {
         http_ready_remove(w->http, "send-loop", l->loop);
+        http_live_remove(w->http, "send-loop", l->loop);
+    }
     worker_loop_free(l->loop);
     l->loop = NULL;
     bus_consumer_free(l->c);

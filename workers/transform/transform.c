@@ -444,6 +444,7 @@ static int transform_run(struct worker_env *env)
         .max_attempts = (int)config_int(env->cfg, "transform", "retries"),
         .backoff_ms = config_duration_ms(env->cfg, "transform", "retry_backoff"),
         .poll_timeout_ms = 500, .stop = env->stop, .handler = &transform_handler, .opaque = &w,
+        .stuck_ms = worker_loop_stuck_ms(env->cfg),
     };
     w.loop = worker_loop_new(w.cons, &lo);
     /* Ready while a broker answers and no environment error (store, bus)
@@ -451,12 +452,14 @@ static int transform_run(struct worker_env *env)
     if (env->http) {
         http_ready_add(env->http, "transform-bus", common_bus_ready, w.bus);
         http_ready_add(env->http, "transform-loop", worker_loop_ready_check, w.loop);
+        http_live_add(env->http, "transform-loop", worker_loop_live_check, w.loop);
     }
     worker_started(env);
     log_kv(LOG_INFO, "transform consuming mailfleet.inbound", "link_mode", w.so.s.link_mode, NULL);
     int rc = worker_loop_run(w.loop) < 0;
     if (env->http) {
         http_ready_remove(env->http, "transform-loop", w.loop);
+        http_live_remove(env->http, "transform-loop", w.loop);
         http_ready_remove(env->http, "transform-bus", w.bus);
     }
     tw_close(&w);
