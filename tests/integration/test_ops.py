@@ -437,7 +437,13 @@ class ManifestTest(unittest.TestCase):
             routes[path["path"]] = comp
         self.assertEqual(routes["/a/"], "links")
         self.assertEqual(routes["/u/"], "feedback")
-        self.assertEqual(routes["/v2/"], "feedback")
+        # the suppression API is an admin API: never on the public Ingress,
+        # only on a ClusterIP Service of its own
+        self.assertEqual([p for p in routes if p.startswith("/v2")], [])
+        admin = svcs["mailfleet-feedback-admin"]["spec"]
+        self.assertEqual(admin.get("type", "ClusterIP"), "ClusterIP")
+        self.assertEqual(admin["selector"]["app.kubernetes.io/component"], "feedback")
+        self.assertEqual([p["targetPort"] for p in admin["ports"]], ["http"])
 
     def test_keda_scales_on_real_groups_up_to_partitions(self):
         for name in RENDERS:
