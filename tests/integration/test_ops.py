@@ -320,6 +320,8 @@ class ManifestTest(unittest.TestCase):
                     self.assertEqual(c["startupProbe"]["httpGet"], {"path": "/healthz", "port": "metrics"})
                     pre = c["lifecycle"]["preStop"]["exec"]["command"]
                     self.assertEqual(pre[0], "/bin/sleep")
+                    if comp == "ingest":   # a cloud load balancer's deregistration (~30 s) first
+                        self.assertGreaterEqual(int(pre[1]), 30)
                     # grace covers the pause before SIGTERM, the worker's drain
                     # (ingest: drain_timeout) and at least 10 s to flush and close
                     drain = 15  # a consumer: finish the batch, commit, leave the group

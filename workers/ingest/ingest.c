@@ -374,11 +374,11 @@ static void on_tick(uv_timer_t *t)
         in->draining = 1;
         pthread_mutex_unlock(&live_lock);
         in->drain_deadline = mono_ms() + config_duration_ms(in->env->cfg, "ingest", "drain_timeout");
-        smtp_server_stop_accepting(in->server);
+        smtp_server_drain(in->server);
         uv_signal_stop(&in->hup);
         char n[16];
         snprintf(n, sizeof(n), "%zu", smtp_server_sessions(in->server));
-        log_kv(LOG_INFO, "draining: no new connections", "sessions", n, NULL);
+        log_kv(LOG_INFO, "draining: new connections get 421", "sessions", n, NULL);
     }
     if (!in->draining)
         return;

@@ -91,6 +91,7 @@ struct smtp_server {
     size_t n_lst;
     uv_timer_t resume_timer;
     int paused, accepting;
+    int draining;                  /* smtp_server_drain: new connections get 421 */
     struct smtp_conn *conns;
     size_t n_conns;
     struct limit_entry *ips;
@@ -734,10 +735,11 @@ static void resume_accepting(struct smtp_server *s)
     log_kv(LOG_INFO, "accepting resumed", NULL);
 }
 
-static void refuse(struct smtp_server *s, int fd, const char *ip, const char *why)
+/* 421 with the enhanced status (4.7.0 a limit, 4.3.2 shutting down). */
+static void refuse(struct smtp_server *s, int fd, const char *ip, const char *status, const char *why)
 {
     char msg[256];
-    int n = snprintf(msg, sizeof(msg), "421 4.7.0 %s Error: %s\r\n", s->conf.session.hostname, why);
+    int n = snprintf(msg, sizeof(msg), "421 %s %s Error: %s\r\n", status, s->conf.session.hostname, why);
     /* Best effort on a fresh socket: the buffer is empty, this does not block. */
     if (write(fd, msg, (size_t)n) < 0)
         (void)0;
@@ -767,12 +769,16 @@ static void on_listen(uv_poll_t *p, int status, int events)
             inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
         else if (ss.ss_family == AF_INET6)
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
+        if (s->draining) {
+            refuse(s, fd, ip, "4.3.2", "shutting down, try again later");
+            continue;
+        }
         struct limit_entry *e = ip_get(s, ip);
         if (s->n_conns >= s->conf.max_connections) {
-            refuse(s, fd, ip, "too many connections");
+            refuse(s, fd, ip, "4.7.0", "too many connections");
             ip_sweep(s);
         } else if (e->conns >= s->conf.max_per_ip) {
-            refuse(s, fd, ip, "too many connections from your address");
+            refuse(s, fd, ip, "4.7.0", "too many connections from your address");
         } else if (l->implicit_tls && !s->tls) {
             close(fd);
         } else {
@@ -864,6 +870,12 @@ void smtp_server_stop_accepting(struct smtp_server *s)
             uv_close((uv_handle_t *)&s->lst[i].poll, NULL);
             close(s->lst[i].fd);
         }
+}
+
+void smtp_server_drain(struct smtp_server *s)
+{
+    s->draining = 1;
+    resume_accepting(s);   /* a pause for EMFILE must not hide the 421s */
 }
 
 void smtp_server_shutdown_sessions(struct smtp_server *s)

@@ -50,6 +50,11 @@ struct smtp_server *smtp_server_new(uv_loop_t *loop, const struct smtp_server_co
  * reload: open connections keep theirs). */
 void smtp_server_set_tls(struct smtp_server *s, struct tls_ctx *ctx);
 void smtp_server_stop_accepting(struct smtp_server *s);
+/* Draining: the listeners stay open and every new connection is answered
+ * "421 4.3.2 ... shutting down" and closed (a client or load balancer learns
+ * at once to go elsewhere, instead of a refused or hanging connect), while
+ * open sessions finish; smtp_server_close ends it. */
+void smtp_server_drain(struct smtp_server *s);
 /* 421 to every session (those waiting for the queue get their answer first). */
 void smtp_server_shutdown_sessions(struct smtp_server *s);
 size_t smtp_server_sessions(const struct smtp_server *s);
