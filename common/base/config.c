@@ -421,12 +421,6 @@ bool config_isset(const struct config *c, const char *section, const char *key)
     return raw(c, section, key, NULL) != NULL;
 }
 
-bool config_given(const struct config *c, const char *section, const char *key)
-{
-    raw(c, section, key, NULL);   /* declared, or a programming error */
-    return lookup(c, section, key) != NULL;
-}
-
 int64_t config_int(const struct config *c, const char *section, const char *key)
 {
     const char *v = raw(c, section, key, NULL);

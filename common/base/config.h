@@ -62,8 +62,6 @@ size_t      config_list(const struct config *c, const char *section, const char 
 void        config_list_free(char **list, size_t n);
 /* True when the key has a value: given in the file, or a default. */
 bool        config_isset(const struct config *c, const char *section, const char *key);
-/* True when the file (not a default) gives the key a value. */
-bool        config_given(const struct config *c, const char *section, const char *key);
 
 /* Names of sections matching "prefix.*" in file order, e.g. prefix "rule"
  * gives "rule.capture", ...  Returns count; *out is a malloc'd array (NULL when

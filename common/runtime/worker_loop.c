@@ -17,7 +17,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +34,7 @@ struct worker_loop {
     struct bus_consumer *c;
     struct worker_loop_options o;
     _Atomic int64_t step_since_ms;   /* mono ms the current step began; 0 between steps */
+    _Atomic int64_t progress_ms;     /* mono ms of the step's last progress (worker_loop_progress) */
     struct bus_record **recs;      /* the batch being handled */
     struct wl_batch out;
     /* Per partition: the record that asked for a retry there last and how
@@ -218,7 +218,8 @@ int worker_loop_ready_check(void *opaque, char *why, size_t whylen)
 
 int64_t worker_loop_stuck_ms(const struct config *cfg)
 {
-    return config_duration_ms(cfg, "mailfleet", "stuck_after");
+    int64_t ms = config_duration_ms(cfg, "mailfleet", "stuck_after");
+    return ms > 0 ? ms : WL_STUCK_MS;
 }
 
 size_t worker_loop_batch_max(const struct config *cfg, const char *section)
@@ -267,6 +268,15 @@ static void set_held_back(struct worker_loop *wl, const char *why)
     set_ready(wl, 0);
 }
 
+/* A sleep inside a step waits for a peer or a due time, which is not being
+ * stuck: it counts as progress before and after. */
+static void idle_sleep(struct worker_loop *wl, int64_t ms)
+{
+    worker_loop_progress(wl);
+    sleep_unless_stopped(ms, wl->o.stop);
+    worker_loop_progress(wl);
+}
+
 static void environment_backoff(struct worker_loop *wl, int64_t ms, const char *why)
 {
     set_held_back(wl, why);
@@ -274,7 +284,7 @@ static void environment_backoff(struct worker_loop *wl, int64_t ms, const char *
         ms = wl->env_backoff_ms ? wl->env_backoff_ms : wl->o.backoff_ms;
         wl->env_backoff_ms = ms * 2 > wl->o.backoff_max_ms ? wl->o.backoff_max_ms : ms * 2;
     }
-    sleep_unless_stopped(ms, wl->o.stop);
+    idle_sleep(wl, ms);
 }
 
 static struct retry_entry *retry_find(struct worker_loop *wl, const struct bus_record *r)
@@ -351,7 +361,7 @@ static int poll_batch(struct worker_loop *wl)
     if (h->not_before) {
         int64_t wait = h->not_before(wl->o.opaque, r) - now_ms();
         if (wait > 0) {
-            sleep_unless_stopped(wait < WL_NOT_DUE_WAIT_MS ? wait : WL_NOT_DUE_WAIT_MS, wl->o.stop);
+            idle_sleep(wl, wait < WL_NOT_DUE_WAIT_MS ? wait : WL_NOT_DUE_WAIT_MS);
             if (stopping(wl) || h->not_before(wl->o.opaque, r) > now_ms()) {
                 bus_consumer_seek(wl->c, r);
                 bus_record_free(r);
@@ -397,6 +407,7 @@ static size_t handle_batch(struct worker_loop *wl, size_t n, struct wl_result *c
         memset(&res, 0, sizeof res);
         size_t mark = wl->out.n;
         h->handle(wl->o.opaque, r, i, &wl->out, &res);
+        worker_loop_progress(wl);
         if (res.kind == WL_OK) {
             metric_inc(wl->m.ok);
             retry_clear(wl, r);
@@ -480,7 +491,7 @@ static size_t refused_output(struct worker_loop *wl, size_t n, const char *why)
         log_kv(LOG_WARN, "will retry", "group", wl->o.group, "stage", "bus.produce", "error", why,
                "cause", "record", NULL);
         seek_back(wl, 0, 1);
-        sleep_unless_stopped(wl->o.backoff_ms, wl->o.stop);
+        idle_sleep(wl, wl->o.backoff_ms);
         return 0;
     }
     struct wl_result res;
@@ -508,21 +519,29 @@ static int step(struct worker_loop *wl);
  * liveness check around the real work. */
 int worker_loop_step(struct worker_loop *wl)
 {
-    atomic_store(&wl->step_since_ms, mono_ms());
+    int64_t now = mono_ms();
+    atomic_store(&wl->progress_ms, now);
+    atomic_store(&wl->step_since_ms, now);
     int rc = step(wl);
     atomic_store(&wl->step_since_ms, 0);
     return rc;
 }
 
+void worker_loop_progress(struct worker_loop *wl)
+{
+    atomic_store(&wl->progress_ms, mono_ms());
+}
+
 int worker_loop_live_check(void *opaque, char *why, size_t whylen)
 {
     struct worker_loop *wl = opaque;
-    int64_t since = atomic_load(&wl->step_since_ms);
-    int64_t took = since ? mono_ms() - since : 0;
-    if (took <= wl->o.stuck_ms)
+    if (!atomic_load(&wl->step_since_ms))
+        return 1;   /* between steps */
+    int64_t quiet = mono_ms() - atomic_load(&wl->progress_ms);
+    if (quiet <= wl->o.stuck_ms)
         return 1;
-    snprintf(why, whylen, "group %s: one batch has taken %lld s (stuck_after %lld s)", wl->o.group,
-             (long long)(took / 1000), (long long)(wl->o.stuck_ms / 1000));
+    snprintf(why, whylen, "group %s: no progress in one batch for %lld s (stuck_after %lld s)", wl->o.group,
+             (long long)(quiet / 1000), (long long)(wl->o.stuck_ms / 1000));
     return 0;
 }
 
@@ -610,7 +629,7 @@ static int step(struct worker_loop *wl)
             for (int i = 1; i < attempt && ms < wl->o.backoff_max_ms; i++)
                 ms *= 2;
         }
-        sleep_unless_stopped(ms > wl->o.backoff_max_ms ? wl->o.backoff_max_ms : ms, wl->o.stop);
+        idle_sleep(wl, ms > wl->o.backoff_max_ms ? wl->o.backoff_max_ms : ms);
     }
 out:
     if (h->batch_end)

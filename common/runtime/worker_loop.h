@@ -138,12 +138,16 @@ int worker_loop_ready(const struct worker_loop *wl);
 /* The same as a readiness check (http_ready_check) on a struct worker_loop *,
  * with the error that holds it back in why. */
 int worker_loop_ready_check(void *wl, char *why, size_t whylen);
-/* A liveness check (http_live_add) on a struct worker_loop *: 0 while one
- * step (a batch: poll, handle, commit, back-offs) has lasted longer than
- * stuck_ms — a handler blocked for good, not a bus that is down (a step
- * with nothing polled ends within its poll timeout). */
+/* A liveness check (http_live_add) on a struct worker_loop *: 0 while a
+ * step (a batch: poll, handle, commit) has made no progress for longer than
+ * stuck_ms — a handler blocked for good.  Progress: each record handled,
+ * worker_loop_progress, and the loop's own sleeps (back-offs wait for a
+ * peer, which is readiness, not liveness). */
 int worker_loop_live_check(void *wl, char *why, size_t whylen);
-/* [mailfleet] stuck_after. */
+/* A handler that works long inside one call (send's batch_begin delivers a
+ * whole batch) says it is moving; any thread may call it. */
+void worker_loop_progress(struct worker_loop *wl);
+/* [mailfleet] stuck_after (10 min when 0 or less). */
 int64_t worker_loop_stuck_ms(const struct config *cfg);
 
 /* Copies r (topic, key, value, headers) into the batch's outputs; the

@@ -62,9 +62,9 @@ static const struct config_key ingest_keys[] = {
     { "ingest", "max_message_size", CONFIG_SIZE, "40M", "SIZE limit (552 5.3.4)" },
     { "ingest", "max_line_length", CONFIG_INT, "1000", "bytes per line including CRLF" },
     { "ingest", "max_header_size", CONFIG_SIZE, "64K", "bytes of the header block" },
-    { "ingest", "max_buffered", CONFIG_SIZE, "512M",
-      "mail held in memory by all sessions together; past it DATA gets 452 4.3.1.  Unset: 512M or half "
-      "the cgroup's memory limit, whichever is less; set above that half, ingest refuses to start" },
+    { "ingest", "max_buffered", CONFIG_SIZE, NULL,
+      "mail in memory, all sessions (past it DATA gets 452 4.3.1); unset: 512M or half the cgroup memory "
+      "limit if less; above that half (or 0) under a limit, ingest will not start" },
     { "ingest", "max_recipients", CONFIG_INT, "100", "recipients per message (452 4.5.3)" },
     { "ingest", "min_free", CONFIG_SIZE, "64M",
       "free space kept on state_dir and file stores; below it MAIL FROM gets 452 4.3.1 and "
@@ -187,7 +187,7 @@ static int live_check(void *opaque, char *why, size_t whylen)
             snprintf(why, whylen, "the SMTP event loop has not run for %lld s", (long long)(quiet / 1000));
             ok = 0;
         } else if (live->spool) {
-            ok = spool_alive(live->spool, live->stuck_ms, why, whylen);
+            ok = spool_alive(live->spool, why, whylen);
         }
     }
     pthread_mutex_unlock(&live_lock);
@@ -413,6 +413,8 @@ static void session_conf(struct ingest *in, struct smtp_session_conf *sc)
 }
 
 
+#define MAX_BUFFERED_DEFAULT (512ULL << 20)
+
 /* How much mail all sessions may hold in memory together.  In a container
  * the buffers must fit the memory limit with the process's own needs
  * beside them, or the kernel kills ingest before its 452 back-pressure
@@ -421,16 +423,18 @@ static void session_conf(struct ingest *in, struct smtp_session_conf *sc)
  * and that half.  0, or -1 with err. */
 static int buffer_limit(const struct config *cfg, long *out, char *err, size_t errlen)
 {
-    uint64_t limit = process_memory_limit(NULL);
-    uint64_t want = config_size(cfg, "ingest", "max_buffered"), half = limit / 2;
+    uint64_t limit = process_memory_limit(NULL), half = limit / 2;
+    int given = config_isset(cfg, "ingest", "max_buffered");
+    uint64_t want = given ? config_size(cfg, "ingest", "max_buffered") : MAX_BUFFERED_DEFAULT;
     char a[32], b[32];
-    if (limit && want > half) {
-        if (config_given(cfg, "ingest", "max_buffered")) {
+    if (limit && (want > half || want == 0)) {
+        if (given) {
             snprintf(err, errlen,
-                     "[ingest] max_buffered = %llu bytes is more than half the memory limit (%llu bytes, "
-                     "cgroup): mail in memory would get ingest killed before it answers 452; set at most "
-                     "%llu or raise the limit",
-                     (unsigned long long)want, (unsigned long long)limit, (unsigned long long)half);
+                     "[ingest] max_buffered = %llu bytes%s under a memory limit of %llu bytes (cgroup): mail "
+                     "in memory would get ingest killed before it answers 452; set at most %llu or raise the "
+                     "limit",
+                     (unsigned long long)want, want ? " is more than half of what fits" : " (no bound)",
+                     (unsigned long long)limit, (unsigned long long)half);
             return -1;
         }
         want = half;
@@ -439,7 +443,7 @@ static int buffer_limit(const struct config *cfg, long *out, char *err, size_t e
         log_kv(LOG_INFO, "max_buffered set to half the memory limit", "max_buffered", a, "memory_limit", b, NULL);
     }
     uint64_t msg = config_size(cfg, "ingest", "max_message_size");
-    if (msg > want) {
+    if (want && msg > want) {
         snprintf(a, sizeof(a), "%llu", (unsigned long long)want);
         snprintf(b, sizeof(b), "%llu", (unsigned long long)msg);
         log_kv(LOG_WARN, "max_buffered is below max_message_size: larger mails get 452 4.3.1", "max_buffered", a,
@@ -498,6 +502,7 @@ static int open_spool(struct ingest *in, char *spool_uri, size_t urilen, char *e
         .dedupe_ttl_ms = config_duration_ms(cfg, "ingest", "dedupe_ttl"),
         .produce_timeout_ms = (int)config_duration_ms(cfg, "ingest", "produce_timeout"),
         .batch_max = worker_loop_batch_max(cfg, NULL),
+        .stuck_ms = worker_loop_stuck_ms(cfg),
         .bus_opt = &bopt,
         .process_stop = in->env->stop,
     };
@@ -602,6 +607,7 @@ static int ingest_run(struct worker_env *env)
 
     metrics_init(in);
     pthread_mutex_lock(&live_lock);
+    atomic_store(&in->last_tick_ms, mono_ms());   /* the first tick is 100 ms away */
     live = in;
     pthread_mutex_unlock(&live_lock);
     register_observers(env->http);

@@ -62,7 +62,8 @@ struct spool {
     int forwarder_started;
     stop_flag_t stop;           /* set by spool_close, read by the forwarder */
     atomic_int failed;          /* the forwarder's bus failed for good */
-    _Atomic int64_t fwd_step_since;   /* mono ms the forwarder's current step began; 0 between */
+    pthread_mutex_t fwd_mu;     /* guards fwd_loop for spool_alive */
+    struct worker_loop *fwd_loop;   /* the forwarder's loop while it exists */
     pthread_t marker;
     int marker_started, marker_stop;
     pthread_mutex_t mlock;
@@ -241,6 +242,7 @@ struct spool *spool_open(const struct spool_conf *conf, char *err, size_t errlen
     sp->spool_store = conf->spool_store;
     sp->conf.store = sp->conf.spool_store = NULL;   /* owned through sp->store, sp->spool_store */
     pthread_mutex_init(&sp->mlock, NULL);
+    pthread_mutex_init(&sp->fwd_mu, NULL);
     pthread_cond_init(&sp->mcond, NULL);
     sp->bus = bus_open(conf->bus_uri, conf->bus_opt, err, errlen);
     if (!sp->bus)
@@ -312,6 +314,7 @@ void spool_close(struct spool *sp)
         pthread_join(sp->marker, NULL);
     }
     pthread_mutex_destroy(&sp->mlock);
+    pthread_mutex_destroy(&sp->fwd_mu);
     pthread_cond_destroy(&sp->mcond);
     kv_close(sp->dedupe);
     bus_close(sp->spool_bus);
@@ -739,14 +742,15 @@ static void *forwarder_main(void *arg)
         .worker = "ingest", .group = GROUP_INGEST_FORWARD, .batch_max = batch_max, .backoff_ms = 100,
         .backoff_max_ms = 5000, .poll_timeout_ms = 200, .stop = &sp->stop,
         .handler = &forwarder_handler, .opaque = &fw, .output_bus = sp->bus,
-        .output_timeout_ms = FORWARD_TIMEOUT_MS,
+        .output_timeout_ms = FORWARD_TIMEOUT_MS, .stuck_ms = sp->conf.stuck_ms,
     };
     struct worker_loop *wl = worker_loop_new(c, &lo);
+    pthread_mutex_lock(&sp->fwd_mu);
+    sp->fwd_loop = wl;
+    pthread_mutex_unlock(&sp->fwd_mu);
     while (!sp->stop) {
         fw.batch_seen = 0;
-        atomic_store(&sp->fwd_step_since, mono_ms());
         worker_loop_step(wl);
-        atomic_store(&sp->fwd_step_since, 0);
         if (worker_loop_failed(wl)) {
             /* The spool keeps every mail; a restarted process forwards it. */
             log_kv(LOG_ERROR, "spool forwarding stopped; the process exits to be restarted", NULL);
@@ -759,6 +763,9 @@ static void *forwarder_main(void *arg)
         if (!fw.batch_seen)
             forwarder_drop_pending(&fw);   /* caught up: nothing more names it */
     }
+    pthread_mutex_lock(&sp->fwd_mu);
+    sp->fwd_loop = NULL;
+    pthread_mutex_unlock(&sp->fwd_mu);
     worker_loop_free(wl);
     bus_consumer_free(c);
     free(fw.rkey);
@@ -766,12 +773,10 @@ static void *forwarder_main(void *arg)
     return NULL;
 }
 
-int spool_alive(struct spool *sp, int64_t stuck_ms, char *why, size_t whylen)
+int spool_alive(struct spool *sp, char *why, size_t whylen)
 {
-    int64_t since = atomic_load(&sp->fwd_step_since);
-    int64_t took = since ? mono_ms() - since : 0;
-    if (took <= stuck_ms)
-        return 1;
-    snprintf(why, whylen, "spool forwarder: one batch has taken %lld s", (long long)(took / 1000));
-    return 0;
+    pthread_mutex_lock(&sp->fwd_mu);
+    int ok = !sp->fwd_loop || worker_loop_live_check(sp->fwd_loop, why, whylen);
+    pthread_mutex_unlock(&sp->fwd_mu);
+    return ok;
 }

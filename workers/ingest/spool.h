@@ -46,6 +46,7 @@ struct spool_conf {
     int64_t dedupe_ttl_ms;         /* 0 = no dedupe */
     int produce_timeout_ms;
     size_t batch_max;              /* forwarder: records per batch ([mailfleet] batch_max) */
+    int64_t stuck_ms;              /* forwarder: worker_loop_stuck_ms */
     const struct bus_options *bus_opt;
     /* Set when the forwarder's bus fails for good (a Kafka producer in a
      * fatal state): the process is to exit and be restarted; the spool
@@ -72,8 +73,9 @@ int spool_forwarding(const struct spool *sp);
 int spool_failed(const struct spool *sp);
 /* Records waiting in the spool and the age of the oldest (0 when none). */
 int spool_backlog(struct spool *sp, int64_t *records, double *oldest_age_s);
-/* 0 while the forwarder has been in one batch for longer than stuck_ms
- * (it waits up to 6 min for Kafka's delivery reports: keep stuck_ms above). */
-int spool_alive(struct spool *sp, int64_t stuck_ms, char *why, size_t whylen);
+/* 0 while the forwarder's loop is stuck (worker_loop_live_check: no
+ * progress in one batch for conf.stuck_ms; it waits up to 6 min for
+ * Kafka's delivery reports after its last upload, so keep stuck_ms above). */
+int spool_alive(struct spool *sp, char *why, size_t whylen);
 
 #endif

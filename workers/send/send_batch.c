@@ -109,6 +109,7 @@ static void on_job_done(void *opaque, struct transport_job *job)
     struct job_ctx *j = opaque;
     struct sender *w = j->lane->w;
     j->done_ms = now_ms();
+    worker_loop_progress(j->lane->loop);   /* a long batch of transfers is not a stuck one */
     metric_observe(w->m.attempt_seconds, (double)job->elapsed_us / 1e6);
     int64_t started = (mono_us() - job->elapsed_us) / 1000;
     if (job->result == TRANSPORT_HOLD)
