@@ -221,7 +221,9 @@ class KustomizeTest(unittest.TestCase):
                 self.assertIn("mailfleet-feedback", svcs)
         for name, ns in (("overlays/dev", "mailfleet-dev"), ("overlays/prod", "mailfleet")):
             _, objs = render(name)
-            self.assertEqual({o["metadata"].get("namespace") for o in objs}, {ns}, name)
+            # every object in the overlay's namespace, and that Namespace made
+            self.assertEqual({o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"}, {ns}, name)
+            self.assertEqual(sorted(by_kind(objs, "Namespace")), [ns], name)
             for w in workloads(objs).values():
                 image = w["spec"]["template"]["spec"]["containers"][0]["image"]
                 self.assertRegex(image, r"^([^:/]+/)*mailfleet:[\w.-]+$", name)
@@ -340,6 +342,35 @@ class ManifestTest(unittest.TestCase):
                         self.assertIn(k, c["resources"]["limits"])
                     env = {e["name"]: e.get("value") for e in c.get("env", [])}
                     self.assertEqual(env.get("MAILFLEET_HEALTH_PORT"), str(METRICS_PORT[comp]))
+
+    def test_cluster_objects(self):
+        """Each worker runs as a ServiceAccount of its own with no API token;
+        every container that writes to emptyDir volumes requests that much
+        ephemeral storage; the overlays make their namespace, with the
+        "restricted" Pod Security Standard enforced."""
+        def mib(q):
+            m = re.match(r"^(\d+)(Mi|Gi)$", q)
+            self.assertIsNotNone(m, q)
+            return int(m.group(1)) * (1024 if m.group(2) == "Gi" else 1)
+        for name in RENDERS:
+            _, objs = render(name)
+            accounts = by_kind(objs, "ServiceAccount")
+            for comp, w in workloads(objs).items():
+                with self.subTest(render=name, worker=comp):
+                    pod = w["spec"]["template"]["spec"]
+                    sa = pod["serviceAccountName"]
+                    self.assertEqual(sa, "mailfleet-" + comp)
+                    self.assertIs(accounts[sa].get("automountServiceAccountToken"), False)
+                    empty = sum(mib(v["emptyDir"].get("sizeLimit", "0Mi")) for v in pod["volumes"] if "emptyDir" in v)
+                    (c,) = pod["containers"]
+                    if empty:
+                        self.assertGreaterEqual(mib(c["resources"]["requests"]["ephemeral-storage"]), empty)
+            if name != "base":
+                ns = {o["metadata"]["namespace"] for o in objs if o["kind"] != "Namespace"
+                      and "namespace" in o.get("metadata", {})}
+                (nsobj,) = by_kind(objs, "Namespace").values()
+                self.assertEqual(ns, {nsobj["metadata"]["name"]})
+                self.assertEqual(nsobj["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted")
 
     def test_ingest_buffers_fit_its_memory_limit(self):
         """Ingest refuses a max_buffered above half its container's memory
@@ -915,6 +946,16 @@ class DockerfileTest(unittest.TestCase):
         # the image runs as the uid the pods ask for
         for w in workloads(render("base")[1]).values():
             self.assertEqual(w["spec"]["template"]["spec"]["securityContext"]["runAsUser"], 10001)
+
+    def test_build_context_is_only_the_sources(self):
+        """ops/Dockerfile.dockerignore sends the build stage what it copies
+        and nothing else (no build outputs, fetched jars, node_modules, .git)."""
+        with open(os.path.join(OPS, "Dockerfile")) as f:
+            copies = [l.split()[1] for l in f if l.startswith("COPY ") and "--from" not in l]
+        with open(os.path.join(OPS, "Dockerfile.dockerignore")) as f:
+            rules = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+        self.assertEqual(rules[0], "*")
+        self.assertEqual(sorted(r[1:] for r in rules[1:]), sorted(copies))
 
     def test_image_bakes_in_no_development_config(self):
         """The dev config's token key, API token and user are published: the
