@@ -54,10 +54,20 @@ def wait_ready(port, timeout=30.0, proc=None):
     wait_for(ready, timeout=timeout, interval=0.05, what="/readyz on port %d" % port)
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, and never one this process handed out before: the
+    kernel may offer a port again once its socket is closed, and two
+    listeners of one test (SMTP and HTTP) were once given the same one."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def wait_port(port, timeout=15.0, proc=None):
