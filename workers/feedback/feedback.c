@@ -91,36 +91,33 @@ static int alive(void *opaque, char *why, size_t len)
  * "seen" state, so they report only OK or "try again": store trouble is an
  * environment error, retried after half a second for as long as it lasts.
  * Malformed records are logged and skipped by the handlers themselves. */
-static void on_feedback(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
-                        struct wl_result *res)
+/* Runs one handler with the batch's outputs at hand; a record it cannot
+ * apply is retried, its held duplicate keys dropped with its outputs. */
+static void apply(struct feedback *f, int (*fn)(struct feedback *, const struct bus_record *),
+                  const struct bus_record *r, size_t index, struct wl_batch *out, struct wl_result *res,
+                  const char *stage, const char *what)
 {
-    struct feedback *f = opaque;
     f->out = out;
     f->out_index = index;
-    int rc = feedback_records_handle(f, r);
+    int rc = fn(f, r);
     f->out = NULL;
     if (rc != 0) {
         feedback_records_forget(f, index);
-        wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "feedback.apply", "store",
-                      "cannot apply a feedback record (the store)");
+        wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, stage, "store", "cannot apply %s (the store)", what);
         res->retry_ms = 500;
     }
+}
+
+static void on_feedback(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
+                        struct wl_result *res)
+{
+    apply(opaque, feedback_records_handle, r, index, out, res, "feedback.apply", "a feedback record");
 }
 
 static void on_event(void *opaque, const struct bus_record *r, size_t index, struct wl_batch *out,
                      struct wl_result *res)
 {
-    struct feedback *f = opaque;
-    f->out = out;
-    f->out_index = index;
-    int rc = feedback_records_handle_event(f, r);
-    f->out = NULL;
-    if (rc != 0) {
-        feedback_records_forget(f, index);
-        wl_result_set(res, WL_RETRY, WL_CAUSE_ENVIRONMENT, "feedback.event", "store",
-                      "cannot apply a bounce event (the store)");
-        res->retry_ms = 500;
-    }
+    apply(opaque, feedback_records_handle_event, r, index, out, res, "feedback.event", "a bounce event");
 }
 
 static void on_batch_end(void *opaque, size_t committed)
