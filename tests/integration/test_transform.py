@@ -98,6 +98,10 @@ revocation_poll = 100ms
         os.makedirs(os.path.dirname(os.path.join(self.incoming, key)), exist_ok=True)
         with open(os.path.join(self.incoming, key), "wb") as f:
             f.write(raw)
+        return self.publish_inbound(iid, key, raw, mail_from)
+
+    def publish_inbound(self, iid, key, raw, mail_from="sensor7@devices.example"):
+        """Publishes the inbound.v1 record of raw, stored under key."""
         rec = {"schema": "mailfleet.inbound.v1", "id": iid,
                "received_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
                "rule": "capture",
@@ -318,12 +322,7 @@ class TransformLivenessTest(harness.TestCase, Pipeline):
         path = os.path.join(self.incoming, key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         os.mkfifo(path)
-        rec = {"schema": "mailfleet.inbound.v1", "id": iid,
-               "received_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "rule": "capture",
-               "envelope": {"mail_from": "sensor7@devices.example", "rcpt_to": ["alerts@iot.localhost"],
-                            "helo": "dev", "client_ip": "127.0.0.1", "tls": False},
-               "store": {"key": key, "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}}
-        self.publish("mailfleet.inbound", iid, json.dumps(rec).encode())
+        self.publish_inbound(iid, key, raw)
         status, body = harness.wait_for(lambda: (lambda h: h if h[0] == 503 else None)(healthz()),
                                         timeout=30, what="/healthz 503")
         self.assertIn("transform-loop: stuck", body)

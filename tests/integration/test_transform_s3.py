@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import time
 import urllib.parse
 import urllib.request
 
@@ -65,13 +64,7 @@ class TransformS3Test(harness.TestCase, Pipeline):
         req = urllib.request.Request("http://127.0.0.1:%d/bkt/in/%s" % (self.s3port, key), data=raw,
                                      method="PUT")
         urllib.request.urlopen(req, timeout=10).read()
-        rec = {"schema": "mailfleet.inbound.v1", "id": iid,
-               "received_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "rule": "capture",
-               "envelope": {"mail_from": "d@devices.example", "rcpt_to": ["alerts@iot.localhost"],
-                            "helo": "dev", "client_ip": "127.0.0.1", "tls": False},
-               "store": {"key": key, "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}}
-        self.publish("mailfleet.inbound", iid, json.dumps(rec).encode())
-        return iid
+        return self.publish_inbound(iid, key, raw, "d@devices.example")
 
     def test_store_outage_is_retried_not_dead_lettered(self):
         """An incoming store that is down is the machine's fault, not the
