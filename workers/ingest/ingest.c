@@ -568,7 +568,6 @@ static int ingest_run(struct worker_env *env)
     struct ingest *in = xcalloc(1, sizeof(*in));
     in->env = env;
     in->stuck_ms = worker_loop_stuck_ms(cfg);
-    atomic_store(&in->last_tick_ms, mono_ms());
     pthread_rwlock_init(&in->users_lock, NULL);
     if (config_isset(cfg, "ingest", "hostname"))
         snprintf(in->hostname, sizeof(in->hostname), "%s", config_str(cfg, "ingest", "hostname"));

@@ -216,6 +216,16 @@ long sent_marks_expire(struct sent_marks *m)
     return kv_expire(m->kv, now_ms());
 }
 
+/* Drops the markers held for the next flush. */
+static void pending_clear(struct sent_journal *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        free(j->p[i].key);
+        free(j->p[i].response);
+    }
+    j->n = 0;
+}
+
 struct sent_journal *sent_journal_open(struct sent_marks *m, int lane, char *err, size_t errlen)
 {
     struct sent_journal *j = xcalloc(1, sizeof(*j));
@@ -242,10 +252,7 @@ void sent_journal_close(struct sent_journal *j)
                "any it could not write)", "error", err, NULL);
     close(j->fd);
     free(j->path);
-    for (size_t i = 0; i < j->n; i++) {
-        free(j->p[i].key);
-        free(j->p[i].response);
-    }
+    pending_clear(j);
     free(j->p);
     free(j);
 }
@@ -298,11 +305,7 @@ int sent_journal_flush(struct sent_journal *j, char *err, size_t errlen)
         snprintf(err, errlen, "sent markers: writing %zu to the db: %s", j->n, strerror(-rc));
         return rc;
     }
-    for (size_t i = 0; i < j->n; i++) {
-        free(j->p[i].key);
-        free(j->p[i].response);
-    }
-    j->n = 0;
+    pending_clear(j);
     /* Everything in the journal is in the db now.  A failed truncate only
      * means a replay repeats those markers. */
     if (ftruncate(j->fd, 0) != 0)
