@@ -8,7 +8,10 @@
 # CPU (user + system), not of wall time, so that a campaign on a machine
 # shared with other work still gets its full time: it runs in chunks of at
 # most FUZZ_CHUNK (900) wall seconds, each going on from the corpus the last
-# one left.  Each campaign starts from tests/fuzz/corpus/<h>/ and
+# one left.  The totals are kept in var/fuzz/<h>.state after each chunk,
+# so a campaign that was stopped (a session or machine that ended) goes on
+# where it was when run again with the same SECONDS; FUZZ_FRESH=1, or a
+# campaign that had finished, starts from zero.  Each campaign starts from tests/fuzz/corpus/<h>/ and
 # regress/<h>/ and keeps what it finds in var/fuzz/corpus/<h>/ (not
 # committed; a later campaign goes on from it).  A crash stops that
 # harness's campaign: the input is saved under var/fuzz/artifacts/<h>/,
@@ -43,15 +46,21 @@ for h in "${harnesses[@]}"; do
   mkdir -p "$work" "$art"
   dirs=("$work" tests/fuzz/corpus/"$h")
   [ -d tests/fuzz/regress/"$h" ] && dirs+=(tests/fuzz/regress/"$h")
-  touch "var/fuzz/$h.start"   # crashes of this campaign: artifacts newer than it
-  rm -f var/fuzz/"$h".*.log
-  start=$(date +%s) cpu=0 execs=0 chunks=0 rc=0 log=
+  state=var/fuzz/$h.state
+  cpu=0 execs=0 chunks=0 took=0 rc=0 log=
+  [ "${FUZZ_FRESH:-0}" = 1 ] || [ ! -f "$state" ] || read -r _ cpu execs chunks took <"$state"
+  if [ "$cpu" -ge "$secs" ] || [ "$chunks" = 0 ]; then
+    cpu=0 execs=0 chunks=0 took=0
+    touch "var/fuzz/$h.start"   # crashes of this campaign: artifacts newer than it
+    rm -f var/fuzz/"$h".*.log
+  fi
   while [ "$cpu" -lt "$secs" ] && [ "$rc" = 0 ]; do
     chunks=$((chunks + 1))
     log=var/fuzz/$h.$chunks.log
     left=$((secs - cpu))
     # a chunk's wall time: what is left of the CPU time, at most chunk_max
     wall=$(( left < chunk_max ? left : chunk_max ))
+    chunk_start=$(date +%s)
     UBSAN_OPTIONS=print_stacktrace=1 /usr/bin/time -o "var/fuzz/$h.time" -f '%U %S' \
       nice -n "${FUZZ_NICE:-0}" "$bin" -max_total_time="$wall" -timeout=60 \
       -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$art/" "${dirs[@]}" >"$log" 2>&1
@@ -59,8 +68,9 @@ for h in "${harnesses[@]}"; do
     cpu=$(( cpu + $(awk 'END { printf "%d", $1 + $2 }' "var/fuzz/$h.time" 2>/dev/null) ))
     n=$(grep -oE 'stat::number_of_executed_units: +[0-9]+' "$log" | grep -o '[0-9]*$')
     execs=$(( execs + ${n:-0} ))
+    took=$(( took + $(date +%s) - chunk_start ))
+    echo "$secs $cpu $execs $chunks $took" >"$state"
   done
-  took=$(( $(date +%s) - start ))
   last=$(grep -E '^#[0-9]+' "$log" | tail -1)
   cov=$(grep -o 'cov: [0-9]*' <<<"$last" | grep -o '[0-9]*')
   ft=$(grep -o 'ft: [0-9]*' <<<"$last" | grep -o '[0-9]*')
