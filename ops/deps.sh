@@ -16,7 +16,7 @@ build_pkgs="gcc make pkg-config openssl libssl-dev libuv1-dev liblmdb-dev lmdb-u
 # make run also prints a swaks line for the first mail
 run_pkgs="swaks libnet-ssleay-perl curl"
 test_pkgs="libcmocka-dev clang libclang-rt-dev kcat swaks libnet-ssleay-perl postfix python3 python3-botocore python3-jsonschema
- python3-dkim prometheus yamllint cppcheck curl nodejs npm kubernetes-client binutils python3-yaml"
+ python3-dkim prometheus yamllint cppcheck curl nodejs npm kubernetes-client binutils python3-yaml haproxy"
 
 # Apache Kafka runs on Java; Maven fetches it (ops/kafka/pom.xml)
 kafka_pkgs="openjdk-17-jdk-headless maven"

@@ -30,7 +30,8 @@ static const char dev_user_password[] = "device-password";   /* ops/dev.users: u
 
 static const struct { const char *section, *key; } listeners[] = {
     { "mailfleet", "http_listen" }, { "mailfleet", "public_listen" },
-    { "ingest", "listen" }, { "ingest", "listen_tls" }, { "ingest", "metrics_listen" },
+    { "ingest", "listen" }, { "ingest", "listen_tls" }, { "ingest", "listen_submission" },
+    { "ingest", "metrics_listen" },
     { "transform", "metrics_listen" }, { "send", "metrics_listen" },
     { "feedback", "metrics_listen" }, { "feedback", "public_listen" },
     { "monitor", "metrics_listen" },

@@ -314,7 +314,8 @@ class ManifestTest(unittest.TestCase):
                     self.assertEqual(ports["metrics"], METRICS_PORT[comp])
                     # the port the pod exposes is the one the worker listens on
                     self.assertEqual(cfg[comp]["metrics_listen"], "0.0.0.0:%d" % METRICS_PORT[comp])
-                    for key, pname in (("listen", "smtp"), ("listen_tls", "smtps"), ("public_listen", "http")):
+                    for key, pname in (("listen", "smtp"), ("listen_tls", "smtps"),
+                                       ("listen_submission", "submission"), ("public_listen", "http")):
                         if cfg.has_option(comp, key):
                             self.assertEqual(int(cfg[comp][key].rsplit(":", 1)[1]), ports[pname])
                     self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "metrics"})
@@ -371,6 +372,29 @@ class ManifestTest(unittest.TestCase):
                 (nsobj,) = by_kind(objs, "Namespace").values()
                 self.assertEqual(ns, {nsobj["metadata"]["name"]})
                 self.assertEqual(nsobj["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted")
+
+    def test_smtp_ports_reach_their_listeners(self):
+        """25 reaches the relay listener, 465 the implicit-TLS one and 587 a
+        listener where MAIL needs AUTH (not the relay port: "587 requires
+        AUTH" must hold), and the NetworkPolicy lets each of them in."""
+        want = {25: ("smtp", "listen"), 465: ("smtps", "listen_tls"), 587: ("submission", "listen_submission")}
+        for name in RENDERS:
+            _, objs = render(name)
+            cfg = parse_ini(ini_of(objs))
+            (c,) = workloads(objs)["ingest"]["spec"]["template"]["spec"]["containers"]
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            svc = by_kind(objs, "Service")["mailfleet-smtp"]
+            with self.subTest(render=name):
+                got = {p["port"]: p["targetPort"] for p in svc["spec"]["ports"]}
+                self.assertEqual(sorted(got), sorted(want))
+                for port, (pname, key) in want.items():
+                    self.assertEqual(got[port], pname)
+                    self.assertEqual(int(cfg["ingest"][key].rsplit(":", 1)[1]), ports[pname])
+                auth_on = cfg["ingest"].get("require_auth_on", "submission")
+                self.assertIn("submission", [x.strip() for x in auth_on.split(",")])
+                pol = by_kind(objs, "NetworkPolicy")["mailfleet-ingest-smtp"]
+                allowed = {p["port"] for rule in pol["spec"]["ingress"] for p in rule["ports"]}
+                self.assertEqual(allowed, {"smtp", "smtps", "submission"})
 
     def test_ingest_buffers_fit_its_memory_limit(self):
         """Ingest refuses a max_buffered above half its container's memory

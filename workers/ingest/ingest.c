@@ -40,6 +40,7 @@
 #include "worker.h"
 #include "worker_loop.h"
 
+#include "netaddr.h"
 #include "rules.h"
 #include "smtp_server.h"
 #include "smtp_session.h"
@@ -50,6 +51,14 @@
 static const struct config_key ingest_keys[] = {
     { "ingest", "listen", CONFIG_STR, "127.0.0.1:2525", "plain SMTP + STARTTLS (empty = off)" },
     { "ingest", "listen_tls", CONFIG_STR, "127.0.0.1:4650", "implicit TLS SMTP (empty = off)" },
+    { "ingest", "listen_submission", CONFIG_STR, "",
+      "submission: SMTP + STARTTLS where MAIL needs AUTH first (empty = off; e.g. 0.0.0.0:587)" },
+    { "ingest", "require_auth_on", CONFIG_LIST, "submission",
+      "listeners (smtp, smtps, submission) where MAIL needs AUTH first (530 5.7.0)" },
+    { "ingest", "proxy_protocol", CONFIG_LIST, "",
+      "listeners that expect a PROXY v1/v2 header from a load balancer before anything else" },
+    { "ingest", "proxy_from", CONFIG_LIST, "",
+      "addresses or CIDRs allowed to connect to those listeners (empty = any: firewall them)" },
     { "ingest", "metrics_listen", CONFIG_STR, "127.0.0.1:9101", "metrics/health when run alone" },
     { "ingest", "hostname", CONFIG_STR, NULL, "name in the banner and Received: (default: host name)" },
     { "ingest", "tls_cert", CONFIG_STR, "var/tls/cert.pem", "PEM certificate chain (reloaded on SIGHUP)" },
@@ -116,6 +125,8 @@ struct ingest {
     uv_signal_t hup;
     struct smtp_server *server;
     struct smtp_server_conf sconf;
+    struct cidr *proxy_from;        /* [ingest] proxy_from */
+    size_t n_proxy_from;
     struct spool *spool;
     struct rules *rules;
     struct users *users;
@@ -516,12 +527,82 @@ static int open_spool(struct ingest *in, char *spool_uri, size_t urilen, char *e
     return in->spool ? 0 : -1;
 }
 
+static int listed(const struct config *cfg, const char *key, const char *name)
+{
+    char **items;
+    size_t n = config_list(cfg, "ingest", key, &items);
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++)
+        found = strcmp(items[i], name) == 0;
+    config_list_free(items, n);
+    return found;
+}
+
+static const struct {
+    const char *name, *key;
+    int implicit_tls;
+} listener_keys[] = {
+    { "smtp", "listen", 0 }, { "smtps", "listen_tls", 1 }, { "submission", "listen_submission", 0 },
+};
+
+/* Each listener named in require_auth_on and proxy_protocol must exist and
+ * be configured; proxy_from must hold addresses.  0, or -1 with err set. */
+static int check_listeners(struct ingest *in, char *err, size_t errlen)
+{
+    const struct config *cfg = in->env->cfg;
+    static const char *const lists[] = { "require_auth_on", "proxy_protocol" };
+    for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++) {
+        char **items;
+        size_t n = config_list(cfg, "ingest", lists[k], &items);
+        int bad = 0;
+        for (size_t i = 0; i < n && !bad; i++) {
+            size_t j = 0;
+            while (j < sizeof(listener_keys) / sizeof(listener_keys[0]) && strcmp(items[i], listener_keys[j].name))
+                j++;
+            if (j == sizeof(listener_keys) / sizeof(listener_keys[0])) {
+                snprintf(err, errlen, "[ingest] %s: '%s' is not smtp, smtps or submission", lists[k], items[i]);
+                bad = 1;
+            } else if (strcmp(lists[k], "proxy_protocol") == 0 && !*config_str(cfg, "ingest", listener_keys[j].key)) {
+                snprintf(err, errlen, "[ingest] proxy_protocol names %s, but %s is empty", items[i],
+                         listener_keys[j].key);
+                bad = 1;
+            }
+        }
+        config_list_free(items, n);
+        if (bad)
+            return -1;
+    }
+    char **from;
+    size_t n = config_list(cfg, "ingest", "proxy_from", &from);
+    int bad = 0;
+    in->proxy_from = xcalloc(n ? n : 1, sizeof(*in->proxy_from));
+    for (size_t i = 0; i < n && !bad; i++)
+        if (cidr_parse(from[i], &in->proxy_from[in->n_proxy_from++]) != 0) {
+            snprintf(err, errlen, "[ingest] proxy_from: '%s' is neither an address nor a CIDR", from[i]);
+            bad = 1;
+        }
+    config_list_free(from, n);
+    return bad ? -1 : 0;
+}
+
 static void server_conf(struct ingest *in)
 {
     const struct config *cfg = in->env->cfg;
     struct smtp_server_conf *sc = &in->sconf;
-    sc->listen = config_str(cfg, "ingest", "listen");
-    sc->listen_tls = config_str(cfg, "ingest", "listen_tls");
+    for (size_t i = 0; i < sizeof(listener_keys) / sizeof(listener_keys[0]); i++) {
+        const char *addr = config_str(cfg, "ingest", listener_keys[i].key);
+        if (!*addr)
+            continue;
+        sc->listeners[sc->n_listeners++] = (struct smtp_listener_conf){
+            .name = listener_keys[i].name,
+            .addr = addr,
+            .implicit_tls = listener_keys[i].implicit_tls,
+            .require_auth = listed(cfg, "require_auth_on", listener_keys[i].name),
+            .proxy = listed(cfg, "proxy_protocol", listener_keys[i].name),
+        };
+    }
+    sc->proxy_from = in->proxy_from;
+    sc->n_proxy_from = in->n_proxy_from;
     sc->max_connections = (unsigned)config_int(cfg, "ingest", "max_connections");
     sc->max_per_ip = (unsigned)config_int(cfg, "ingest", "max_connections_per_ip");
     sc->command_timeout_ms = config_duration_ms(cfg, "ingest", "command_timeout");
@@ -555,6 +636,7 @@ static void ingest_free(struct ingest *in)
 {
     spool_close(in->spool);
     rules_free(in->rules);
+    free(in->proxy_from);
     users_free(in->users);
     pthread_rwlock_destroy(&in->users_lock);
     free(in);
@@ -574,7 +656,8 @@ static int ingest_run(struct worker_env *env)
     else if (gethostname(in->hostname, sizeof(in->hostname) - 1) != 0)
         snprintf(in->hostname, sizeof(in->hostname), "localhost");
 
-    if (check_config(cfg, err, sizeof(err)) != 0 || buffer_limit(cfg, &in->max_buffered, err, sizeof(err)) != 0)
+    if (check_config(cfg, err, sizeof(err)) != 0 || buffer_limit(cfg, &in->max_buffered, err, sizeof(err)) != 0 ||
+        check_listeners(in, err, sizeof(err)) != 0)
         goto fail_early;
     in->rules = rules_from_config(cfg, err, sizeof(err));
     if (!in->rules)
@@ -618,8 +701,11 @@ static int ingest_run(struct worker_env *env)
     in->hup.data = in;
     uv_signal_start(&in->hup, on_hup, SIGHUP);
     worker_started(env);
-    log_kv(LOG_INFO, "ingest listening", "smtp", sc->listen, "smtps", sc->listen_tls, "spool",
-           spool_forwarding(in->spool) ? spool_uri : "off", NULL);
+    for (size_t i = 0; i < sc->n_listeners; i++)
+        log_kv(LOG_INFO, "ingest listening", "listener", sc->listeners[i].name, "address", sc->listeners[i].addr,
+               "auth", sc->listeners[i].require_auth ? "required" : "optional", "proxy",
+               sc->listeners[i].proxy ? "on" : "off", NULL);
+    log_kv(LOG_INFO, "ingest spool", "spool", spool_forwarding(in->spool) ? spool_uri : "off", NULL);
 
     uv_run(&in->loop, UV_RUN_DEFAULT);
     rc = spool_failed(in->spool);

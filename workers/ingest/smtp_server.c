@@ -19,11 +19,14 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "netaddr.h"
+#include "proxy_header.h"
 #include "strbuf.h"
 #include "timeutil.h"
 #include "tls.h"
 
 #define ACCEPT_PAUSE_MS 250
+#define PROXY_TIMEOUT_MS 10000   /* a balancer sends its header at once */
 
 /* AUTH throttling keeps one entry per client IP and one per user name tried.
  * A password check in flight counts against both as if it were going to
@@ -47,7 +50,7 @@ struct listener {
     struct smtp_server *srv;
     uv_poll_t poll;
     int fd;
-    int implicit_tls;
+    struct smtp_listener_conf conf;
     int active;
 };
 
@@ -56,9 +59,11 @@ struct smtp_conn {
     struct smtp_server *srv;
     uv_tcp_t tcp;
     uv_timer_t timer;
-    struct smtp_session *sess;
+    const struct listener *lst;
+    struct smtp_session *sess;  /* NULL while the PROXY header is awaited */
+    struct strbuf pre;          /* the PROXY header's bytes so far */
     struct tls_conn *tls;
-    struct limit_entry *ipe;
+    struct limit_entry *ipe;    /* the client's address (the peer's until a PROXY header) */
     struct strbuf out;          /* plaintext replies not yet written */
     struct strbuf net;          /* scratch: ciphertext */
     struct strbuf plain;        /* scratch: decrypted input */
@@ -87,7 +92,7 @@ struct smtp_server {
     struct smtp_server_conf conf;
     struct smtp_server_hooks hooks;
     struct tls_ctx *tls;
-    struct listener lst[2];
+    struct listener lst[SMTP_MAX_LISTENERS];
     size_t n_lst;
     uv_timer_t resume_timer;
     int paused, accepting;
@@ -218,6 +223,26 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 static void conn_restart_timer(struct smtp_conn *c);
 static void on_timeout(uv_timer_t *t);
 
+/* Ends the connection once what was written has left (TLS close_notify
+ * first); a peer that never reads is closed hard by the timer. */
+static void conn_shutdown(struct smtp_conn *c)
+{
+    c->shutting = 1;
+    if (c->tls) {
+        tls_conn_close_notify(c->tls, &c->net);
+        raw_write(c, &c->net);
+    }
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_shutdown_t *req = xmalloc(sizeof(*req));
+    req->data = c;
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        free(req);
+        conn_close(c);
+        return;
+    }
+    conn_restart_timer(c);
+}
+
 /* Writes what the session said; finishes a close the session asked for. */
 static void conn_flush(struct smtp_conn *c)
 {
@@ -233,23 +258,10 @@ static void conn_flush(struct smtp_conn *c)
             raw_write(c, &c->net);
         }
     }
-    if (smtp_session_closing(c->sess) && !c->shutting) {
-        c->shutting = 1;
+    if (c->sess && smtp_session_closing(c->sess) && !c->shutting) {
         if (strcmp(c->outcome, "reset") == 0)
             c->outcome = "quit";   /* QUIT, or the session gave up (too many errors) */
-        if (c->tls) {
-            tls_conn_close_notify(c->tls, &c->net);
-            raw_write(c, &c->net);
-        }
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        uv_shutdown_t *req = xmalloc(sizeof(*req));
-        req->data = c;
-        if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
-            free(req);
-            conn_close(c);
-            return;
-        }
-        conn_restart_timer(c);   /* a peer that never reads gets closed hard */
+        conn_shutdown(c);
         return;
     }
     conn_restart_timer(c);
@@ -473,6 +485,7 @@ static void conn_free(struct smtp_conn *c)
     struct smtp_server *s = c->srv;
     c->ipe->conns--;   /* here, not at close: an AUTH answer may still use ipe */
     smtp_session_free(c->sess);
+    strbuf_free(&c->pre);
     tls_conn_free(c->tls);
     strbuf_free(&c->out);
     strbuf_free(&c->net);
@@ -565,6 +578,11 @@ static void conn_restart_timer(struct smtp_conn *c)
 {
     struct smtp_server *s = c->srv;
     int64_t now = mono_ms();
+    if (!c->sess) {   /* the PROXY header, or the 421 after it, has this long */
+        c->idle_at_ms = c->started_ms + PROXY_TIMEOUT_MS;
+        conn_arm_timer(c, now);
+        return;
+    }
     int in_data = smtp_session_in_data(c->sess);
     int64_t ms = in_data ? s->conf.data_timeout_ms : s->conf.command_timeout_ms;
     c->idle_at_ms = now + (ms > 0 ? ms : 1);
@@ -599,6 +617,12 @@ static void on_timeout(uv_timer_t *t)
         conn_close(c);
         return;
     }
+    if (!c->sess) {
+        log_kv(LOG_INFO, "connection closed: no PROXY header in time", "peer", c->ipe->key, NULL);
+        c->outcome = "proxy_error";
+        conn_close(c);
+        return;
+    }
     if (smtp_session_busy(c->sess)) {
         conn_restart_timer(c);   /* the client waits for us, not the other way */
         return;
@@ -625,24 +649,17 @@ static void on_timeout(uv_timer_t *t)
     conn_arm_timer(c, now);
 }
 
-static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+/* Received bytes, plaintext or TLS, into the session. */
+static void conn_input(struct smtp_conn *c, const char *buf, size_t n)
 {
-    struct smtp_conn *c = st->data;
-    if (n == 0)
-        return;
-    if (n < 0) {
-        conn_close(c);
-        return;
-    }
-    c->window_bytes += (uint64_t)n;
     if (!c->tls) {
-        smtp_session_input(c->sess, buf->base, (size_t)n);
+        smtp_session_input(c->sess, buf, n);
         conn_flush(c);
         return;
     }
     int was_ready = tls_conn_ready(c->tls);
     strbuf_reset(&c->plain);
-    int rc = tls_conn_feed(c->tls, buf->base, (size_t)n, &c->plain, &c->net);
+    int rc = tls_conn_feed(c->tls, buf, n, &c->plain, &c->net);
     raw_write(c, &c->net);
     if (rc == -EPROTO) {
         log_kv(LOG_INFO, "TLS failed", "client", c->ipe->key, NULL);
@@ -662,15 +679,107 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     conn_flush(c);
 }
 
-static void conn_new(struct smtp_server *s, int fd, const char *ip, int implicit_tls)
+/* The session begins: banner now (or after the TLS handshake). */
+static void conn_start(struct smtp_conn *c)
+{
+    struct smtp_server *s = c->srv;
+    struct smtp_session_io io = { c, io_write, io_starttls, io_close, io_auth, io_submit, io_flow };
+    s->conf.session.tls_available = s->tls != NULL;
+    if (c->lst->conf.implicit_tls)
+        c->tls = tls_conn_new(s->tls);
+    c->sess = smtp_session_new(&s->conf.session, &io, c->ipe->key, c->lst->conf.implicit_tls);
+    if (c->lst->conf.require_auth)
+        smtp_session_require_auth(c->sess);
+    c->started_ms = mono_ms();
+    smtp_session_start(c->sess);
+    conn_flush(c);
+}
+
+/* Refuses a connection whose session has not begun: 421 and close. */
+static void conn_refuse(struct smtp_conn *c, const char *status, const char *why)
+{
+    struct smtp_server *s = c->srv;
+    strbuf_appendf(&c->out, "421 %s %s Error: %s\r\n", status, s->conf.session.hostname, why);
+    raw_write(c, &c->out);
+    metric_inc(s->m_refused);
+    c->outcome = "refused";
+    log_kv(LOG_INFO, "connection refused", "client", c->ipe->key, "reason", why, NULL);
+    conn_shutdown(c);
+}
+
+/* Bytes before the session on a PROXY listener: the header, perhaps with
+ * the start of the dialogue (a TLS ClientHello) behind it. */
+static void conn_proxy_input(struct smtp_conn *c, const char *buf, size_t n)
+{
+    struct smtp_server *s = c->srv;
+    size_t room = PROXY_HEADER_MAX - c->pre.len;
+    size_t take = n < room ? n : room;
+    strbuf_append_n(&c->pre, buf, take);
+    struct proxy_source src;
+    const char *why;
+    int used = proxy_header_parse((const unsigned char *)c->pre.data, c->pre.len, &src, &why);
+    if (used == 0 && c->pre.len == PROXY_HEADER_MAX)
+        used = -1, why = "PROXY header too long";
+    if (used == 0)
+        return;
+    if (used < 0) {
+        log_kv(LOG_WARN, "PROXY header refused", "peer", c->ipe->key, "reason", why, NULL);
+        c->outcome = "proxy_error";
+        conn_close(c);
+        return;
+    }
+    if (!src.local) {
+        struct limit_entry *e = ip_get(s, src.addr);
+        c->ipe->conns--;
+        c->ipe = e;
+        int full = e->conns >= s->conf.max_per_ip;
+        e->conns++;
+        ip_sweep(s);
+        if (full) {
+            conn_refuse(c, "4.7.0", "too many connections from your address");
+            return;
+        }
+    }
+    /* What followed the header: in pre (from earlier reads) and in buf. */
+    size_t in_pre = c->pre.len - (size_t)used;
+    char *rest = xmalloc(in_pre + (n - take) + 1);
+    memcpy(rest, c->pre.data + used, in_pre);
+    memcpy(rest + in_pre, buf + take, n - take);
+    size_t rest_len = in_pre + (n - take);
+    strbuf_free(&c->pre);
+    conn_start(c);
+    if (rest_len && !c->closing && !c->shutting)
+        conn_input(c, rest, rest_len);
+    free(rest);
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    struct smtp_conn *c = st->data;
+    if (n == 0)
+        return;
+    if (n < 0) {
+        conn_close(c);
+        return;
+    }
+    c->window_bytes += (uint64_t)n;
+    if (!c->sess)
+        conn_proxy_input(c, buf->base, (size_t)n);
+    else
+        conn_input(c, buf->base, (size_t)n);
+}
+
+static void conn_new(struct smtp_server *s, int fd, const char *ip, const struct listener *l)
 {
     struct smtp_conn *c = xcalloc(1, sizeof(*c));
     c->srv = s;
+    c->lst = l;
     c->outcome = "reset";
     c->started_ms = mono_ms();
     strbuf_init(&c->out);
     strbuf_init(&c->net);
     strbuf_init(&c->plain);
+    strbuf_init(&c->pre);
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
     c->handles++;
@@ -690,16 +799,13 @@ static void conn_new(struct smtp_server *s, int fd, const char *ip, int implicit
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    struct smtp_session_io io = { c, io_write, io_starttls, io_close, io_auth, io_submit, io_flow };
-    s->conf.session.tls_available = s->tls != NULL;
-    if (implicit_tls)
-        c->tls = tls_conn_new(s->tls);
-    c->sess = smtp_session_new(&s->conf.session, &io, ip, implicit_tls);
     metric_inc(s->m_connections);
-    smtp_session_start(c->sess);
     c->reading = 1;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    conn_flush(c);
+    if (l->conf.proxy)
+        conn_restart_timer(c);   /* the header's deadline */
+    else
+        conn_start(c);
 }
 
 /* ---- accepting --------------------------------------------------------------- */
@@ -773,22 +879,33 @@ static void on_listen(uv_poll_t *p, int status, int events)
             refuse(s, fd, ip, "4.3.2", "shutting down, try again later");
             continue;
         }
-        struct limit_entry *e = ip_get(s, ip);
+        if (l->conf.proxy && s->conf.n_proxy_from) {
+            struct netaddr peer;
+            if (netaddr_parse(ip, &peer) != 0 || !cidr_any(s->conf.proxy_from, s->conf.n_proxy_from, &peer)) {
+                /* A PROXY header is only believed from the balancer. */
+                refuse(s, fd, ip, "4.7.0", "not a trusted proxy (proxy_from)");
+                continue;
+            }
+        }
+        /* Behind a PROXY header the peer is the balancer: its client's
+         * address is known, and counted, once the header has come. */
+        struct limit_entry *e = l->conf.proxy ? NULL : ip_get(s, ip);
         if (s->n_conns >= s->conf.max_connections) {
             refuse(s, fd, ip, "4.7.0", "too many connections");
             ip_sweep(s);
-        } else if (e->conns >= s->conf.max_per_ip) {
+        } else if (e && e->conns >= s->conf.max_per_ip) {
             refuse(s, fd, ip, "4.7.0", "too many connections from your address");
-        } else if (l->implicit_tls && !s->tls) {
+        } else if (l->conf.implicit_tls && !s->tls) {
             close(fd);
         } else {
-            conn_new(s, fd, ip, l->implicit_tls);
+            conn_new(s, fd, ip, l);
         }
     }
 }
 
-static int listen_on(struct smtp_server *s, const char *addr, int implicit_tls, char *err, size_t errlen)
+static int listen_on(struct smtp_server *s, const struct smtp_listener_conf *lc, char *err, size_t errlen)
 {
+    const char *addr = lc->addr;
     char host[128];
     const char *colon = strrchr(addr, ':');
     if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof(host)) {
@@ -817,7 +934,7 @@ static int listen_on(struct smtp_server *s, const char *addr, int implicit_tls, 
     struct listener *l = &s->lst[s->n_lst++];
     l->srv = s;
     l->fd = fd;
-    l->implicit_tls = implicit_tls;
+    l->conf = *lc;
     l->active = 1;
     uv_poll_init(s->loop, &l->poll, fd);
     l->poll.data = l;
@@ -839,10 +956,9 @@ struct smtp_server *smtp_server_new(uv_loop_t *loop, const struct smtp_server_co
     s->m_auth_fail = metric_counter("mailfleet_ingest_auth_failures_total", "failed SMTP AUTH attempts", NULL);
     uv_timer_init(loop, &s->resume_timer);
     s->resume_timer.data = s;
-    if (conf->listen && *conf->listen && listen_on(s, conf->listen, 0, err, errlen) != 0)
-        goto fail;
-    if (conf->listen_tls && *conf->listen_tls && listen_on(s, conf->listen_tls, 1, err, errlen) != 0)
-        goto fail;
+    for (size_t i = 0; i < conf->n_listeners && i < SMTP_MAX_LISTENERS; i++)
+        if (listen_on(s, &conf->listeners[i], err, errlen) != 0)
+            goto fail;
     return s;
 fail:
     smtp_server_close(s);
@@ -882,7 +998,14 @@ void smtp_server_shutdown_sessions(struct smtp_server *s)
 {
     for (struct smtp_conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (c->closing || smtp_session_busy(c->sess))
+        if (c->closing || c->shutting)
+            continue;
+        if (!c->sess) {   /* no session yet (PROXY header awaited) */
+            c->outcome = "shutdown";
+            conn_close(c);
+            continue;
+        }
+        if (smtp_session_busy(c->sess))
             continue;
         c->outcome = "shutdown";
         smtp_session_shutdown(c->sess);

@@ -1,7 +1,14 @@
 /* smtp_server — libuv listeners and connections around smtp_session.
  *
- * Two kinds of listener: plain (STARTTLS offered when a TLS context is set)
- * and implicit TLS.  Accepting is done on our own listening sockets watched
+ * Up to three listeners, each plain (STARTTLS offered when a TLS context is
+ * set) or implicit TLS; a listener may require AUTH before MAIL (530 5.7.0:
+ * the submission port) and may expect a PROXY protocol header (v1 or v2,
+ * from a load balancer) before anything else: its client address is then
+ * the header's, for every limit, the logs and Received:, and per-IP limits
+ * are checked once it has come.  A connection to such a listener from a
+ * peer outside proxy_from (when set), or one whose header is missing, bad
+ * or later than 10 s, is closed; on a listener without it, a PROXY line is
+ * refused (421 4.7.0) like any forged header.  Accepting is done on our own listening sockets watched
  * with uv_poll, so accepting can pause (descriptor limit) and resume without
  * spinning or dropping the backlog.  Limits: connections total and per client
  * IP (421 4.7.0), command and data idle timeouts, a whole-session deadline
@@ -23,9 +30,21 @@ struct smtp_server;
 struct smtp_conn;
 struct tls_ctx;
 
+struct cidr;
+
+#define SMTP_MAX_LISTENERS 3
+
+struct smtp_listener_conf {
+    const char *name;              /* "smtp", "smtps", "submission": logs */
+    const char *addr;              /* "127.0.0.1:2525" */
+    int implicit_tls, require_auth, proxy;
+};
+
 struct smtp_server_conf {
-    const char *listen;            /* "127.0.0.1:2525" or "" */
-    const char *listen_tls;        /* implicit TLS, or "" */
+    struct smtp_listener_conf listeners[SMTP_MAX_LISTENERS];
+    size_t n_listeners;
+    const struct cidr *proxy_from; /* peers that may send PROXY headers (none: any) */
+    size_t n_proxy_from;
     unsigned max_connections, max_per_ip;
     int64_t command_timeout_ms, data_timeout_ms;   /* idle time; every read restarts it */
     int64_t session_timeout_ms;    /* whole session, whatever the client sends (0 = none) */

@@ -53,6 +53,7 @@ struct smtp_session {
     char helo[256];
     int esmtp, tls, closing;
     char *auth_user;
+    int require_auth;          /* MAIL only after AUTH */
     char auth_login_user[256];
     unsigned errors;
     unsigned junk;               /* junk commands since the last message queued */
@@ -163,6 +164,11 @@ struct smtp_session *smtp_session_new(const struct smtp_session_conf *conf,
     size_t nr = conf->rules ? rules_count(conf->rules) : 0;
     s->rule_counts = xcalloc(nr ? nr : 1, sizeof(unsigned));
     return s;
+}
+
+void smtp_session_require_auth(struct smtp_session *s)
+{
+    s->require_auth = 1;
 }
 
 void smtp_session_free(struct smtp_session *s)
@@ -544,6 +550,10 @@ static int check_mail(struct smtp_session *s, const char *args)
         reply(s, 501, "5.5.4 Syntax: MAIL FROM:<address>");
         return -1;
     }
+    if (s->require_auth && !s->auth_user) {
+        reply(s, 530, "5.7.0 Authentication required");
+        return -1;
+    }
     return 0;
 }
 
@@ -779,6 +789,16 @@ static void proceed_help(struct smtp_session *s, const char *args)
     reply(s, 214, "2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY HELP QUIT");
 }
 
+/* A PROXY protocol line reaching the session: this listener takes none
+ * (the server consumes the header where one is expected), so it is a
+ * client claiming another address, or a balancer sent to the wrong port. */
+static void proceed_proxy(struct smtp_session *s, const char *args)
+{
+    log_kv(LOG_WARN, "PROXY header refused: not enabled on this listener", "client", s->client_ip, NULL);
+    reply(s, 421, "4.7.0 %s Error: PROXY protocol is not enabled on this listener", s->conf->hostname);
+    session_close(s);
+}
+
 static const struct smtp_verb smtp_verbs[] = {
     { "EHLO", check_helo, proceed_ehlo },
     { "HELO", check_helo, proceed_helo },
@@ -793,6 +813,7 @@ static const struct smtp_verb smtp_verbs[] = {
     { "VRFY", check_any, proceed_vrfy, 1 },
     { "EXPN", check_any, proceed_expn, 1 },
     { "HELP", check_any, proceed_help, 1 },
+    { "PROXY", check_any, proceed_proxy },
     { NULL, NULL, NULL },
 };
 

@@ -80,6 +80,8 @@ struct smtp_session *smtp_session_new(const struct smtp_session_conf *conf,
                                       const struct smtp_session_io *io, const char *client_ip,
                                       int tls);
 void smtp_session_free(struct smtp_session *s);   /* accepts NULL */
+/* Before start: MAIL needs AUTH first (530 5.7.0), the submission port's rule. */
+void smtp_session_require_auth(struct smtp_session *s);
 
 void smtp_session_start(struct smtp_session *s);  /* writes the 220 banner */
 void smtp_session_input(struct smtp_session *s, const char *buf, size_t len);

@@ -9,15 +9,10 @@
 #include <string.h>
 
 #include "log.h"
+#include "netaddr.h"
 #include "strbuf.h"
 
 #define LOG_CLIENTS 64
-
-struct cidr {
-    int family;                /* AF_INET / AF_INET6 */
-    unsigned char addr[16];
-    int prefix;                /* bits */
-};
 
 struct holder {
     char client[LINKS_CLIENT_LEN];   /* charge key: the address, or an IPv6 /64 */
@@ -41,70 +36,6 @@ struct links_limits {
 };
 
 /* --- addresses -------------------------------------------------------- */
-
-/* Parses an address (no port, no brackets) into family and bytes; an
- * IPv4-mapped IPv6 address is the IPv4 one (a dual-stack proxy's view). */
-static int addr_parse(const char *s, int *family, unsigned char out[16])
-{
-    static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-    if (inet_pton(AF_INET, s, out) == 1) {
-        *family = AF_INET;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, s, out) == 1) {
-        *family = AF_INET6;
-        if (memcmp(out, mapped, sizeof(mapped)) == 0) {
-            memmove(out, out + 12, 4);
-            *family = AF_INET;
-        }
-        return 0;
-    }
-    return -1;
-}
-
-static int cidr_parse(const char *s, struct cidr *c)
-{
-    char a[LINKS_CLIENT_LEN];
-    const char *slash = strchr(s, '/');
-    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
-    if (alen == 0 || alen >= sizeof(a))
-        return -1;
-    memcpy(a, s, alen);
-    a[alen] = '\0';
-    if (addr_parse(a, &c->family, c->addr) < 0)
-        return -1;
-    int max = c->family == AF_INET ? 32 : 128;
-    c->prefix = max;
-    if (slash) {
-        char *e;
-        long p = strtol(slash + 1, &e, 10);
-        if (e == slash + 1 || *e || p < 0 || p > max)
-            return -1;
-        c->prefix = (int)p;
-    }
-    return 0;
-}
-
-static int cidr_match(const struct cidr *c, int family, const unsigned char *addr)
-{
-    if (c->family != family)
-        return 0;
-    int full = c->prefix / 8, rest = c->prefix % 8;
-    if (memcmp(c->addr, addr, (size_t)full) != 0)
-        return 0;
-    if (rest == 0)
-        return 1;
-    unsigned char mask = (unsigned char)(0xff << (8 - rest));
-    return (c->addr[full] & mask) == (addr[full] & mask);
-}
-
-static int trusted(const struct links_limits *lim, int family, const unsigned char *addr)
-{
-    for (size_t i = 0; i < lim->n_proxies; i++)
-        if (cidr_match(&lim->proxies[i], family, addr))
-            return 1;
-    return 0;
-}
 
 /* The rightmost entry of list[0..*end) into out (trimmed), *end moved to
  * the comma before it; 0 when there is none left. */
@@ -133,24 +64,21 @@ static int xff_pop(const char *list, size_t *end, char *out, size_t outlen)
 void links_limits_client(const struct links_limits *lim, const char *peer, const char *xff,
                          char out[LINKS_CLIENT_LEN])
 {
-    int family;
-    unsigned char addr[16];
+    struct netaddr addr;
     snprintf(out, LINKS_CLIENT_LEN, "%s", peer ? peer : "");
-    if (addr_parse(out, &family, addr) < 0)
+    if (netaddr_parse(out, &addr) < 0)
         return;
     /* Walk left while the hop is a trusted proxy.  An entry that is not an
      * address ends the walk at the last proxy: it vouches for nothing. */
     size_t end = xff ? strlen(xff) : 0;
     char hop[LINKS_CLIENT_LEN];
-    while (trusted(lim, family, addr) && xff_pop(xff, &end, hop, sizeof(hop))) {
-        int f;
-        unsigned char a[16];
-        if (addr_parse(hop, &f, a) < 0)
+    while (cidr_any(lim->proxies, lim->n_proxies, &addr) && xff_pop(xff, &end, hop, sizeof(hop))) {
+        struct netaddr a;
+        if (netaddr_parse(hop, &a) < 0)
             break;
-        family = f;
-        memcpy(addr, a, sizeof(a));
+        addr = a;
     }
-    if (!inet_ntop(family, addr, out, LINKS_CLIENT_LEN))
+    if (!inet_ntop(addr.family, addr.addr, out, LINKS_CLIENT_LEN))
         out[0] = '\0';
 }
 
