@@ -6,7 +6,9 @@ import base64
 import json
 import os
 import re
+import shutil
 import smtplib
+import socket
 import ssl
 import subprocess
 import time
@@ -258,6 +260,84 @@ class IngestClientsTest(harness.TestCase):
         self.ing.proc.signal(1)   # SIGHUP
         harness.wait_for(lambda: served_cert() != before, 5, what="new certificate served")
         self.assertIn("TLS certificate reloaded", self.ing.proc.output())
+
+
+
+class SecretVolumeReloadTest(harness.TestCase):
+    """Certificates and users as a Kubernetes Secret volume lays them out
+    (files are symlinks through ..data, which is swapped to a new directory
+    on an update): ingest picks up a renewal by itself, without SIGHUP or a
+    restart, and keeps the old certificate while a new one does not load."""
+
+    def make_version(self, root, name, cn, days, users_from=None):
+        d = os.path.join(root, name)
+        os.makedirs(d)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", os.path.join(d, "tls.key"), "-out", os.path.join(d, "tls.crt"),
+                        "-days", str(days), "-subj", "/CN=" + cn], check=True, capture_output=True, timeout=30)
+        if users_from:
+            shutil.copy(users_from, os.path.join(d, "users"))
+        else:
+            open(os.path.join(d, "users"), "w").close()
+        return d
+
+    def swap(self, root, name):
+        tmp = os.path.join(root, "..data_tmp")
+        os.symlink(name, tmp)
+        os.rename(tmp, os.path.join(root, "..data"))   # atomic, as the kubelet does
+
+    def served(self, ing):
+        ctx = ssl._create_unverified_context()
+        with socket.create_connection(("127.0.0.1", ing.tls_port), timeout=5) as raw:
+            with ctx.wrap_socket(raw) as t:
+                return t.getpeercert(binary_form=True)
+
+    def expiry_metric(self, ing):
+        for line in ing.metrics().splitlines():
+            if line.startswith("mailfleet_tls_certificate_expiry_timestamp_seconds "):
+                return float(line.split()[1])
+        return None
+
+    def not_after(self, path):
+        r = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", path], capture_output=True,
+                           text=True, check=True, timeout=30)
+        import email.utils
+        return email.utils.parsedate_to_datetime(r.stdout.strip().split("=", 1)[1].replace(" GMT", " +0000")
+                                                 ).timestamp()
+
+    def test_renewal_and_new_users_are_picked_up_without_a_signal(self):
+        root = self.path("secret")
+        os.makedirs(root)
+        self.make_version(root, "..v1", "first.test", 30)
+        self.swap(root, "..v1")
+        for f in ("tls.crt", "tls.key", "users"):
+            os.symlink(os.path.join("..data", f), os.path.join(root, f))
+        ing = Ingest(self, tls_cert=os.path.join(root, "tls.crt"), tls_key=os.path.join(root, "tls.key"),
+                     tls_generate="false", users_file=os.path.join(root, "users"), tls_watch="200ms").start()
+        first = self.served(ing)
+        self.assertAlmostEqual(self.expiry_metric(ing), self.not_after(os.path.join(root, "..v1", "tls.crt")),
+                               delta=1)
+        # a renewal with a new user: a new directory, then the symlink swap
+        users = self.path("users.new")
+        cfg = self.write("u.ini", "[ingest]\nusers_file = %s\n" % users)
+        self.mailfleet("users", "add", "carol", "-c", cfg, input="pw-carol\n")
+        v2 = self.make_version(root, "..v2", "renewed.test", 60, users_from=users)
+        self.swap(root, "..v2")
+        harness.wait_for(lambda: self.served(ing) != first, 10, what="the renewed certificate served")
+        self.assertAlmostEqual(self.expiry_metric(ing), self.not_after(os.path.join(v2, "tls.crt")), delta=1)
+        harness.wait_for(lambda: "users reloaded" in ing.proc.output(), 10, what="users reloaded")
+        with smtplib.SMTP("127.0.0.1", ing.port, timeout=10) as s:
+            s.starttls(context=ssl._create_unverified_context())
+            s.login("carol", "pw-carol")
+        renewed = self.served(ing)
+        # a broken update (a key that does not match) keeps the certificate being served
+        v3 = self.make_version(root, "..v3", "broken.test", 90)
+        shutil.copy(os.path.join(root, "..v1", "tls.key"), os.path.join(v3, "tls.key"))
+        self.swap(root, "..v3")
+        harness.wait_for(lambda: "TLS reload failed; keeping the old certificate" in ing.proc.output(), 10,
+                         what="the failed reload logged")
+        self.assertEqual(self.served(ing), renewed)
+        self.assertNotIn("SIGHUP", ing.proc.output())
 
 
 if __name__ == "__main__":

@@ -267,7 +267,7 @@ class KustomizeTest(unittest.TestCase):
         self.assertEqual(n, len(unknown))
         kinds = {(x["kind"], x["status"]) for x in results}
         for k in ("Deployment", "StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy",
-                  "ScaledObject", "TriggerAuthentication", "Secret", "Ingress"):
+                  "ScaledObject", "TriggerAuthentication", "Secret", "Ingress", "Certificate"):
             self.assertIn((k, "valid"), kinds)
 
     def test_validator_rejects_a_broken_object(self):
@@ -372,6 +372,32 @@ class ManifestTest(unittest.TestCase):
                 (nsobj,) = by_kind(objs, "Namespace").values()
                 self.assertEqual(ns, {nsobj["metadata"]["name"]})
                 self.assertEqual(nsobj["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted")
+
+    def test_tls_secrets_are_renewed_and_reach_ingest_without_a_restart(self):
+        """prod: a cert-manager Certificate keeps each TLS Secret the pods and
+        the Ingress use; ingest mounts its Secret as a directory (a subPath
+        or items mount never sees an update) and watches the files."""
+        _, objs = render("overlays/prod")
+        certs = {c["spec"]["secretName"]: c for c in by_kind(objs, "Certificate").values()}
+        cfg = parse_ini(ini_of(objs))
+        ing = workloads(objs)["ingest"]
+        pod = ing["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        tls_dir = os.path.dirname(env["MAILFLEET__INGEST__TLS_CERT"])
+        (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == tls_dir]
+        self.assertNotIn("subPath", mount)
+        (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        self.assertNotIn("items", vol["secret"])
+        self.assertIn(vol["secret"]["secretName"], certs)
+        self.assertEqual(os.path.basename(env["MAILFLEET__INGEST__TLS_CERT"]), "tls.crt")   # cert-manager's keys
+        self.assertEqual(os.path.basename(env["MAILFLEET__INGEST__TLS_KEY"]), "tls.key")
+        self.assertNotIn(cfg["ingest"].get("tls_watch", "30s"), ("0", "0s"))
+        self.assertIn(cfg["ingest"]["hostname"], certs[vol["secret"]["secretName"]]["spec"]["dnsNames"])
+        for ingress in by_kind(objs, "Ingress").values():
+            for t in ingress["spec"]["tls"]:
+                self.assertIn(t["secretName"], certs)
+                self.assertEqual(set(t["hosts"]), set(certs[t["secretName"]]["spec"]["dnsNames"]))
 
     def test_smtp_ports_reach_their_listeners(self):
         """25 reaches the relay listener, 465 the implicit-TLS one and 587 a

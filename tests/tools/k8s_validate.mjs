@@ -1,6 +1,7 @@
 // k8s_validate.mjs — validates rendered Kubernetes objects offline against
-// the schemas shipped in the npm packages kubernetes-models (core API groups)
-// and @kubernetes-models/keda (ScaledObject, TriggerAuthentication).
+// the schemas shipped in the npm packages kubernetes-models (core API groups),
+// @kubernetes-models/keda (ScaledObject, TriggerAuthentication) and
+// @kubernetes-models/cert-manager (Certificate).
 //
 //   node tests/tools/k8s_validate.mjs FILE.yaml...
 //
@@ -20,6 +21,8 @@ function modulePath(apiVersion, kind) {
     return null;
   if (group === "keda.sh" || group === "eventing.keda.sh")
     return `@kubernetes-models/keda/${group}/${version}/${kind}`;
+  if (group === "cert-manager.io")
+    return `@kubernetes-models/cert-manager/${group}/${version}/${kind}`;
   if (group === "")
     return `kubernetes-models/${version}/${kind}`;
   // Core groups without a dot ("apps", "batch", "policy", "autoscaling") and

@@ -63,6 +63,8 @@ static const struct config_key ingest_keys[] = {
     { "ingest", "hostname", CONFIG_STR, NULL, "name in the banner and Received: (default: host name)" },
     { "ingest", "tls_cert", CONFIG_STR, "var/tls/cert.pem", "PEM certificate chain (reloaded on SIGHUP)" },
     { "ingest", "tls_key", CONFIG_STR, "var/tls/key.pem", "PEM private key" },
+    { "ingest", "tls_watch", CONFIG_DURATION, "30s",
+      "how often certificate, key and users_file are checked for a change and reloaded (0 = SIGHUP only)" },
     { "ingest", "tls_generate", CONFIG_BOOL, "false",
       "write a self-signed cert/key when missing (development only)" },
     { "ingest", "users_file", CONFIG_STR, "var/state/users",
@@ -118,6 +120,16 @@ static const struct config_key ingest_keys[] = {
 };
 
 
+/* What tells a changed file: a Kubernetes Secret volume swaps a symlink to a
+ * new directory (new inode); a copy in place changes size or mtime. */
+struct file_stamp {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    int missing;
+};
+
 struct ingest {
     struct worker_env *env;
     uv_loop_t loop;
@@ -142,6 +154,9 @@ struct ingest {
     atomic_int storage_low;          /* smtp_session_conf.storage_low */
     char storage_why[300];           /* under live_lock */
     int64_t next_storage_check;
+    int64_t next_watch;              /* mono ms of the next look at watched[] */
+    struct file_stamp watched[3];    /* tls_cert, tls_key, users_file as last loaded or tried */
+    struct metric *m_cert_expiry;
     struct metric *m_accepted, *m_duplicate, *m_tempfail, *m_bytes, *m_latency;
 };
 
@@ -288,7 +303,36 @@ static int hook_auth_verify(void *opaque, const char *user, const char *pass)
     return ok;
 }
 
-/* ---- TLS and users, loaded at start and on SIGHUP -------------------------------- */
+/* ---- TLS and users, loaded at start, on SIGHUP and when their files change ---------- */
+
+static struct file_stamp stamp_of(const char *path)
+{
+    struct stat st;
+    struct file_stamp f = { 0 };
+    if (stat(path, &st) != 0) {
+        f.missing = 1;
+        return f;
+    }
+    f.dev = st.st_dev;
+    f.ino = st.st_ino;
+    f.size = st.st_size;
+    f.mtime = st.st_mtim;
+    return f;
+}
+
+static int stamp_differs(const struct file_stamp *a, const struct file_stamp *b)
+{
+    return a->missing != b->missing || a->dev != b->dev || a->ino != b->ino || a->size != b->size ||
+           a->mtime.tv_sec != b->mtime.tv_sec || a->mtime.tv_nsec != b->mtime.tv_nsec;
+}
+
+static const char *const watched_keys[] = { "tls_cert", "tls_key", "users_file" };
+
+static void watch_stamp(struct ingest *in)
+{
+    for (size_t i = 0; i < sizeof(watched_keys) / sizeof(watched_keys[0]); i++)
+        in->watched[i] = stamp_of(config_str(in->env->cfg, "ingest", watched_keys[i]));
+}
 
 static int load_tls(struct ingest *in, char *err, size_t errlen)
 {
@@ -301,6 +345,11 @@ static int load_tls(struct ingest *in, char *err, size_t errlen)
     struct tls_ctx *ctx = tls_ctx_new(cert, key, err, errlen);
     if (!ctx)
         return -1;
+    int64_t not_after = tls_ctx_not_after(ctx);
+    if (!in->m_cert_expiry)
+        in->m_cert_expiry = metric_gauge("mailfleet_tls_certificate_expiry_timestamp_seconds",
+                                         "notAfter of the SMTP certificate being served (Unix time)", NULL);
+    metric_set(in->m_cert_expiry, (double)not_after);
     smtp_server_set_tls(in->server, ctx);
     return 0;
 }
@@ -318,16 +367,44 @@ static int load_users(struct ingest *in, char *err, size_t errlen)
     return 0;
 }
 
+static void reload(struct ingest *in, int tls, int users, const char *why)
+{
+    char err[512];
+    if (tls && load_tls(in, err, sizeof(err)) != 0)
+        log_kv(LOG_ERROR, "TLS reload failed; keeping the old certificate", "error", err, "cause", why, NULL);
+    else if (tls)
+        log_kv(LOG_INFO, "TLS certificate reloaded", "cause", why, NULL);
+    if (users && load_users(in, err, sizeof(err)) != 0)
+        log_kv(LOG_ERROR, "users reload failed; keeping the old ones", "error", err, "cause", why, NULL);
+    else if (users)
+        log_kv(LOG_INFO, "users reloaded", "cause", why, NULL);
+}
+
 static void on_hup(uv_signal_t *h, int sig)
 {
     struct ingest *in = h->data;
-    char err[512];
-    if (load_tls(in, err, sizeof(err)) != 0)
-        log_kv(LOG_ERROR, "TLS reload failed; keeping the old certificate", "error", err, NULL);
-    else
-        log_kv(LOG_INFO, "TLS certificate reloaded", NULL);
-    if (load_users(in, err, sizeof(err)) != 0)
-        log_kv(LOG_ERROR, "users reload failed; keeping the old ones", "error", err, NULL);
+    watch_stamp(in);
+    reload(in, 1, 1, "SIGHUP");
+}
+
+/* Certificates renewed by cert-manager (or a copy in place) and a changed
+ * users Secret take effect without a restart or a signal.  A file caught
+ * half-written fails to load and is tried again when it changes again. */
+static void check_watched(struct ingest *in)
+{
+    int64_t every = config_duration_ms(in->env->cfg, "ingest", "tls_watch");
+    if (every <= 0 || mono_ms() < in->next_watch)
+        return;
+    in->next_watch = mono_ms() + every;
+    struct file_stamp now[3];
+    int changed[3];
+    for (size_t i = 0; i < sizeof(watched_keys) / sizeof(watched_keys[0]); i++) {
+        now[i] = stamp_of(config_str(in->env->cfg, "ingest", watched_keys[i]));
+        changed[i] = stamp_differs(&now[i], &in->watched[i]);
+        in->watched[i] = now[i];
+    }
+    if (changed[0] || changed[1] || changed[2])
+        reload(in, changed[0] || changed[1], changed[2], "file changed");
 }
 
 /* ---- drain -------------------------------------------------------------------------- */
@@ -380,6 +457,8 @@ static void on_tick(uv_timer_t *t)
     struct ingest *in = t->data;
     atomic_store(&in->last_tick_ms, mono_ms());
     check_storage(in);
+    if (!in->draining)
+        check_watched(in);
     if (!in->draining && *in->env->stop) {
         pthread_mutex_lock(&live_lock);   /* ready_check reads it from an HTTP thread */
         in->draining = 1;
@@ -664,6 +743,7 @@ static int ingest_run(struct worker_env *env)
         goto fail_early;
     if (rules_count(in->rules) == 0)
         log_kv(LOG_WARN, "no [rule.*] sections: every recipient will be refused", NULL);
+    watch_stamp(in);   /* before loading: a change in between is seen at the next look */
     if (load_users(in, err, sizeof(err)) != 0)
         goto fail_early;
 
@@ -686,6 +766,8 @@ static int ingest_run(struct worker_env *env)
         smtp_server_free(in->server);
         goto fail_loop;
     }
+    if (config_bool(cfg, "ingest", "tls_generate"))
+        watch_stamp(in);   /* a certificate just generated is the one loaded */
 
     metrics_init(in);
     pthread_mutex_lock(&live_lock);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -65,6 +66,15 @@ struct tls_ctx *tls_ctx_new(const char *cert_file, const char *key_file, char *e
     struct tls_ctx *c = xcalloc(1, sizeof(*c));
     c->ctx = ctx;
     return c;
+}
+
+int64_t tls_ctx_not_after(const struct tls_ctx *c)
+{
+    X509 *leaf = SSL_CTX_get0_certificate(c->ctx);
+    struct tm tm;
+    if (!leaf || ASN1_TIME_to_tm(X509_get0_notAfter(leaf), &tm) != 1)
+        return 0;
+    return (int64_t)timegm(&tm);
 }
 
 void tls_ctx_free(struct tls_ctx *c)

@@ -4,6 +4,7 @@
 #ifndef MF_INGEST_TLS_H
 #define MF_INGEST_TLS_H
 #include <stddef.h>
+#include <stdint.h>
 
 struct strbuf;
 struct tls_ctx;
@@ -12,6 +13,8 @@ struct tls_conn;
 /* Loads cert chain and key (PEM).  NULL + err on failure. */
 struct tls_ctx *tls_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx *c);   /* connections keep their own reference */
+/* The leaf certificate's notAfter, seconds since the epoch (0: unknown). */
+int64_t tls_ctx_not_after(const struct tls_ctx *c);
 
 /* Writes a self-signed certificate (EC P-256, 10 years, CN and SAN = cn and
  * 127.0.0.1) and its key (mode 0600) when cert_file is missing.  0 = written
