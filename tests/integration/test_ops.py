@@ -911,8 +911,9 @@ class DockerfileTest(unittest.TestCase):
     def test_runtime_stage_installs_every_linked_library(self):
         st = self.stages()
         self.assertEqual(list(st), ["build", "runtime"])
-        self.assertTrue(st["build"]["from"].startswith("debian:bookworm"))
-        self.assertEqual(st["runtime"]["from"], "debian:bookworm-slim")
+        # pinned by digest, with the tag it follows (ops/pin-base-images.sh refreshes them)
+        self.assertRegex(st["build"]["from"], r"^debian:bookworm@sha256:[0-9a-f]{64}$")
+        self.assertRegex(st["runtime"]["from"], r"^debian:bookworm-slim@sha256:[0-9a-f]{64}$")
         runtime = self.apt_packages(st["runtime"])
         # libraries the binary asks for by name (DT_NEEDED) must be listed
         # themselves; the rest of ldd's closure may come as their dependencies
@@ -996,6 +997,41 @@ class DockerfileTest(unittest.TestCase):
         # the image runs as the uid the pods ask for
         for w in workloads(render("base")[1]).values():
             self.assertEqual(w["spec"]["template"]["spec"]["securityContext"]["runAsUser"], 10001)
+
+    def test_pin_script_rewrites_only_the_digests(self):
+        """ops/pin-base-images.sh against a stand-in skopeo (no registry can
+        be reached here): each FROM gets the digest asked for its tag, every
+        other line stays as it was."""
+        import hashlib
+        import shutil
+        import tempfile
+        d = tempfile.mkdtemp(prefix="mf-pin-")
+        self.addCleanup(shutil.rmtree, d, True)
+        for f in ("Dockerfile", "pin-base-images.sh"):
+            shutil.copy(os.path.join(OPS, f), os.path.join(d, f))
+        bin_dir = os.path.join(d, "bin")
+        os.makedirs(bin_dir)
+        with open(os.path.join(bin_dir, "skopeo"), "w") as f:
+            f.write('#!/bin/sh\nprintf "sha256:%s" "$(printf %s "$4" | sha256sum | cut -c1-64)"\n')
+        os.chmod(os.path.join(bin_dir, "skopeo"), 0o755)
+        r = subprocess.run([os.path.join(d, "pin-base-images.sh")], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, PATH=bin_dir + ":" + os.environ["PATH"]))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(OPS, "Dockerfile")) as f:
+            before = f.read().splitlines()
+        with open(os.path.join(d, "Dockerfile")) as f:
+            after = f.read().splitlines()
+        self.assertEqual(len(before), len(after))
+        changed = 0
+        for a, b in zip(before, after):
+            if not a.startswith("FROM "):
+                self.assertEqual(a, b)
+                continue
+            tag = re.match(r"^FROM (\S+?)@", a).group(1)
+            want = hashlib.sha256(("docker://docker.io/library/" + tag).encode()).hexdigest()
+            self.assertEqual(b, re.sub(r"@sha256:[0-9a-f]{64}", "@sha256:" + want, a))
+            changed += 1
+        self.assertEqual(changed, 2)
 
     def test_build_context_is_only_the_sources(self):
         """ops/Dockerfile.dockerignore sends the build stage what it copies
