@@ -36,8 +36,9 @@ TOPICS = ["mailfleet.inbound", "mailfleet.inbound.dlq", "mailfleet.outbound",
           "mailfleet.feedback", "mailfleet.suppression", "mailfleet.revocations", "mailfleet.alarms"]
 COMPACTED = {"mailfleet.suppression", "mailfleet.revocations"}
 GROUPS = {"transform", "send", "feedback", "links", "monitor"}
-# Series Prometheus itself adds to every target: not exported by a worker.
-PROMETHEUS_OWN = {"up"}
+# Series Prometheus itself adds to every target, and the kubelet's volume
+# stats (MailfleetSpoolVolumeFilling): not exported by a worker.
+PROMETHEUS_OWN = {"up", "kubelet_volume_stats_available_bytes", "kubelet_volume_stats_capacity_bytes"}
 
 _renders = {}
 
