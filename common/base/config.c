@@ -36,6 +36,8 @@ struct config {
     int failed;
     int line;         /* lines read so far: Debian's inih has no line numbers */
     int mid_line;     /* the last read ended inside a long line */
+    int too_long;     /* the line being parsed did not fit inih's buffer */
+    int indented;     /* ... starts with blanks: inih continues the last key */
     char unknown_section[128];   /* pending "unknown section" error */
     int unknown_line;
     FILE *f;
@@ -257,6 +259,7 @@ static char *read_line(char *buf, int size, void *stream)
         const char *p = r, *end;
         while (*p == ' ' || *p == '\t')
             p++;
+        c->indented = p > r;
         if (*p == '[' && (end = strchr(p, ']')) != NULL && end > p + 1) {
             char section[128];
             snprintf(section, sizeof(section), "%.*s", (int)(end - p - 1), p + 1);
@@ -272,7 +275,30 @@ static char *read_line(char *buf, int size, void *stream)
         }
     }
     c->mid_line = strchr(r, '\n') == NULL;
+    c->too_long = c->mid_line && !feof(c->f);
     return r;
+}
+
+/* An indented line after a key continues its value (inih's multi-line
+ * values): for a list, its items are appended; nothing else may continue. */
+static void append(struct config *c, const char *section, const char *name, const char *value, int line)
+{
+    const struct config_key *k = find_key(c->tables, section, name);
+    struct entry *e = lookup(c, section, name);
+    if (!k || k->type != CONFIG_LIST || !e) {
+        fail(c, line, section, name, "only a list may go on over indented lines");
+        return;
+    }
+    /* "a,\n  b" and "a\n  , b" both read as "a, b" */
+    size_t keep = strlen(e->value);
+    while (keep && (e->value[keep - 1] == ',' || e->value[keep - 1] == ' '))
+        keep--;
+    value += strspn(value, ", ");
+    size_t n = keep + strlen(value) + 3;
+    char *v = xmalloc(n);
+    snprintf(v, n, "%.*s%s%s", (int)keep, e->value, keep && *value ? ", " : "", value);
+    free(e->value);
+    e->value = v;
 }
 
 static int on_ini(void *user, const char *section, const char *name, const char *value)
@@ -287,7 +313,15 @@ static int on_ini(void *user, const char *section, const char *name, const char 
         return 1;
     }
     note_section(c, section);
-    set(c, section, name, value, line);
+    if (c->too_long) {
+        char why[96];
+        snprintf(why, sizeof(why), "line longer than %d characters: go on over indented lines", INI_MAX_LINE - 2);
+        fail(c, line, section, name, why);
+    } else if (c->indented) {
+        append(c, section, name, value, line);
+    } else {
+        set(c, section, name, value, line);
+    }
     return 1;
 }
 

@@ -161,6 +161,41 @@ static void test_values_of_every_type(void **state)
     config_free(c);
 }
 
+/* 220 characters of list: more than inih's 200-byte line */
+#define LONG_LIST "a1234567890, b1234567890, c1234567890, d1234567890, e1234567890, f1234567890, " \
+                  "g1234567890, h1234567890, i1234567890, j1234567890, k1234567890, l1234567890, " \
+                  "m1234567890, n1234567890, o1234567890, p1234567890"
+
+static void test_list_over_indented_lines(void **state)
+{
+    struct fixture *f = *state;
+    char err[256];
+    struct config *c = load_text(f,
+        "[main]\n"
+        "hosts = x.example:1,\n"
+        "  y.example:2\n"
+        "\t, z\n"
+        "name = after\n"
+        "[rule.r]\n"
+        "match = a@b.example,\n"
+        "    c@d.example\n", err, sizeof(err));
+    if (!c)
+        fail_msg("load: %s", err);
+    char **list;
+    size_t n = config_list(c, "main", "hosts", &list);
+    assert_int_equal(n, 3);
+    assert_string_equal(list[0], "x.example:1");
+    assert_string_equal(list[1], "y.example:2");
+    assert_string_equal(list[2], "z");
+    config_list_free(list, n);
+    n = config_list(c, "rule.r", "match", &list);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[1], "c@d.example");
+    config_list_free(list, n);
+    assert_string_equal(config_str(c, "main", "name"), "after");
+    config_free(c);
+}
+
 static void test_errors_name_file_line_key(void **state)
 {
     struct fixture *f = *state;
@@ -182,6 +217,8 @@ static void test_errors_name_file_line_key(void **state)
         { "[rule.capture]\nmatch = a@b.example\nbogus = 1\n", 3, "[rule.capture] bogus", "unknown key" },
         { "[rule]\nmatch = x\n", 2, "[rule]", "unknown section" },  /* "rule.*" needs a name */
         { "[main]\nname = a\nbogus = 1", 3, "bogus", "unknown key" },  /* no final newline */
+        { "[main]\ncount = 1\n  2\n", 3, "count", "only a list may go on over indented lines" },
+        { "[main]\nhosts = " LONG_LIST "\n", 2, "hosts", "line longer than 198 characters" },
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         char err[512], want[256];
@@ -434,6 +471,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_defaults_without_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_values_of_every_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_name_file_line_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_over_indented_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_syntax_error_and_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_sections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_secret_file, setup, teardown),
