@@ -89,4 +89,40 @@ if [ "$mode" = test ] || [ "$mode" = kafka ]; then
     touch "$home/installed"
   fi
 fi
+# The manifests use kustomize's `resources` of directories and `patches`
+# (kustomize v3.1+; the older fields are deprecated).  kubectl 1.21+ embeds
+# such a kustomize; Debian 12's kubectl is 1.20 (kustomize 2.0.3).  Then build
+# kustomize v4.5.7 from the Go module proxy into var/tools/bin, with Debian's
+# Go (1.19) if there is no other: tests/integration/test_ops.py prefers it.
+kustomize_ok() {
+  local d rc
+  d=$(mktemp -d)
+  printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\ndata: {k: old}\n' >"$d/cm.yaml"
+  printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\ndata: {k: new}\n' >"$d/patch.yaml"
+  printf 'resources: [cm.yaml]\npatches:\n  - path: patch.yaml\n' >"$d/kustomization.yaml"
+  "$@" "$d" 2>/dev/null | grep -q 'k: new'
+  rc=$?
+  rm -rf "$d"
+  return $rc
+}
+if [ "$mode" = test ] && [ ! -x var/tools/bin/kustomize ] && ! kustomize_ok kubectl kustomize; then
+  go=$(command -v go || true)
+  if [ -z "$go" ]; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "mailfleet: kustomize v4 is built with Go; run as root:  apt-get install -y golang-go" >&2
+      exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >&2
+    go=$(command -v go)
+  fi
+  echo "mailfleet: building kustomize v4.5.7 into var/tools/bin (kubectl's is too old)" >&2
+  mkdir -p var/tools/bin
+  if ! GOBIN="$PWD/var/tools/bin" GOFLAGS=-mod=mod "$go" install sigs.k8s.io/kustomize/kustomize/v4@v4.5.7 \
+       >var/tools/kustomize.log 2>&1 || ! kustomize_ok var/tools/bin/kustomize build; then
+    tail -20 var/tools/kustomize.log >&2
+    echo "mailfleet: could not build kustomize (log: var/tools/kustomize.log)" >&2
+    rm -f var/tools/bin/kustomize
+    exit 1
+  fi
+fi
 exit 0

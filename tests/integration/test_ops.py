@@ -26,6 +26,10 @@ PROM = os.path.join(OPS, "prometheus")
 DASHBOARD = os.path.join(OPS, "grafana", "mailfleet.json")
 TOOLS_SRC = os.path.join(harness.ROOT, "tests", "tools")
 KUBECTL = os.environ.get("KUBECTL", "kubectl")
+# kustomize v3.1+ (the manifests use `patches`): the one ops/deps.sh built when
+# kubectl's own is older (Debian 12's kubectl 1.20), else kubectl's.
+_KUSTOMIZE_BIN = os.path.join(harness.ROOT, "var", "tools", "bin", "kustomize")
+KUSTOMIZE = [_KUSTOMIZE_BIN, "build"] if os.access(_KUSTOMIZE_BIN, os.X_OK) else [KUBECTL, "kustomize"]
 
 WORKERS = ["ingest", "transform", "send", "feedback", "monitor", "links"]
 METRICS_PORT = {"ingest": 9101, "transform": 9102, "send": 9103, "feedback": 9104, "monitor": 9105,
@@ -49,8 +53,7 @@ def render(name):
         if name == "overlays/dev":   # its secrets are made at deploy time, never committed
             subprocess.run([os.path.join(K8S, name, "make-secrets.sh")], check=True, capture_output=True,
                            timeout=60)
-        r = subprocess.run([KUBECTL, "kustomize", os.path.join(K8S, name)], capture_output=True, text=True,
-                           timeout=120)
+        r = subprocess.run(KUSTOMIZE + [os.path.join(K8S, name)], capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise AssertionError("kubectl kustomize %s failed:\n%s" % (name, r.stderr))
         outdir = os.path.join(harness.ROOT, "build", "test-ops")
